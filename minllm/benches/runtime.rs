@@ -1,0 +1,2 @@
+//! Benchmarks of the runtime (to come).
+fn main() {}

@@ -1,0 +1,188 @@
+//! Access to a flow's store: exclusive in a plain run, through a lock while
+//! parallel branches share it, so that `prep` and `post` of different branches
+//! never overlap while their `exec`s do.
+
+use std::ops::{Deref, DerefMut};
+
+use futures_util::future::BoxFuture;
+
+/// A lock around a store shared by parallel branches (sync runs).
+pub(crate) trait SharedAccess<S>: Sync {
+    fn with(&self, f: &mut dyn FnMut(&mut S));
+}
+
+impl<S: Send> SharedAccess<S> for parking_lot::Mutex<&mut S> {
+    fn with(&self, f: &mut dyn FnMut(&mut S)) {
+        let mut guard = self.lock();
+        f(&mut guard)
+    }
+}
+
+/// The store as a step of a sync run sees it.
+#[doc(hidden)]
+pub struct StoreRef<'a, S> {
+    inner: Inner<'a, S>,
+}
+
+enum Inner<'a, S> {
+    Exclusive(&'a mut S),
+    Shared(&'a (dyn SharedAccess<S> + 'a)),
+}
+
+impl<'a, S> StoreRef<'a, S> {
+    pub(crate) fn exclusive(store: &'a mut S) -> Self {
+        StoreRef { inner: Inner::Exclusive(store) }
+    }
+
+    pub(crate) fn shared(lock: &'a (dyn SharedAccess<S> + 'a)) -> Self {
+        StoreRef { inner: Inner::Shared(lock) }
+    }
+
+    /// A shorter-lived handle to the same store.
+    pub fn reborrow(&mut self) -> StoreRef<'_, S> {
+        match &mut self.inner {
+            Inner::Exclusive(s) => StoreRef::exclusive(s),
+            Inner::Shared(l) => StoreRef::shared(*l),
+        }
+    }
+
+    /// Runs `f` with exclusive access to the store.
+    pub fn with<R>(&mut self, f: impl FnOnce(&mut S) -> R) -> R {
+        match &mut self.inner {
+            Inner::Exclusive(s) => f(s),
+            Inner::Shared(lock) => {
+                let mut f = Some(f);
+                let mut out = None;
+                lock.with(&mut |s| {
+                    if let Some(f) = f.take() {
+                        out = Some(f(s));
+                    }
+                });
+                out.expect("SharedAccess::with calls its closure exactly once")
+            }
+        }
+    }
+}
+
+/// A lock around a store shared by concurrent branches (async runs).
+pub(crate) trait AsyncSharedAccess<S>: Send + Sync {
+    fn lock(&self) -> BoxFuture<'_, tokio::sync::MappedMutexGuard<'_, S>>;
+}
+
+impl<S: Send + Sync> AsyncSharedAccess<S> for tokio::sync::Mutex<&mut S> {
+    fn lock(&self) -> BoxFuture<'_, tokio::sync::MappedMutexGuard<'_, S>> {
+        Box::pin(async move { tokio::sync::MutexGuard::map(tokio::sync::Mutex::lock(self).await, |s| &mut **s) })
+    }
+}
+
+/// The store as a step of an async run sees it.
+#[doc(hidden)]
+pub struct AsyncStoreRef<'a, S> {
+    inner: AsyncInner<'a, S>,
+}
+
+enum AsyncInner<'a, S> {
+    Exclusive(&'a mut S),
+    Shared(&'a (dyn AsyncSharedAccess<S> + 'a)),
+}
+
+/// Exclusive access to the store, held while a hook runs.
+#[doc(hidden)]
+pub enum StoreGuard<'g, S> {
+    Exclusive(&'g mut S),
+    Shared(tokio::sync::MappedMutexGuard<'g, S>),
+}
+
+impl<S> Deref for StoreGuard<'_, S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        match self {
+            StoreGuard::Exclusive(s) => s,
+            StoreGuard::Shared(g) => g,
+        }
+    }
+}
+
+impl<S> DerefMut for StoreGuard<'_, S> {
+    fn deref_mut(&mut self) -> &mut S {
+        match self {
+            StoreGuard::Exclusive(s) => s,
+            StoreGuard::Shared(g) => g,
+        }
+    }
+}
+
+impl<'a, S> AsyncStoreRef<'a, S> {
+    pub(crate) fn exclusive(store: &'a mut S) -> Self {
+        AsyncStoreRef { inner: AsyncInner::Exclusive(store) }
+    }
+
+    pub(crate) fn shared(lock: &'a (dyn AsyncSharedAccess<S> + 'a)) -> Self {
+        AsyncStoreRef { inner: AsyncInner::Shared(lock) }
+    }
+
+    /// A shorter-lived handle to the same store.
+    pub fn reborrow(&mut self) -> AsyncStoreRef<'_, S> {
+        match &mut self.inner {
+            AsyncInner::Exclusive(s) => AsyncStoreRef::exclusive(s),
+            AsyncInner::Shared(l) => AsyncStoreRef::shared(*l),
+        }
+    }
+
+    /// Exclusive access to the store until the guard drops.
+    pub async fn lock(&mut self) -> StoreGuard<'_, S> {
+        match &mut self.inner {
+            AsyncInner::Exclusive(s) => StoreGuard::Exclusive(s),
+            AsyncInner::Shared(l) => StoreGuard::Shared(l.lock().await),
+        }
+    }
+}
+
+/// A store made shareable between parallel branches (sync runs): a new lock
+/// around an exclusive store, or the lock an enclosing parallel run already holds.
+pub(crate) enum Share<'a, S> {
+    Owned(parking_lot::Mutex<&'a mut S>),
+    Borrowed(&'a (dyn SharedAccess<S> + 'a)),
+}
+
+impl<S: Send> Share<'_, S> {
+    pub(crate) fn access(&self) -> &(dyn SharedAccess<S> + '_) {
+        match self {
+            Share::Owned(lock) => lock,
+            Share::Borrowed(lock) => *lock,
+        }
+    }
+}
+
+impl<'a, S> StoreRef<'a, S> {
+    pub(crate) fn share(self) -> Share<'a, S> {
+        match self.inner {
+            Inner::Exclusive(s) => Share::Owned(parking_lot::Mutex::new(s)),
+            Inner::Shared(lock) => Share::Borrowed(lock),
+        }
+    }
+}
+
+/// [`Share`] for async runs.
+pub(crate) enum AsyncShare<'a, S> {
+    Owned(tokio::sync::Mutex<&'a mut S>),
+    Borrowed(&'a (dyn AsyncSharedAccess<S> + 'a)),
+}
+
+impl<S: Send + Sync> AsyncShare<'_, S> {
+    pub(crate) fn access(&self) -> &(dyn AsyncSharedAccess<S> + '_) {
+        match self {
+            AsyncShare::Owned(lock) => lock,
+            AsyncShare::Borrowed(lock) => *lock,
+        }
+    }
+}
+
+impl<'a, S> AsyncStoreRef<'a, S> {
+    pub(crate) fn share(self) -> AsyncShare<'a, S> {
+        match self.inner {
+            AsyncInner::Exclusive(s) => AsyncShare::Owned(tokio::sync::Mutex::new(s)),
+            AsyncInner::Shared(lock) => AsyncShare::Borrowed(lock),
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Actions: the labels on a flow's edges.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// The label of the edge a node takes when no label is given.
+pub const DEFAULT_ACTION: &str = "default";
+
+/// What a node's `post` returns: the label of the edge to follow next.
+///
+/// Runtime-built flows compare labels as strings. Typed flows (`flow!`) `match` on
+/// the value itself, which is why an enum is the best action type: the compiler
+/// then knows every label a node can return.
+///
+/// Implemented for `()` (always `"default"`), `String`, `&'static str`,
+/// `Option<S>` (`None` is `"default"`) and [`Label`]. An empty string also means
+/// `"default"`, as in PocketFlow.
+///
+/// For an enum, implement it by hand or derive it with `#[derive(minllm::Action)]`:
+///
+/// ```
+/// use minllm::Action;
+///
+/// enum Decision { Search, Answer }
+///
+/// impl Action for Decision {
+///     fn label(&self) -> &str {
+///         match self {
+///             Decision::Search => "search",
+///             Decision::Answer => "answer",
+///         }
+///     }
+///     fn declared() -> Option<&'static [&'static str]> {
+///         Some(&["search", "answer"])
+///     }
+/// }
+///
+/// assert_eq!(Decision::Answer.label(), "answer");
+/// ```
+pub trait Action: Send + 'static {
+    /// The edge label this action selects.
+    fn label(&self) -> &str;
+
+    /// Every label a value of this type can have, when the type knows them
+    /// (enums do, strings don't). [`Flow::validate`](crate::Flow::validate) uses it
+    /// to find actions with no edge.
+    fn declared() -> Option<&'static [&'static str]> {
+        None
+    }
+
+    /// Turns the action into an owned [`Label`]. Override it to avoid an allocation
+    /// when the label is static (the derive does).
+    fn into_label(self) -> Label
+    where
+        Self: Sized,
+    {
+        Label::from(self.label().to_owned())
+    }
+}
+
+impl Action for () {
+    fn label(&self) -> &str {
+        DEFAULT_ACTION
+    }
+    fn declared() -> Option<&'static [&'static str]> {
+        Some(&[DEFAULT_ACTION])
+    }
+    fn into_label(self) -> Label {
+        Label::DEFAULT
+    }
+}
+
+impl Action for String {
+    fn label(&self) -> &str {
+        if self.is_empty() { DEFAULT_ACTION } else { self }
+    }
+    fn into_label(self) -> Label {
+        Label::from(self)
+    }
+}
+
+impl Action for &'static str {
+    fn label(&self) -> &str {
+        if self.is_empty() { DEFAULT_ACTION } else { self }
+    }
+    fn into_label(self) -> Label {
+        Label::from(self)
+    }
+}
+
+impl<A: Action> Action for Option<A> {
+    fn label(&self) -> &str {
+        match self {
+            Some(a) => a.label(),
+            None => DEFAULT_ACTION,
+        }
+    }
+    fn into_label(self) -> Label {
+        match self {
+            Some(a) => a.into_label(),
+            None => Label::DEFAULT,
+        }
+    }
+}
+
+impl Action for Label {
+    fn label(&self) -> &str {
+        self.as_str()
+    }
+    fn into_label(self) -> Label {
+        self
+    }
+}
+
+/// An owned action label; cheap for static labels (no allocation).
+///
+/// An empty label reads as `"default"`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Label(Cow<'static, str>);
+
+impl Label {
+    /// The `"default"` label.
+    pub const DEFAULT: Label = Label(Cow::Borrowed(DEFAULT_ACTION));
+
+    /// A label from a static string, usable in `const` items.
+    pub const fn new_static(label: &'static str) -> Label {
+        if label.is_empty() { Label::DEFAULT } else { Label(Cow::Borrowed(label)) }
+    }
+
+    /// The label as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&'static str> for Label {
+    fn from(s: &'static str) -> Self {
+        Label::new_static(s)
+    }
+}
+
+impl From<String> for Label {
+    fn from(s: String) -> Self {
+        if s.is_empty() { Label::DEFAULT } else { Label(Cow::Owned(s)) }
+    }
+}
+
+impl std::ops::Deref for Label {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Label {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for Label {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Label {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl fmt::Debug for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_none_mean_default() {
+        assert_eq!(String::new().label(), "default");
+        assert_eq!("".label(), "default");
+        assert_eq!(None::<String>.into_label(), Label::DEFAULT);
+        assert_eq!(Label::from(String::new()), "default");
+        assert_eq!(().into_label(), "default");
+        assert_eq!(Some("go").into_label(), "go");
+    }
+}

@@ -1,0 +1,466 @@
+//! Batch nodes: `exec` once per item, sequentially, on threads or concurrently.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use futures_util::StreamExt as _;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use rayon::prelude::*;
+
+use crate::access::{AsyncStoreRef, StoreRef};
+use crate::action::{Action, Label};
+use crate::error::{BoxError, Error, HookError, NodeResult, Stage};
+use crate::node::{ExecContext, Retry};
+use crate::params::Params;
+use crate::step::{
+    Cancel, DynStep, StepCx, StepKind, call_async, call_stage, exec_with_retry, exec_with_retry_async, is_cancelled,
+    offload, short_type_name, standalone,
+};
+use crate::store::SharedStore;
+
+/// A node whose `exec` runs once per item: `prep` returns the items, `post` gets
+/// every output, in the items' order.
+///
+/// Add it to a flow wrapped in [`Batch::sequential`] or [`Batch::parallel`]. Retries
+/// and the fallback apply to each item on its own. The first failing item stops
+/// the batch (items not yet started never start) and the error names its index.
+///
+/// ```
+/// use minllm::{Batch, BatchNode, ExecContext, NodeResult, Params, SharedStore};
+///
+/// struct WordCount;
+///
+/// impl BatchNode for WordCount {
+///     type Item = String;
+///     type Output = usize;
+///     type Action = ();
+///
+///     fn prep(&self, store: &SharedStore, _: &Params) -> NodeResult<Vec<String>> {
+///         Ok(store.try_get("docs")?)
+///     }
+///     fn exec(&self, doc: &String, _: &ExecContext) -> NodeResult<usize> {
+///         Ok(doc.split_whitespace().count())
+///     }
+///     fn post(&self, store: &mut SharedStore, _: Vec<String>, counts: Vec<usize>) -> NodeResult<()> {
+///         store.set("counts", counts);
+///         Ok(())
+///     }
+/// }
+///
+/// let mut store = SharedStore::new();
+/// store.set("docs", vec!["a b".to_string(), "c d e".to_string()]);
+/// Batch::parallel(WordCount).run(&mut store).unwrap();
+/// assert_eq!(store.get::<Vec<usize>>("counts"), Some(vec![2, 3]));
+/// ```
+pub trait BatchNode<S = SharedStore>: Send + Sync + 'static {
+    /// One unit of work.
+    type Item: Send + Sync + 'static;
+    /// What `exec` makes of one item.
+    type Output: Send + 'static;
+    /// What `post` returns: the label of the next edge.
+    type Action: Action;
+
+    /// Reads the items from the store and the flow's params.
+    fn prep(&self, store: &S, params: &Params) -> NodeResult<Vec<Self::Item>>;
+
+    /// Processes one item. Retried according to [`retry`](BatchNode::retry).
+    fn exec(&self, item: &Self::Item, ctx: &ExecContext<'_>) -> NodeResult<Self::Output>;
+
+    /// Runs after the last failed attempt on an item; the default returns the error.
+    fn exec_fallback(&self, item: &Self::Item, error: BoxError, ctx: &ExecContext<'_>) -> NodeResult<Self::Output> {
+        let _ = (item, ctx);
+        Err(error)
+    }
+
+    /// Gets the items back with their outputs, in order; writes the store.
+    fn post(&self, store: &mut S, items: Vec<Self::Item>, outputs: Vec<Self::Output>) -> NodeResult<Self::Action>;
+
+    /// The retry policy of `exec`, applied to each item.
+    fn retry(&self) -> Retry {
+        Retry::ONCE
+    }
+}
+
+/// The async form of [`BatchNode`]. Add it to a flow wrapped in
+/// [`AsyncBatch::sequential`] or [`AsyncBatch::concurrent`].
+pub trait AsyncBatchNode<S = SharedStore>: Send + Sync + 'static
+where
+    S: Send + Sync,
+{
+    /// One unit of work.
+    type Item: Send + Sync + 'static;
+    /// What `exec` makes of one item.
+    type Output: Send + 'static;
+    /// What `post` returns: the label of the next edge.
+    type Action: Action;
+
+    /// Reads the items from the store and the flow's params.
+    fn prep(&self, store: &S, params: &Params) -> impl Future<Output = NodeResult<Vec<Self::Item>>> + Send;
+
+    /// Processes one item. Retried according to [`retry`](AsyncBatchNode::retry).
+    fn exec(&self, item: &Self::Item, ctx: &ExecContext<'_>) -> impl Future<Output = NodeResult<Self::Output>> + Send;
+
+    /// Runs after the last failed attempt on an item; the default returns the error.
+    fn exec_fallback(
+        &self,
+        item: &Self::Item,
+        error: BoxError,
+        ctx: &ExecContext<'_>,
+    ) -> impl Future<Output = NodeResult<Self::Output>> + Send {
+        let _ = (item, ctx);
+        async move { Err(error) }
+    }
+
+    /// Gets the items back with their outputs, in order; writes the store.
+    fn post(
+        &self,
+        store: &mut S,
+        items: Vec<Self::Item>,
+        outputs: Vec<Self::Output>,
+    ) -> impl Future<Output = NodeResult<Self::Action>> + Send;
+
+    /// The retry policy of `exec`, applied to each item.
+    fn retry(&self) -> Retry {
+        Retry::ONCE
+    }
+}
+
+/// Runs `f` on every item on rayon's threads; results in input order. The first
+/// error cancels the rest: no item starts after it. `Err(None)` means the parent
+/// branch was cancelled (its own error is reported instead).
+pub(crate) fn par_map<I, O, E, F>(
+    items: &[I],
+    pool: Option<&rayon::ThreadPool>,
+    parent: Option<&Cancel<'_>>,
+    f: F,
+) -> Result<Vec<O>, Option<E>>
+where
+    I: Sync,
+    O: Send,
+    E: Send,
+    F: Fn(usize, &I, &Cancel<'_>) -> Result<O, E> + Sync,
+{
+    let cancel = Cancel::new(parent);
+    let first_error = parking_lot::Mutex::new(None);
+    let work = || {
+        items
+            .par_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                if cancel.is_cancelled() {
+                    return None;
+                }
+                match f(i, item, &cancel) {
+                    Ok(out) => Some(out),
+                    Err(e) => {
+                        first_error.lock().get_or_insert(e);
+                        cancel.cancel();
+                        None
+                    }
+                }
+            })
+            .collect::<Vec<Option<O>>>()
+    };
+    let outputs = match pool {
+        Some(pool) => pool.install(work),
+        None => work(),
+    };
+    if let Some(e) = first_error.into_inner() {
+        return Err(Some(e));
+    }
+    // Without an error, only a cancelled parent skips items.
+    outputs.into_iter().collect::<Option<Vec<O>>>().ok_or(None)
+}
+
+/// The error of a batch step: a hook's failure, or `None` when a failing sibling
+/// branch cancelled it.
+pub(crate) fn batch_error(cx: &StepCx<'_>, failure: Option<HookError>) -> Error {
+    match failure {
+        Some(h) => cx.error(h),
+        None => Error::Cancelled { flow: cx.flow.to_string() },
+    }
+}
+
+/// Runs the futures `make(0..count)` at most `limit` at a time; results in index
+/// order. The first error drops (cancels) the ones still running.
+pub(crate) async fn concurrent_map<O, E, Fut>(
+    count: usize,
+    limit: Option<usize>,
+    mut make: impl FnMut(usize) -> Fut,
+) -> Result<Vec<O>, E>
+where
+    Fut: Future<Output = Result<O, E>>,
+{
+    let limit = limit.unwrap_or(usize::MAX).max(1);
+    let mut outputs: Vec<Option<O>> = (0..count).map(|_| None).collect();
+    let mut running = FuturesUnordered::new();
+    let mut next = 0;
+    loop {
+        while running.len() < limit && next < count {
+            let i = next;
+            let fut = make(i);
+            running.push(async move { (i, fut.await) });
+            next += 1;
+        }
+        match running.next().await {
+            Some((i, Ok(out))) => outputs[i] = Some(out),
+            Some((_, Err(e))) => return Err(e),
+            None => break,
+        }
+    }
+    Ok(outputs.into_iter().map(|o| o.expect("every index ran to completion")).collect())
+}
+
+#[derive(Clone)]
+enum Mode {
+    Sequential,
+    Parallel(Option<Arc<rayon::ThreadPool>>),
+}
+
+/// A [`BatchNode`] ready to add to a flow: run item by item, or in parallel on
+/// rayon's threads (all cores).
+///
+/// In an async run, the items' `exec`s run on tokio's blocking pool, so they
+/// never stall the runtime.
+pub struct Batch<N> {
+    node: Arc<N>,
+    mode: Mode,
+}
+
+impl<N> Batch<N> {
+    /// Runs `exec` on one item after the other.
+    pub fn sequential(node: N) -> Self {
+        Batch { node: Arc::new(node), mode: Mode::Sequential }
+    }
+
+    /// Runs `exec` on all cores at once (rayon's global pool). Outputs keep the
+    /// items' order.
+    pub fn parallel(node: N) -> Self {
+        Batch { node: Arc::new(node), mode: Mode::Parallel(None) }
+    }
+
+    /// Runs `exec` in parallel on a pool of its own with `threads` threads, e.g.
+    /// to cap how many calls go to an LLM server at once.
+    pub fn threads(self, threads: usize) -> Self {
+        match rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build() {
+            Ok(pool) => Batch { mode: Mode::Parallel(Some(Arc::new(pool))), ..self },
+            Err(e) => {
+                tracing::warn!(threads, error = %e, "could not build a thread pool; using rayon's global pool");
+                Batch { mode: Mode::Parallel(None), ..self }
+            }
+        }
+    }
+
+    /// Runs the batch node alone on `store` and returns its action.
+    pub fn run<S>(&self, store: &mut S) -> Result<N::Action, Error>
+    where
+        S: Send + Sync + 'static,
+        N: BatchNode<S>,
+    {
+        standalone(short_type_name::<N>(), |cx| {
+            let node = &*self.node;
+            let items = call_stage(Stage::Prep, || node.prep(store, cx.params)).map_err(|h| cx.error(h))?;
+            let outputs = exec_items(node, &self.mode, &items, cx.node, None).map_err(|h| batch_error(&cx, h))?;
+            call_stage(Stage::Post, || node.post(store, items, outputs)).map_err(|h| cx.error(h))
+        })
+    }
+}
+
+fn exec_items<S, N: BatchNode<S>>(
+    node: &N,
+    mode: &Mode,
+    items: &[N::Item],
+    name: &str,
+    cancel: Option<&Cancel<'_>>,
+) -> Result<Vec<N::Output>, Option<HookError>> {
+    let retry = node.retry();
+    let one = |i: usize, item: &N::Item, cancel: Option<&Cancel<'_>>| {
+        exec_with_retry(
+            retry,
+            name,
+            Some(i),
+            cancel,
+            item,
+            |it, c| node.exec(it, c),
+            |it, e, c| node.exec_fallback(it, e, c),
+        )
+        .map(|(out, _)| out)
+    };
+    match mode {
+        Mode::Sequential => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| if is_cancelled(cancel) { Err(None) } else { one(i, item, cancel).map_err(Some) })
+            .collect(),
+        Mode::Parallel(pool) => par_map(items, pool.as_deref(), cancel, |i, item, c| one(i, item, Some(c))),
+    }
+}
+
+impl<S: Send + Sync + 'static, N: BatchNode<S>> DynStep<S> for Batch<N> {
+    fn run(&self, mut store: StoreRef<'_, S>, cx: StepCx<'_>) -> Result<Label, Error> {
+        let node = &*self.node;
+        let items = store.with(|s| call_stage(Stage::Prep, || node.prep(s, cx.params))).map_err(|h| cx.error(h))?;
+        let outputs = exec_items(node, &self.mode, &items, cx.node, cx.cancel).map_err(|h| batch_error(&cx, h))?;
+        let action =
+            store.with(|s| call_stage(Stage::Post, || node.post(s, items, outputs))).map_err(|h| cx.error(h))?;
+        Ok(action.into_label())
+    }
+
+    fn run_async<'a>(&'a self, mut store: AsyncStoreRef<'a, S>, cx: StepCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
+        Box::pin(async move {
+            let node = &*self.node;
+            let items = {
+                let guard = store.lock().await;
+                call_stage(Stage::Prep, || node.prep(&guard, cx.params))
+            }
+            .map_err(|h| cx.error(h))?;
+            let (shared, mode, name) = (Arc::clone(&self.node), self.mode.clone(), cx.node.to_owned());
+            let (items, outputs) = offload(move || {
+                let outputs = exec_items(&*shared, &mode, &items, &name, None);
+                (items, outputs)
+            })
+            .await
+            .map_err(|f| f.into_error(&cx, Stage::Exec, None))?;
+            let outputs = outputs.map_err(|h| batch_error(&cx, h))?;
+            let action = {
+                let mut guard = store.lock().await;
+                call_stage(Stage::Post, || node.post(&mut guard, items, outputs))
+            }
+            .map_err(|h| cx.error(h))?;
+            Ok(action.into_label())
+        })
+    }
+
+    fn kind(&self) -> StepKind {
+        match self.mode {
+            Mode::Sequential => StepKind::Batch,
+            Mode::Parallel(_) => StepKind::ParallelBatch,
+        }
+    }
+
+    fn declared_actions(&self) -> Option<&'static [&'static str]> {
+        N::Action::declared()
+    }
+}
+
+/// An [`AsyncBatchNode`] ready to add to a flow: items one after the other, or
+/// all at once as concurrent futures, optionally at most `limit` at a time.
+pub struct AsyncBatch<N, S = SharedStore> {
+    node: N,
+    concurrent: bool,
+    limit: Option<usize>,
+    store: PhantomData<fn(&mut S)>,
+}
+
+impl<N, S> AsyncBatch<N, S> {
+    /// Awaits each item's `exec` before starting the next.
+    pub fn sequential(node: N) -> Self {
+        AsyncBatch { node, concurrent: false, limit: None, store: PhantomData }
+    }
+
+    /// Runs every item's `exec` concurrently (outputs keep the items' order).
+    pub fn concurrent(node: N) -> Self {
+        AsyncBatch { node, concurrent: true, limit: None, store: PhantomData }
+    }
+
+    /// At most `limit` items in flight at once (for concurrent batches).
+    pub fn limit(self, limit: usize) -> Self {
+        AsyncBatch { limit: Some(limit.max(1)), ..self }
+    }
+}
+
+impl<N: AsyncBatchNode<S>, S: Send + Sync + 'static> AsyncBatch<N, S> {
+    /// Runs the batch node alone on `store` and returns its action.
+    pub async fn run_async(&self, store: &mut S) -> Result<N::Action, Error> {
+        let path = crate::step::FlowPath::root(crate::step::NO_FLOW);
+        let params = Params::new();
+        let span = tracing::Span::none();
+        let cx = StepCx { flow: &path, node: short_type_name::<N>(), params: &params, cancel: None, span: &span };
+        self.run_hooks(AsyncStoreRef::exclusive(store), cx).await
+    }
+
+    async fn run_hooks(&self, mut store: AsyncStoreRef<'_, S>, cx: StepCx<'_>) -> Result<N::Action, Error> {
+        let node = &self.node;
+        let items = {
+            let guard = store.lock().await;
+            call_async(Stage::Prep, node.prep(&guard, cx.params)).await
+        }
+        .map_err(|h| cx.error(h))?;
+        let outputs = if self.concurrent {
+            concurrent_map(items.len(), self.limit, |i| exec_async_item(node, i, &items[i], cx)).await
+        } else {
+            let mut outputs = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                outputs.push(exec_async_item(node, i, item, cx).await?);
+            }
+            Ok(outputs)
+        }?;
+        let mut guard = store.lock().await;
+        call_async(Stage::Post, node.post(&mut guard, items, outputs)).await.map_err(|h| cx.error(h))
+    }
+}
+
+async fn exec_async_item<S, N>(node: &N, i: usize, item: &N::Item, cx: StepCx<'_>) -> Result<N::Output, Error>
+where
+    S: Send + Sync,
+    N: AsyncBatchNode<S>,
+{
+    let result: Result<_, HookError> =
+        exec_with_retry_async!(node.retry(), cx.node, Some(i), cx.cancel, |ctx| node.exec(item, ctx), |err, ctx| node
+            .exec_fallback(item, err, ctx),);
+    result.map(|(out, _)| out).map_err(|h| cx.error(h))
+}
+
+impl<S: Send + Sync + 'static, N: AsyncBatchNode<S>> DynStep<S> for AsyncBatch<N, S> {
+    fn run(&self, _: StoreRef<'_, S>, cx: StepCx<'_>) -> Result<Label, Error> {
+        Err(Error::AsyncInSyncRun { flow: cx.flow.to_string(), node: cx.node.to_owned() })
+    }
+
+    fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: StepCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
+        Box::pin(async move { self.run_hooks(store, cx).await.map(Action::into_label) })
+    }
+
+    fn kind(&self) -> StepKind {
+        if self.concurrent { StepKind::ConcurrentBatch } else { StepKind::AsyncBatch }
+    }
+
+    fn declared_actions(&self) -> Option<&'static [&'static str]> {
+        N::Action::declared()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn par_map_keeps_order_and_reports_the_error() {
+        let items: Vec<usize> = (0..100).collect();
+        let out: Result<Vec<usize>, Option<String>> = par_map(&items, None, None, |i, x, _| Ok(i + x));
+        assert_eq!(out.unwrap(), (0..100).map(|i| 2 * i).collect::<Vec<_>>());
+        let out: Result<Vec<usize>, Option<usize>> =
+            par_map(&items, None, None, |i, _, _| if i == 7 { Err(i) } else { Ok(i) });
+        assert_eq!(out, Err(Some(7)));
+    }
+
+    #[tokio::test]
+    async fn concurrent_map_respects_the_limit() {
+        let live = std::sync::atomic::AtomicUsize::new(0);
+        let peak = std::sync::atomic::AtomicUsize::new(0);
+        let out: Result<Vec<usize>, ()> = concurrent_map(20, Some(3), |i| {
+            let (live, peak) = (&live, &peak);
+            async move {
+                let now = live.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                peak.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                live.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(i)
+            }
+        })
+        .await;
+        assert_eq!(out.unwrap(), (0..20).collect::<Vec<_>>());
+        assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+}

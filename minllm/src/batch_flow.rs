@@ -1,0 +1,220 @@
+//! `BatchFlow`: an inner flow run once per params.
+
+use std::fmt;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use crate::access::{AsyncStoreRef, StoreRef};
+use crate::action::{Action, Label};
+use crate::batch::{concurrent_map, par_map};
+use crate::error::{Error, NodeResult, Stage};
+use crate::flow::Flow;
+use crate::graph::Graph;
+use crate::params::Params;
+use crate::step::{Cancel, DynStep, FlowPath, StepCx, StepKind, call_stage, is_cancelled};
+use crate::store::SharedStore;
+
+type ParamsFn<S> = dyn Fn(&S, &Params) -> NodeResult<Vec<Params>> + Send + Sync;
+type PostFn<S> = dyn Fn(&mut S, Vec<Params>) -> NodeResult<Label> + Send + Sync;
+
+/// Runs an inner [`Flow`] once per params: a function of the store and the
+/// parent's params returns the list, and each run gets its entry merged over the
+/// parent's params (the entry wins).
+///
+/// Sequential by default; [`parallel`](BatchFlow::parallel) runs the inner flows
+/// at the same time: on rayon's threads in [`Flow::run`], as concurrent futures in
+/// [`Flow::run_async`]. Their `exec`s overlap; the `prep`s and `post`s of
+/// different runs never overlap on the store. The first failing run cancels the
+/// others and its error names the item: `outer > batch[3] > node`.
+///
+/// ```
+/// use minllm::{BatchFlow, ExecContext, Flow, Node, NodeResult, Params, SharedStore};
+///
+/// struct Greet;
+/// impl Node for Greet {
+///     type Prep = String;
+///     type Exec = String;
+///     type Action = ();
+///     fn prep(&self, _: &SharedStore, p: &Params) -> NodeResult<String> {
+///         Ok(p.get("name")?)
+///     }
+///     fn exec(&self, name: &String, _: &ExecContext) -> NodeResult<String> {
+///         Ok(format!("hello {name}"))
+///     }
+///     fn post(&self, s: &mut SharedStore, _: String, line: String) -> NodeResult<()> {
+///         s.update_or_insert("lines", Vec::new, |v: &mut Vec<String>| v.push(line))?;
+///         Ok(())
+///     }
+/// }
+///
+/// let mut inner = Flow::new("greet");
+/// inner.add("greet", Greet);
+/// let batch = BatchFlow::new(inner, |store: &SharedStore, _: &Params| {
+///     let names: Vec<String> = store.try_get("names")?;
+///     Ok(names.into_iter().map(|n| Params::new().with("name", n)).collect())
+/// });
+///
+/// let mut store = SharedStore::new();
+/// store.set("names", vec!["ann".to_string(), "bob".to_string()]);
+/// batch.run(&mut store).unwrap();
+/// assert_eq!(store.get::<Vec<String>>("lines").unwrap(), ["hello ann", "hello bob"]);
+/// ```
+pub struct BatchFlow<S = SharedStore> {
+    flow: Flow<S>,
+    params: Box<ParamsFn<S>>,
+    post: Option<Box<PostFn<S>>>,
+    parallel: bool,
+    limit: Option<usize>,
+    pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+impl<S: Send + Sync + 'static> BatchFlow<S> {
+    /// A batch flow running `flow` once per params returned by `params`.
+    pub fn new(flow: Flow<S>, params: impl Fn(&S, &Params) -> NodeResult<Vec<Params>> + Send + Sync + 'static) -> Self {
+        BatchFlow { flow, params: Box::new(params), post: None, parallel: false, limit: None, pool: None }
+    }
+
+    /// Runs the inner flows at the same time (see the type's docs).
+    pub fn parallel(self) -> Self {
+        BatchFlow { parallel: true, ..self }
+    }
+
+    /// At most `limit` inner flows at once (implies [`parallel`](Self::parallel)).
+    /// Sync runs get a thread pool of that size.
+    pub fn limit(self, limit: usize) -> Self {
+        let limit = limit.max(1);
+        let pool = match rayon::ThreadPoolBuilder::new().num_threads(limit).build() {
+            Ok(pool) => Some(Arc::new(pool)),
+            Err(e) => {
+                tracing::warn!(limit, error = %e, "could not build a thread pool; using rayon's global pool");
+                None
+            }
+        };
+        BatchFlow { parallel: true, limit: Some(limit), pool, ..self }
+    }
+
+    /// Runs `post` after every inner flow finished, with the list of params; its
+    /// action is the batch flow's action (by default `"default"`).
+    pub fn post<A: Action>(self, post: impl Fn(&mut S, Vec<Params>) -> NodeResult<A> + Send + Sync + 'static) -> Self {
+        let post: Box<PostFn<S>> = Box::new(move |s, p| post(s, p).map(Action::into_label));
+        BatchFlow { post: Some(post), ..self }
+    }
+
+    /// The inner flow.
+    pub fn inner(&self) -> &Flow<S> {
+        &self.flow
+    }
+
+    /// Runs the batch flow alone on `store`.
+    pub fn run(&self, store: &mut S) -> Result<Label, Error> {
+        let root = FlowPath::root(self.flow.name());
+        let span = tracing::Span::none();
+        let params = Params::new();
+        let cx = StepCx { flow: &root, node: "batch", params: &params, cancel: None, span: &span };
+        DynStep::run(self, StoreRef::exclusive(store), cx)
+    }
+
+    /// Runs the batch flow alone on `store`, on the current tokio runtime.
+    pub async fn run_async(&self, store: &mut S) -> Result<Label, Error> {
+        let root = FlowPath::root(self.flow.name());
+        let span = tracing::Span::none();
+        let params = Params::new();
+        let cx = StepCx { flow: &root, node: "batch", params: &params, cancel: None, span: &span };
+        DynStep::run_async(self, AsyncStoreRef::exclusive(store), cx).await
+    }
+
+    fn finish(&self, store: &mut S, list: Vec<Params>) -> NodeResult<Label> {
+        match &self.post {
+            Some(post) => post(store, list),
+            None => Ok(Label::DEFAULT),
+        }
+    }
+}
+
+impl<S: Send + Sync + 'static> DynStep<S> for BatchFlow<S> {
+    fn run(&self, mut store: StoreRef<'_, S>, cx: StepCx<'_>) -> Result<Label, Error> {
+        let list =
+            store.with(|s| call_stage(Stage::BatchParams, || (self.params)(s, cx.params))).map_err(|h| cx.error(h))?;
+        let base = self.flow_params(cx.params);
+        if self.parallel {
+            let share = store.reborrow().share();
+            let access = share.access();
+            par_map(&list, self.pool.as_deref(), cx.cancel, |i, item, cancel| {
+                let path = cx.flow.child(cx.node, Some(i));
+                self.flow.orchestrate(StoreRef::shared(access), &path, &base.merged(item), Some(cancel))
+            })
+            .map_err(|e| e.unwrap_or_else(|| Error::Cancelled { flow: cx.flow.to_string() }))?;
+        } else {
+            for (i, item) in list.iter().enumerate() {
+                if is_cancelled(cx.cancel) {
+                    return Err(Error::Cancelled { flow: cx.flow.to_string() });
+                }
+                let path = cx.flow.child(cx.node, Some(i));
+                self.flow.orchestrate(store.reborrow(), &path, &base.merged(item), cx.cancel)?;
+            }
+        }
+        store.with(|s| call_stage(Stage::Post, || self.finish(s, list))).map_err(|h| cx.error(h))
+    }
+
+    fn run_async<'a>(&'a self, mut store: AsyncStoreRef<'a, S>, cx: StepCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
+        Box::pin(async move {
+            let list = {
+                let guard = store.lock().await;
+                call_stage(Stage::BatchParams, || (self.params)(&guard, cx.params))
+            }
+            .map_err(|h| cx.error(h))?;
+            let base = self.flow_params(cx.params);
+            if self.parallel {
+                let share = store.reborrow().share();
+                let access = share.access();
+                let base = &base;
+                let list = &list;
+                concurrent_map(list.len(), self.limit, |i| async move {
+                    let path = cx.flow.child(cx.node, Some(i));
+                    let cancel = Cancel::new(cx.cancel);
+                    self.flow
+                        .orchestrate_async(AsyncStoreRef::shared(access), &path, &base.merged(&list[i]), Some(&cancel))
+                        .await
+                })
+                .await?;
+            } else {
+                for (i, item) in list.iter().enumerate() {
+                    let path = cx.flow.child(cx.node, Some(i));
+                    self.flow.orchestrate_async(store.reborrow(), &path, &base.merged(item), cx.cancel).await?;
+                }
+            }
+            let mut guard = store.lock().await;
+            call_stage(Stage::Post, || self.finish(&mut guard, list)).map_err(|h| cx.error(h))
+        })
+    }
+
+    fn kind(&self) -> StepKind {
+        StepKind::BatchFlow
+    }
+
+    fn declared_actions(&self) -> Option<&'static [&'static str]> {
+        None
+    }
+
+    fn subgraph(&self, path: &str) -> Option<Graph> {
+        DynStep::subgraph(&self.flow, path)
+    }
+}
+
+impl<S: Send + Sync + 'static> BatchFlow<S> {
+    /// The params every inner run starts from: the inner flow's own, under the parent's.
+    fn flow_params(&self, parent: &Params) -> Params {
+        self.flow.own_params().merged(parent)
+    }
+}
+
+impl<S> fmt::Debug for BatchFlow<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchFlow")
+            .field("flow", &self.flow)
+            .field("parallel", &self.parallel)
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,221 @@
+//! The one error type of minllm, and the error type of user hooks.
+
+use std::fmt;
+
+/// The error a node's hook returns: any error type converts into it with `?`,
+/// and so do `&str` and `String` (`Err("no answer".into())`).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The result type of node hooks (`prep`, `exec`, `exec_fallback`, `post`).
+pub type NodeResult<T> = Result<T, BoxError>;
+
+/// Which step of a node failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Stage {
+    /// `prep`: reading the store.
+    Prep,
+    /// `exec`: the work itself, after its last attempt.
+    Exec,
+    /// `exec_fallback`: the handler that runs after the last failed attempt.
+    Fallback,
+    /// `post`: writing the store and choosing the action.
+    Post,
+    /// The preparation of a batch flow's params.
+    BatchParams,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Prep => "prep",
+            Stage::Exec => "exec",
+            Stage::Fallback => "exec_fallback",
+            Stage::Post => "post",
+            Stage::BatchParams => "batch params",
+        })
+    }
+}
+
+/// Formats ` (item 3)` for batch items and nothing otherwise.
+struct ItemSuffix(Option<usize>);
+
+impl fmt::Display for ItemSuffix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(i) => write!(f, " (item {i})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Everything that can stop a flow or a node.
+///
+/// Each variant names where it happened: `flow` is the path of flows from the
+/// outermost one, e.g. `pipeline > per_file[2] > summarize` for item 2 of a batch
+/// flow `per_file` inside `pipeline`; `node` is the name the node was added under.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A hook returned an error (for `exec`: on its last attempt, and the fallback
+    /// re-raised it).
+    #[error("{stage} of node `{node}` in flow `{flow}` failed{item}: {source}", item = ItemSuffix(*.item))]
+    Node {
+        /// The flow path.
+        flow: String,
+        /// The node's name in its flow.
+        node: String,
+        /// The hook that failed.
+        stage: Stage,
+        /// The batch item's index, for batch nodes.
+        item: Option<usize>,
+        /// How many attempts `exec` made (1 for other stages).
+        attempts: u32,
+        /// The error the hook returned.
+        #[source]
+        source: BoxError,
+    },
+    /// A hook panicked. The panic was caught; the store is not poisoned.
+    #[error("{stage} of node `{node}` in flow `{flow}` panicked{item}: {message}", item = ItemSuffix(*.item))]
+    Panic {
+        /// The flow path.
+        flow: String,
+        /// The node's name in its flow.
+        node: String,
+        /// The hook that panicked.
+        stage: Stage,
+        /// The batch item's index, for batch nodes.
+        item: Option<usize>,
+        /// The panic's message.
+        message: String,
+    },
+    /// A flow ran more steps than its `max_steps` allows.
+    #[error("flow `{flow}` exceeded its step limit of {limit} steps; last steps: {recent}")]
+    StepLimit {
+        /// The flow path.
+        flow: String,
+        /// The limit set with [`Flow::max_steps`](crate::Flow::max_steps).
+        limit: u64,
+        /// The last nodes run, oldest first, as `a -> b -> a`.
+        recent: String,
+    },
+    /// A flow was run without a start node.
+    #[error("flow `{flow}` has no start node; call `Flow::start` before running it")]
+    NoStart {
+        /// The flow path.
+        flow: String,
+    },
+    /// An edge leads to a node of another flow.
+    #[error("node `{node}` in flow `{flow}` has an edge on action `{action}` to a node that is not in this flow")]
+    UnknownTarget {
+        /// The flow path.
+        flow: String,
+        /// The node the edge starts from.
+        node: String,
+        /// The edge's action.
+        action: String,
+    },
+    /// A sync run (`Flow::run`) reached an async node.
+    #[error("node `{node}` in flow `{flow}` is async; run the flow with `run_async`")]
+    AsyncInSyncRun {
+        /// The flow path.
+        flow: String,
+        /// The async node.
+        node: String,
+    },
+    /// The run was cancelled because a parallel branch failed first.
+    #[error("flow `{flow}` was cancelled because another branch failed")]
+    Cancelled {
+        /// The flow path.
+        flow: String,
+    },
+}
+
+impl Error {
+    /// The node the error happened in, if it happened in one.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Error::Node { node, .. }
+            | Error::Panic { node, .. }
+            | Error::UnknownTarget { node, .. }
+            | Error::AsyncInSyncRun { node, .. } => Some(node),
+            _ => None,
+        }
+    }
+
+    /// The flow path the error happened in.
+    pub fn flow(&self) -> &str {
+        match self {
+            Error::Node { flow, .. }
+            | Error::Panic { flow, .. }
+            | Error::StepLimit { flow, .. }
+            | Error::NoStart { flow }
+            | Error::UnknownTarget { flow, .. }
+            | Error::AsyncInSyncRun { flow, .. }
+            | Error::Cancelled { flow } => flow,
+        }
+    }
+
+    /// The batch item the error happened in, for batch nodes.
+    pub fn item(&self) -> Option<usize> {
+        match self {
+            Error::Node { item, .. } | Error::Panic { item, .. } => *item,
+            _ => None,
+        }
+    }
+
+    /// The stage (hook) that failed, for hook errors and panics.
+    pub fn stage(&self) -> Option<Stage> {
+        match self {
+            Error::Node { stage, .. } | Error::Panic { stage, .. } => Some(*stage),
+            _ => None,
+        }
+    }
+}
+
+/// Why a hook call failed, before the flow adds where it happened.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    Returned { source: BoxError, attempts: u32 },
+    Panicked(String),
+}
+
+impl Failure {
+    pub(crate) fn into_error(self, at: &crate::step::StepCx<'_>, stage: Stage, item: Option<usize>) -> Error {
+        let flow = at.flow.to_string();
+        let node = at.node.to_owned();
+        match self {
+            Failure::Returned { source, attempts } => Error::Node { flow, node, stage, item, attempts, source },
+            Failure::Panicked(message) => Error::Panic { flow, node, stage, item, message },
+        }
+    }
+}
+
+/// A hook failure tagged with its stage and batch item.
+#[derive(Debug)]
+pub(crate) struct HookError {
+    pub(crate) stage: Stage,
+    pub(crate) item: Option<usize>,
+    pub(crate) failure: Failure,
+}
+
+impl HookError {
+    pub(crate) fn new(stage: Stage, item: Option<usize>, failure: Failure) -> Self {
+        HookError { stage, item, failure }
+    }
+
+    pub(crate) fn into_error(self, at: &crate::step::StepCx<'_>) -> Error {
+        self.failure.into_error(at, self.stage, self.item)
+    }
+}
+
+/// Turns a caught panic payload into its message.
+pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    }
+}

@@ -1,0 +1,161 @@
+//! Params: the per-run settings a flow passes to each node's `prep`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+pub use serde_json::Value;
+
+/// A flow's params: a small, immutable map of JSON values that reaches the `prep`
+/// of every node in the flow's run. Batch flows run their inner flow once per
+/// params, merged over the parent's.
+///
+/// Cloning is cheap (a reference count).
+///
+/// ```
+/// use minllm::Params;
+///
+/// let base = Params::new().with("lang", "en").with("depth", 2);
+/// let item = Params::new().with("file", "a.txt").with("depth", 3);
+/// let merged = base.merged(&item);
+/// assert_eq!(merged.get_str("lang"), Some("en"));
+/// assert_eq!(merged.get::<u32>("depth").unwrap(), 3);
+/// assert_eq!(merged.get_str("file"), Some("a.txt"));
+/// ```
+#[derive(Clone, Default, PartialEq)]
+pub struct Params(Arc<BTreeMap<String, Value>>);
+
+/// A param that is missing or does not have the type asked for.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParamError {
+    /// No param with this name.
+    #[error("param `{key}` is not set (params: {present:?})")]
+    Missing {
+        /// The name asked for.
+        key: String,
+        /// The names that are set.
+        present: Vec<String>,
+    },
+    /// The param's value does not convert to the type asked for.
+    #[error("param `{key}` is {value}, which is not a `{expected}`: {reason}")]
+    WrongType {
+        /// The name asked for.
+        key: String,
+        /// The value found.
+        value: Value,
+        /// The type asked for.
+        expected: &'static str,
+        /// Why the conversion failed.
+        reason: String,
+    },
+}
+
+impl Params {
+    /// No params.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// These params with `key` set to `value`.
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        Arc::make_mut(&mut self.0).insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets `key` to `value`.
+    pub fn set(&mut self, key: impl Into<String>, value: impl Into<Value>) {
+        Arc::make_mut(&mut self.0).insert(key.into(), value.into());
+    }
+
+    /// The raw value of `key`.
+    pub fn value(&self, key: &str) -> Option<&Value> {
+        self.0.get(key)
+    }
+
+    /// The value of `key` as a string slice, if it is a JSON string.
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(Value::as_str)
+    }
+
+    /// The value of `key` converted to `T`, with an error naming the key when it is
+    /// missing or of another type.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<T, ParamError> {
+        let value = self
+            .0
+            .get(key)
+            .ok_or_else(|| ParamError::Missing { key: key.to_owned(), present: self.0.keys().cloned().collect() })?;
+        T::deserialize(value).map_err(|e| ParamError::WrongType {
+            key: key.to_owned(),
+            value: value.clone(),
+            expected: std::any::type_name::<T>(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Whether `key` is set.
+    pub fn contains(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
+    /// How many params are set.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no param is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The params, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// `self` with every param of `over` set on top (`over` wins).
+    pub fn merged(&self, over: &Params) -> Params {
+        if over.is_empty() {
+            return self.clone();
+        }
+        if self.is_empty() {
+            return over.clone();
+        }
+        let mut map = (*self.0).clone();
+        map.extend(over.0.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Params(Arc::new(map))
+    }
+}
+
+impl fmt::Debug for Params {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.0.iter()).finish()
+    }
+}
+
+impl<K: Into<String>, V: Into<Value>> FromIterator<(K, V)> for Params {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Params(Arc::new(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect()))
+    }
+}
+
+impl<K: Into<String>, V: Into<Value>, const N: usize> From<[(K, V); N]> for Params {
+    fn from(pairs: [(K, V); N]) -> Self {
+        pairs.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_type_and_missing_name_the_key() {
+        let p = Params::from([("n", "x")]);
+        let e = p.get::<u32>("n").unwrap_err().to_string();
+        assert!(e.contains("param `n`") && e.contains("u32"), "{e}");
+        let e = p.get::<u32>("m").unwrap_err().to_string();
+        assert!(e.contains("`m` is not set") && e.contains("\"n\""), "{e}");
+    }
+}
