@@ -253,6 +253,11 @@ impl<N> Batch<N> {
         }
     }
 
+    /// The wrapped node.
+    pub fn node(&self) -> &N {
+        &self.node
+    }
+
     /// Runs the batch node alone on `store` and returns its action.
     pub fn run<S>(&self, store: &mut S) -> Result<N::Action, Error>
     where
@@ -368,6 +373,11 @@ impl<N, S> AsyncBatch<N, S> {
     /// At most `limit` items in flight at once (for concurrent batches).
     pub fn limit(self, limit: usize) -> Self {
         AsyncBatch { limit: Some(limit.max(1)), ..self }
+    }
+
+    /// The wrapped node.
+    pub fn node(&self) -> &N {
+        &self.node
     }
 }
 

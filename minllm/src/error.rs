@@ -49,6 +49,18 @@ impl fmt::Display for ItemSuffix {
     }
 }
 
+/// Formats ` after 3 attempts` when there was more than one.
+struct AttemptsSuffix(u32);
+
+impl fmt::Display for AttemptsSuffix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 | 1 => Ok(()),
+            n => write!(f, " after {n} attempts"),
+        }
+    }
+}
+
 /// Everything that can stop a flow or a node.
 ///
 /// Each variant names where it happened: `flow` is the path of flows from the
@@ -59,7 +71,11 @@ impl fmt::Display for ItemSuffix {
 pub enum Error {
     /// A hook returned an error (for `exec`: on its last attempt, and the fallback
     /// re-raised it).
-    #[error("{stage} of node `{node}` in flow `{flow}` failed{item}: {source}", item = ItemSuffix(*.item))]
+    #[error(
+        "{stage} of node `{node}` in flow `{flow}` failed{item}{tries}: {source}",
+        item = ItemSuffix(*.item),
+        tries = AttemptsSuffix(*.attempts)
+    )]
     Node {
         /// The flow path.
         flow: String,

@@ -320,7 +320,7 @@ fn node_span(name: &str) -> tracing::Span {
 
 fn finish_span(span: &tracing::Span, started: Option<Instant>, label: &Label) {
     if let Some(started) = started {
-        span.record("action", label.as_str());
+        span.record("action", tracing::field::display(label));
         span.record("elapsed_us", u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
     }
 }

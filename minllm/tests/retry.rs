@@ -1,0 +1,160 @@
+//! Retries, waits, fallback and panics.
+
+#![allow(clippy::unwrap_used)] // tests unwrap what they expect to succeed
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use minllm::{BoxError, Error, ExecContext, Flow, Node, NodeResult, Params, Retry, SharedStore, Stage};
+
+/// Fails its first `failures` attempts; records each attempt number it saw.
+struct Flaky {
+    failures: u32,
+    retry: Retry,
+    seen: Mutex<Vec<u32>>,
+    fallback: Option<&'static str>,
+}
+
+impl Flaky {
+    fn new(failures: u32, retry: Retry) -> Self {
+        Flaky { failures, retry, seen: Mutex::new(Vec::new()), fallback: None }
+    }
+}
+
+impl Node for Flaky {
+    type Prep = ();
+    type Exec = String;
+    type Action = ();
+    fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<()> {
+        Ok(())
+    }
+    fn exec(&self, _: &(), ctx: &ExecContext) -> NodeResult<String> {
+        self.seen.lock().unwrap().push(ctx.attempt());
+        assert_eq!(ctx.max_attempts(), self.retry.max_retries.max(1));
+        if ctx.attempt() <= self.failures {
+            Err(format!("attempt {} failed", ctx.attempt()).into())
+        } else {
+            Ok(format!("ok on attempt {}", ctx.attempt()))
+        }
+    }
+    fn exec_fallback(&self, _: &(), error: BoxError, ctx: &ExecContext) -> NodeResult<String> {
+        assert!(ctx.is_last_attempt());
+        match self.fallback {
+            Some(answer) => Ok(format!("{answer} after: {error}")),
+            None => Err(error),
+        }
+    }
+    fn post(&self, store: &mut SharedStore, _: (), out: String) -> NodeResult<()> {
+        store.set("out", out);
+        Ok(())
+    }
+    fn retry(&self) -> Retry {
+        self.retry
+    }
+}
+
+#[test]
+fn retries_until_success() {
+    let node = Flaky::new(2, Retry::attempts(3));
+    let mut store = SharedStore::new();
+    node.run(&mut store).unwrap();
+    assert_eq!(*node.seen.lock().unwrap(), [1, 2, 3]);
+    assert_eq!(store.get::<String>("out").unwrap(), "ok on attempt 3");
+}
+
+#[test]
+fn gives_up_after_max_retries_and_reports_the_attempts() {
+    let mut flow = Flow::new("f");
+    flow.add("flaky", Flaky::new(5, Retry::attempts(3)));
+    let err = flow.run(&mut SharedStore::new()).unwrap_err();
+    match &err {
+        Error::Node { node, stage, attempts, item, .. } => {
+            assert_eq!((node.as_str(), *stage, *attempts, *item), ("flaky", Stage::Exec, 3, None));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(err.to_string(), "exec of node `flaky` in flow `f` failed after 3 attempts: attempt 3 failed");
+}
+
+#[test]
+fn one_attempt_by_default_and_zero_counts_as_one() {
+    for retry in [Retry::default(), Retry::attempts(0)] {
+        let node = Flaky::new(1, retry);
+        assert!(node.run(&mut SharedStore::new()).is_err());
+        assert_eq!(*node.seen.lock().unwrap(), [1]);
+    }
+}
+
+#[test]
+fn waits_between_attempts_only() {
+    let node = Flaky::new(2, Retry::attempts(3).wait(Duration::from_millis(40)));
+    let started = Instant::now();
+    node.run(&mut SharedStore::new()).unwrap();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(80), "two waits of 40 ms: {took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}
+
+#[test]
+fn the_fallback_runs_after_the_last_attempt_and_can_recover() {
+    let mut node = Flaky::new(9, Retry::attempts(2));
+    node.fallback = Some("cached answer");
+    let mut store = SharedStore::new();
+    node.run(&mut store).unwrap();
+    assert_eq!(*node.seen.lock().unwrap(), [1, 2]);
+    assert_eq!(store.get::<String>("out").unwrap(), "cached answer after: attempt 2 failed");
+}
+
+/// Panics in the hook named by `stage`.
+struct Panicky(Stage);
+
+impl Node for Panicky {
+    type Prep = ();
+    type Exec = ();
+    type Action = ();
+    fn prep(&self, store: &SharedStore, _: &Params) -> NodeResult<()> {
+        store.set("prep ran", true);
+        if self.0 == Stage::Prep {
+            panic!("prep exploded");
+        }
+        Ok(())
+    }
+    fn exec(&self, _: &(), _: &ExecContext) -> NodeResult<()> {
+        if self.0 == Stage::Exec {
+            let v: Vec<u8> = Vec::new();
+            let _ = v[3];
+        }
+        Ok(())
+    }
+    fn post(&self, store: &mut SharedStore, _: (), _: ()) -> NodeResult<()> {
+        if self.0 == Stage::Post {
+            panic!("post exploded at {}", 42);
+        }
+        store.set("post ran", true);
+        Ok(())
+    }
+    fn retry(&self) -> Retry {
+        Retry::attempts(3)
+    }
+}
+
+#[test]
+fn a_panic_becomes_an_error_and_the_store_stays_usable() {
+    let cases = [
+        (Stage::Prep, "prep of node `boom` in flow `f` panicked: prep exploded"),
+        (Stage::Exec, "exec of node `boom` in flow `f` panicked: index out of bounds: the len is 0 but the index is 3"),
+        (Stage::Post, "post of node `boom` in flow `f` panicked: post exploded at 42"),
+    ];
+    for (stage, message) in cases {
+        let mut flow = Flow::new("f");
+        flow.add("boom", Panicky(stage));
+        let mut store = SharedStore::new();
+        let err = flow.run(&mut store).unwrap_err();
+        assert!(matches!(err, Error::Panic { stage: s, .. } if s == stage), "{err:?}");
+        assert_eq!(err.to_string(), message);
+        // The store still works after the panic.
+        assert_eq!(store.get::<bool>("prep ran"), Some(true));
+        store.set("after", 1_u8);
+        assert_eq!(store.get::<u8>("after"), Some(1));
+    }
+}
