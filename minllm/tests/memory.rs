@@ -1,9 +1,8 @@
 //! A million transitions run in a loop, not by recursion, in constant memory.
 //! This test binary counts the bytes its allocator holds.
 
+// Tests unwrap what they expect to succeed.
 #![allow(clippy::unwrap_used)]
-// tests unwrap what they expect to succeed
-
 // A counting allocator needs `unsafe impl GlobalAlloc`; it only forwards to `System`.
 #![allow(unsafe_code)]
 
