@@ -1,2 +1,194 @@
-//! Benchmarks of the runtime (to come).
-fn main() {}
+//! Benchmarks of the runtime; results and how to read them are in BENCHMARKS.md.
+//!
+//! `cargo bench -p minllm --bench runtime`
+
+#![allow(clippy::unwrap_used)] // a benchmark that fails should stop loudly
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use minllm::{
+    Action, AsyncBatch, AsyncBatchNode, Batch, BatchNode, ExecContext, Flow, Label, Node, NodeResult, Params,
+};
+
+/// The store of the loop benchmark: a counter and a budget of transitions.
+#[derive(Default)]
+struct Counter {
+    value: u64,
+    left: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Go {
+    Next,
+    Done,
+}
+
+impl Action for Go {
+    fn label(&self) -> &str {
+        match self {
+            Go::Next => "next",
+            Go::Done => "done",
+        }
+    }
+    fn into_label(self) -> Label {
+        Label::new_static(match self {
+            Go::Next => "next",
+            Go::Done => "done",
+        })
+    }
+}
+
+/// One of the loop's three nodes: adds `step` to the counter.
+struct Add(u64);
+
+impl Node<Counter> for Add {
+    type Prep = u64;
+    type Exec = u64;
+    type Action = Go;
+    fn prep(&self, store: &Counter, _: &Params) -> NodeResult<u64> {
+        Ok(store.value)
+    }
+    fn exec(&self, value: &u64, _: &ExecContext) -> NodeResult<u64> {
+        Ok(black_box(*value).wrapping_add(self.0))
+    }
+    fn post(&self, store: &mut Counter, _: u64, value: u64) -> NodeResult<Go> {
+        store.value = value;
+        store.left -= 1;
+        Ok(if store.left == 0 { Go::Done } else { Go::Next })
+    }
+}
+
+const TRANSITIONS: u64 = 100_000;
+
+/// The baseline: the same node bodies called from a hand-written `loop { match }`.
+fn hand_written(nodes: &[Add; 3], store: &mut Counter) {
+    let params = Params::new();
+    let mut state = 0;
+    loop {
+        let node = &nodes[state];
+        let prep = node.prep(store, &params).unwrap();
+        let exec = node.exec(&prep, &ExecContext::new("n", 1, 1, None)).unwrap();
+        match node.post(store, prep, exec).unwrap() {
+            Go::Next => state = (state + 1) % 3,
+            Go::Done => break,
+        }
+    }
+}
+
+fn loop_flow() -> Flow<Counter> {
+    let mut flow = Flow::new("loop");
+    let a = flow.add("a", Add(1));
+    let b = flow.add("b", Add(2));
+    let c = flow.add("c", Add(3));
+    flow.edge(a.on(Go::Next) >> b.on(Go::Next) >> c.on(Go::Next) >> a).max_steps(TRANSITIONS + 1);
+    flow
+}
+
+fn transitions(c: &mut Criterion) {
+    let mut group = c.benchmark_group("loop_100k_transitions");
+    group.throughput(Throughput::Elements(TRANSITIONS));
+    let nodes = [Add(1), Add(2), Add(3)];
+    group.bench_function("hand_written_loop_match", |b| {
+        b.iter(|| {
+            let mut store = Counter { value: 0, left: TRANSITIONS };
+            hand_written(&nodes, &mut store);
+            black_box(store.value)
+        })
+    });
+    let flow = loop_flow();
+    group.bench_function("runtime_flow", |b| {
+        b.iter(|| {
+            let mut store = Counter { value: 0, left: TRANSITIONS };
+            flow.run(&mut store).unwrap();
+            black_box(store.value)
+        })
+    });
+    group.finish();
+}
+
+/// CPU-bound work per item: a few hundred microseconds of integer mixing.
+struct Crunch;
+
+fn crunch(seed: u64) -> u64 {
+    let mut x = seed | 1;
+    for _ in 0..200_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    x
+}
+
+impl BatchNode<Vec<u64>> for Crunch {
+    type Item = u64;
+    type Output = u64;
+    type Action = ();
+    fn prep(&self, store: &Vec<u64>, _: &Params) -> NodeResult<Vec<u64>> {
+        Ok(store.clone())
+    }
+    fn exec(&self, seed: &u64, _: &ExecContext) -> NodeResult<u64> {
+        Ok(crunch(black_box(*seed)))
+    }
+    fn post(&self, store: &mut Vec<u64>, _: Vec<u64>, out: Vec<u64>) -> NodeResult<()> {
+        *store = out;
+        Ok(())
+    }
+}
+
+fn parallel_batch(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cpu_batch_64_items");
+    group.sample_size(10);
+    let seeds: Vec<u64> = (1..=64).collect();
+    for (name, batch) in [("sequential", Batch::sequential(Crunch)), ("parallel", Batch::parallel(Crunch))] {
+        group.bench_function(BenchmarkId::new(name, rayon::current_num_threads()), |b| {
+            b.iter(|| {
+                let mut store = seeds.clone();
+                batch.run(&mut store).unwrap();
+                black_box(store)
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Sleeps 50 ms per item, as a slow LLM call would.
+struct Sleep50;
+
+impl AsyncBatchNode<usize> for Sleep50 {
+    type Item = usize;
+    type Output = usize;
+    type Action = ();
+    async fn prep(&self, n: &usize, _: &Params) -> NodeResult<Vec<usize>> {
+        Ok((0..*n).collect())
+    }
+    async fn exec(&self, i: &usize, _: &ExecContext<'_>) -> NodeResult<usize> {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(*i)
+    }
+    async fn post(&self, n: &mut usize, _: Vec<usize>, out: Vec<usize>) -> NodeResult<()> {
+        *n = out.len();
+        Ok(())
+    }
+}
+
+fn concurrent_async(c: &mut Criterion) {
+    let mut group = c.benchmark_group("async_10k_execs_sleeping_50ms");
+    group.sample_size(10);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let batch = AsyncBatch::concurrent(Sleep50);
+    group.bench_function("concurrent_batch_wall_time", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let mut n = 10_000;
+                batch.run_async(&mut n).await.unwrap();
+                assert_eq!(n, 10_000);
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, transitions, parallel_batch, concurrent_async);
+criterion_main!(benches);
