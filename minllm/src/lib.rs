@@ -107,6 +107,11 @@ pub use step::{IntoStep, StepKind};
 pub use store::{SharedStore, StoreError};
 pub use wire::{Edge, NodeId, PendingEdge, Wire};
 
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 /// Items the macros' generated code uses. Not a public API.
 #[doc(hidden)]
 pub mod __private {
