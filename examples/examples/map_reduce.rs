@@ -99,7 +99,11 @@ impl Node<Corpus> for Report {
     type Action = ();
 
     fn prep(&self, corpus: &Corpus, _: &Params) -> NodeResult<Self::Prep> {
-        Ok(corpus.summaries.iter().map(|s| (s.name.clone(), s.words, s.keywords.join(", "), s.sentence.clone())).collect())
+        Ok(corpus
+            .summaries
+            .iter()
+            .map(|s| (s.name.clone(), s.words, s.keywords.join(", "), s.sentence.clone()))
+            .collect())
     }
 
     fn exec(&self, rows: &Self::Prep, _: &ExecContext) -> NodeResult<String> {
