@@ -1,8 +1,11 @@
 //! Batch nodes: `exec` once per item, sequentially, on threads or concurrently.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 
 use futures_util::StreamExt as _;
 use futures_util::future::BoxFuture;
@@ -15,8 +18,8 @@ use crate::error::{BoxError, Error, HookError, NodeResult, Stage};
 use crate::node::{ExecContext, Retry};
 use crate::params::Params;
 use crate::step::{
-    Cancel, DynStep, StepCx, StepKind, call_async, call_stage, exec_with_retry, exec_with_retry_async, is_cancelled,
-    offload, short_type_name, standalone,
+    AsyncBatchMarker, BatchMarker, Cancel, DynStep, IntoStep, StepCx, StepKind, call_async, call_stage,
+    exec_with_retry, exec_with_retry_async, is_cancelled, offload, short_type_name, standalone,
 };
 use crate::store::SharedStore;
 
@@ -81,6 +84,27 @@ pub trait BatchNode<S = SharedStore>: Send + Sync + 'static {
     fn retry(&self) -> Retry {
         Retry::ONCE
     }
+
+    /// How the items run when the node is added to a flow as it is (without a
+    /// [`Batch`] wrapper that says otherwise): one by one unless overridden.
+    fn mode(&self) -> BatchMode {
+        BatchMode::Sequential
+    }
+}
+
+/// How the items of a batch node run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BatchMode {
+    /// One item after the other.
+    #[default]
+    Sequential,
+    /// All items at once, at most `limit` at a time when set: on threads (rayon)
+    /// for a [`BatchNode`], as concurrent futures for an [`AsyncBatchNode`].
+    Parallel {
+        /// The most items in flight at once.
+        limit: Option<usize>,
+    },
 }
 
 /// The async form of [`BatchNode`]. Add it to a flow wrapped in
@@ -124,6 +148,33 @@ where
     /// The retry policy of `exec`, applied to each item.
     fn retry(&self) -> Retry {
         Retry::ONCE
+    }
+
+    /// How the items run when the node is added to a flow as it is (without an
+    /// [`AsyncBatch`] wrapper that says otherwise): one by one unless overridden.
+    fn mode(&self) -> BatchMode {
+        BatchMode::Sequential
+    }
+}
+
+/// A rayon pool of `threads` threads, shared by every batch that asks for that
+/// size; `None` (rayon's global pool) if it cannot be built.
+pub(crate) fn pool_of(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    let mut pools = POOLS.get_or_init(Default::default).lock();
+    if let Some(pool) = pools.get(&threads) {
+        return Some(Arc::clone(pool));
+    }
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(move |i| format!("minllm-{threads}-{i}"))
+        .build()
+    {
+        Ok(pool) => Some(Arc::clone(pools.entry(threads).or_insert(Arc::new(pool)))),
+        Err(e) => {
+            tracing::warn!(threads, error = %e, "could not build a thread pool; using rayon's global pool");
+            None
+        }
     }
 }
 
@@ -213,44 +264,38 @@ where
     Ok(outputs.into_iter().map(|o| o.expect("every index ran to completion")).collect())
 }
 
-#[derive(Clone)]
-enum Mode {
-    Sequential,
-    Parallel(Option<Arc<rayon::ThreadPool>>),
-}
-
 /// A [`BatchNode`] ready to add to a flow: run item by item, or in parallel on
 /// rayon's threads (all cores).
 ///
-/// In an async run, the items' `exec`s run on tokio's blocking pool, so they
-/// never stall the runtime.
+/// A batch node can also be added to a flow as it is; it then runs the way its
+/// [`mode`](BatchNode::mode) says. In an async run, the items' `exec`s run on
+/// tokio's blocking pool, so they never stall the runtime.
 pub struct Batch<N> {
     node: Arc<N>,
-    mode: Mode,
+    mode: Option<BatchMode>,
 }
 
 impl<N> Batch<N> {
+    /// Runs the way the node's [`mode`](BatchNode::mode) says.
+    pub fn new(node: N) -> Self {
+        Batch { node: Arc::new(node), mode: None }
+    }
+
     /// Runs `exec` on one item after the other.
     pub fn sequential(node: N) -> Self {
-        Batch { node: Arc::new(node), mode: Mode::Sequential }
+        Batch { node: Arc::new(node), mode: Some(BatchMode::Sequential) }
     }
 
     /// Runs `exec` on all cores at once (rayon's global pool). Outputs keep the
     /// items' order.
     pub fn parallel(node: N) -> Self {
-        Batch { node: Arc::new(node), mode: Mode::Parallel(None) }
+        Batch { node: Arc::new(node), mode: Some(BatchMode::Parallel { limit: None }) }
     }
 
-    /// Runs `exec` in parallel on a pool of its own with `threads` threads, e.g.
-    /// to cap how many calls go to an LLM server at once.
+    /// Runs `exec` in parallel on a pool of `threads` threads, e.g. to cap how
+    /// many calls go to an LLM server at once.
     pub fn threads(self, threads: usize) -> Self {
-        match rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build() {
-            Ok(pool) => Batch { mode: Mode::Parallel(Some(Arc::new(pool))), ..self },
-            Err(e) => {
-                tracing::warn!(threads, error = %e, "could not build a thread pool; using rayon's global pool");
-                Batch { mode: Mode::Parallel(None), ..self }
-            }
-        }
+        Batch { mode: Some(BatchMode::Parallel { limit: Some(threads.max(1)) }), ..self }
     }
 
     /// The wrapped node.
@@ -267,15 +312,16 @@ impl<N> Batch<N> {
         standalone(short_type_name::<N>(), |cx| {
             let node = &*self.node;
             let items = call_stage(Stage::Prep, || node.prep(store, cx.params)).map_err(|h| cx.error(h))?;
-            let outputs = exec_items(node, &self.mode, &items, cx.node, None).map_err(|h| batch_error(&cx, h))?;
+            let mode = self.mode.unwrap_or_else(|| node.mode());
+            let outputs = exec_items(node, mode, &items, cx.node, None).map_err(|h| batch_error(&cx, h))?;
             call_stage(Stage::Post, || node.post(store, items, outputs)).map_err(|h| cx.error(h))
         })
     }
 }
 
-fn exec_items<S, N: BatchNode<S>>(
+pub(crate) fn exec_items<S, N: BatchNode<S>>(
     node: &N,
-    mode: &Mode,
+    mode: BatchMode,
     items: &[N::Item],
     name: &str,
     cancel: Option<&Cancel<'_>>,
@@ -294,12 +340,15 @@ fn exec_items<S, N: BatchNode<S>>(
         .map(|(out, _)| out)
     };
     match mode {
-        Mode::Sequential => items
+        BatchMode::Sequential => items
             .iter()
             .enumerate()
             .map(|(i, item)| if is_cancelled(cancel) { Err(None) } else { one(i, item, cancel).map_err(Some) })
             .collect(),
-        Mode::Parallel(pool) => par_map(items, pool.as_deref(), cancel, |i, item, c| one(i, item, Some(c))),
+        BatchMode::Parallel { limit } => {
+            let pool = limit.and_then(pool_of);
+            par_map(items, pool.as_deref(), cancel, |i, item, c| one(i, item, Some(c)))
+        }
     }
 }
 
@@ -307,7 +356,8 @@ impl<S: Send + Sync + 'static, N: BatchNode<S>> DynStep<S> for Batch<N> {
     fn run(&self, mut store: StoreRef<'_, S>, cx: StepCx<'_>) -> Result<Label, Error> {
         let node = &*self.node;
         let items = store.with(|s| call_stage(Stage::Prep, || node.prep(s, cx.params))).map_err(|h| cx.error(h))?;
-        let outputs = exec_items(node, &self.mode, &items, cx.node, cx.cancel).map_err(|h| batch_error(&cx, h))?;
+        let mode = self.mode.unwrap_or_else(|| node.mode());
+        let outputs = exec_items(node, mode, &items, cx.node, cx.cancel).map_err(|h| batch_error(&cx, h))?;
         let action =
             store.with(|s| call_stage(Stage::Post, || node.post(s, items, outputs))).map_err(|h| cx.error(h))?;
         Ok(action.into_label())
@@ -321,9 +371,10 @@ impl<S: Send + Sync + 'static, N: BatchNode<S>> DynStep<S> for Batch<N> {
                 call_stage(Stage::Prep, || node.prep(&guard, cx.params))
             }
             .map_err(|h| cx.error(h))?;
-            let (shared, mode, name) = (Arc::clone(&self.node), self.mode.clone(), cx.node.to_owned());
+            let mode = self.mode.unwrap_or_else(|| node.mode());
+            let (shared, name) = (Arc::clone(&self.node), cx.node.to_owned());
             let (items, outputs) = offload(move || {
-                let outputs = exec_items(&*shared, &mode, &items, &name, None);
+                let outputs = exec_items(&*shared, mode, &items, &name, None);
                 (items, outputs)
             })
             .await
@@ -339,9 +390,9 @@ impl<S: Send + Sync + 'static, N: BatchNode<S>> DynStep<S> for Batch<N> {
     }
 
     fn kind(&self) -> StepKind {
-        match self.mode {
-            Mode::Sequential => StepKind::Batch,
-            Mode::Parallel(_) => StepKind::ParallelBatch,
+        match self.mode.unwrap_or_else(|| self.node.mode()) {
+            BatchMode::Sequential => StepKind::Batch,
+            BatchMode::Parallel { .. } => StepKind::ParallelBatch,
         }
     }
 
@@ -354,25 +405,29 @@ impl<S: Send + Sync + 'static, N: BatchNode<S>> DynStep<S> for Batch<N> {
 /// all at once as concurrent futures, optionally at most `limit` at a time.
 pub struct AsyncBatch<N, S = SharedStore> {
     node: N,
-    concurrent: bool,
-    limit: Option<usize>,
+    mode: Option<BatchMode>,
     store: PhantomData<fn(&mut S)>,
 }
 
 impl<N, S> AsyncBatch<N, S> {
+    /// Runs the way the node's [`mode`](AsyncBatchNode::mode) says.
+    pub fn new(node: N) -> Self {
+        AsyncBatch { node, mode: None, store: PhantomData }
+    }
+
     /// Awaits each item's `exec` before starting the next.
     pub fn sequential(node: N) -> Self {
-        AsyncBatch { node, concurrent: false, limit: None, store: PhantomData }
+        AsyncBatch { node, mode: Some(BatchMode::Sequential), store: PhantomData }
     }
 
     /// Runs every item's `exec` concurrently (outputs keep the items' order).
     pub fn concurrent(node: N) -> Self {
-        AsyncBatch { node, concurrent: true, limit: None, store: PhantomData }
+        AsyncBatch { node, mode: Some(BatchMode::Parallel { limit: None }), store: PhantomData }
     }
 
-    /// At most `limit` items in flight at once (for concurrent batches).
+    /// Runs concurrently, at most `limit` items in flight at once.
     pub fn limit(self, limit: usize) -> Self {
-        AsyncBatch { limit: Some(limit.max(1)), ..self }
+        AsyncBatch { mode: Some(BatchMode::Parallel { limit: Some(limit.max(1)) }), ..self }
     }
 
     /// The wrapped node.
@@ -398,17 +453,33 @@ impl<N: AsyncBatchNode<S>, S: Send + Sync + 'static> AsyncBatch<N, S> {
             call_async(Stage::Prep, node.prep(&guard, cx.params)).await
         }
         .map_err(|h| cx.error(h))?;
-        let outputs = if self.concurrent {
-            concurrent_map(items.len(), self.limit, |i| exec_async_item(node, i, &items[i], cx)).await
-        } else {
+        let outputs = exec_async_items(node, self.mode.unwrap_or_else(|| node.mode()), &items, cx).await?;
+        let mut guard = store.lock().await;
+        call_async(Stage::Post, node.post(&mut guard, items, outputs)).await.map_err(|h| cx.error(h))
+    }
+}
+
+pub(crate) async fn exec_async_items<S, N>(
+    node: &N,
+    mode: BatchMode,
+    items: &[N::Item],
+    cx: StepCx<'_>,
+) -> Result<Vec<N::Output>, Error>
+where
+    S: Send + Sync,
+    N: AsyncBatchNode<S>,
+{
+    match mode {
+        BatchMode::Parallel { limit } => {
+            concurrent_map(items.len(), limit, |i| exec_async_item(node, i, &items[i], cx)).await
+        }
+        BatchMode::Sequential => {
             let mut outputs = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 outputs.push(exec_async_item(node, i, item, cx).await?);
             }
             Ok(outputs)
-        }?;
-        let mut guard = store.lock().await;
-        call_async(Stage::Post, node.post(&mut guard, items, outputs)).await.map_err(|h| cx.error(h))
+        }
     }
 }
 
@@ -433,11 +504,26 @@ impl<S: Send + Sync + 'static, N: AsyncBatchNode<S>> DynStep<S> for AsyncBatch<N
     }
 
     fn kind(&self) -> StepKind {
-        if self.concurrent { StepKind::ConcurrentBatch } else { StepKind::AsyncBatch }
+        match self.mode.unwrap_or_else(|| self.node.mode()) {
+            BatchMode::Sequential => StepKind::AsyncBatch,
+            BatchMode::Parallel { .. } => StepKind::ConcurrentBatch,
+        }
     }
 
     fn declared_actions(&self) -> Option<&'static [&'static str]> {
         N::Action::declared()
+    }
+}
+
+impl<S: Send + Sync + 'static, N: BatchNode<S>> IntoStep<S, BatchMarker> for N {
+    fn into_step(self) -> Arc<dyn DynStep<S>> {
+        Arc::new(Batch::new(self))
+    }
+}
+
+impl<S: Send + Sync + 'static, N: AsyncBatchNode<S>> IntoStep<S, AsyncBatchMarker> for N {
+    fn into_step(self) -> Arc<dyn DynStep<S>> {
+        Arc::new(AsyncBatch::<N, S>::new(self))
     }
 }
 

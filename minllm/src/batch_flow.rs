@@ -84,14 +84,7 @@ impl<S: Send + Sync + 'static> BatchFlow<S> {
     /// Sync runs get a thread pool of that size.
     pub fn limit(self, limit: usize) -> Self {
         let limit = limit.max(1);
-        let pool = match rayon::ThreadPoolBuilder::new().num_threads(limit).build() {
-            Ok(pool) => Some(Arc::new(pool)),
-            Err(e) => {
-                tracing::warn!(limit, error = %e, "could not build a thread pool; using rayon's global pool");
-                None
-            }
-        };
-        BatchFlow { parallel: true, limit: Some(limit), pool, ..self }
+        BatchFlow { parallel: true, limit: Some(limit), pool: crate::batch::pool_of(limit), ..self }
     }
 
     /// Runs `post` after every inner flow finished, with the list of params; its

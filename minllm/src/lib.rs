@@ -96,7 +96,7 @@ mod store;
 mod wire;
 
 pub use action::{Action, DEFAULT_ACTION, Label};
-pub use batch::{AsyncBatch, AsyncBatchNode, Batch, BatchNode};
+pub use batch::{AsyncBatch, AsyncBatchNode, Batch, BatchMode, BatchNode};
 pub use batch_flow::BatchFlow;
 pub use error::{BoxError, Error, NodeResult, Stage};
 pub use flow::Flow;
@@ -116,6 +116,8 @@ pub struct ReadmeDoctests;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::access::{AsyncStoreRef, StoreGuard, StoreRef};
-    pub use crate::step::{AsyncNodeMarker, Cancel, DynStep, FlowPath, NodeMarker, StepCx, StepMarker};
+    pub use crate::step::{
+        AsyncBatchMarker, AsyncNodeMarker, BatchMarker, Cancel, DynStep, FlowPath, NodeMarker, StepCx, StepMarker,
+    };
     pub use futures_util::future::BoxFuture;
 }

@@ -143,8 +143,10 @@ pub trait DynStep<S>: Send + Sync + 'static {
 }
 
 /// Anything [`Flow::add`](crate::Flow::add) accepts: a [`Node`], an [`AsyncNode`],
-/// a [`Batch`](crate::Batch), an [`AsyncBatch`](crate::AsyncBatch), a nested
-/// [`Flow`](crate::Flow) or a [`BatchFlow`](crate::BatchFlow).
+/// a [`BatchNode`](crate::BatchNode) or [`AsyncBatchNode`](crate::AsyncBatchNode)
+/// (run as its `mode` says), a [`Batch`](crate::Batch) or
+/// [`AsyncBatch`](crate::AsyncBatch), a nested [`Flow`](crate::Flow) or a
+/// [`BatchFlow`](crate::BatchFlow).
 ///
 /// `M` only tells the implementations apart; type inference picks it.
 pub trait IntoStep<S, M> {
@@ -467,3 +469,8 @@ where
     let cx = StepCx { flow: &path, node: short_type_name::<N>(), params: &params, cancel: None, span: &span };
     run_async_node(node, AsyncStoreRef::exclusive(store), cx).await
 }
+
+#[doc(hidden)]
+pub struct BatchMarker;
+#[doc(hidden)]
+pub struct AsyncBatchMarker;

@@ -303,3 +303,50 @@ fn batch_params_errors_are_reported() {
     assert_eq!(err.stage(), Some(Stage::BatchParams));
     assert!(err.to_string().contains("store has no key `missing`"), "{err}");
 }
+
+/// Runs in parallel on its own, at most 3 items at a time.
+#[derive(Default)]
+struct SelfParallel {
+    running: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl BatchNode for SelfParallel {
+    type Item = usize;
+    type Output = usize;
+    type Action = ();
+    fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<Vec<usize>> {
+        Ok((0..12).collect())
+    }
+    fn exec(&self, i: &usize, _: &ExecContext) -> NodeResult<usize> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(20));
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        Ok(*i)
+    }
+    fn post(&self, store: &mut SharedStore, _: Vec<usize>, out: Vec<usize>) -> NodeResult<()> {
+        store.set("out", out);
+        Ok(())
+    }
+    fn mode(&self) -> minllm::BatchMode {
+        minllm::BatchMode::Parallel { limit: Some(3) }
+    }
+}
+
+#[test]
+fn a_bare_batch_node_runs_as_its_mode_says() {
+    let mut flow = Flow::new("f");
+    flow.add("par", SelfParallel::default());
+    assert!(flow.to_mermaid().contains(r#"n0["par (parallel batch)"]"#), "{}", flow.to_mermaid());
+    let mut store = SharedStore::new();
+    flow.run(&mut store).unwrap();
+    assert_eq!(store.get::<Vec<usize>>("out").unwrap(), (0..12).collect::<Vec<_>>());
+
+    let batch = Batch::new(SelfParallel::default());
+    batch.run(&mut SharedStore::new()).unwrap();
+    assert_eq!(batch.node().peak.load(Ordering::SeqCst), 3, "the limit of 3 threads holds");
+    let batch = Batch::sequential(SelfParallel::default());
+    batch.run(&mut SharedStore::new()).unwrap();
+    assert_eq!(batch.node().peak.load(Ordering::SeqCst), 1, "a wrapper overrides the mode");
+}
