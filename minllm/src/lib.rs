@@ -93,6 +93,7 @@ mod node;
 mod params;
 mod step;
 mod store;
+mod typed;
 mod wire;
 
 pub use action::{Action, DEFAULT_ACTION, Label};
@@ -118,6 +119,10 @@ pub mod __private {
     pub use crate::access::{AsyncStoreRef, StoreGuard, StoreRef};
     pub use crate::step::{
         AsyncBatchMarker, AsyncNodeMarker, BatchMarker, Cancel, DynStep, FlowPath, NodeMarker, StepCx, StepMarker,
+    };
+    pub use crate::typed::{
+        AsyncStep, AsyncTypedFlow, AsyncTypedFlowMarker, AsyncTypedFlowStep, Step, Steps, TypedFlow, TypedFlowMarker,
+        TypedFlowStep, run_step, run_step_async,
     };
     pub use futures_util::future::BoxFuture;
 }
