@@ -56,6 +56,11 @@ pub trait Action: Send + 'static {
     {
         Label::from(self.label().to_owned())
     }
+
+    /// The Rust names of an enum's variants, set by `#[derive(Action)]`; `flow!`
+    /// checks at compile time that each one has an edge.
+    #[doc(hidden)]
+    const __VARIANTS: Option<&'static [&'static str]> = None;
 }
 
 impl Action for () {

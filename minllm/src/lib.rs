@@ -86,6 +86,7 @@ mod access;
 mod action;
 mod batch;
 mod batch_flow;
+mod checks;
 mod error;
 mod flow;
 pub mod graph;
@@ -108,6 +109,8 @@ pub use step::{IntoStep, StepKind};
 pub use store::{SharedStore, StoreError};
 pub use wire::{Edge, NodeId, PendingEdge, Wire};
 
+pub use minllm_macros::{Action, node};
+
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
@@ -117,6 +120,9 @@ pub struct ReadmeDoctests;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::access::{AsyncStoreRef, StoreGuard, StoreRef};
+    pub use crate::checks::{
+        ExecInput, ExecItem, PostExec, PostPrep, PostStore, exec_input, exec_item, post_exec, post_prep, post_store,
+    };
     pub use crate::step::{
         AsyncBatchMarker, AsyncNodeMarker, BatchMarker, Cancel, DynStep, FlowPath, NodeMarker, StepCx, StepMarker,
     };

@@ -387,7 +387,11 @@ pub(crate) struct AsyncNodeStep<N, S> {
 }
 
 /// Runs an async node's three hooks on an async store handle.
-pub(crate) async fn run_async_node<S, N>(node: &N, mut store: AsyncStoreRef<'_, S>, cx: StepCx<'_>) -> Result<N::Action, Error>
+pub(crate) async fn run_async_node<S, N>(
+    node: &N,
+    mut store: AsyncStoreRef<'_, S>,
+    cx: StepCx<'_>,
+) -> Result<N::Action, Error>
 where
     S: Send + Sync,
     N: AsyncNode<S>,

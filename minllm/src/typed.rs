@@ -286,7 +286,11 @@ impl Steps {
         let mut names: Vec<&str> = (self.taken - shown..self.taken).map(|s| self.recent[(s % 8) as usize]).collect();
         names.push(node);
         let prefix = if self.taken > 8 { "... -> " } else { "" };
-        Error::StepLimit { flow: flow.to_string(), limit: self.limit, recent: format!("{prefix}{}", names.join(" -> ")) }
+        Error::StepLimit {
+            flow: flow.to_string(),
+            limit: self.limit,
+            recent: format!("{prefix}{}", names.join(" -> ")),
+        }
     }
 }
 
