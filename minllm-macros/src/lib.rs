@@ -5,6 +5,7 @@
 
 mod action;
 mod errors;
+mod flow;
 mod node;
 
 use proc_macro::TokenStream;
@@ -21,4 +22,10 @@ pub fn derive_action(input: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn node(args: TokenStream, input: TokenStream) -> TokenStream {
     node::node(args.into(), input.into()).into()
+}
+
+/// Declares a flow checked at compile time. See `minllm::flow`.
+#[proc_macro]
+pub fn flow(input: TokenStream) -> TokenStream {
+    flow::flow(input.into()).into()
 }

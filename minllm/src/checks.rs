@@ -121,3 +121,126 @@ impl<T> PostExec<T> for T {
 pub fn post_exec<X: PostExec<E>, E>(value: E) -> X {
     X::cast(value)
 }
+
+/// A default edge (`a >> b`) is taken on the `()` action.
+#[diagnostic::on_unimplemented(
+    message = "this node returns `{Self}` actions, so its edges must name them",
+    label = "a default edge needs a node that returns `()`",
+    note = "write one edge per variant: `node - {Self}::Variant >> next;`"
+)]
+#[doc(hidden)]
+pub trait DefaultEdge {}
+
+impl DefaultEdge for () {}
+
+#[doc(hidden)]
+#[inline(always)]
+pub fn default_edge<A: DefaultEdge>(_: A) {}
+
+/// A node with no edges ends the flow, which only makes sense when its action
+/// carries no choice.
+#[diagnostic::on_unimplemented(
+    message = "this node has no edges, but it returns `{Self}` actions",
+    label = "every action of this node needs an edge",
+    note = "give each variant an edge (`node - {Self}::Variant >> next;`), or end the flow there: `node - {Self}::Variant >> end;`"
+)]
+#[doc(hidden)]
+pub trait ImplicitEnd {}
+
+impl ImplicitEnd for () {}
+
+#[doc(hidden)]
+#[inline(always)]
+pub fn implicit_end<A: ImplicitEnd>(_: A) {}
+
+/// Fails compilation when a variant of `ty` (a node's action enum) has no edge.
+/// Variants the edges name that do not exist are left to the compiler's own
+/// error on the edge.
+#[doc(hidden)]
+pub const fn check_edges(variants: Option<&[&str]>, handled: &[&str], node: &str, ty: &str) {
+    let Some(variants) = variants else {
+        fail(&[
+            "`",
+            ty,
+            "` does not list its variants, so `flow!` cannot check that node `",
+            node,
+            "` has an edge for each: add `#[derive(minllm::Action)]` to it",
+        ]);
+    };
+    let mut h = 0;
+    while h < handled.len() {
+        if !contains(variants, handled[h]) {
+            return;
+        }
+        h += 1;
+    }
+    let mut v = 0;
+    while v < variants.len() {
+        if !contains(handled, variants[v]) {
+            fail(&[
+                "node `",
+                node,
+                "` can return `",
+                ty,
+                "::",
+                variants[v],
+                "` but has no edge for it; add `",
+                node,
+                " - ",
+                ty,
+                "::",
+                variants[v],
+                " >> <next node>;` or `>> end;`",
+            ]);
+        }
+        v += 1;
+    }
+}
+
+const fn contains(list: &[&str], item: &str) -> bool {
+    let mut i = 0;
+    while i < list.len() {
+        if eq(list[i], item) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+const fn eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Panics (at compile time) with the concatenation of `parts`.
+const fn fail(parts: &[&str]) -> ! {
+    let mut buf = [0u8; 1024];
+    let mut len = 0;
+    let mut p = 0;
+    while p < parts.len() {
+        let bytes = parts[p].as_bytes();
+        let mut i = 0;
+        while i < bytes.len() && len < buf.len() {
+            buf[len] = bytes[i];
+            len += 1;
+            i += 1;
+        }
+        p += 1;
+    }
+    let (message, _) = buf.split_at(len);
+    match core::str::from_utf8(message) {
+        Ok(message) => panic!("{}", message),
+        Err(_) => panic!("an action of a node has no edge"),
+    }
+}

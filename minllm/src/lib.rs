@@ -109,7 +109,7 @@ pub use step::{IntoStep, StepKind};
 pub use store::{SharedStore, StoreError};
 pub use wire::{Edge, NodeId, PendingEdge, Wire};
 
-pub use minllm_macros::{Action, node};
+pub use minllm_macros::{Action, flow, node};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]
@@ -121,14 +121,16 @@ pub struct ReadmeDoctests;
 pub mod __private {
     pub use crate::access::{AsyncStoreRef, StoreGuard, StoreRef};
     pub use crate::checks::{
-        ExecInput, ExecItem, PostExec, PostPrep, PostStore, exec_input, exec_item, post_exec, post_prep, post_store,
+        DefaultEdge, ExecInput, ExecItem, ImplicitEnd, PostExec, PostPrep, PostStore, check_edges, default_edge,
+        exec_input, exec_item, implicit_end, post_exec, post_prep, post_store,
     };
     pub use crate::step::{
         AsyncBatchMarker, AsyncNodeMarker, BatchMarker, Cancel, DynStep, FlowPath, NodeMarker, StepCx, StepMarker,
     };
     pub use crate::typed::{
         AsyncStep, AsyncTypedFlow, AsyncTypedFlowMarker, AsyncTypedFlowStep, Step, Steps, TypedFlow, TypedFlowMarker,
-        TypedFlowStep, run_step, run_step_async,
+        TypedFlowStep, flow_span, run_step, run_step_async,
     };
     pub use futures_util::future::BoxFuture;
+    pub use tracing::Instrument;
 }

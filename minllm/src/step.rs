@@ -26,7 +26,7 @@ pub struct FlowPath<'a> {
 }
 
 impl<'a> FlowPath<'a> {
-    pub(crate) fn root(name: &'a str) -> Self {
+    pub fn root(name: &'a str) -> Self {
         FlowPath { parent: None, name, item: None }
     }
 

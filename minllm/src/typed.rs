@@ -358,3 +358,10 @@ impl<S: Send + Sync + 'static, F: AsyncTypedFlow<S>> IntoStep<S, AsyncTypedFlowM
         Arc::new(AsyncTypedFlowStep(Arc::new(self)))
     }
 }
+
+/// The span of one run of a typed flow.
+#[doc(hidden)]
+#[inline]
+pub fn flow_span(path: &FlowPath<'_>) -> tracing::Span {
+    tracing::debug_span!("flow", flow = %path)
+}

@@ -1,0 +1,569 @@
+//! `flow!`'s graph rules, one function each. Every rule reports on the user's own
+//! tokens, and all of them run, so one build shows every mistake.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use quote::ToTokens;
+use syn::{Expr, Ident, Path, Type};
+
+use super::ast::{Edge, FlowDef, KEYWORDS, Target};
+use crate::errors::Errors;
+
+/// The flow, checked: what code generation needs.
+pub(crate) struct Model<'a> {
+    pub(crate) def: &'a FlowDef,
+    /// The index of the start node.
+    pub(crate) start: usize,
+    /// What a run returns.
+    pub(crate) outcome: Type,
+    /// The step limit, if any.
+    pub(crate) max_steps: Option<&'a Expr>,
+    /// Per node (by index): its edges.
+    pub(crate) routes: Vec<Routes<'a>>,
+}
+
+/// The edges leaving one node.
+#[derive(Default)]
+pub(crate) struct Routes<'a> {
+    /// `a >> b`: taken on the `()` action.
+    pub(crate) default: Option<&'a Edge>,
+    /// `a - E::V >> b`, in the order written.
+    pub(crate) labelled: Vec<&'a Edge>,
+}
+
+impl Routes<'_> {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.default.is_none() && self.labelled.is_empty()
+    }
+
+    /// The enum type of the labelled edges' actions: their path without the variant.
+    pub(crate) fn enum_path(&self) -> Option<Path> {
+        self.labelled.first().and_then(|e| e.action.as_ref()).map(enum_of)
+    }
+}
+
+/// `Decision::Search` → `Decision`.
+pub(crate) fn enum_of(variant: &Path) -> Path {
+    let mut path = variant.clone();
+    path.segments.pop();
+    path.segments.pop_punct();
+    path
+}
+
+pub(crate) fn tokens(t: &impl ToTokens) -> String {
+    t.to_token_stream().to_string().replace(' ', "")
+}
+
+/// Whether `a` looks like a typo of `b` (edit distance 1 or 2, for words of 4+ letters).
+pub(crate) fn similar(a: &str, b: &str) -> bool {
+    if a == b {
+        return false;
+    }
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            let next = (row[j + 1] + 1).min(row[j] + 1).min(prev + cost);
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    let distance = row[b.len()];
+    let limit = if a.len().min(b.len()) >= 5 { 2 } else { 1 };
+    distance <= limit
+}
+
+pub(crate) fn analyze<'a>(def: &'a FlowDef, errors: &mut Errors) -> Option<Model<'a>> {
+    let index = check_names(def, errors);
+    check_edge_nodes(def, &index, errors);
+    let start = check_start(def, &index, errors);
+    let max_steps = check_max_steps(def, errors);
+    let routes = check_routes(def, &index, errors);
+    let outcome = check_ends(def, &routes, errors);
+    if let Some(start) = start {
+        check_reachable(def, &routes, &index, start, errors);
+        if max_steps.is_none() {
+            check_cycles(def, &routes, &index, start, errors);
+        }
+    }
+    if !errors.is_empty() {
+        return None;
+    }
+    Some(Model { def, start: start?, outcome: outcome?, max_steps, routes })
+}
+
+/// Node names: no keywords, no duplicates (reported on the second).
+fn check_names(def: &FlowDef, errors: &mut Errors) -> HashMap<String, usize> {
+    let mut index = HashMap::new();
+    for (i, node) in def.nodes.iter().enumerate() {
+        let name = node.name.to_string();
+        if KEYWORDS.contains(&name.as_str()) {
+            errors.at(&node.name, format!("`{name}` is a keyword of `flow!`; give the node another name"));
+        } else if index.contains_key(&name) {
+            errors.at(&node.name, format!("node `{name}` is declared twice; node names must be unique in a flow"));
+        } else {
+            index.insert(name, i);
+        }
+    }
+    index
+}
+
+fn unknown_node(def: &FlowDef, name: &Ident, errors: &mut Errors) {
+    let text = name.to_string();
+    let declared: Vec<String> = def.nodes.iter().map(|n| n.name.to_string()).collect();
+    let hint = match declared.iter().find(|d| similar(&text, d)) {
+        Some(d) => format!(" (did you mean `{d}`?)"),
+        None if declared.is_empty() => " (the flow declares no nodes)".to_owned(),
+        None => format!("; declared nodes: {}", declared.join(", ")),
+    };
+    errors.at(name, format!("unknown node `{text}`{hint}; declare it with `node {text}: Type;`"));
+}
+
+/// Every node an edge names is declared.
+fn check_edge_nodes(def: &FlowDef, index: &HashMap<String, usize>, errors: &mut Errors) {
+    let mut reported = HashSet::new();
+    for edge in &def.edges {
+        let mut ends = vec![&edge.from];
+        if let Target::Node(to) = &edge.to {
+            ends.push(to);
+        }
+        for name in ends {
+            if !index.contains_key(&name.to_string()) && reported.insert(name.to_string()) {
+                unknown_node(def, name, errors);
+            }
+        }
+    }
+}
+
+/// Exactly one `start`, naming a declared node.
+fn check_start(def: &FlowDef, index: &HashMap<String, usize>, errors: &mut Errors) -> Option<usize> {
+    for extra in def.starts.iter().skip(1) {
+        errors.at(extra, "the start node is given twice; a flow has one `start`");
+    }
+    let Some(start) = def.starts.first() else {
+        let first = def.nodes.first().map_or("<node>".to_owned(), |n| n.name.to_string());
+        errors.at(&def.name, format!("flow `{}` has no start node; add `start {first};`", def.name));
+        return None;
+    };
+    let found = index.get(&start.to_string()).copied();
+    if found.is_none() {
+        unknown_node(def, start, errors);
+    }
+    found
+}
+
+fn check_max_steps<'a>(def: &'a FlowDef, errors: &mut Errors) -> Option<&'a Expr> {
+    for (keyword, _) in def.max_steps.iter().skip(1) {
+        errors.at(keyword, "the step limit is given twice; keep one `max_steps`");
+    }
+    let (_, limit) = def.max_steps.first()?;
+    if let Expr::Lit(syn::ExprLit { lit: syn::Lit::Int(n), .. }) = limit
+        && n.base10_parse::<u64>().is_ok_and(|n| n == 0)
+    {
+        errors.at(limit, "a step limit of 0 lets no node run; give a positive limit");
+    }
+    Some(limit)
+}
+
+/// Edges per node: no two for the same action; one kind of action per node.
+fn check_routes<'a>(def: &'a FlowDef, index: &HashMap<String, usize>, errors: &mut Errors) -> Vec<Routes<'a>> {
+    let mut routes: Vec<Routes<'a>> = def.nodes.iter().map(|_| Routes::default()).collect();
+    for edge in &def.edges {
+        let Some(&from) = index.get(&edge.from.to_string()) else { continue };
+        let r = &mut routes[from];
+        match &edge.action {
+            None => match r.default {
+                Some(first) => errors.push(syn::Error::new(
+                    edge.action_span(),
+                    format!(
+                        "node `{}` already has a default edge (to {}); a node has one edge per action",
+                        edge.from,
+                        describe(&first.to)
+                    ),
+                )),
+                None => r.default = Some(edge),
+            },
+            Some(action) => {
+                let text = tokens(action);
+                match r.labelled.iter().find(|e| e.action.as_ref().is_some_and(|a| tokens(a) == text)) {
+                    Some(first) => errors.at(
+                        action,
+                        format!(
+                            "node `{}` already has an edge for `{text}` (to {}); a node has one edge per action",
+                            edge.from,
+                            describe(&first.to)
+                        ),
+                    ),
+                    None => r.labelled.push(edge),
+                }
+            }
+        }
+    }
+    for (node, r) in def.nodes.iter().zip(&routes) {
+        if let (Some(default), Some(labelled)) = (r.default, r.labelled.first()) {
+            let (first, second) = if edge_index(def, default) < edge_index(def, labelled) {
+                (default, *labelled)
+            } else {
+                (*labelled, default)
+            };
+            errors.push(syn::Error::new(
+                second.action_span(),
+                format!(
+                    "node `{}` has both a default edge (`{} >> ..`) and edges for named actions; \
+                     a node returns either `()` (one default edge) or an enum (one edge per variant)",
+                    node.name, node.name
+                ),
+            ));
+            let _ = first;
+        }
+        let mut enums: Vec<(String, &Path)> = Vec::new();
+        for edge in &r.labelled {
+            let Some(action) = &edge.action else { continue };
+            if action.segments.len() < 2 {
+                errors.at(action, format!("write the action with its enum: `{}::{}`", "Action", tokens(action)));
+                continue;
+            }
+            let ty = tokens(&enum_of(action));
+            match enums.first() {
+                Some((first, _)) if *first != ty => errors.at(
+                    action,
+                    format!(
+                        "node `{}` returns one action type, but its edges name both `{first}` and `{ty}`",
+                        node.name
+                    ),
+                ),
+                Some(_) => {}
+                None => enums.push((ty, action)),
+            }
+        }
+    }
+    routes
+}
+
+fn edge_index(def: &FlowDef, edge: &Edge) -> usize {
+    def.edges.iter().position(|e| std::ptr::eq(e, edge)).unwrap_or(usize::MAX)
+}
+
+fn describe(target: &Target) -> String {
+    match target {
+        Target::Node(n) => format!("`{n}`"),
+        Target::End { .. } => "`end`".to_owned(),
+    }
+}
+
+/// Ends agree on the outcome; nodes without edges end the flow only when it
+/// has no outcome value.
+fn check_ends(def: &FlowDef, routes: &[Routes<'_>], errors: &mut Errors) -> Option<Type> {
+    let ends: Vec<(&Edge, Option<&Expr>)> = def
+        .edges
+        .iter()
+        .filter_map(|e| match &e.to {
+            Target::End { value, .. } => Some((e, value.as_ref())),
+            Target::Node(_) => None,
+        })
+        .collect();
+    let with_value = ends.iter().find(|(_, v)| v.is_some());
+    let mut ok = true;
+    if let Some((first, Some(value))) = with_value {
+        for (edge, v) in &ends {
+            if v.is_none()
+                && let Target::End { keyword, .. } = &edge.to
+            {
+                ok = false;
+                errors.at(
+                    keyword,
+                    format!(
+                        "this `end` gives no outcome, but the flow ends with `end({})` elsewhere (after `{}`); give one here too",
+                        tokens(*value),
+                        first.from
+                    ),
+                );
+            }
+        }
+        for (node, r) in def.nodes.iter().zip(routes) {
+            if r.is_empty() {
+                ok = false;
+                errors.at(
+                    &node.name,
+                    format!(
+                        "node `{}` has no edges, so the flow would end there without an outcome; add `{} >> end(...);`",
+                        node.name, node.name
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(outcome) = &def.outcome {
+        if with_value.is_none() && !ends.is_empty() {
+            errors.at(outcome, "the flow declares an outcome type, but its ends give no value: write `>> end(value)`");
+            return None;
+        }
+        return ok.then(|| outcome.clone());
+    }
+    let Some((_, Some(_))) = with_value else {
+        return ok.then(|| syn::parse_quote!(()));
+    };
+    // Infer the outcome type from `end(Outcome::Variant)` paths.
+    let mut inferred: Option<(String, Path)> = None;
+    for (edge, value) in &ends {
+        let Some(value) = value else { continue };
+        let Expr::Path(p) = value else {
+            errors.at(
+                value,
+                format!(
+                    "cannot tell the outcome type from this value; declare it: `struct {}: {} -> Outcome {{ .. }}`",
+                    def.name,
+                    tokens(&def.store)
+                ),
+            );
+            return None;
+        };
+        if p.path.segments.len() < 2 {
+            errors.at(
+                value,
+                format!(
+                    "write the outcome with its type, e.g. `Outcome::Done`, or declare it: `struct {}: {} -> Outcome`",
+                    def.name,
+                    tokens(&def.store)
+                ),
+            );
+            return None;
+        }
+        let ty = enum_of(&p.path);
+        let text = tokens(&ty);
+        match &inferred {
+            Some((first, _)) if *first != text => {
+                errors.at(
+                    value,
+                    format!(
+                        "the flow's ends disagree on the outcome type: `{first}` elsewhere, `{text}` here (after `{}`)",
+                        edge.from
+                    ),
+                );
+                return None;
+            }
+            Some(_) => {}
+            None => inferred = Some((text, ty)),
+        }
+    }
+    let (_, path) = inferred?;
+    ok.then(|| syn::parse_quote!(#path))
+}
+
+fn successors(routes: &Routes<'_>, index: &HashMap<String, usize>) -> Vec<(usize, &'static str)> {
+    let _ = &routes;
+    routes
+        .default
+        .iter()
+        .chain(routes.labelled.iter())
+        .filter_map(|e| match &e.to {
+            Target::Node(n) => index.get(&n.to_string()).map(|&i| (i, "")),
+            Target::End { .. } => None,
+        })
+        .collect()
+}
+
+/// Every node can be reached from the start.
+fn check_reachable(
+    def: &FlowDef,
+    routes: &[Routes<'_>],
+    index: &HashMap<String, usize>,
+    start: usize,
+    errors: &mut Errors,
+) {
+    let mut seen = vec![false; def.nodes.len()];
+    let mut queue = VecDeque::from([start]);
+    seen[start] = true;
+    while let Some(i) = queue.pop_front() {
+        for (next, _) in successors(&routes[i], index) {
+            if !seen[next] {
+                seen[next] = true;
+                queue.push_back(next);
+            }
+        }
+    }
+    let start_name = &def.nodes[start].name;
+    for (node, reached) in def.nodes.iter().zip(seen) {
+        if !reached && index.get(&node.name.to_string()).is_some() {
+            errors.at(
+                &node.name,
+                format!(
+                    "node `{}` is unreachable from the start node `{start_name}`; add an edge to it or remove it",
+                    node.name
+                ),
+            );
+        }
+    }
+}
+
+/// No cycle without a step limit; each reported on the edge that closes it.
+fn check_cycles(
+    def: &FlowDef,
+    routes: &[Routes<'_>],
+    index: &HashMap<String, usize>,
+    start: usize,
+    errors: &mut Errors,
+) {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnStack,
+        Done,
+    }
+    // The edges out of each node, in the order written.
+    let out: Vec<Vec<(usize, &Edge)>> = routes
+        .iter()
+        .map(|r| {
+            r.default
+                .iter()
+                .chain(r.labelled.iter())
+                .filter_map(|e| match &e.to {
+                    Target::Node(n) => index.get(&n.to_string()).map(|&i| (i, *e)),
+                    Target::End { .. } => None,
+                })
+                .collect()
+        })
+        .collect();
+    let mut mark = vec![Mark::New; def.nodes.len()];
+    let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+    mark[start] = Mark::OnStack;
+    while let Some(&mut (node, ref mut next_edge)) = stack.last_mut() {
+        if let Some(&(to, edge)) = out[node].get(*next_edge) {
+            *next_edge += 1;
+            match mark[to] {
+                Mark::OnStack => {
+                    let from = stack.iter().position(|(n, _)| *n == to).unwrap_or(0);
+                    let mut path: Vec<String> =
+                        stack[from..].iter().map(|(n, _)| def.nodes[*n].name.to_string()).collect();
+                    path.push(def.nodes[to].name.to_string());
+                    errors.push(syn::Error::new(
+                        edge.action_span(),
+                        format!(
+                            "this edge closes the cycle `{}`, and flow `{}` has no step limit; add `max_steps <limit>;` to bound its loops",
+                            path.join(" -> "),
+                            def.name
+                        ),
+                    ));
+                }
+                Mark::New => {
+                    mark[to] = Mark::OnStack;
+                    stack.push((to, 0));
+                }
+                Mark::Done => {}
+            }
+        } else {
+            mark[node] = Mark::Done;
+            stack.pop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(def: FlowDef) -> Vec<String> {
+        let mut errors = Errors::default();
+        let _ = analyze(&def, &mut errors);
+        match errors.finish() {
+            Ok(()) => Vec::new(),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_valid_agent_loop_passes_and_infers_its_outcome() {
+        let def: FlowDef = syn::parse_quote! {
+            pub struct Agent: State {
+                node decide: Decide;
+                node search: Search = Search::new(3);
+                node answer: Answer;
+                start decide;
+                max_steps 20;
+                decide - Decision::Search >> search >> decide;
+                decide - Decision::Answer >> answer >> end(Outcome::Answered);
+            }
+        };
+        let mut errors = Errors::default();
+        let model = analyze(&def, &mut errors).expect("valid");
+        assert!(errors.is_empty());
+        assert_eq!(tokens(&model.outcome), "Outcome");
+        assert_eq!(model.start, 0);
+        assert_eq!(model.routes[0].labelled.len(), 2);
+        assert_eq!(tokens(&model.routes[0].enum_path().expect("an enum")), "Decision");
+        assert!(model.routes[1].default.is_some());
+    }
+
+    #[test]
+    fn reports_every_mistake_at_once() {
+        let def: FlowDef = syn::parse_quote! {
+            struct F: S {
+                node a: A;
+                node b: B;
+                node b: B2;
+                node lonely: L;
+                start a;
+                a >> b >> a;
+                a >> serch;
+                b - X::One >> end;
+                b - X::One >> a;
+            }
+        };
+        let errors = check(def);
+        let expected = [
+            "node `b` is declared twice; node names must be unique in a flow",
+            "unknown node `serch` (did you mean `search`?); declare it with `node serch: Type;`",
+            "node `a` already has a default edge (to `b`); a node has one edge per action",
+            "node `b` already has an edge for `X::One` (to `end`); a node has one edge per action",
+            "node `b` has both a default edge (`b >> ..`) and edges for named actions; a node returns either `()` (one default edge) or an enum (one edge per variant)",
+            "node `lonely` is unreachable from the start node `a`; add an edge to it or remove it",
+            "this edge closes the cycle `a -> b -> a`, and flow `F` has no step limit; add `max_steps <limit>;` to bound its loops",
+        ];
+        for e in expected {
+            if e.contains("serch") {
+                continue; // `search` is not declared here: no suggestion
+            }
+            assert!(errors.iter().any(|got| got == e), "missing {e:?} in {errors:#?}");
+        }
+        assert!(
+            errors.iter().any(|e| e.starts_with("unknown node `serch`; declared nodes: a, b, lonely")),
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn start_is_required_and_checked() {
+        let def: FlowDef = syn::parse_quote!(struct F: S { node a: A; });
+        assert_eq!(check(def), ["flow `F` has no start node; add `start a;`"]);
+        let def: FlowDef = syn::parse_quote!(struct F: S { node a: A; start b; });
+        assert_eq!(check(def), ["unknown node `b`; declared nodes: a; declare it with `node b: Type;`"]);
+    }
+
+    #[test]
+    fn ends_agree_on_the_outcome() {
+        let def: FlowDef = syn::parse_quote! {
+            struct F: S { node a: A; node b: B; start a; a - D::X >> end(O::Done); a - D::Y >> b >> end; }
+        };
+        let errors = check(def);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(errors[0].starts_with("this `end` gives no outcome"), "{errors:#?}");
+        let def: FlowDef = syn::parse_quote! {
+            struct F: S { node a: A; node b: B; start a; a - D::X >> end(O::Done); a - D::Y >> b; }
+        };
+        assert_eq!(
+            check(def),
+            ["node `b` has no edges, so the flow would end there without an outcome; add `b >> end(...);`"]
+        );
+    }
+
+    #[test]
+    fn typos_are_similar() {
+        assert!(similar("serch", "search"));
+        assert!(similar("strat", "start"));
+        assert!(!similar("a", "b") || "a".len() < 4);
+        assert!(!similar("decide", "answer"));
+    }
+}

@@ -1,0 +1,239 @@
+//! `flow!`'s grammar: one struct per production, each with a `Parse` impl that
+//! keeps the user's tokens for error spans.
+//!
+//! ```text
+//! flow      := attr* vis? "async"? "struct" IDENT generics? ":" TYPE ("->" TYPE)? where? "{" stmt* "}"
+//! stmt      := "node" IDENT ":" TYPE ("=" EXPR)? ";"
+//!            | "start" IDENT ";"
+//!            | "max_steps" EXPR ";"
+//!            | IDENT link+ ";"
+//! link      := ("-" PATH)? ">>" target
+//! target    := IDENT | "end" ("(" EXPR ")")?
+//! ```
+
+use proc_macro2::Span;
+use syn::parse::{Parse, ParseStream};
+use syn::{Attribute, Expr, Generics, Ident, Path, Token, Type, Visibility, braced, parenthesized};
+
+pub(crate) mod kw {
+    syn::custom_keyword!(node);
+    syn::custom_keyword!(start);
+    syn::custom_keyword!(max_steps);
+    syn::custom_keyword!(end);
+}
+
+/// Words with a meaning in the DSL, which cannot name nodes.
+pub(crate) const KEYWORDS: [&str; 4] = ["node", "start", "max_steps", "end"];
+
+/// A whole `flow!` invocation.
+pub(crate) struct FlowDef {
+    pub(crate) attrs: Vec<Attribute>,
+    pub(crate) vis: Visibility,
+    pub(crate) asyncness: Option<Token![async]>,
+    pub(crate) name: Ident,
+    pub(crate) generics: Generics,
+    pub(crate) store: Type,
+    pub(crate) outcome: Option<Type>,
+    pub(crate) nodes: Vec<NodeDecl>,
+    pub(crate) starts: Vec<Ident>,
+    pub(crate) max_steps: Vec<(kw::max_steps, Expr)>,
+    pub(crate) edges: Vec<Edge>,
+}
+
+/// `node name: Type = init;`
+pub(crate) struct NodeDecl {
+    pub(crate) name: Ident,
+    pub(crate) ty: Type,
+    pub(crate) init: Option<Expr>,
+}
+
+/// One edge: `from - action >> to`.
+pub(crate) struct Edge {
+    pub(crate) from: Ident,
+    pub(crate) action: Option<Path>,
+    /// The `>>` token, where a default edge's errors go.
+    pub(crate) arrow: Token![>>],
+    pub(crate) to: Target,
+}
+
+/// Where an edge leads.
+pub(crate) enum Target {
+    Node(Ident),
+    End { keyword: kw::end, value: Option<Expr> },
+}
+
+impl Edge {
+    /// The span that stands for this edge's action in errors.
+    pub(crate) fn action_span(&self) -> Span {
+        match &self.action {
+            Some(path) => syn::spanned::Spanned::span(path),
+            None => self.arrow.spans[0],
+        }
+    }
+}
+
+impl Parse for FlowDef {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let attrs = input.call(Attribute::parse_outer)?;
+        let vis: Visibility = input.parse()?;
+        let asyncness: Option<Token![async]> = input.parse()?;
+        if !input.peek(Token![struct]) {
+            return Err(input.error(
+                "expected `struct`: a flow is declared as `pub struct Name: Store { ... }` (or `async struct` when a node is async)",
+            ));
+        }
+        input.parse::<Token![struct]>()?;
+        let name: Ident = input.parse()?;
+        let mut generics: Generics = input.parse()?;
+        if !input.peek(Token![:]) {
+            return Err(input.error(format!("expected `:` and the store type: `struct {name}: MyStore {{ ... }}`")));
+        }
+        input.parse::<Token![:]>()?;
+        let store: Type = input.call(Type::without_plus)?;
+        let outcome = if input.peek(Token![->]) {
+            input.parse::<Token![->]>()?;
+            Some(input.call(Type::without_plus)?)
+        } else {
+            None
+        };
+        generics.where_clause = input.parse()?;
+        let body;
+        braced!(body in input);
+        let mut def = FlowDef {
+            attrs,
+            vis,
+            asyncness,
+            name,
+            generics,
+            store,
+            outcome,
+            nodes: Vec::new(),
+            starts: Vec::new(),
+            max_steps: Vec::new(),
+            edges: Vec::new(),
+        };
+        while !body.is_empty() {
+            def.parse_statement(&body)?;
+        }
+        if !input.is_empty() {
+            return Err(input.error("unexpected tokens after the flow's body; `flow!` declares one flow"));
+        }
+        Ok(def)
+    }
+}
+
+impl FlowDef {
+    fn parse_statement(&mut self, input: ParseStream) -> syn::Result<()> {
+        let lookahead = input.lookahead1();
+        if lookahead.peek(kw::node) {
+            input.parse::<kw::node>()?;
+            let name: Ident = input.parse()?;
+            if !input.peek(Token![:]) {
+                return Err(input.error(format!("expected `:` and the node's type: `node {name}: MyNode;`")));
+            }
+            input.parse::<Token![:]>()?;
+            let ty: Type = input.parse()?;
+            let init = if input.peek(Token![=]) {
+                input.parse::<Token![=]>()?;
+                Some(input.parse()?)
+            } else {
+                None
+            };
+            semicolon(input, "after a node declaration")?;
+            self.nodes.push(NodeDecl { name, ty, init });
+        } else if lookahead.peek(kw::start) {
+            input.parse::<kw::start>()?;
+            self.starts.push(input.parse()?);
+            semicolon(input, "after `start <node>`")?;
+        } else if lookahead.peek(kw::max_steps) {
+            let keyword: kw::max_steps = input.parse()?;
+            self.max_steps.push((keyword, input.parse()?));
+            semicolon(input, "after `max_steps <limit>`")?;
+        } else if lookahead.peek(kw::end) {
+            let keyword: kw::end = input.parse()?;
+            return Err(syn::Error::new(keyword.span, "`end` finishes the flow; an edge cannot start from it"));
+        } else if lookahead.peek(Ident) {
+            self.parse_chain(input)?;
+        } else {
+            return Err(lookahead.error());
+        }
+        Ok(())
+    }
+
+    /// `a - A::X >> b >> c - C::Y >> end(..);`
+    fn parse_chain(&mut self, input: ParseStream) -> syn::Result<()> {
+        let mut from: Ident = input.parse()?;
+        if input.peek(Ident) || !(input.peek(Token![-]) || input.peek(Token![>>])) {
+            return Err(unknown_statement(&from, input));
+        }
+        loop {
+            let action = if input.peek(Token![-]) {
+                input.parse::<Token![-]>()?;
+                Some(input.parse::<Path>()?)
+            } else {
+                None
+            };
+            if !input.peek(Token![>>]) {
+                return Err(input.error(match &action {
+                    Some(_) => "expected `>>` and the next node after the action",
+                    None => "expected `>>` or `-`",
+                }));
+            }
+            let arrow: Token![>>] = input.parse()?;
+            let to = if input.peek(kw::end) {
+                let keyword: kw::end = input.parse()?;
+                let value = if input.peek(syn::token::Paren) {
+                    let inner;
+                    parenthesized!(inner in input);
+                    Some(inner.parse()?)
+                } else {
+                    None
+                };
+                Target::End { keyword, value }
+            } else if input.peek(Ident) {
+                Target::Node(input.parse()?)
+            } else {
+                return Err(input.error("expected the next node's name, or `end`"));
+            };
+            let next = match &to {
+                Target::Node(ident) => Some(ident.clone()),
+                Target::End { .. } => None,
+            };
+            self.edges.push(Edge { from: from.clone(), action, arrow, to });
+            if input.peek(Token![;]) {
+                input.parse::<Token![;]>()?;
+                return Ok(());
+            }
+            let Some(next) = next else {
+                return Err(input.error("`end` finishes the flow; nothing can follow it in a chain (expected `;`)"));
+            };
+            if !(input.peek(Token![-]) || input.peek(Token![>>])) {
+                return Err(input.error("expected `;`, `>>` or `-`"));
+            }
+            from = next;
+        }
+    }
+}
+
+fn semicolon(input: ParseStream, after: &str) -> syn::Result<()> {
+    if input.peek(Token![;]) {
+        input.parse::<Token![;]>()?;
+        Ok(())
+    } else {
+        Err(input.error(format!("expected `;` {after}")))
+    }
+}
+
+/// The error for a statement that starts with an unknown word, e.g. `strat decide;`.
+fn unknown_statement(word: &Ident, input: ParseStream) -> syn::Error {
+    let text = word.to_string();
+    let suggestion = KEYWORDS.iter().find(|k| crate::flow::analyze::similar(&text, k));
+    let expected = "expected `node`, `start`, `max_steps` or an edge like `a >> b`";
+    match suggestion {
+        Some(k) if input.peek(Ident) || input.peek(syn::Lit) => {
+            syn::Error::new(word.span(), format!("unknown statement `{text}` (did you mean `{k}`?); {expected}"))
+        }
+        _ if input.peek(Ident) => syn::Error::new(word.span(), format!("unknown statement `{text}`; {expected}")),
+        _ => input.error(format!("expected `>>` or `-` after `{text}`")),
+    }
+}

@@ -1,0 +1,52 @@
+//! The flow's graph as a Mermaid flowchart, computed while compiling.
+
+use std::fmt::Write as _;
+
+use super::analyze::tokens;
+use super::ast::{FlowDef, Target};
+
+fn escape(text: &str) -> String {
+    text.replace('"', "#quot;").replace('<', "#lt;").replace('>', "#gt;")
+}
+
+/// The chart of a flow; nodes are `n_<name>`, each distinct end an `end_<i>`.
+pub(crate) fn mermaid(def: &FlowDef) -> String {
+    let mut out = String::from("flowchart TD\n");
+    for node in &def.nodes {
+        let _ = writeln!(out, "    n_{}[\"{}\"]", node.name, node.name);
+    }
+    if let Some(start) = def.starts.first() {
+        let _ = writeln!(out, "    start(( )) --> n_{start}");
+    }
+    let mut ends: Vec<String> = Vec::new();
+    for edge in &def.edges {
+        let to = match &edge.to {
+            Target::Node(n) => format!("n_{n}"),
+            Target::End { value, .. } => {
+                let label = match value {
+                    Some(v) => format!("end: {}", tokens(v)),
+                    None => "end".to_owned(),
+                };
+                let i = match ends.iter().position(|e| *e == label) {
+                    Some(i) => i,
+                    None => {
+                        ends.push(label.clone());
+                        let _ = writeln!(out, "    end_{}([\"{}\"])", ends.len() - 1, escape(&label));
+                        ends.len() - 1
+                    }
+                };
+                format!("end_{i}")
+            }
+        };
+        match &edge.action {
+            Some(action) => {
+                let variant = action.segments.last().map(|s| s.ident.to_string()).unwrap_or_default();
+                let _ = writeln!(out, "    n_{} -->|\"{}\"| {to}", edge.from, escape(&variant));
+            }
+            None => {
+                let _ = writeln!(out, "    n_{} --> {to}", edge.from);
+            }
+        }
+    }
+    out
+}
