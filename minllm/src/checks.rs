@@ -2,27 +2,28 @@
 //! value through unchanged when the types agree, and otherwise fails with a
 //! message that says which hooks disagree.
 
-/// `exec`'s parameter `&X` receives what `prep` returned (`P`).
+/// `exec`'s parameter `&X` receives what `prep` returned (`P`), or what it
+/// borrows as (`&str` for a `String`, `&[T]` for a `Vec<T>`).
 #[diagnostic::on_unimplemented(
     message = "`exec` takes `&{Self}`, but `prep` returns `{P}`",
     label = "expected `&{P}` here",
-    note = "`exec` receives a reference to the value `prep` returns; make the two types the same"
+    note = "`exec` receives a reference to the value `prep` returns (or to what it borrows as, like `&str` for a `String`)"
 )]
 #[doc(hidden)]
 pub trait ExecInput<P> {
     fn cast(value: &P) -> &Self;
 }
 
-impl<T> ExecInput<T> for T {
+impl<T: ?Sized, P: core::borrow::Borrow<T>> ExecInput<P> for T {
     #[inline(always)]
-    fn cast(value: &T) -> &T {
-        value
+    fn cast(value: &P) -> &T {
+        value.borrow()
     }
 }
 
 #[doc(hidden)]
 #[inline(always)]
-pub fn exec_input<X: ExecInput<P>, P>(value: &P) -> &X {
+pub fn exec_input<X: ExecInput<P> + ?Sized, P>(value: &P) -> &X {
     X::cast(value)
 }
 
@@ -37,16 +38,16 @@ pub trait ExecItem<I> {
     fn cast(value: &I) -> &Self;
 }
 
-impl<T> ExecItem<T> for T {
+impl<T: ?Sized, I: core::borrow::Borrow<T>> ExecItem<I> for T {
     #[inline(always)]
-    fn cast(value: &T) -> &T {
-        value
+    fn cast(value: &I) -> &T {
+        value.borrow()
     }
 }
 
 #[doc(hidden)]
 #[inline(always)]
-pub fn exec_item<X: ExecItem<I>, I>(value: &I) -> &X {
+pub fn exec_item<X: ExecItem<I> + ?Sized, I>(value: &I) -> &X {
     X::cast(value)
 }
 
@@ -131,6 +132,7 @@ pub fn post_exec<X: PostExec<E>, E>(value: E) -> X {
 #[doc(hidden)]
 pub trait DefaultEdge {}
 
+#[diagnostic::do_not_recommend]
 impl DefaultEdge for () {}
 
 #[doc(hidden)]
@@ -147,6 +149,7 @@ pub fn default_edge<A: DefaultEdge>(_: A) {}
 #[doc(hidden)]
 pub trait ImplicitEnd {}
 
+#[diagnostic::do_not_recommend]
 impl ImplicitEnd for () {}
 
 #[doc(hidden)]
@@ -159,13 +162,14 @@ pub fn implicit_end<A: ImplicitEnd>(_: A) {}
 #[doc(hidden)]
 pub const fn check_edges(variants: Option<&[&str]>, handled: &[&str], node: &str, ty: &str) {
     let Some(variants) = variants else {
-        fail(&[
+        let (buf, len) = concat(&[
             "`",
             ty,
             "` does not list its variants, so `flow!` cannot check that node `",
             node,
             "` has an edge for each: add `#[derive(minllm::Action)]` to it",
         ]);
+        panic!("{}", as_str(&buf, len));
     };
     let mut h = 0;
     while h < handled.len() {
@@ -177,21 +181,23 @@ pub const fn check_edges(variants: Option<&[&str]>, handled: &[&str], node: &str
     let mut v = 0;
     while v < variants.len() {
         if !contains(handled, variants[v]) {
-            fail(&[
+            let variant = variants[v];
+            let (buf, len) = concat(&[
                 "node `",
                 node,
                 "` can return `",
                 ty,
                 "::",
-                variants[v],
+                variant,
                 "` but has no edge for it; add `",
                 node,
                 " - ",
                 ty,
                 "::",
-                variants[v],
+                variant,
                 " >> <next node>;` or `>> end;`",
             ]);
+            panic!("{}", as_str(&buf, len));
         }
         v += 1;
     }
@@ -223,24 +229,31 @@ const fn eq(a: &str, b: &str) -> bool {
     true
 }
 
-/// Panics (at compile time) with the concatenation of `parts`.
-const fn fail(parts: &[&str]) -> ! {
+/// The concatenation of `parts` (cut at 1 KiB, on a character boundary).
+const fn concat(parts: &[&str]) -> ([u8; 1024], usize) {
     let mut buf = [0u8; 1024];
     let mut len = 0;
     let mut p = 0;
     while p < parts.len() {
         let bytes = parts[p].as_bytes();
+        if len + bytes.len() > buf.len() {
+            break;
+        }
         let mut i = 0;
-        while i < bytes.len() && len < buf.len() {
+        while i < bytes.len() {
             buf[len] = bytes[i];
             len += 1;
             i += 1;
         }
         p += 1;
     }
-    let (message, _) = buf.split_at(len);
-    match core::str::from_utf8(message) {
-        Ok(message) => panic!("{}", message),
-        Err(_) => panic!("an action of a node has no edge"),
+    (buf, len)
+}
+
+const fn as_str(buf: &[u8], len: usize) -> &str {
+    let (bytes, _) = buf.split_at(len);
+    match core::str::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(_) => "an action of a node has no edge",
     }
 }

@@ -46,7 +46,7 @@ impl Search {
     fn prep(&self, s: &State, params: &Params) -> String {
         format!("{} {}", params.get_str("topic").unwrap_or("?"), s.notes.len())
     }
-    fn exec(&self, q: &String, ctx: &ExecContext) -> String {
+    fn exec(&self, q: &str, ctx: &ExecContext) -> String {
         format!("note on {q} (attempt {})", ctx.attempt())
     }
     fn post(&self, s: &mut State, note: String) {
@@ -62,7 +62,7 @@ impl Answer {
     fn prep(&self, s: &State) -> Vec<String> {
         s.notes.clone()
     }
-    fn exec(&self, notes: &Vec<String>) -> String {
+    fn exec(&self, notes: &[String]) -> String {
         format!("answer from {} notes", notes.len())
     }
     fn post(&self, s: &mut State, a: String) {

@@ -54,9 +54,10 @@ pub(crate) fn tokens(t: &impl ToTokens) -> String {
     t.to_token_stream().to_string().replace(' ', "")
 }
 
-/// Whether `a` looks like a typo of `b` (edit distance 1 or 2, for words of 4+ letters).
+/// Whether `a` looks like a typo of `b`: one edit apart (two for words of five
+/// letters or more); words under three letters are too short to guess.
 pub(crate) fn similar(a: &str, b: &str) -> bool {
-    if a == b {
+    if a == b || a.len().min(b.len()) < 3 {
         return false;
     }
     let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
@@ -84,7 +85,7 @@ pub(crate) fn analyze<'a>(def: &'a FlowDef, errors: &mut Errors) -> Option<Model
     let routes = check_routes(def, &index, errors);
     let outcome = check_ends(def, &routes, errors);
     if let Some(start) = start {
-        check_reachable(def, &routes, &index, start, errors);
+        check_reachable(def, &index, start, errors);
         if max_steps.is_none() {
             check_cycles(def, &routes, &index, start, errors);
         }
@@ -102,10 +103,10 @@ fn check_names(def: &FlowDef, errors: &mut Errors) -> HashMap<String, usize> {
         let name = node.name.to_string();
         if KEYWORDS.contains(&name.as_str()) {
             errors.at(&node.name, format!("`{name}` is a keyword of `flow!`; give the node another name"));
-        } else if index.contains_key(&name) {
-            errors.at(&node.name, format!("node `{name}` is declared twice; node names must be unique in a flow"));
+        } else if let std::collections::hash_map::Entry::Vacant(slot) = index.entry(name.clone()) {
+            slot.insert(i);
         } else {
-            index.insert(name, i);
+            errors.at(&node.name, format!("node `{name}` is declared twice; node names must be unique in a flow"));
         }
     }
     index
@@ -113,13 +114,23 @@ fn check_names(def: &FlowDef, errors: &mut Errors) -> HashMap<String, usize> {
 
 fn unknown_node(def: &FlowDef, name: &Ident, errors: &mut Errors) {
     let text = name.to_string();
-    let declared: Vec<String> = def.nodes.iter().map(|n| n.name.to_string()).collect();
-    let hint = match declared.iter().find(|d| similar(&text, d)) {
-        Some(d) => format!(" (did you mean `{d}`?)"),
-        None if declared.is_empty() => " (the flow declares no nodes)".to_owned(),
-        None => format!("; declared nodes: {}", declared.join(", ")),
+    let mut declared: Vec<String> = Vec::new();
+    for node in &def.nodes {
+        let n = node.name.to_string();
+        if !declared.contains(&n) {
+            declared.push(n);
+        }
+    }
+    let message = match declared.iter().find(|d| similar(&text, d)) {
+        Some(d) => format!("unknown node `{text}`; did you mean `{d}`?"),
+        None if declared.is_empty() => {
+            format!("unknown node `{text}`: the flow declares no nodes; declare it with `node {text}: Type;`")
+        }
+        None => {
+            format!("unknown node `{text}` (declared: {}); declare it with `node {text}: Type;`", declared.join(", "))
+        }
     };
-    errors.at(name, format!("unknown node `{text}`{hint}; declare it with `node {text}: Type;`"));
+    errors.at(name, message);
 }
 
 /// Every node an edge names is declared.
@@ -204,11 +215,8 @@ fn check_routes<'a>(def: &'a FlowDef, index: &HashMap<String, usize>, errors: &m
     }
     for (node, r) in def.nodes.iter().zip(&routes) {
         if let (Some(default), Some(labelled)) = (r.default, r.labelled.first()) {
-            let (first, second) = if edge_index(def, default) < edge_index(def, labelled) {
-                (default, *labelled)
-            } else {
-                (*labelled, default)
-            };
+            // Reported on whichever kind of edge came second.
+            let second = if edge_index(def, default) < edge_index(def, labelled) { *labelled } else { default };
             errors.push(syn::Error::new(
                 second.action_span(),
                 format!(
@@ -217,7 +225,6 @@ fn check_routes<'a>(def: &'a FlowDef, index: &HashMap<String, usize>, errors: &m
                     node.name, node.name
                 ),
             ));
-            let _ = first;
         }
         let mut enums: Vec<(String, &Path)> = Vec::new();
         for edge in &r.labelled {
@@ -353,41 +360,33 @@ fn check_ends(def: &FlowDef, routes: &[Routes<'_>], errors: &mut Errors) -> Opti
     ok.then(|| syn::parse_quote!(#path))
 }
 
-fn successors(routes: &Routes<'_>, index: &HashMap<String, usize>) -> Vec<(usize, &'static str)> {
-    let _ = &routes;
-    routes
-        .default
-        .iter()
-        .chain(routes.labelled.iter())
-        .filter_map(|e| match &e.to {
-            Target::Node(n) => index.get(&n.to_string()).map(|&i| (i, "")),
-            Target::End { .. } => None,
-        })
-        .collect()
-}
-
-/// Every node can be reached from the start.
-fn check_reachable(
-    def: &FlowDef,
-    routes: &[Routes<'_>],
-    index: &HashMap<String, usize>,
-    start: usize,
-    errors: &mut Errors,
-) {
+/// Every node can be reached from the start, following every edge written: a
+/// duplicate edge, or an edge to a misspelt node, still shows what the user
+/// meant to reach.
+fn check_reachable(def: &FlowDef, index: &HashMap<String, usize>, start: usize, errors: &mut Errors) {
+    let resolve = |name: &Ident| {
+        let name = name.to_string();
+        index.get(&name).copied().or_else(|| index.iter().find(|(n, _)| similar(&name, n)).map(|(_, &i)| i))
+    };
     let mut seen = vec![false; def.nodes.len()];
     let mut queue = VecDeque::from([start]);
     seen[start] = true;
     while let Some(i) = queue.pop_front() {
-        for (next, _) in successors(&routes[i], index) {
-            if !seen[next] {
+        let name = def.nodes[i].name.to_string();
+        for edge in def.edges.iter().filter(|e| e.from == name) {
+            if let Target::Node(to) = &edge.to
+                && let Some(next) = resolve(to)
+                && !seen[next]
+            {
                 seen[next] = true;
                 queue.push_back(next);
             }
         }
     }
     let start_name = &def.nodes[start].name;
-    for (node, reached) in def.nodes.iter().zip(seen) {
-        if !reached && index.get(&node.name.to_string()).is_some() {
+    for (i, node) in def.nodes.iter().enumerate() {
+        // Only the first declaration of a name counts; later ones are reported as duplicates.
+        if !seen[i] && index.get(&node.name.to_string()) == Some(&i) {
             errors.at(
                 &node.name,
                 format!(
@@ -515,7 +514,7 @@ mod tests {
         let errors = check(def);
         let expected = [
             "node `b` is declared twice; node names must be unique in a flow",
-            "unknown node `serch` (did you mean `search`?); declare it with `node serch: Type;`",
+            "unknown node `serch` (declared: a, b, lonely); declare it with `node serch: Type;`",
             "node `a` already has a default edge (to `b`); a node has one edge per action",
             "node `b` already has an edge for `X::One` (to `end`); a node has one edge per action",
             "node `b` has both a default edge (`b >> ..`) and edges for named actions; a node returns either `()` (one default edge) or an enum (one edge per variant)",
@@ -523,15 +522,17 @@ mod tests {
             "this edge closes the cycle `a -> b -> a`, and flow `F` has no step limit; add `max_steps <limit>;` to bound its loops",
         ];
         for e in expected {
-            if e.contains("serch") {
-                continue; // `search` is not declared here: no suggestion
-            }
             assert!(errors.iter().any(|got| got == e), "missing {e:?} in {errors:#?}");
         }
-        assert!(
-            errors.iter().any(|e| e.starts_with("unknown node `serch`; declared nodes: a, b, lonely")),
-            "{errors:#?}"
-        );
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    }
+
+    #[test]
+    fn a_misspelt_target_still_counts_as_reaching_its_node() {
+        let def: FlowDef = syn::parse_quote! {
+            struct F: S { node a: A; node search: B; start a; a >> serch; }
+        };
+        assert_eq!(check(def), ["unknown node `serch`; did you mean `search`?"]);
     }
 
     #[test]
@@ -539,7 +540,7 @@ mod tests {
         let def: FlowDef = syn::parse_quote!(struct F: S { node a: A; });
         assert_eq!(check(def), ["flow `F` has no start node; add `start a;`"]);
         let def: FlowDef = syn::parse_quote!(struct F: S { node a: A; start b; });
-        assert_eq!(check(def), ["unknown node `b`; declared nodes: a; declare it with `node b: Type;`"]);
+        assert_eq!(check(def), ["unknown node `b` (declared: a); declare it with `node b: Type;`"]);
     }
 
     #[test]
@@ -563,7 +564,8 @@ mod tests {
     fn typos_are_similar() {
         assert!(similar("serch", "search"));
         assert!(similar("strat", "start"));
-        assert!(!similar("a", "b") || "a".len() < 4);
+        assert!(!similar("a", "b"), "too short to guess");
+        assert!(similar("node", "nodes"));
         assert!(!similar("decide", "answer"));
     }
 }

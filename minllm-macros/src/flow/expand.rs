@@ -6,18 +6,25 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
 use super::analyze::{Model, Routes, tokens};
-use super::ast::{FlowDef, Target};
+use super::ast::{FlowDef, KEYWORDS, NodeDecl, Target};
 
 /// The struct and its inherent items; also emitted alone when the flow has
 /// errors, so that code using it keeps compiling (no cascade of errors).
 pub(crate) fn shell(def: &FlowDef, outcome: &TokenStream, mermaid: &str) -> TokenStream {
     let FlowDef { attrs, vis, name, generics, store, .. } = def;
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
-    let fields = def.nodes.iter().map(|n| {
+    // One field per name, even when a name is (wrongly) declared twice.
+    let mut nodes: Vec<&NodeDecl> = Vec::new();
+    for node in &def.nodes {
+        if !nodes.iter().any(|n| n.name == node.name) && !KEYWORDS.contains(&node.name.to_string().as_str()) {
+            nodes.push(node);
+        }
+    }
+    let fields = nodes.iter().map(|n| {
         let (field, ty) = (&n.name, &n.ty);
         quote!(#field: ::std::sync::Arc<#ty>)
     });
-    let inits = def.nodes.iter().map(|n| {
+    let inits = nodes.iter().map(|n| {
         let (field, ty) = (&n.name, &n.ty);
         match &n.init {
             Some(init) => quote_spanned!(init.span()=> #field: ::std::sync::Arc::new(#init)),
@@ -26,7 +33,7 @@ pub(crate) fn shell(def: &FlowDef, outcome: &TokenStream, mermaid: &str) -> Toke
             }
         }
     });
-    let setters = def.nodes.iter().map(|n| {
+    let setters = nodes.iter().map(|n| {
         let (field, ty) = (&n.name, &n.ty);
         let setter = format_ident!("with_{}", field);
         let doc = format!("Replaces the node `{field}`.");
@@ -178,9 +185,9 @@ pub(crate) fn expand(model: &Model<'_>, mermaid: &str) -> TokenStream {
         let name = field.to_string();
         let enter = steps_enter.then(|| quote!(__steps.enter(#name, path)?;));
         let run = if is_async {
-            quote_spanned!(ty.span()=> ::minllm::__private::run_step_async(&self.#field, store, path, #name, params).await?)
+            quote_spanned!(ty.span()=> ::minllm::__private::run_step_async::<#store, _, _>(&self.#field, store, path, #name, params).await?)
         } else {
-            quote_spanned!(ty.span()=> ::minllm::__private::run_step(&*self.#field, store, path, #name, params)?)
+            quote_spanned!(ty.span()=> ::minllm::__private::run_step::<#store, _, _>(&*self.#field, store, path, #name, params)?)
         };
         let route = route(model, routes, field);
         quote! {

@@ -140,6 +140,8 @@ fn result_ok_type(ty: &Type) -> Option<&Type> {
 
 /// The hooks of a node impl block.
 pub(crate) struct Hooks<'a> {
+    /// Hooks found with an error already reported.
+    pub(crate) broken: Vec<String>,
     pub(crate) prep: Option<Hook<'a>>,
     pub(crate) exec: Option<Hook<'a>>,
     pub(crate) fallback: Option<Hook<'a>>,
@@ -148,7 +150,7 @@ pub(crate) struct Hooks<'a> {
 
 impl<'a> Hooks<'a> {
     pub(crate) fn find(item: &'a ItemImpl, errors: &mut Errors) -> Hooks<'a> {
-        let mut hooks = Hooks { prep: None, exec: None, fallback: None, post: None };
+        let mut hooks = Hooks { broken: Vec::new(), prep: None, exec: None, fallback: None, post: None };
         for f in item.items.iter().filter_map(|i| if let ImplItem::Fn(f) = i { Some(f) } else { None }) {
             let slot = match f.sig.ident.to_string().as_str() {
                 "prep" => &mut hooks.prep,
@@ -157,8 +159,9 @@ impl<'a> Hooks<'a> {
                 "post" => &mut hooks.post,
                 _ => continue,
             };
-            if let Some(hook) = hook(f, errors) {
-                *slot = Some(hook);
+            match hook(f, errors) {
+                Some(hook) => *slot = Some(hook),
+                None => hooks.broken.push(f.sig.ident.to_string()),
             }
         }
         hooks

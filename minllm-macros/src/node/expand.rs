@@ -49,14 +49,6 @@ pub(crate) fn expand(options: &Options, item: &ItemImpl, errors: &mut Errors) ->
             _ => {}
         }
     }
-    let Some(exec) = &hooks.exec else {
-        errors.at(
-            self_ty,
-            "a node needs an `exec` method, e.g. `fn exec(&self, prep: &P) -> Result<E, Error>`; \
-             `prep`, `exec_fallback` and `post` are optional",
-        );
-        return TokenStream::new();
-    };
 
     // The store: from `prep`'s `&S`, else `post`'s `&mut S`, else any store.
     let prep_store = hooks.prep.as_ref().and_then(|p| match p.params.first() {
@@ -88,6 +80,16 @@ pub(crate) fn expand(options: &Options, item: &ItemImpl, errors: &mut Errors) ->
             None
         }
     });
+    let Some(exec) = &hooks.exec else {
+        if !hooks.broken.iter().any(|h| h == "exec") {
+            errors.at(
+                self_ty,
+                "a node needs an `exec` method, e.g. `fn exec(&self, prep: &P) -> Result<E, Error>`; \
+                 `prep`, `exec_fallback` and `post` are optional",
+            );
+        }
+        return TokenStream::new();
+    };
     let generic_store = prep_store.is_none() && post_store.is_none();
     let store: Type = prep_store.clone().or(post_store.clone()).unwrap_or_else(|| syn::parse_quote!(__MinllmStore));
 
@@ -123,6 +125,7 @@ pub(crate) fn expand(options: &Options, item: &ItemImpl, errors: &mut Errors) ->
         prep_ty.clone()
     };
     let (input_word, input_check) = if batch { ("item", "exec_item") } else { ("prep", "exec_input") };
+    let input_have = if batch { quote!(Self::Item) } else { quote!(Self::Prep) };
 
     // exec: `()`, `(input)`, `(ctx)` or `(input, ctx)`.
     let exec_ty = exec.output().0;
@@ -134,7 +137,7 @@ pub(crate) fn expand(options: &Options, item: &ItemImpl, errors: &mut Errors) ->
         } else if i == 0 {
             takes_input = true;
             match shared_ref(&param.ty) {
-                Some(want) => exec_args.push(pass(input_check, want, quote!(_), quote!(input))),
+                Some(want) => exec_args.push(pass(input_check, want, input_have.clone(), quote!(input))),
                 None => errors.at(&param.ty, format!("`exec` takes its {input_word} by reference: `{input_word}: &T`")),
             }
         } else {
@@ -152,7 +155,7 @@ pub(crate) fn expand(options: &Options, item: &ItemImpl, errors: &mut Errors) ->
         match f.params.len() {
             2 | 3 => {
                 match shared_ref(&f.params[0].ty) {
-                    Some(want) => args.push(pass(input_check, want, quote!(_), quote!(input))),
+                    Some(want) => args.push(pass(input_check, want, input_have.clone(), quote!(input))),
                     None => errors.at(&f.params[0].ty, format!("`exec_fallback` takes its {input_word} by reference: `{input_word}: &T`")),
                 }
                 args.push(quote!(error));
@@ -172,7 +175,7 @@ pub(crate) fn expand(options: &Options, item: &ItemImpl, errors: &mut Errors) ->
             let mut args = Vec::new();
             if let (Some(want), Some(_)) = (&post_store, p.params.first()) {
                 if prep_store.is_some() {
-                    args.push(pass("post_store", want, quote!(_), quote!(store)));
+                    args.push(pass("post_store", want, quote!(#store), quote!(store)));
                 } else {
                     args.push(quote!(store));
                 }
@@ -268,7 +271,7 @@ pub(crate) fn expand(options: &Options, item: &ItemImpl, errors: &mut Errors) ->
 
     quote! {
         #[automatically_derived]
-        #[allow(unused_variables, clippy::unit_arg, clippy::needless_lifetimes)]
+        #[allow(unused_variables, clippy::unit_arg, clippy::needless_lifetimes, clippy::useless_conversion)]
         impl #impl_generics ::minllm::#trait_name<#store> for #self_ty #where_clause {
             type #input_assoc = #input_ty;
             type #output_assoc = #exec_ty;

@@ -1,0 +1,47 @@
+use minllm::{flow, node, Action};
+
+#[derive(Default)]
+struct State;
+
+#[derive(Clone, Copy, Action)]
+enum Decision {
+    Search,
+    Answer,
+}
+
+#[derive(Default)]
+struct Decide;
+
+#[node]
+impl Decide {
+    fn exec(&self) -> Decision {
+        Decision::Answer
+    }
+    fn post(&self, _: &mut State, d: Decision) -> Decision {
+        d
+    }
+}
+
+#[derive(Default)]
+struct Step;
+
+#[node]
+impl Step {
+    fn exec(&self) {}
+    fn post(&self, _: &mut State) {}
+}
+
+#[derive(Clone, Copy, Action)]
+enum Outcome {
+    Found,
+}
+
+flow! {
+    struct Agent: State {
+        node decide: Decide;
+        start decide;
+        decide - Decision::Search >> end(Outcome::Found);
+        decide - Decision::Answer >> end;
+    }
+}
+fn main() {}

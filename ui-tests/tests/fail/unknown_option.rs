@@ -1,0 +1,10 @@
+use minllm::node;
+
+struct Search;
+
+#[node(retry = 3)]
+impl Search {
+    fn exec(&self) {}
+}
+
+fn main() {}
