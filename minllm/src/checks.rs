@@ -14,10 +14,26 @@ pub trait ExecInput<P> {
     fn cast(value: &P) -> &Self;
 }
 
-impl<T: ?Sized, P: core::borrow::Borrow<T>> ExecInput<P> for T {
+impl<T> ExecInput<T> for T {
     #[inline(always)]
-    fn cast(value: &P) -> &T {
-        value.borrow()
+    fn cast(value: &T) -> &T {
+        value
+    }
+}
+
+#[diagnostic::do_not_recommend]
+impl ExecInput<String> for str {
+    #[inline(always)]
+    fn cast(value: &String) -> &str {
+        value
+    }
+}
+
+#[diagnostic::do_not_recommend]
+impl<T> ExecInput<Vec<T>> for [T] {
+    #[inline(always)]
+    fn cast(value: &Vec<T>) -> &[T] {
+        value
     }
 }
 
@@ -38,10 +54,26 @@ pub trait ExecItem<I> {
     fn cast(value: &I) -> &Self;
 }
 
-impl<T: ?Sized, I: core::borrow::Borrow<T>> ExecItem<I> for T {
+impl<T> ExecItem<T> for T {
     #[inline(always)]
-    fn cast(value: &I) -> &T {
-        value.borrow()
+    fn cast(value: &T) -> &T {
+        value
+    }
+}
+
+#[diagnostic::do_not_recommend]
+impl ExecItem<String> for str {
+    #[inline(always)]
+    fn cast(value: &String) -> &str {
+        value
+    }
+}
+
+#[diagnostic::do_not_recommend]
+impl<T> ExecItem<Vec<T>> for [T] {
+    #[inline(always)]
+    fn cast(value: &Vec<T>) -> &[T] {
+        value
     }
 }
 
