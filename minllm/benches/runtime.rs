@@ -8,9 +8,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use minllm::{
-    Action, AsyncBatch, AsyncBatchNode, Batch, BatchNode, ExecContext, Flow, Label, Node, NodeResult, Params,
-};
+use minllm::{Action, AsyncBatch, AsyncBatchNode, Batch, BatchNode, ExecContext, Flow, Node, NodeResult, Params, flow};
 
 /// The store of the loop benchmark: a counter and a budget of transitions.
 #[derive(Default)]
@@ -19,25 +17,10 @@ struct Counter {
     left: u64,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Action)]
 enum Go {
     Next,
     Done,
-}
-
-impl Action for Go {
-    fn label(&self) -> &str {
-        match self {
-            Go::Next => "next",
-            Go::Done => "done",
-        }
-    }
-    fn into_label(self) -> Label {
-        Label::new_static(match self {
-            Go::Next => "next",
-            Go::Done => "done",
-        })
-    }
 }
 
 /// One of the loop's three nodes: adds `step` to the counter.
@@ -64,16 +47,34 @@ const TRANSITIONS: u64 = 100_000;
 
 /// The baseline: the same node bodies called from a hand-written `loop { match }`.
 fn hand_written(nodes: &[Add; 3], store: &mut Counter) {
+    enum State {
+        A,
+        B,
+        C,
+    }
     let params = Params::new();
-    let mut state = 0;
-    loop {
-        let node = &nodes[state];
+    let ctx = ExecContext::new("n", 1, 1, None);
+    let step = |node: &Add, store: &mut Counter| {
         let prep = node.prep(store, &params).unwrap();
-        let exec = node.exec(&prep, &ExecContext::new("n", 1, 1, None)).unwrap();
-        match node.post(store, prep, exec).unwrap() {
-            Go::Next => state = (state + 1) % 3,
-            Go::Done => break,
-        }
+        let exec = node.exec(&prep, &ctx).unwrap();
+        node.post(store, prep, exec).unwrap()
+    };
+    let mut state = State::A;
+    loop {
+        state = match state {
+            State::A => match step(&nodes[0], store) {
+                Go::Next => State::B,
+                Go::Done => break,
+            },
+            State::B => match step(&nodes[1], store) {
+                Go::Next => State::C,
+                Go::Done => break,
+            },
+            State::C => match step(&nodes[2], store) {
+                Go::Next => State::A,
+                Go::Done => break,
+            },
+        };
     }
 }
 
@@ -86,6 +87,23 @@ fn loop_flow() -> Flow<Counter> {
     flow
 }
 
+flow! {
+    /// The same loop, compiled by `flow!`.
+    struct Loop: Counter {
+        node a: Add = Add(1);
+        node b: Add = Add(2);
+        node c: Add = Add(3);
+        start a;
+        max_steps TRANSITIONS + 1;
+        a - Go::Next >> b;
+        a - Go::Done >> end;
+        b - Go::Next >> c;
+        b - Go::Done >> end;
+        c - Go::Next >> a;
+        c - Go::Done >> end;
+    }
+}
+
 fn transitions(c: &mut Criterion) {
     let mut group = c.benchmark_group("loop_100k_transitions");
     group.throughput(Throughput::Elements(TRANSITIONS));
@@ -94,6 +112,14 @@ fn transitions(c: &mut Criterion) {
         b.iter(|| {
             let mut store = Counter { value: 0, left: TRANSITIONS };
             hand_written(&nodes, &mut store);
+            black_box(store.value)
+        })
+    });
+    let typed = Loop::new();
+    group.bench_function("flow_macro", |b| {
+        b.iter(|| {
+            let mut store = Counter { value: 0, left: TRANSITIONS };
+            typed.run(&mut store).unwrap();
             black_box(store.value)
         })
     });

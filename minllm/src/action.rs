@@ -128,11 +128,13 @@ impl Label {
     pub const DEFAULT: Label = Label(Cow::Borrowed(DEFAULT_ACTION));
 
     /// A label from a static string, usable in `const` items.
+    #[inline]
     pub const fn new_static(label: &'static str) -> Label {
         if label.is_empty() { Label::DEFAULT } else { Label(Cow::Borrowed(label)) }
     }
 
     /// The label as a string.
+    #[inline]
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -269,16 +269,25 @@ impl<S: Send + Sync + 'static> Flow<S> {
         params: &Params,
         cancel: Option<&Cancel<'_>>,
     ) -> Result<Label, Error> {
-        let span = tracing::debug_span!("flow", flow = %path, steps = Empty);
+        // Checked once per run: without a subscriber, no span is made per step.
+        let traced = crate::typed::tracing_on();
+        let span =
+            if traced { tracing::debug_span!("flow", flow = %path, steps = Empty) } else { tracing::Span::none() };
         let _entered = span.enter();
         let mut run = Run::new(self, path)?;
         loop {
             let slot = run.next_slot(self, path, cancel)?;
-            let node_span = node_span(&slot.name);
-            let started = (!node_span.is_disabled()).then(Instant::now);
-            let cx = StepCx { flow: path, node: &slot.name, params, cancel, span: &node_span };
-            let label = node_span.in_scope(|| slot.step.run(store.reborrow(), cx))?;
-            finish_span(&node_span, started, &label);
+            let label = if traced {
+                let node_span = node_span(&slot.name);
+                let started = (!node_span.is_disabled()).then(Instant::now);
+                let cx = StepCx { flow: path, node: &slot.name, params, cancel, span: &node_span };
+                let label = node_span.in_scope(|| slot.step.run(store.reborrow(), cx))?;
+                finish_span(&node_span, started, &label);
+                label
+            } else {
+                let cx = StepCx { flow: path, node: &slot.name, params, cancel, span: crate::typed::no_span() };
+                slot.step.run(store.reborrow(), cx)?
+            };
             if let Some(label) = run.follow(self, path, label)? {
                 span.record("steps", run.steps);
                 return Ok(label);

@@ -129,7 +129,7 @@ pub mod __private {
     };
     pub use crate::typed::{
         AsyncStep, AsyncTypedFlow, AsyncTypedFlowMarker, AsyncTypedFlowStep, Step, Steps, TypedFlow, TypedFlowMarker,
-        TypedFlowStep, flow_span, run_step, run_step_async,
+        TypedFlowStep, flow_span, run_step, run_step_async, tracing_on,
     };
     pub use futures_util::future::BoxFuture;
     pub use tracing::Instrument;

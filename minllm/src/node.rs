@@ -32,15 +32,18 @@ impl Retry {
     pub const ONCE: Retry = Retry { max_retries: 1, wait: Duration::ZERO };
 
     /// `n` attempts at most, no wait between them.
+    #[inline]
     pub const fn attempts(n: u32) -> Retry {
         Retry { max_retries: n, wait: Duration::ZERO }
     }
 
     /// The same attempts, waiting `wait` after each failure.
+    #[inline]
     pub const fn wait(self, wait: Duration) -> Retry {
         Retry { wait, ..self }
     }
 
+    #[inline]
     pub(crate) fn max_attempts(&self) -> u32 {
         self.max_retries.max(1)
     }
@@ -67,11 +70,13 @@ pub struct ExecContext<'a> {
 
 impl<'a> ExecContext<'a> {
     /// A context for calling `exec` by hand, e.g. in a unit test of a node.
+    #[inline]
     pub fn new(node: &'a str, attempt: u32, max_attempts: u32, item: Option<usize>) -> Self {
         ExecContext { node, attempt, max_attempts, item }
     }
 
     /// The attempt being made: 1 for the first run, 2 for the first retry, ...
+    #[inline]
     pub fn attempt(&self) -> u32 {
         self.attempt
     }
@@ -82,16 +87,19 @@ impl<'a> ExecContext<'a> {
     }
 
     /// Whether a failure now goes to `exec_fallback` instead of a retry.
+    #[inline]
     pub fn is_last_attempt(&self) -> bool {
         self.attempt >= self.max_attempts
     }
 
     /// The index of the batch item being processed, for batch nodes.
+    #[inline]
     pub fn item(&self) -> Option<usize> {
         self.item
     }
 
     /// The node's name in its flow.
+    #[inline]
     pub fn node(&self) -> &str {
         self.node
     }

@@ -54,6 +54,7 @@ pub enum ParamError {
 
 impl Params {
     /// No params.
+    #[inline]
     pub fn new() -> Self {
         Self::default()
     }

@@ -26,10 +26,12 @@ pub struct FlowPath<'a> {
 }
 
 impl<'a> FlowPath<'a> {
+    #[inline]
     pub fn root(name: &'a str) -> Self {
         FlowPath { parent: None, name, item: None }
     }
 
+    #[inline]
     pub(crate) fn child(&'a self, name: &'a str, item: Option<usize>) -> FlowPath<'a> {
         FlowPath { parent: Some(self), name, item }
     }
@@ -65,6 +67,7 @@ impl<'a> Cancel<'a> {
         self.flag.store(true, Ordering::Release);
     }
 
+    #[inline]
     pub(crate) fn is_cancelled(&self) -> bool {
         self.flag.load(Ordering::Acquire) || self.parent.is_some_and(Cancel::is_cancelled)
     }
@@ -87,6 +90,7 @@ pub struct StepCx<'a> {
 }
 
 impl StepCx<'_> {
+    #[inline]
     pub(crate) fn record_attempts(&self, attempts: u32) {
         if !self.span.is_disabled() {
             self.span.record("attempts", attempts);
@@ -180,6 +184,7 @@ impl<S, T: DynStep<S>> IntoStep<S, StepMarker> for T {
 }
 
 /// Calls a hook, turning an error or a panic into a [`Failure`].
+#[inline(always)]
 pub(crate) fn call<T>(hook: impl FnOnce() -> NodeResult<T>) -> Result<T, Failure> {
     match catch_unwind(AssertUnwindSafe(hook)) {
         Ok(Ok(v)) => Ok(v),
@@ -189,13 +194,40 @@ pub(crate) fn call<T>(hook: impl FnOnce() -> NodeResult<T>) -> Result<T, Failure
 }
 
 /// Calls a hook as [`call`] does, tagging a failure with its stage.
+#[inline(always)]
 pub(crate) fn call_stage<T>(stage: Stage, hook: impl FnOnce() -> NodeResult<T>) -> Result<T, HookError> {
     call(hook).map_err(|f| HookError::new(stage, None, f))
 }
 
 /// Runs `exec` up to `retry.max_attempts()` times, then the fallback.
 /// Returns the value and the number of attempts made.
+///
+/// The first attempt is inlined into the caller; retries, waits and the
+/// fallback live in a cold function, so a node that succeeds costs no more than
+/// the call itself.
+#[inline(always)]
 pub(crate) fn exec_with_retry<I: ?Sized, O>(
+    retry: Retry,
+    node: &str,
+    item: Option<usize>,
+    cancel: Option<&Cancel<'_>>,
+    input: &I,
+    exec: impl Fn(&I, &ExecContext<'_>) -> NodeResult<O>,
+    fallback: impl FnOnce(&I, BoxError, &ExecContext<'_>) -> NodeResult<O>,
+) -> Result<(O, u32), HookError> {
+    let ctx = ExecContext { node, attempt: 1, max_attempts: retry.max_attempts(), item };
+    match call(|| exec(input, &ctx)) {
+        Ok(v) => Ok((v, 1)),
+        Err(failure) => retry_after(failure, retry, node, item, cancel, input, exec, fallback),
+    }
+}
+
+/// Attempts 2.. and the fallback, after the first attempt failed.
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn retry_after<I: ?Sized, O>(
+    first: Failure,
     retry: Retry,
     node: &str,
     item: Option<usize>,
@@ -206,12 +238,12 @@ pub(crate) fn exec_with_retry<I: ?Sized, O>(
 ) -> Result<(O, u32), HookError> {
     let max_attempts = retry.max_attempts();
     let mut attempt = 1;
+    let mut failure = first;
     loop {
         let ctx = ExecContext { node, attempt, max_attempts, item };
-        let source = match call(|| exec(input, &ctx)) {
-            Ok(v) => return Ok((v, attempt)),
-            Err(Failure::Returned { source, .. }) => source,
-            Err(panicked) => return Err(HookError::new(Stage::Exec, item, panicked)),
+        let source = match failure {
+            Failure::Returned { source, .. } => source,
+            panicked => return Err(HookError::new(Stage::Exec, item, panicked)),
         };
         if attempt >= max_attempts || is_cancelled(cancel) {
             return match catch_unwind(AssertUnwindSafe(|| fallback(input, source, &ctx))) {
@@ -227,6 +259,11 @@ pub(crate) fn exec_with_retry<I: ?Sized, O>(
             std::thread::sleep(retry.wait);
         }
         attempt += 1;
+        let ctx = ExecContext { node, attempt, max_attempts, item };
+        match call(|| exec(input, &ctx)) {
+            Ok(v) => return Ok((v, attempt)),
+            Err(f) => failure = f,
+        }
     }
 }
 

@@ -175,19 +175,31 @@ pub(crate) fn expand(model: &Model<'_>, mermaid: &str) -> TokenStream {
     let states: Vec<&syn::Ident> = def.nodes.iter().map(|n| &n.name).collect();
     let start = &def.nodes[model.start].name;
     let (steps_init, steps_enter) = match model.max_steps {
-        Some(limit) => {
-            (quote_spanned!(limit.span()=> let mut __steps = ::minllm::__private::Steps::new(#limit);), true)
-        }
+        Some(limit) => (
+            quote_spanned! {limit.span()=>
+                let mut __steps = ::minllm::__private::Steps::new(#limit);
+                let __watch_from = __steps.watch_from();
+                let mut __taken: u64 = 0;
+            },
+            true,
+        ),
         None => (quote!(), false),
     };
     let arms = def.nodes.iter().zip(&model.routes).map(|(node, routes)| {
         let (field, ty) = (&node.name, &node.ty);
         let name = field.to_string();
-        let enter = steps_enter.then(|| quote!(__steps.enter(#name, path)?;));
+        let enter = steps_enter.then(|| {
+            quote! {
+                if __taken >= __watch_from {
+                    __steps.watch(__taken, #name, path)?;
+                }
+                __taken += 1;
+            }
+        });
         let run = if is_async {
             quote_spanned!(ty.span()=> ::minllm::__private::run_step_async::<#store, _, _>(&self.#field, store, path, #name, params).await?)
         } else {
-            quote_spanned!(ty.span()=> ::minllm::__private::run_step::<#store, _, _>(&*self.#field, store, path, #name, params)?)
+            quote_spanned!(ty.span()=> ::minllm::__private::run_step::<#store, _, _>(&*self.#field, store, path, #name, params, TRACED)?)
         };
         let route = route(model, routes, field);
         quote! {
@@ -211,6 +223,25 @@ pub(crate) fn expand(model: &Model<'_>, mermaid: &str) -> TokenStream {
         }
     };
     let checks = variant_check(model);
+    let machine_fn = (!is_async).then(|| {
+        quote! {
+            #[automatically_derived]
+            impl #impl_generics #name #ty_generics #where_clause {
+                /// The state machine, compiled once with node spans (`TRACED`) and
+                /// once without, so that an untraced run pays nothing for them.
+                #[doc(hidden)]
+                #[allow(unreachable_code, clippy::diverging_sub_expression)]
+                fn __minllm_machine<const TRACED: bool>(
+                    &self,
+                    store: &mut #store,
+                    path: &::minllm::__private::FlowPath<'_>,
+                    params: &::minllm::Params,
+                ) -> ::core::result::Result<#outcome, ::minllm::Error> {
+                    #machine
+                }
+            }
+        }
+    });
     let trait_impl = if is_async {
         quote! {
             #[automatically_derived]
@@ -249,15 +280,20 @@ pub(crate) fn expand(model: &Model<'_>, mermaid: &str) -> TokenStream {
                     params: &::minllm::Params,
                 ) -> ::core::result::Result<#outcome, ::minllm::Error> {
                     #checks
-                    let __span = ::minllm::__private::flow_span(path);
-                    let __entered = __span.enter();
-                    #machine
+                    if ::minllm::__private::tracing_on() {
+                        let __span = ::minllm::__private::flow_span(path);
+                        let __entered = __span.enter();
+                        self.__minllm_machine::<true>(store, path, params)
+                    } else {
+                        self.__minllm_machine::<false>(store, path, params)
+                    }
                 }
             }
         }
     };
     quote! {
         #shell
+        #machine_fn
         #trait_impl
     }
 }
