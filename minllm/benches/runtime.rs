@@ -217,4 +217,27 @@ fn concurrent_async(c: &mut Criterion) {
 }
 
 criterion_group!(benches, transitions, parallel_batch, concurrent_async);
-criterion_main!(benches);
+
+/// `MINLLM_LOOP=<variant>:<transitions>` runs one loop variant once and exits,
+/// for counting instructions under `valgrind --tool=callgrind` (see BENCHMARKS.md).
+fn main() {
+    if let Ok(spec) = std::env::var("MINLLM_LOOP") {
+        let (variant, n) = spec.split_once(':').expect("MINLLM_LOOP=<variant>:<transitions>");
+        let n: u64 = n.parse().expect("a number of transitions");
+        let mut store = Counter { value: 0, left: n.max(1) };
+        match variant {
+            "hand_written" => hand_written(&[Add(1), Add(2), Add(3)], &mut store),
+            "flow_macro" => {
+                Loop::new().run(&mut store).unwrap();
+            }
+            "runtime_flow" => {
+                loop_flow().run(&mut store).unwrap();
+            }
+            other => panic!("unknown variant {other}"),
+        }
+        black_box(store.value);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
