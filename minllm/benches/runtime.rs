@@ -7,7 +7,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use minllm::{Action, AsyncBatch, AsyncBatchNode, Batch, BatchNode, ExecContext, Flow, Node, NodeResult, Params, flow};
 
 /// The store of the loop benchmark: a counter and a budget of transitions.
