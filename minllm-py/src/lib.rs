@@ -1,1 +1,25 @@
-//! Python bindings (to come).
+//! The Python package `minllm`: the classes of MinLLM/PocketFlow on a Rust
+//! engine. The Python side (`python/minllm/__init__.py`) declares the classes
+//! with the original's hierarchy; their orchestration methods are the Rust
+//! ones here.
+
+mod asyncs;
+mod bridge;
+mod core;
+mod graph;
+mod store;
+mod transition;
+
+use pyo3::prelude::*;
+
+#[pymodule(name = "_minllm", gil_used = true)]
+fn minllm_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<core::NodeCore>()?;
+    m.add_class::<transition::ConditionalTransition>()?;
+    m.add_class::<store::SharedStore>()?;
+    m.add_class::<bridge::Coroutine>()?;
+    m.add("FlowError", py.get_type::<core::FlowError>())?;
+    m.add_function(wrap_pyfunction!(core::_register, m)?)?;
+    Ok(())
+}

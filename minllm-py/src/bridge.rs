@@ -1,0 +1,266 @@
+//! Python coroutines driven from Rust `async` code, and Rust `async` code run as a
+//! Python coroutine.
+//!
+//! [`Coroutine`] is a Python coroutine object (it has `send`, `throw`, `close`
+//! and `__await__`, so `asyncio.run` and `asyncio.gather` accept it) whose body
+//! is a Rust future. Inside that future, [`await_py`] awaits any Python
+//! awaitable: what the awaitable yields (asyncio futures) is passed up to the
+//! event loop, and what the loop sends back is passed down, exactly as
+//! `yield from` does. No Rust async runtime is involved: the event loop drives
+//! everything by calling `send`.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::{PyTraverseError, ffi, intern};
+
+type BoxFuture = Pin<Box<dyn Future<Output = PyResult<Py<PyAny>>> + Send>>;
+
+/// How the event loop resumed the coroutine.
+enum Resume {
+    Send(Py<PyAny>),
+    Throw(PyErr),
+}
+
+/// What passes between a [`Coroutine`] and the [`await_py`] it is suspended in.
+#[derive(Default)]
+struct Exchange {
+    resume: Option<Resume>,
+    yielded: Option<Py<PyAny>>,
+}
+
+thread_local! {
+    /// One frame per coroutine being stepped on this thread (they nest when a
+    /// coroutine awaits another one).
+    static FRAMES: RefCell<Vec<Exchange>> = const { RefCell::new(Vec::new()) };
+}
+
+fn with_frame<R>(f: impl FnOnce(&mut Exchange) -> R) -> Option<R> {
+    FRAMES.with(|frames| frames.borrow_mut().last_mut().map(f))
+}
+
+/// Awaits a Python awaitable from Rust async code running inside a [`Coroutine`].
+pub(crate) fn await_py(awaitable: Py<PyAny>) -> AwaitPy {
+    AwaitPy { awaitable: Some(awaitable), iter: None }
+}
+
+/// The future returned by [`await_py`].
+pub(crate) struct AwaitPy {
+    awaitable: Option<Py<PyAny>>,
+    /// The awaitable's iterator, once started.
+    iter: Option<Py<PyAny>>,
+}
+
+/// Sends `value` into a Python iterator: `Ok(Ok(yielded))` when it yields,
+/// `Ok(Err(returned))` when it returns, `Err` when it raises.
+fn send(py: Python<'_>, iter: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<Result<Py<PyAny>, Py<PyAny>>> {
+    let mut result: *mut ffi::PyObject = std::ptr::null_mut();
+    // SAFETY: `iter` and `value` are live objects and the GIL is held (we have
+    // `py`); `PyIter_Send` writes a new (owned) reference to `result` on both
+    // PYGEN_NEXT and PYGEN_RETURN, and sets a Python error on PYGEN_ERROR.
+    #[allow(unsafe_code)]
+    let status = unsafe { ffi::PyIter_Send(iter.as_ptr(), value.as_ptr(), &mut result) };
+    match status {
+        ffi::PySendResult::PYGEN_NEXT => {
+            // SAFETY: a new, non-null reference on PYGEN_NEXT.
+            #[allow(unsafe_code)]
+            let yielded = unsafe { Bound::from_owned_ptr(py, result) }.unbind();
+            Ok(Ok(yielded))
+        }
+        ffi::PySendResult::PYGEN_RETURN => {
+            // SAFETY: a new, non-null reference on PYGEN_RETURN.
+            #[allow(unsafe_code)]
+            let returned = unsafe { Bound::from_owned_ptr(py, result) }.unbind();
+            Ok(Err(returned))
+        }
+        _ => Err(PyErr::fetch(py)),
+    }
+}
+
+impl Future for AwaitPy {
+    type Output = PyResult<Py<PyAny>>;
+
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+        Python::attach(|py| {
+            let outcome = match self.iter.as_ref() {
+                None => {
+                    // First poll: get the iterator and start it with `None`.
+                    let Some(awaitable) = self.awaitable.take() else {
+                        return Poll::Ready(Err(PyRuntimeError::new_err("minllm: a finished await was polled again")));
+                    };
+                    let awaitable = awaitable.into_bound(py);
+                    // SAFETY: a type check on a live object, with the GIL held.
+                    #[allow(unsafe_code)]
+                    let native = unsafe { ffi::PyCoro_CheckExact(awaitable.as_ptr()) } != 0;
+                    // A native coroutine is its own iterator (and `PyIter_Send`
+                    // steps it without raising StopIteration); others give one.
+                    let iter = if native {
+                        awaitable
+                    } else {
+                        match awaitable.call_method0(intern!(py, "__await__")) {
+                            Ok(iter) => iter,
+                            Err(e) => return Poll::Ready(Err(e)),
+                        }
+                    };
+                    let outcome = send(py, &iter, &py.None().into_bound(py));
+                    self.iter = Some(iter.unbind());
+                    outcome
+                }
+                Some(iter) => {
+                    let iter = iter.bind(py).clone();
+                    match with_frame(|f| f.resume.take()).flatten() {
+                        Some(Resume::Send(value)) => send(py, &iter, value.bind(py)),
+                        Some(Resume::Throw(err)) => {
+                            match iter.call_method1(intern!(py, "throw"), (err.into_value(py),)) {
+                                Ok(yielded) => Ok(Ok(yielded.unbind())),
+                                Err(e) if e.is_instance_of::<PyStopIteration>(py) => {
+                                    e.value(py).getattr(intern!(py, "value")).map(|v| Err(v.unbind()))
+                                }
+                                Err(e) => Err(e),
+                            }
+                        }
+                        None => send(py, &iter, &py.None().into_bound(py)),
+                    }
+                }
+            };
+            match outcome {
+                Ok(Ok(yielded)) => {
+                    with_frame(|f| f.yielded = Some(yielded));
+                    Poll::Pending
+                }
+                Ok(Err(returned)) => {
+                    self.iter = None;
+                    Poll::Ready(Ok(returned))
+                }
+                Err(e) => {
+                    self.iter = None;
+                    Poll::Ready(Err(e))
+                }
+            }
+        })
+    }
+}
+
+impl Drop for AwaitPy {
+    fn drop(&mut self) {
+        // Abandoned mid-await (the outer coroutine was closed): close the inner
+        // one too, as `yield from` would.
+        if let Some(iter) = self.iter.take() {
+            Python::attach(|py| {
+                let iter = iter.bind(py);
+                if iter.hasattr(intern!(py, "close")).unwrap_or(false) {
+                    let _ = iter.call_method0(intern!(py, "close"));
+                }
+            });
+        }
+    }
+}
+
+/// A Python coroutine whose body is a Rust future.
+#[pyclass(module = "minllm._minllm", name = "Coroutine")]
+pub(crate) struct Coroutine {
+    future: parking_lot::Mutex<Option<BoxFuture>>,
+    name: &'static str,
+}
+
+impl Coroutine {
+    pub(crate) fn new(name: &'static str, future: impl Future<Output = PyResult<Py<PyAny>>> + Send + 'static) -> Self {
+        Coroutine { future: parking_lot::Mutex::new(Some(Box::pin(future))), name }
+    }
+
+    fn step(&self, py: Python<'_>, resume: Resume) -> PyResult<Py<PyAny>> {
+        let mut slot = self.future.lock();
+        let Some(future) = slot.as_mut() else {
+            return Err(PyRuntimeError::new_err(format!("cannot reuse already awaited coroutine {}", self.name)));
+        };
+        FRAMES.with(|frames| frames.borrow_mut().push(Exchange { resume: Some(resume), yielded: None }));
+        let mut cx = Context::from_waker(Waker::noop());
+        let polled = future.as_mut().poll(&mut cx);
+        let frame = FRAMES.with(|frames| frames.borrow_mut().pop()).unwrap_or_default();
+        match polled {
+            Poll::Pending => match frame.yielded {
+                Some(yielded) => Ok(yielded),
+                None => {
+                    *slot = None;
+                    Err(PyRuntimeError::new_err("minllm: a coroutine suspended without awaiting anything"))
+                }
+            },
+            Poll::Ready(result) => {
+                *slot = None;
+                match result {
+                    Ok(value) => Err(PyStopIteration::new_err((value,))),
+                    Err(e) => {
+                        // A StopIteration escaping a coroutine becomes a RuntimeError, as in Python.
+                        if e.is_instance_of::<PyStopIteration>(py) {
+                            let err = PyRuntimeError::new_err("coroutine raised StopIteration");
+                            err.set_cause(py, Some(e));
+                            return Err(err);
+                        }
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl Coroutine {
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.step(py, Resume::Send(py.None()))
+    }
+
+    fn send(&self, py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
+        self.step(py, Resume::Send(value))
+    }
+
+    #[pyo3(signature = (typ, val = None, tb = None))]
+    fn throw(
+        &self,
+        py: Python<'_>,
+        typ: Bound<'_, PyAny>,
+        val: Option<Bound<'_, PyAny>>,
+        tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let _ = tb;
+        let exc = match val {
+            Some(v) if !v.is_none() => v,
+            _ if typ.is_instance_of::<pyo3::types::PyType>() => typ.call0()?,
+            _ => typ,
+        };
+        let err = PyErr::from_value(exc);
+        if self.future.lock().is_none() {
+            return Err(err);
+        }
+        self.step(py, Resume::Throw(err))
+    }
+
+    fn close(&self) {
+        // Dropping the future drops the inner awaits, which close their iterators.
+        let future = self.future.lock().take();
+        drop(future);
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<minllm coroutine {}>", self.name)
+    }
+
+    fn __traverse__(&self, _visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // The future's Python references cannot be enumerated; a coroutine is
+        // short-lived and is dropped (or closed) when its task ends.
+        Ok(())
+    }
+}
