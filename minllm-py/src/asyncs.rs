@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
 use crate::bridge::{Coroutine, await_py};
-use crate::core::{NodeCore, StepCounter, copy_node, is_async_node, registry, truthy, warn};
+use crate::core::{NodeCore, StepCounter, copy_node, is_async_node, registry, truthy, uses, warn};
 
 /// Calls `obj.name(*args)` and returns the awaitable it gives.
 fn call<'py>(
@@ -58,15 +58,26 @@ pub(crate) fn node_exec(node: Py<NodeCore>, prep_res: Py<PyAny>) -> Coroutine {
 
 /// `AsyncNode._run_async`: `prep_async`, `_exec`, `post_async`.
 pub(crate) fn node_run(node: Py<NodeCore>, shared: Py<PyAny>) -> Coroutine {
-    Coroutine::new("_run_async", async move {
-        let node: Py<PyAny> = Python::attach(|py| node.clone_ref(py).into_any());
-        let prep = Python::attach(|py| call(&node, intern!(py, "prep_async"), (shared.clone_ref(py),)))?;
-        let p = await_py(prep).await?;
-        let exec = Python::attach(|py| call(&node, intern!(py, "_exec"), (p.clone_ref(py),)))?;
-        let e = await_py(exec).await?;
-        let post = Python::attach(|py| call(&node, intern!(py, "post_async"), (shared, p, e)))?;
-        await_py(post).await
-    })
+    Coroutine::new("_run_async", run_node(node, shared))
+}
+
+async fn run_node(node: Py<NodeCore>, shared: Py<PyAny>) -> PyResult<Py<PyAny>> {
+    let any: Py<PyAny> = Python::attach(|py| node.clone_ref(py).into_any());
+    let prep = Python::attach(|py| call(&any, intern!(py, "prep_async"), (shared.clone_ref(py),)))?;
+    let p = await_py(prep).await?;
+    // `AsyncNode._exec` runs here directly; another `_exec` is called and awaited.
+    let builtin = Python::attach(|py| {
+        registry(py).map(|r| uses(any.bind(py), intern!(py, "_exec"), &r.async_exec))
+    })?;
+    let e = if builtin {
+        let (node, p) = Python::attach(|py| (node.clone_ref(py), p.clone_ref(py)));
+        exec_with_retries(node, p, false).await?
+    } else {
+        let exec = Python::attach(|py| call(&any, intern!(py, "_exec"), (p.clone_ref(py),)))?;
+        await_py(exec).await?
+    };
+    let post = Python::attach(|py| call(&any, intern!(py, "post_async"), (shared, p, e)))?;
+    await_py(post).await
 }
 
 /// `AsyncNode.run_async`: warns when the node has successors, then runs it.
@@ -110,6 +121,16 @@ pub(crate) fn batch_exec(node: Py<NodeCore>, items: Py<PyAny>, parallel: bool) -
     })
 }
 
+/// How the async flow runs one node.
+enum Step {
+    /// A sync node, already run.
+    Done(Py<PyAny>),
+    /// An `AsyncNode` with the built-in `_run_async`, run in place.
+    Node(Py<NodeCore>),
+    /// Anything else: await what its `_run_async` returned.
+    Await(Py<PyAny>),
+}
+
 /// `AsyncFlow._orch_async`: like `Flow._orch`, awaiting `AsyncNode`s and
 /// running the other nodes in place.
 pub(crate) fn flow_orch(flow: Py<NodeCore>, shared: Py<PyAny>, params: Option<Py<PyAny>>) -> Coroutine {
@@ -133,16 +154,21 @@ pub(crate) fn flow_orch(flow: Py<NodeCore>, shared: Py<PyAny>, params: Option<Py
                 }
                 steps.enter(n)?;
                 NodeCore::give_params(n, p.bind(py))?;
-                if is_async_node(py, n)? {
-                    Ok(Some(Err(call(&node, intern!(py, "_run_async"), (shared.clone_ref(py),))?)))
-                } else {
-                    Ok(Some(Ok(n.call_method1(intern!(py, "_run"), (shared.bind(py),))?.unbind())))
+                if !is_async_node(py, n)? {
+                    return Ok(Some(Step::Done(n.call_method1(intern!(py, "_run"), (shared.bind(py),))?.unbind())));
                 }
+                if uses(n, intern!(py, "_run_async"), &registry(py)?.async_node_run)
+                    && let Ok(core) = n.cast::<NodeCore>()
+                {
+                    return Ok(Some(Step::Node(core.clone().unbind())));
+                }
+                Ok(Some(Step::Await(call(&node, intern!(py, "_run_async"), (shared.clone_ref(py),))?)))
             })?;
             last_action = match pending {
                 None => break,
-                Some(Ok(action)) => action,
-                Some(Err(awaitable)) => await_py(awaitable).await?,
+                Some(Step::Done(action)) => action,
+                Some(Step::Node(core)) => run_node(core, Python::attach(|py| shared.clone_ref(py))).await?,
+                Some(Step::Await(awaitable)) => await_py(awaitable).await?,
             };
             curr = Python::attach(|py| match NodeCore::next_node(py, node.bind(py), last_action.bind(py))? {
                 Some(next) => copy_node(py, &next).map(|c| Some(c.unbind())),

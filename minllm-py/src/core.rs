@@ -31,6 +31,11 @@ pub(crate) struct Registry {
     pub(crate) core_copy: Py<PyAny>,
     pub(crate) gather: Py<PyAny>,
     pub(crate) sleep: Py<PyAny>,
+    /// `NodeCore._async_node_run` and `NodeCore._async_exec`: when a node's
+    /// class uses these, the async engine runs them in place, without making a
+    /// coroutine object for each.
+    pub(crate) async_node_run: Py<PyAny>,
+    pub(crate) async_exec: Py<PyAny>,
 }
 
 pub(crate) static REGISTRY: PyOnceLock<Registry> = PyOnceLock::new();
@@ -47,7 +52,8 @@ pub(crate) fn _register(py: Python<'_>, async_node: Py<PyType>, flow: Py<PyType>
     let contextvars = py.import("contextvars")?;
     let cur_retry = contextvars.getattr("ContextVar")?.call1(("minllm_cur_retry",))?.unbind();
     let copy = py.import("copy")?.getattr("copy")?.unbind();
-    let core_copy = py.get_type::<NodeCore>().getattr("__copy__")?.unbind();
+    let core = py.get_type::<NodeCore>();
+    let core_copy = core.getattr("__copy__")?.unbind();
     let asyncio = py.import("asyncio")?;
     let registry = Registry {
         async_node,
@@ -57,6 +63,8 @@ pub(crate) fn _register(py: Python<'_>, async_node: Py<PyType>, flow: Py<PyType>
         core_copy,
         gather: asyncio.getattr("gather")?.unbind(),
         sleep: asyncio.getattr("sleep")?.unbind(),
+        async_node_run: core.getattr("_async_node_run")?.unbind(),
+        async_exec: core.getattr("_async_exec")?.unbind(),
     };
     let _ = REGISTRY.set(py, registry);
     Ok(())
@@ -108,6 +116,25 @@ pub(crate) fn copy_node<'py>(py: Python<'py>, node: &Bound<'py, PyAny>) -> PyRes
     reg.copy.bind(py).call1((node,))
 }
 
+/// A new, uninitialised instance of `ty` (a subclass of `NodeCore`), made as
+/// `ty.__new__(ty)` would make it, without calling `__init__`.
+fn new_instance<'py>(ty: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
+    let py = ty.py();
+    let args = PyTuple::empty(py);
+    // SAFETY: the GIL is held; `ty` is a live type object whose `tp_new` slot is
+    // set (it is NodeCore's, or a Python subclass's); the slot receives valid
+    // `args` and a null `kwds`, and returns a new reference or null with an
+    // error set, which `from_owned_ptr_or_err` turns into a `PyErr`.
+    #[allow(unsafe_code)]
+    unsafe {
+        let tp = ty.as_type_ptr();
+        let Some(tp_new) = (*tp).tp_new else {
+            return Err(PyTypeError::new_err("cannot copy: the node's type has no __new__"));
+        };
+        Bound::from_owned_ptr_or_err(py, tp_new(tp, args.as_ptr(), std::ptr::null_mut()))
+    }
+}
+
 /// Sleeps `seconds` with the GIL released, checking for Ctrl-C as it goes.
 pub(crate) fn sleep(py: Python<'_>, seconds: f64) -> PyResult<()> {
     if seconds.is_nan() || seconds <= 0.0 {
@@ -140,8 +167,7 @@ impl NodeCore {
 
     fn copy_of<'py>(node: &Bound<'py, NodeCore>) -> PyResult<Bound<'py, PyAny>> {
         let py = node.py();
-        let ty = node.get_type();
-        let new = ty.call_method1(intern!(py, "__new__"), (&ty,))?;
+        let new = new_instance(&node.get_type())?;
         {
             let src = node.borrow();
             let mut dst = new.cast::<NodeCore>()?.borrow_mut();
@@ -825,6 +851,12 @@ impl NodeCore {
     fn _async_parallel_batch_flow_run(slf: &Bound<'_, Self>, shared: Py<PyAny>) -> crate::bridge::Coroutine {
         crate::asyncs::batch_flow_run(slf.clone().unbind(), shared, true)
     }
+}
+
+/// Whether `node`'s class takes `name` from `builtin` (so the engine may run
+/// the Rust implementation directly).
+pub(crate) fn uses(node: &Bound<'_, PyAny>, name: &Bound<'_, PyString>, builtin: &Py<PyAny>) -> bool {
+    node.get_type().getattr(name).is_ok_and(|m| m.is(builtin.bind(node.py())))
 }
 
 /// Whether `node` is an `AsyncNode` (async flows await those, and run the others).
