@@ -66,9 +66,7 @@ async fn run_node(node: Py<NodeCore>, shared: Py<PyAny>) -> PyResult<Py<PyAny>> 
     let prep = Python::attach(|py| call(&any, intern!(py, "prep_async"), (shared.clone_ref(py),)))?;
     let p = await_py(prep).await?;
     // `AsyncNode._exec` runs here directly; another `_exec` is called and awaited.
-    let builtin = Python::attach(|py| {
-        registry(py).map(|r| uses(any.bind(py), intern!(py, "_exec"), &r.async_exec))
-    })?;
+    let builtin = Python::attach(|py| registry(py).map(|r| uses(any.bind(py), intern!(py, "_exec"), &r.async_exec)))?;
     let e = if builtin {
         let (node, p) = Python::attach(|py| (node.clone_ref(py), p.clone_ref(py)));
         exec_with_retries(node, p, false).await?

@@ -21,6 +21,7 @@ Beyond the original:
 from __future__ import annotations
 
 import collections.abc as _abc
+from typing import Any
 
 from . import _minllm
 from ._minllm import FlowError, SharedStore, _ConditionalTransition
@@ -53,7 +54,7 @@ class BaseNode(_Core):
     ``a``'s ``post`` returns ``"action"``.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.params, self.successors = {}, {}
 
 
@@ -61,11 +62,11 @@ class Node(BaseNode):
     """A node whose ``exec`` is retried: ``max_retries`` attempts in all, ``wait``
     seconds apart, then ``exec_fallback(prep_res, exc)``."""
 
-    def __init__(self, max_retries=1, wait=0):
+    def __init__(self, max_retries: int = 1, wait: float = 0) -> None:
         super().__init__()
         self.max_retries, self.wait = max_retries, wait
 
-    def exec_fallback(self, prep_res, exc):
+    def exec_fallback(self, prep_res: Any, exc: Exception) -> Any:
         raise exc
 
     _exec = _Core._node_exec
@@ -85,7 +86,7 @@ class ParallelBatchNode(BatchNode):
     clients, ``time.sleep``) run in parallel.
     """
 
-    def __init__(self, max_retries=1, wait=0, max_workers=None):
+    def __init__(self, max_retries: int = 1, wait: float = 0, max_workers: int | None = None) -> None:
         super().__init__(max_retries, wait)
         self.max_workers = max_workers
 
@@ -96,7 +97,7 @@ class Flow(BaseNode):
     """Runs nodes from ``start``, following each node's action, until an action has
     no successor. ``max_steps`` bounds the run (a :class:`FlowError` past it)."""
 
-    def __init__(self, start=None, max_steps=None):
+    def __init__(self, start: BaseNode | None = None, max_steps: int | None = None) -> None:
         super().__init__()
         self.start_node = start
         self.max_steps = max_steps
@@ -119,7 +120,9 @@ class BatchFlow(Flow):
 class ParallelBatchFlow(BatchFlow):
     """A :class:`BatchFlow` whose runs happen on ``max_workers`` threads."""
 
-    def __init__(self, start=None, max_steps=None, max_workers=None):
+    def __init__(
+        self, start: BaseNode | None = None, max_steps: int | None = None, max_workers: int | None = None
+    ) -> None:
         super().__init__(start, max_steps)
         self.max_workers = max_workers
 
@@ -129,16 +132,16 @@ class ParallelBatchFlow(BatchFlow):
 class AsyncNode(Node):
     """A node with async hooks: ``prep_async``, ``exec_async``, ``exec_fallback_async``, ``post_async``."""
 
-    async def prep_async(self, shared):
+    async def prep_async(self, shared: Any) -> Any:
         pass
 
-    async def exec_async(self, prep_res):
+    async def exec_async(self, prep_res: Any) -> Any:
         pass
 
-    async def exec_fallback_async(self, prep_res, exc):
+    async def exec_fallback_async(self, prep_res: Any, exc: Exception) -> Any:
         raise exc
 
-    async def post_async(self, shared, prep_res, exec_res):
+    async def post_async(self, shared: Any, prep_res: Any, exec_res: Any) -> Any:
         pass
 
     _exec = _Core._async_exec
