@@ -22,13 +22,24 @@ fn call<'py>(
 /// `AsyncNode._exec`: attempts of `exec_async`, `asyncio.sleep(wait)` between
 /// them, then `exec_fallback_async` with the last exception.
 async fn exec_with_retries(node: Py<NodeCore>, prep_res: Py<PyAny>, concurrent: bool) -> PyResult<Py<PyAny>> {
-    let (max_retries, wait) = Python::attach(|py| NodeCore::retry_policy_of(node.bind(py)))?;
-    let any: Py<PyAny> = Python::attach(|py| node.clone_ref(py).into_any());
-    for attempt in 0..max_retries {
-        let awaitable = Python::attach(|py| {
-            NodeCore::set_attempt(node.bind(py), attempt, concurrent)?;
-            call(&any, intern!(py, "exec_async"), (prep_res.clone_ref(py),))
-        })?;
+    // The policy and the first call in one visit to the interpreter.
+    let (any, max_retries, wait, first) = Python::attach(|py| {
+        let core = node.bind(py);
+        let (max_retries, wait) = NodeCore::retry_policy_of(core)?;
+        let any: Py<PyAny> = node.clone_ref(py).into_any();
+        let first = if max_retries > 0 {
+            NodeCore::set_attempt(core, 0, concurrent)?;
+            Some(call(&any, intern!(py, "exec_async"), (prep_res.clone_ref(py),))?)
+        } else {
+            None
+        };
+        PyResult::Ok((any, max_retries, wait, first))
+    })?;
+    let Some(mut awaitable) = first else {
+        return Python::attach(|py| Ok(py.None()));
+    };
+    let mut attempt = 0;
+    loop {
         let error = match await_py(awaitable).await {
             Ok(value) => return Ok(value),
             Err(e) => e,
@@ -39,17 +50,21 @@ async fn exec_with_retries(node: Py<NodeCore>, prep_res: Py<PyAny>, concurrent: 
             return Err(error);
         }
         if last {
-            let awaitable = Python::attach(|py| {
+            let fallback = Python::attach(|py| {
                 call(&any, intern!(py, "exec_fallback_async"), (prep_res.clone_ref(py), error.into_value(py)))
             })?;
-            return await_py(awaitable).await;
+            return await_py(fallback).await;
         }
         if wait > 0.0 {
             let sleep = Python::attach(|py| registry(py)?.sleep.bind(py).call1((wait,)).map(Bound::unbind))?;
             await_py(sleep).await?;
         }
+        attempt += 1;
+        awaitable = Python::attach(|py| {
+            NodeCore::set_attempt(node.bind(py), attempt, concurrent)?;
+            call(&any, intern!(py, "exec_async"), (prep_res.clone_ref(py),))
+        })?;
     }
-    Python::attach(|py| Ok(py.None()))
 }
 
 pub(crate) fn node_exec(node: Py<NodeCore>, prep_res: Py<PyAny>) -> Coroutine {
