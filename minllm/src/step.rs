@@ -482,21 +482,11 @@ pub(crate) fn short_type_name<T: ?Sized>() -> &'static str {
     base.rsplit("::").next().unwrap_or(base)
 }
 
-pub(crate) fn run_node_alone<S, N: Node<S>>(node: &N, store: &mut S) -> Result<N::Action, Error> {
-    standalone(short_type_name::<N>(), |cx| {
-        let prep = call_stage(Stage::Prep, || node.prep(store, cx.params)).map_err(|h| cx.error(h))?;
-        let (exec, _) = exec_with_retry(
-            node.retry(),
-            cx.node,
-            None,
-            None,
-            &prep,
-            |p, c| node.exec(p, c),
-            |p, e, c| node.exec_fallback(p, e, c),
-        )
-        .map_err(|h| cx.error(h))?;
-        call_stage(Stage::Post, || node.post(store, prep, exec)).map_err(|h| cx.error(h))
-    })
+pub(crate) fn run_node_alone<S: Send + Sync + 'static, N: Node<S>>(
+    node: &N,
+    store: &mut S,
+) -> Result<N::Action, Error> {
+    standalone(short_type_name::<N>(), |cx| crate::typed::Step::<S, NodeMarker>::run_step(node, store, cx))
 }
 
 pub(crate) async fn run_async_node_alone<S, N>(node: &N, store: &mut S) -> Result<N::Action, Error>

@@ -3,6 +3,8 @@
 // Tests unwrap what they expect to succeed.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use minllm::{Action, ExecContext, Params, flow, node};
 
 #[derive(Default, Debug)]
@@ -97,32 +99,7 @@ fn the_agent_loop_runs_to_its_outcome() {
 
 #[test]
 fn typed_flows_record_spans_when_a_subscriber_listens() {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl Write for Buf {
-        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(data);
-            Ok(data.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buf = Buf::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
-        Agent::new().run(&mut State::default()).unwrap();
-    });
-    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let (_, logs) = common::capture_logs(|| Agent::new().run(&mut State::default()).unwrap());
     assert!(logs.contains("flow{flow=Agent}:node{node=decide attempts=1 action=search"), "{logs}");
     assert!(logs.contains("node{node=answer"), "{logs}");
 }
