@@ -83,12 +83,15 @@ pub(crate) struct NodeCore {
     cur_retry: Option<Py<PyAny>>,
 }
 
-fn missing(name: &str) -> PyErr {
-    PyAttributeError::new_err(format!("node has no attribute '{name}'"))
-}
-
-fn get(field: &Option<Py<PyAny>>, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
-    field.as_ref().map(|v| v.clone_ref(py)).ok_or_else(|| missing(name))
+/// Reads an attribute that only some classes set (as the original's `__init__`s
+/// do), raising the `AttributeError` Python would raise when it is not set.
+fn get(slf: &Bound<'_, NodeCore>, field: impl Fn(&NodeCore) -> &Option<Py<PyAny>>, name: &str) -> PyResult<Py<PyAny>> {
+    let py = slf.py();
+    if let Some(value) = field(&slf.borrow()) {
+        return Ok(value.clone_ref(py));
+    }
+    let class = slf.get_type().name().map_or_else(|_| "node".to_owned(), |n| n.to_string());
+    Err(PyAttributeError::new_err(format!("'{class}' object has no attribute '{name}'")))
 }
 
 /// Warns with a `UserWarning`, as `warnings.warn(message)` does.
@@ -520,40 +523,40 @@ impl NodeCore {
         self.successors = value;
     }
     #[getter]
-    fn max_retries(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        get(&self.max_retries, py, "max_retries")
+    fn max_retries(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        get(slf, |n| &n.max_retries, "max_retries")
     }
     #[setter]
     fn set_max_retries(&mut self, value: Py<PyAny>) {
         self.max_retries = Some(value);
     }
     #[getter]
-    fn wait(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        get(&self.wait, py, "wait")
+    fn wait(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        get(slf, |n| &n.wait, "wait")
     }
     #[setter]
     fn set_wait(&mut self, value: Py<PyAny>) {
         self.wait = Some(value);
     }
     #[getter]
-    fn start_node(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        get(&self.start_node, py, "start_node")
+    fn start_node(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        get(slf, |n| &n.start_node, "start_node")
     }
     #[setter]
     fn set_start_node(&mut self, value: Py<PyAny>) {
         self.start_node = Some(value);
     }
     #[getter]
-    fn max_steps(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        get(&self.max_steps, py, "max_steps")
+    fn max_steps(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        get(slf, |n| &n.max_steps, "max_steps")
     }
     #[setter]
     fn set_max_steps(&mut self, value: Py<PyAny>) {
         self.max_steps = Some(value);
     }
     #[getter]
-    fn max_workers(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        get(&self.max_workers, py, "max_workers")
+    fn max_workers(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        get(slf, |n| &n.max_workers, "max_workers")
     }
     #[setter]
     fn set_max_workers(&mut self, value: Py<PyAny>) {
@@ -573,7 +576,7 @@ impl NodeCore {
                 return Ok(attempt.into_pyobject(py)?.into_any().unbind());
             }
         }
-        get(&slf.borrow().cur_retry, py, "cur_retry")
+        get(slf, |n| &n.cur_retry, "cur_retry")
     }
     #[setter]
     fn set_cur_retry(&mut self, value: Py<PyAny>) {
