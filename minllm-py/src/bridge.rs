@@ -46,7 +46,13 @@ fn with_frame<R>(f: impl FnOnce(&mut Exchange) -> R) -> Option<R> {
 
 /// Awaits a Python awaitable from Rust async code running inside a [`Coroutine`].
 pub(crate) fn await_py(awaitable: Py<PyAny>) -> AwaitPy {
-    AwaitPy { awaitable: Some(awaitable), iter: None }
+    AwaitPy { awaitable: Some(awaitable), iter: None, handling: None }
+}
+
+/// Like [`await_py`], as inside `except exc:` (for fallbacks): the awaitable
+/// sees `exc` as the exception being handled.
+pub(crate) fn await_py_handling(awaitable: Py<PyAny>, exc: Py<PyAny>) -> AwaitPy {
+    AwaitPy { awaitable: Some(awaitable), iter: None, handling: Some(exc) }
 }
 
 /// The future returned by [`await_py`].
@@ -54,6 +60,35 @@ pub(crate) struct AwaitPy {
     awaitable: Option<Py<PyAny>>,
     /// The awaitable's iterator, once started.
     iter: Option<Py<PyAny>>,
+    handling: Option<Py<PyAny>>,
+}
+
+/// The iterator `await obj` steps: a native coroutine itself, a generator marked
+/// by `@types.coroutine` itself, else what `type(obj).__await__` returns.
+fn awaitable_iter<'py>(awaitable: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = awaitable.py();
+    // SAFETY: a type check on a live object, with the GIL held.
+    #[allow(unsafe_code)]
+    let native = unsafe { ffi::PyCoro_CheckExact(awaitable.as_ptr()) } != 0;
+    if native {
+        return Ok(awaitable);
+    }
+    // SAFETY: a type check on a live object, with the GIL held.
+    #[allow(unsafe_code)]
+    let generator = unsafe { ffi::PyGen_Check(awaitable.as_ptr()) } != 0;
+    if generator
+        && let Ok(flags) = awaitable.getattr(intern!(py, "gi_code")).and_then(|c| c.getattr(intern!(py, "co_flags")))
+        && flags.extract::<i64>().is_ok_and(|f| f & 0x100 != 0)
+    {
+        return Ok(awaitable); // CO_ITERABLE_COROUTINE
+    }
+    match awaitable.get_type().getattr(intern!(py, "__await__")) {
+        Ok(method) => method.call1((&awaitable,)),
+        Err(_) => Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "object {} can't be used in 'await' expression",
+            awaitable.get_type().name()?
+        ))),
+    }
 }
 
 /// Sends `value` into a Python iterator: `Ok(Ok(yielded))` when it yields,
@@ -82,6 +117,16 @@ fn send(py: Python<'_>, iter: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> Py
     }
 }
 
+impl AwaitPy {
+    /// Steps the awaitable, as inside `except` when awaiting for a fallback.
+    fn stepping<R>(&self, py: Python<'_>, step: impl FnOnce() -> R) -> R {
+        match &self.handling {
+            Some(exc) => crate::core::handling(exc.bind(py), step),
+            None => step(),
+        }
+    }
+}
+
 impl Future for AwaitPy {
     type Output = PyResult<Py<PyAny>>;
 
@@ -93,30 +138,23 @@ impl Future for AwaitPy {
                     let Some(awaitable) = self.awaitable.take() else {
                         return Poll::Ready(Err(PyRuntimeError::new_err("minllm: a finished await was polled again")));
                     };
-                    let awaitable = awaitable.into_bound(py);
-                    // SAFETY: a type check on a live object, with the GIL held.
-                    #[allow(unsafe_code)]
-                    let native = unsafe { ffi::PyCoro_CheckExact(awaitable.as_ptr()) } != 0;
-                    // A native coroutine is its own iterator (and `PyIter_Send`
-                    // steps it without raising StopIteration); others give one.
-                    let iter = if native {
-                        awaitable
-                    } else {
-                        match awaitable.call_method0(intern!(py, "__await__")) {
-                            Ok(iter) => iter,
-                            Err(e) => return Poll::Ready(Err(e)),
-                        }
+                    // `PyIter_Send` steps the iterator without raising StopIteration.
+                    let iter = match awaitable_iter(awaitable.into_bound(py)) {
+                        Ok(iter) => iter,
+                        Err(e) => return Poll::Ready(Err(e)),
                     };
-                    let outcome = send(py, &iter, &py.None().into_bound(py));
+                    let outcome = self.stepping(py, || send(py, &iter, &py.None().into_bound(py)));
                     self.iter = Some(iter.unbind());
                     outcome
                 }
                 Some(iter) => {
                     let iter = iter.bind(py).clone();
                     match with_frame(|f| f.resume.take()).flatten() {
-                        Some(Resume::Send(value)) => send(py, &iter, value.bind(py)),
+                        Some(Resume::Send(value)) => self.stepping(py, || send(py, &iter, value.bind(py))),
                         Some(Resume::Throw(err)) => {
-                            match iter.call_method1(intern!(py, "throw"), (err.into_value(py),)) {
+                            let thrown =
+                                self.stepping(py, || iter.call_method1(intern!(py, "throw"), (err.into_value(py),)));
+                            match thrown {
                                 Ok(yielded) => Ok(Ok(yielded.unbind())),
                                 Err(e) if e.is_instance_of::<PyStopIteration>(py) => {
                                     e.value(py).getattr(intern!(py, "value")).map(|v| Err(v.unbind()))
@@ -124,7 +162,7 @@ impl Future for AwaitPy {
                                 Err(e) => Err(e),
                             }
                         }
-                        None => send(py, &iter, &py.None().into_bound(py)),
+                        None => self.stepping(py, || send(py, &iter, &py.None().into_bound(py))),
                     }
                 }
             };
@@ -165,19 +203,44 @@ impl Drop for AwaitPy {
 #[pyclass(module = "minllm._minllm", name = "Coroutine")]
 pub(crate) struct Coroutine {
     future: parking_lot::Mutex<Option<BoxFuture>>,
+    started: std::sync::atomic::AtomicBool,
     name: &'static str,
 }
 
 impl Coroutine {
     pub(crate) fn new(name: &'static str, future: impl Future<Output = PyResult<Py<PyAny>>> + Send + 'static) -> Self {
-        Coroutine { future: parking_lot::Mutex::new(Some(Box::pin(future))), name }
+        Coroutine {
+            future: parking_lot::Mutex::new(Some(Box::pin(future))),
+            started: std::sync::atomic::AtomicBool::new(false),
+            name,
+        }
     }
 
     fn step(&self, py: Python<'_>, resume: Resume) -> PyResult<Py<PyAny>> {
-        let mut slot = self.future.lock();
-        let Some(future) = slot.as_mut() else {
-            return Err(PyRuntimeError::new_err(format!("cannot reuse already awaited coroutine {}", self.name)));
+        let Some(mut slot) = self.future.try_lock() else {
+            return Err(pyo3::exceptions::PyValueError::new_err("coroutine already executing"));
         };
+        let Some(future) = slot.as_mut() else {
+            return Err(PyRuntimeError::new_err("cannot reuse already awaited coroutine"));
+        };
+        if !self.started.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            match &resume {
+                // Thrown into before it ran: it ends with that exception, as a
+                // Python coroutine does.
+                Resume::Throw(_) => {
+                    *slot = None;
+                    let Resume::Throw(err) = resume else { unreachable!() };
+                    return Err(err);
+                }
+                Resume::Send(value) if !value.is_none(py) => {
+                    self.started.store(false, std::sync::atomic::Ordering::SeqCst);
+                    return Err(pyo3::exceptions::PyTypeError::new_err(
+                        "can't send non-None value to a just-started coroutine",
+                    ));
+                }
+                Resume::Send(_) => {}
+            }
+        }
         FRAMES.with(|frames| frames.borrow_mut().push(Exchange { resume: Some(resume), yielded: None }));
         let mut cx = Context::from_waker(Waker::noop());
         let polled = future.as_mut().poll(&mut cx);
@@ -241,17 +304,28 @@ impl Coroutine {
             _ if typ.is_instance_of::<pyo3::types::PyType>() => typ.call0()?,
             _ => typ,
         };
-        let err = PyErr::from_value(exc);
-        if self.future.lock().is_none() {
-            return Err(err);
-        }
-        self.step(py, Resume::Throw(err))
+        self.step(py, Resume::Throw(PyErr::from_value(exc)))
     }
 
-    fn close(&self) {
+    fn close(&self) -> PyResult<()> {
         // Dropping the future drops the inner awaits, which close their iterators.
-        let future = self.future.lock().take();
+        let Some(mut slot) = self.future.try_lock() else {
+            return Err(pyo3::exceptions::PyValueError::new_err("coroutine already executing"));
+        };
+        let future = slot.take();
+        drop(slot);
         drop(future);
+        Ok(())
+    }
+
+    #[getter]
+    fn __name__(&self) -> &'static str {
+        self.name
+    }
+
+    #[getter]
+    fn __qualname__(&self) -> &'static str {
+        self.name
     }
 
     fn __repr__(&self) -> String {

@@ -36,7 +36,7 @@ fn graph_at(flow: &Bound<'_, PyAny>, name: &str, open: &mut Vec<usize>) -> PyRes
     while i < nodes.len() {
         let node = nodes[i].clone();
         let mut out = Vec::new();
-        if let Ok(successors) = NodeCore::successors_of(&node)
+        if let Ok(successors) = node.getattr(intern!(py, "successors"))
             && let Ok(successors) = successors.cast::<PyDict>()
         {
             for (action, target) in successors.iter() {
@@ -64,7 +64,7 @@ fn graph_at(flow: &Bound<'_, PyAny>, name: &str, open: &mut Vec<usize>) -> PyRes
         *n += 1;
         let node_name = if *n == 1 { class } else { format!("{class}#{n}") };
         let key = node.as_ptr() as usize;
-        let subgraph = if is_flow(py, node)? && !open.contains(&key) {
+        let subgraph = if is_flow(node)? && !open.contains(&key) {
             open.push(key);
             let sub = graph_at(node, &format!("{name} > {node_name}"), open)?;
             open.pop();

@@ -8,7 +8,7 @@ mod bridge;
 mod core;
 mod graph;
 mod store;
-mod transition;
+mod threads;
 
 use pyo3::prelude::*;
 
@@ -16,7 +16,6 @@ use pyo3::prelude::*;
 fn minllm_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<core::NodeCore>()?;
-    m.add_class::<transition::ConditionalTransition>()?;
     m.add_class::<store::SharedStore>()?;
     m.add_class::<bridge::Coroutine>()?;
     m.add("FlowError", py.get_type::<core::FlowError>())?;

@@ -20,31 +20,21 @@ Beyond the original:
 
 from __future__ import annotations
 
+# Like the original, the package has no `__all__`: `from minllm import *` also
+# gives these modules, which programs written for it may rely on.
+import asyncio
 import collections.abc as _abc
-from typing import Any
+import copy
+import time
+import warnings
+from typing import Any as _Any
+from typing import TypeVar as _TypeVar
 
 from . import _minllm
-from ._minllm import FlowError, SharedStore, _ConditionalTransition
-
-__all__ = [
-    "BaseNode",
-    "Node",
-    "BatchNode",
-    "ParallelBatchNode",
-    "Flow",
-    "BatchFlow",
-    "ParallelBatchFlow",
-    "AsyncNode",
-    "AsyncBatchNode",
-    "AsyncParallelBatchNode",
-    "AsyncFlow",
-    "AsyncBatchFlow",
-    "AsyncParallelBatchFlow",
-    "SharedStore",
-    "FlowError",
-]
+from ._minllm import FlowError, SharedStore
 
 _Core = _minllm.NodeCore
+_T = _TypeVar("_T")
 
 
 class BaseNode(_Core):
@@ -54,19 +44,50 @@ class BaseNode(_Core):
     ``a``'s ``post`` returns ``"action"``.
     """
 
+    params: dict[str, _Any]
+    successors: dict[_Any, _Any]
+
     def __init__(self) -> None:
         self.params, self.successors = {}, {}
+
+    def next(self, node: _T, action: _Any = "default") -> _T:
+        """Runs ``node`` after this one returns ``action``; returns ``node``."""
+        if action in self.successors:
+            warnings.warn(f"Overwriting successor for action '{action}'")
+        self.successors[action] = node
+        return node
+
+    def __rshift__(self, other: _T) -> _T:
+        return self.next(other)
+
+    def __sub__(self, action: str) -> _ConditionalTransition:
+        if isinstance(action, str):
+            return _ConditionalTransition(self, action)
+        raise TypeError("Action must be a string")
+
+
+class _ConditionalTransition:
+    """``node - "action"``, waiting for ``>> target``."""
+
+    def __init__(self, src: BaseNode, action: str) -> None:
+        self.src, self.action = src, action
+
+    def __rshift__(self, tgt: _T) -> _T:
+        return self.src.next(tgt, self.action)
 
 
 class Node(BaseNode):
     """A node whose ``exec`` is retried: ``max_retries`` attempts in all, ``wait``
     seconds apart, then ``exec_fallback(prep_res, exc)``."""
 
+    max_retries: int
+    wait: float
+
     def __init__(self, max_retries: int = 1, wait: float = 0) -> None:
         super().__init__()
         self.max_retries, self.wait = max_retries, wait
 
-    def exec_fallback(self, prep_res: Any, exc: Exception) -> Any:
+    def exec_fallback(self, prep_res: _Any, exc: Exception) -> _Any:
         raise exc
 
     _exec = _Core._node_exec
@@ -86,6 +107,8 @@ class ParallelBatchNode(BatchNode):
     clients, ``time.sleep``) run in parallel.
     """
 
+    max_workers: int | None
+
     def __init__(self, max_retries: int = 1, wait: float = 0, max_workers: int | None = None) -> None:
         super().__init__(max_retries, wait)
         self.max_workers = max_workers
@@ -96,6 +119,9 @@ class ParallelBatchNode(BatchNode):
 class Flow(BaseNode):
     """Runs nodes from ``start``, following each node's action, until an action has
     no successor. ``max_steps`` bounds the run (a :class:`FlowError` past it)."""
+
+    start_node: BaseNode | None
+    max_steps: int | None
 
     def __init__(self, start: BaseNode | None = None, max_steps: int | None = None) -> None:
         super().__init__()
@@ -120,6 +146,8 @@ class BatchFlow(Flow):
 class ParallelBatchFlow(BatchFlow):
     """A :class:`BatchFlow` whose runs happen on ``max_workers`` threads."""
 
+    max_workers: int | None
+
     def __init__(
         self, start: BaseNode | None = None, max_steps: int | None = None, max_workers: int | None = None
     ) -> None:
@@ -132,16 +160,16 @@ class ParallelBatchFlow(BatchFlow):
 class AsyncNode(Node):
     """A node with async hooks: ``prep_async``, ``exec_async``, ``exec_fallback_async``, ``post_async``."""
 
-    async def prep_async(self, shared: Any) -> Any:
+    async def prep_async(self, shared: _Any) -> _Any:
         pass
 
-    async def exec_async(self, prep_res: Any) -> Any:
+    async def exec_async(self, prep_res: _Any) -> _Any:
         pass
 
-    async def exec_fallback_async(self, prep_res: Any, exc: Exception) -> Any:
+    async def exec_fallback_async(self, prep_res: _Any, exc: Exception) -> _Any:
         raise exc
 
-    async def post_async(self, shared: Any, prep_res: Any, exec_res: Any) -> Any:
+    async def post_async(self, shared: _Any, prep_res: _Any, exec_res: _Any) -> _Any:
         pass
 
     _exec = _Core._async_exec
@@ -182,5 +210,30 @@ class AsyncParallelBatchFlow(AsyncFlow, BatchFlow):
     _run_async = _Core._async_parallel_batch_flow_run
 
 
-_minllm._register(AsyncNode, Flow)
+def _warn(message: str) -> None:
+    # Warnings come from here, one place, as the original's come from its own
+    # module: with the default filters each is shown once, not once per caller.
+    warnings.warn(message)
+
+
+def _merge(base: _Any, over: _Any) -> dict[str, _Any]:
+    return {**base, **over}
+
+
+def _spread(params: _Any) -> dict[str, _Any]:
+    return {**params}
+
+
+_minllm._register(
+    {
+        "AsyncNode": AsyncNode,
+        "Flow": Flow,
+        "BatchNode": BatchNode,
+        "AsyncBatchNode": AsyncBatchNode,
+        "AsyncParallelBatchNode": AsyncParallelBatchNode,
+        "merge": _merge,
+        "spread": _spread,
+        "warn": _warn,
+    }
+)
 _abc.MutableMapping.register(SharedStore)

@@ -1,0 +1,97 @@
+//! A small thread pool for parallel batches: items run on worker threads that
+//! take the GIL only while they call Python, so blocking calls overlap.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+/// Runs `work` for every item on `workers` threads; results in input order.
+/// The first error wins (it keeps its Python type) and no item starts after
+/// it. Ctrl-C stops the wait at once; items already running finish on their own.
+pub(crate) fn run_on_threads(
+    py: Python<'_>,
+    count: usize,
+    workers: usize,
+    work: impl Fn(Python<'_>, usize) -> PyResult<Py<PyAny>> + Send + Sync + 'static,
+) -> PyResult<Vec<Py<PyAny>>> {
+    struct Shared {
+        next: AtomicUsize,
+        done: AtomicUsize,
+        cancelled: AtomicBool,
+        results: parking_lot::Mutex<Vec<Option<Py<PyAny>>>>,
+        error: parking_lot::Mutex<Option<PyErr>>,
+        finished: parking_lot::Condvar,
+        finished_lock: parking_lot::Mutex<()>,
+    }
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let shared = Arc::new(Shared {
+        next: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+        cancelled: AtomicBool::new(false),
+        results: parking_lot::Mutex::new((0..count).map(|_| None).collect()),
+        error: parking_lot::Mutex::new(None),
+        finished: parking_lot::Condvar::new(),
+        finished_lock: parking_lot::Mutex::new(()),
+    });
+    let work = Arc::new(work);
+    let workers = workers.clamp(1, count);
+    for _ in 0..workers {
+        let (state, work) = (Arc::clone(&shared), Arc::clone(&work));
+        let spawned = std::thread::Builder::new().name("minllm-worker".into()).spawn(move || {
+            loop {
+                let i = state.next.fetch_add(1, Ordering::SeqCst);
+                if i >= count {
+                    break;
+                }
+                if !state.cancelled.load(Ordering::SeqCst) {
+                    let outcome = Python::attach(|py| work(py, i));
+                    match outcome {
+                        Ok(value) => state.results.lock()[i] = Some(value),
+                        Err(e) => {
+                            state.error.lock().get_or_insert(e);
+                            state.cancelled.store(true, Ordering::SeqCst);
+                        }
+                    }
+                }
+                if state.done.fetch_add(1, Ordering::SeqCst) + 1 == count {
+                    let _guard = state.finished_lock.lock();
+                    state.finished.notify_all();
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            shared.cancelled.store(true, Ordering::SeqCst);
+            return Err(PyRuntimeError::new_err(format!("minllm could not start a worker thread: {e}")));
+        }
+    }
+    loop {
+        let all_done = py.detach(|| {
+            let mut guard = shared.finished_lock.lock();
+            if shared.done.load(Ordering::SeqCst) < count {
+                shared.finished.wait_for(&mut guard, Duration::from_millis(50));
+            }
+            shared.done.load(Ordering::SeqCst) >= count
+        });
+        if let Err(interrupt) = py.check_signals() {
+            shared.cancelled.store(true, Ordering::SeqCst);
+            return Err(interrupt);
+        }
+        if let Some(e) = shared.error.lock().take() {
+            shared.cancelled.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+        if all_done {
+            break;
+        }
+    }
+    let results = std::mem::take(&mut *shared.results.lock());
+    results
+        .into_iter()
+        .map(|r| r.ok_or_else(|| PyRuntimeError::new_err("minllm: a batch item produced no result")))
+        .collect()
+}
