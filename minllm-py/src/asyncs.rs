@@ -9,7 +9,7 @@ use pyo3::types::{PyList, PyString, PyTuple, PyType};
 
 use crate::bridge::{Coroutine, await_py, await_py_handling};
 use crate::core::{
-    Copier, NextNode, StepCounter, attempts_of, is_async_node, merged, pass_params, registry, reset_attempt,
+    NextNode, Plan, Planner, StepCounter, attempts_of, give_params, merged, pass_params, registry, reset_attempt,
     set_attempt, start_of, super_method, truthy, uses, wait_of, warn,
 };
 
@@ -29,14 +29,15 @@ fn clone(obj: &Py<PyAny>) -> Py<PyAny> {
 /// `AsyncNode._exec`: attempts of `exec_async`, `asyncio.sleep(wait)` between
 /// them, then `exec_fallback_async` with the last exception. Each attempt's
 /// number is visible as `self.cur_retry`, per item.
-async fn exec_with_retries(node: Py<PyAny>, prep_res: Py<PyAny>) -> PyResult<Py<PyAny>> {
+async fn exec_with_retries(node: Py<PyAny>, prep_res: Py<PyAny>, concurrent: bool) -> PyResult<Py<PyAny>> {
     let attempts = Python::attach(|py| attempts_of(node.bind(py)))?;
     let mut token: Option<Py<PyAny>> = None;
     let result = async {
         for attempt in 0..attempts {
             let awaitable = Python::attach(|py| {
-                let t = set_attempt(node.bind(py), attempt)?;
-                token.get_or_insert_with(|| t.unbind());
+                if let Some(t) = set_attempt(node.bind(py), attempt, concurrent)? {
+                    token.get_or_insert_with(|| t.unbind());
+                }
                 call(&node, intern!(py, "exec_async"), (prep_res.clone_ref(py),))
             })?;
             let error = match await_py(awaitable).await {
@@ -73,25 +74,53 @@ async fn exec_with_retries(node: Py<PyAny>, prep_res: Py<PyAny>) -> PyResult<Py<
     result
 }
 
+/// `AsyncNode._exec` called from Python: concurrent when it runs for one item
+/// of a parallel batch (see [`mark_parallel_item`]).
 pub(crate) fn node_exec(node: Py<PyAny>, prep_res: Py<PyAny>) -> Coroutine {
-    Coroutine::new("_exec", exec_with_retries(node, prep_res))
+    Coroutine::new("_exec", async move {
+        let concurrent = Python::attach(in_parallel_item)?;
+        exec_with_retries(node, prep_res, concurrent).await
+    })
+}
+
+static PARALLEL_ITEM: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+
+fn parallel_item_var(py: Python<'_>) -> PyResult<&Py<PyAny>> {
+    PARALLEL_ITEM.get_or_try_init(py, || {
+        Ok(py.import("contextvars")?.getattr("ContextVar")?.call1(("minllm_parallel_item",))?.unbind())
+    })
+}
+
+fn in_parallel_item(py: Python<'_>) -> PyResult<bool> {
+    parallel_item_var(py)?.bind(py).call_method1(intern!(py, "get"), (false,))?.is_truthy()
+}
+
+/// Runs `awaitable` as one item of a parallel batch: inside it (its own
+/// asyncio task), `_exec` knows that items share the node.
+fn mark_parallel_item(awaitable: Py<PyAny>) -> Coroutine {
+    Coroutine::new("_exec", async move {
+        Python::attach(|py| parallel_item_var(py)?.bind(py).call_method1(intern!(py, "set"), (true,)).map(drop))?;
+        await_py(awaitable).await
+    })
 }
 
 /// `AsyncNode._run_async`: `prep_async`, `_exec`, `post_async`.
 pub(crate) fn node_run(node: Py<PyAny>, shared: Py<PyAny>) -> Coroutine {
-    Coroutine::new("_run_async", run_node(node, shared))
+    Coroutine::new("_run_async", async move {
+        let builtin =
+            Python::attach(|py| PyResult::Ok(uses(node.bind(py), intern!(py, "_exec"), &registry(py)?.async_exec)))?;
+        run_node(node, shared, builtin).await
+    })
 }
 
-async fn run_node(node: Py<PyAny>, shared: Py<PyAny>) -> PyResult<Py<PyAny>> {
-    let (prep, builtin) = Python::attach(|py| {
-        let prep = call(&node, intern!(py, "prep_async"), (shared.clone_ref(py),))?;
-        // `AsyncNode._exec` runs here directly; another `_exec` is called and awaited.
-        let builtin = uses(node.bind(py), intern!(py, "_exec"), &registry(py)?.async_exec);
-        PyResult::Ok((prep, builtin))
-    })?;
+/// `prep_async`, `_exec`, `post_async`; `own_exec` when `_exec` is the built-in
+/// one, which then runs here directly.
+async fn run_node(node: Py<PyAny>, shared: Py<PyAny>, own_exec: bool) -> PyResult<Py<PyAny>> {
+    let builtin = own_exec;
+    let prep = Python::attach(|py| call(&node, intern!(py, "prep_async"), (shared.clone_ref(py),)))?;
     let p = await_py(prep).await?;
     let e = if builtin {
-        exec_with_retries(clone(&node), clone(&p)).await?
+        exec_with_retries(clone(&node), clone(&p), false).await?
     } else {
         let exec = Python::attach(|py| call(&node, intern!(py, "_exec"), (p.clone_ref(py),)))?;
         await_py(exec).await?
@@ -134,10 +163,11 @@ pub(crate) fn batch_exec(
                     .into_iter()
                     .map(|item| {
                         if builtin {
-                            let co = Coroutine::new("_exec", exec_with_retries(node.clone_ref(py), item));
+                            let co = Coroutine::new("_exec", exec_with_retries(node.clone_ref(py), item, true));
                             Py::new(py, co).map(Py::into_any)
                         } else {
-                            per_item.bind(py).call1((item,)).map(Bound::unbind)
+                            let awaitable = per_item.bind(py).call1((item,))?.unbind();
+                            Py::new(py, mark_parallel_item(awaitable)).map(Py::into_any)
                         }
                     })
                     .collect::<PyResult<Vec<_>>>()?;
@@ -148,7 +178,7 @@ pub(crate) fn batch_exec(
         let mut results = Vec::with_capacity(items.len());
         for item in items {
             results.push(if builtin {
-                exec_with_retries(clone(&node), item).await?
+                exec_with_retries(clone(&node), item, false).await?
             } else {
                 let awaitable = Python::attach(|py| per_item.bind(py).call1((item,)).map(Bound::unbind))?;
                 await_py(awaitable).await?
@@ -162,8 +192,9 @@ pub(crate) fn batch_exec(
 enum Step {
     /// A sync node, already run.
     Done(Py<PyAny>),
-    /// An `AsyncNode` with the built-in `_run_async`, run in place.
-    Node,
+    /// An `AsyncNode` with the built-in `_run_async`, run in place (with its
+    /// built-in `_exec` or not).
+    Node(bool),
     /// Anything else: await what its `_run_async` returned.
     Await(Py<PyAny>),
 }
@@ -178,10 +209,11 @@ pub(crate) fn flow_orch(flow: Py<PyAny>, shared: Py<PyAny>, params: Option<Py<Py
             let p = pass_params(f, params.as_ref().map(|p| p.bind(py)))?.unbind();
             PyResult::Ok((start, p, StepCounter::new(f)?, NextNode::of(f)?))
         })?;
-        let mut copier = Copier::default();
+        let mut planner = Planner::default();
         let mut last_action = Python::attach(|py| py.None());
         let Some(start) = start else { return Ok(last_action) };
-        let mut curr = Python::attach(|py| copier.copy(start.bind(py)).map(Bound::unbind))?;
+        let (mut curr, mut plan) =
+            Python::attach(|py| planner.copy(start.bind(py)).map(|(c, plan)| (c.unbind(), plan)))?;
         loop {
             let step = Python::attach(|py| {
                 let n = curr.bind(py);
@@ -189,25 +221,28 @@ pub(crate) fn flow_orch(flow: Py<PyAny>, shared: Py<PyAny>, params: Option<Py<Py
                     return PyResult::Ok(None);
                 }
                 steps.enter(n)?;
-                n.call_method1(intern!(py, "set_params"), (p.bind(py),))?;
-                if !is_async_node(n)? {
+                give_params(n, plan, p.bind(py))?;
+                if !plan.is_async {
                     return Ok(Some(Step::Done(n.call_method1(intern!(py, "_run"), (shared.bind(py),))?.unbind())));
                 }
-                if uses(n, intern!(py, "_run_async"), &registry(py)?.async_node_run) {
-                    return Ok(Some(Step::Node));
+                if plan.own_run_async {
+                    return Ok(Some(Step::Node(plan.own_async_exec)));
                 }
                 Ok(Some(Step::Await(call(&curr, intern!(py, "_run_async"), (shared.clone_ref(py),))?)))
             })?;
             last_action = match step {
                 None => break,
                 Some(Step::Done(action)) => action,
-                Some(Step::Node) => run_node(clone(&curr), clone(&shared)).await?,
+                Some(Step::Node(own_exec)) => run_node(clone(&curr), clone(&shared), own_exec).await?,
                 Some(Step::Await(awaitable)) => await_py(awaitable).await?,
             };
-            curr = Python::attach(|py| {
+            (curr, plan) = Python::attach(|py| {
                 let following = next.after(flow.bind(py), curr.bind(py), last_action.bind(py))?;
-                let following = if following.is_none() { following } else { copier.copy(&following)? };
-                PyResult::Ok(following.unbind())
+                if following.is_none() {
+                    return PyResult::Ok((following.unbind(), Plan::default()));
+                }
+                let (copy, plan) = planner.copy(&following)?;
+                Ok((copy.unbind(), plan))
             })?;
         }
         Ok(last_action)

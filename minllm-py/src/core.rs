@@ -44,6 +44,8 @@ pub(crate) struct Registry {
     pub(crate) sleep: Py<PyAny>,
     /// Built-in methods whose use by a class lets the engine skip a Python call.
     pub(crate) node_exec: Py<PyAny>,
+    pub(crate) base_run: Py<PyAny>,
+    pub(crate) set_params: Py<PyAny>,
     pub(crate) async_exec: Py<PyAny>,
     pub(crate) async_node_run: Py<PyAny>,
     pub(crate) get_next_node: Py<PyAny>,
@@ -92,6 +94,8 @@ pub(crate) fn _register(py: Python<'_>, classes: &Bound<'_, PyDict>) -> PyResult
         gather: asyncio.getattr("gather")?.unbind(),
         sleep: asyncio.getattr("sleep")?.unbind(),
         node_exec: core.getattr("_node_exec")?.unbind(),
+        base_run: core.getattr("_run")?.unbind(),
+        set_params: core.getattr("set_params")?.unbind(),
         async_exec: core.getattr("_async_exec")?.unbind(),
         async_node_run: core.getattr("_async_node_run")?.unbind(),
         get_next_node: core.getattr("_flow_get_next_node")?.unbind(),
@@ -165,39 +169,95 @@ fn plain_copy(ty: &Bound<'_, PyType>, reg: &Registry) -> bool {
         && same(intern!(py, "__slots__"), None)
 }
 
-/// Copies nodes as `copy.copy` does, remembering per run which classes can take
-/// the fast path (a new instance and a copy of its `__dict__`).
-#[derive(Default)]
-pub(crate) struct Copier {
-    plain: Vec<(usize, bool)>,
+/// How the engine runs a node, worked out once per node and run: which of the
+/// node's methods are the engine's own (not overridden by its class or the
+/// instance), so that the engine may run them in place.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Plan {
+    /// Copies may skip `copy.copy`.
+    plain_copy: bool,
+    /// `set_params` is the built-in one: set `params` directly.
+    pub(crate) own_set_params: bool,
+    /// `_run` and `_exec` are `BaseNode._run` and `Node._exec`.
+    pub(crate) own_run: bool,
+    /// An `AsyncNode`.
+    pub(crate) is_async: bool,
+    /// `_run_async` is `AsyncNode._run_async`.
+    pub(crate) own_run_async: bool,
+    /// `_exec` is `AsyncNode._exec`.
+    pub(crate) own_async_exec: bool,
 }
 
-impl Copier {
-    pub(crate) fn copy<'py>(&mut self, node: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+/// Copies nodes as `copy.copy` does, and keeps each node's [`Plan`] for the run.
+#[derive(Default)]
+pub(crate) struct Planner {
+    plans: Vec<(usize, Plan)>,
+}
+
+impl Planner {
+    fn plan(&mut self, node: &Bound<'_, PyAny>) -> PyResult<Plan> {
+        let key = node.as_ptr() as usize;
+        if let Some((_, plan)) = self.plans.iter().find(|(k, _)| *k == key) {
+            return Ok(*plan);
+        }
         let py = node.py();
         let reg = registry(py)?;
-        let ty = node.get_type();
-        let key = ty.as_ptr() as usize;
-        let plain = match self.plain.iter().find(|(k, _)| *k == key) {
-            Some((_, plain)) => *plain,
-            None => {
-                let plain = node.cast::<NodeCore>().is_ok() && plain_copy(&ty, reg);
-                self.plain.push((key, plain));
-                plain
-            }
+        let ours = node.cast::<NodeCore>().is_ok();
+        let own = |name: &Bound<'_, PyString>, builtin: &Py<PyAny>| ours && uses(node, name, builtin);
+        let plan = Plan {
+            plain_copy: ours && plain_copy(&node.get_type(), reg),
+            own_set_params: own(intern!(py, "set_params"), &reg.set_params) && plain_setattr(node),
+            own_run: own(intern!(py, "_run"), &reg.base_run) && own(intern!(py, "_exec"), &reg.node_exec),
+            is_async: is_async_node(node)?,
+            own_run_async: own(intern!(py, "_run_async"), &reg.async_node_run),
+            own_async_exec: own(intern!(py, "_exec"), &reg.async_exec),
         };
-        if !plain {
-            return reg.copy.bind(py).call1((node,));
-        }
-        let new = new_instance(&ty)?;
-        if let Ok(dict) = node.getattr(intern!(py, "__dict__"))
-            && let Ok(dict) = dict.cast::<PyDict>()
-            && !dict.is_empty()
-        {
-            new.setattr(intern!(py, "__dict__"), dict.copy()?)?;
-        }
-        Ok(new)
+        self.plans.push((key, plan));
+        Ok(plan)
     }
+
+    /// A copy of `node` and its plan.
+    pub(crate) fn copy<'py>(&mut self, node: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Plan)> {
+        let py = node.py();
+        let plan = self.plan(node)?;
+        if !plan.plain_copy {
+            return Ok((registry(py)?.copy.bind(py).call1((node,))?, plan));
+        }
+        let new = new_instance(&node.get_type())?;
+        let dict = dict_of(node)?;
+        if !dict.is_empty() {
+            let copy = dict.copy()?;
+            // SAFETY: the GIL is held; `new` and `copy` are live, and
+            // `PyObject_GenericSetDict` does not steal `copy`.
+            #[allow(unsafe_code)]
+            let status = unsafe { ffi::PyObject_GenericSetDict(new.as_ptr(), copy.as_ptr(), std::ptr::null_mut()) };
+            if status != 0 {
+                return Err(PyErr::fetch(py));
+            }
+        }
+        Ok((new, plan))
+    }
+}
+
+/// Gives a node copy the pass's params, as `curr.set_params(p)` does.
+pub(crate) fn give_params(node: &Bound<'_, PyAny>, plan: Plan, params: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = node.py();
+    if plan.own_set_params {
+        dict_of(node)?.set_item(intern!(py, "params"), params)
+    } else {
+        node.call_method1(intern!(py, "set_params"), (params,)).map(drop)
+    }
+}
+
+/// Runs a node copy, as `curr._run(shared)` does.
+fn run_node<'py>(node: &Bound<'py, PyAny>, plan: Plan, shared: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = node.py();
+    if !plan.own_run {
+        return node.call_method1(intern!(py, "_run"), (shared,));
+    }
+    let p = node.call_method1(intern!(py, "prep"), (shared,))?;
+    let e = exec_with_retries(node, &p, ON_WORKER.with(std::cell::Cell::get))?;
+    node.call_method1(intern!(py, "post"), (shared, &p, &e))
 }
 
 /// A new instance of `ty` (a subclass of `NodeCore`), made as `ty.__new__(ty)`
@@ -260,15 +320,53 @@ pub(crate) fn sleep(py: Python<'_>, seconds: f64) -> PyResult<()> {
     }
 }
 
-/// Notes attempt `attempt` of the node's `exec`: as `self.cur_retry` (as the
-/// original does) and in a context variable that `cur_retry` reads first, so
-/// each item sees its own count when items run at the same time. Returns the
-/// token that restores the context variable.
-pub(crate) fn set_attempt<'py>(node: &Bound<'py, PyAny>, attempt: i64) -> PyResult<Bound<'py, PyAny>> {
+/// Whether setting an attribute of `obj` is plain (its class has no
+/// `__setattr__` of its own), so the engine may write to `__dict__` directly.
+pub(crate) fn plain_setattr(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: reads a slot of the live type object of `obj`, with the GIL held.
+    #[allow(unsafe_code)]
+    unsafe {
+        let setattro = (*obj.get_type().as_type_ptr()).tp_setattro;
+        setattro.is_some_and(|f| std::ptr::fn_addr_eq(f, ffi::PyObject_GenericSetAttr as ffi::setattrofunc))
+    }
+}
+
+/// The instance `__dict__` of `obj` (made if it has none yet).
+pub(crate) fn dict_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    // SAFETY: the GIL is held and `obj` is live; `PyObject_GenericGetDict`
+    // returns a new reference to the dict, or null with an error set.
+    #[allow(unsafe_code)]
+    let dict = unsafe {
+        Bound::from_owned_ptr_or_err(obj.py(), ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()))?
+    };
+    Ok(dict.cast_into::<PyDict>()?)
+}
+
+thread_local! {
+    /// Set on the worker threads of parallel batches, whose items share a node.
+    pub(crate) static ON_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Notes attempt `attempt` of the node's `exec` as `self.cur_retry`, as the
+/// original does. When items that share the node run at the same time
+/// (`concurrent`), also in a context variable that `cur_retry` reads first, so
+/// each item sees its own count; returns the token that undoes that.
+pub(crate) fn set_attempt<'py>(
+    node: &Bound<'py, PyAny>,
+    attempt: i64,
+    concurrent: bool,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = node.py();
-    node.setattr(intern!(py, "cur_retry"), attempt)?;
+    if plain_setattr(node) {
+        dict_of(node)?.set_item(intern!(py, "cur_retry"), attempt)?;
+    } else {
+        node.setattr(intern!(py, "cur_retry"), attempt)?;
+    }
+    if !concurrent {
+        return Ok(None);
+    }
     let key = (node.as_ptr() as usize, attempt);
-    registry(py)?.cur_retry.bind(py).call_method1(intern!(py, "set"), (key,))
+    registry(py)?.cur_retry.bind(py).call_method1(intern!(py, "set"), (key,)).map(Some)
 }
 
 pub(crate) fn reset_attempt(node: &Bound<'_, PyAny>, token: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -308,14 +406,16 @@ pub(crate) fn wait_of(node: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
 pub(crate) fn exec_with_retries<'py>(
     node: &Bound<'py, PyAny>,
     prep_res: &Bound<'py, PyAny>,
+    concurrent: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = node.py();
     let attempts = attempts_of(node)?;
     let mut token = None;
     let result = (|| {
         for attempt in 0..attempts {
-            let t = set_attempt(node, attempt)?;
-            token.get_or_insert(t);
+            if let Some(t) = set_attempt(node, attempt, concurrent)? {
+                token.get_or_insert(t);
+            }
             let error = match node.call_method1(intern!(py, "exec"), (prep_res,)) {
                 Ok(value) => return Ok(value),
                 Err(e) if e.is_instance_of::<PyException>(py) => e.into_value(py).into_bound(py).into_any(),
@@ -523,7 +623,7 @@ impl NodeCore {
                 return Ok(attempt.into_pyobject(py)?.into_any());
             }
         }
-        let stored = slf.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?.get_item(intern!(py, "cur_retry"))?;
+        let stored = dict_of(slf)?.get_item(intern!(py, "cur_retry"))?;
         stored.ok_or_else(|| {
             let class = slf.get_type().name().map_or_else(|_| "node".to_owned(), |n| n.to_string());
             PyAttributeError::new_err(format!("'{class}' object has no attribute 'cur_retry'"))
@@ -533,7 +633,7 @@ impl NodeCore {
     #[setter]
     fn set_cur_retry(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        slf.getattr(intern!(py, "__dict__"))?.set_item(intern!(py, "cur_retry"), value)
+        dict_of(slf)?.set_item(intern!(py, "cur_retry"), value)
     }
 
     // ---- BaseNode ----
@@ -579,7 +679,7 @@ impl NodeCore {
     // ---- Node, BatchNode, ParallelBatchNode ----
 
     fn _node_exec<'py>(slf: &Bound<'py, Self>, prep_res: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        exec_with_retries(slf.as_any(), &prep_res)
+        exec_with_retries(slf.as_any(), &prep_res, ON_WORKER.with(std::cell::Cell::get))
     }
 
     fn _batch_exec<'py>(slf: &Bound<'py, Self>, items_res: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
@@ -588,7 +688,7 @@ impl NodeCore {
         let (per_item, builtin) = super_method(slf, reg.batch_node.bind(py), intern!(py, "_exec"), &reg.node_exec)?;
         let mut results = Vec::new();
         for item in items(&items_res)? {
-            results.push(if builtin { exec_with_retries(slf, &item)? } else { per_item.call1((item,))? });
+            results.push(if builtin { exec_with_retries(slf, &item, false)? } else { per_item.call1((item,))? });
         }
         PyList::new(py, results)
     }
@@ -603,8 +703,11 @@ impl NodeCore {
         let count = items.len();
         let results = run_on_threads(py, count, workers, move |py, i| {
             let item = items[i].bind(py);
-            let out =
-                if builtin { exec_with_retries(node.bind(py), item)? } else { per_item.bind(py).call1((item,))? };
+            let out = if builtin {
+                exec_with_retries(node.bind(py), item, true)?
+            } else {
+                per_item.bind(py).call1((item,))?
+            };
             Ok(out.unbind())
         })?;
         PyList::new(py, results)
@@ -638,14 +741,14 @@ impl NodeCore {
         let p = pass_params(flow, params.as_ref())?;
         let mut last_action = py.None().into_bound(py);
         let Some(start) = start else { return Ok(last_action) };
-        let (mut copier, mut steps, next) = (Copier::default(), StepCounter::new(flow)?, NextNode::of(flow)?);
-        let mut curr = copier.copy(&start)?;
+        let (mut planner, mut steps, next) = (Planner::default(), StepCounter::new(flow)?, NextNode::of(flow)?);
+        let (mut curr, mut plan) = planner.copy(&start)?;
         while truthy(&curr)? {
             steps.enter(&curr)?;
-            curr.call_method1(intern!(py, "set_params"), (&p,))?;
-            last_action = curr.call_method1(intern!(py, "_run"), (&shared,))?;
+            give_params(&curr, plan, &p)?;
+            last_action = run_node(&curr, plan, &shared)?;
             let following = next.after(flow, &curr, &last_action)?;
-            curr = if following.is_none() { following } else { copier.copy(&following)? };
+            (curr, plan) = if following.is_none() { (following, Plan::default()) } else { planner.copy(&following)? };
         }
         Ok(last_action)
     }

@@ -49,6 +49,7 @@ pub(crate) fn run_on_threads(
                     break;
                 }
                 if !state.cancelled.load(Ordering::SeqCst) {
+                    crate::core::ON_WORKER.with(|w| w.set(true));
                     let outcome = Python::attach(|py| work(py, i));
                     match outcome {
                         Ok(value) => state.results.lock()[i] = Some(value),
