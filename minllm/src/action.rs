@@ -37,6 +37,10 @@ pub const DEFAULT_ACTION: &str = "default";
 ///
 /// assert_eq!(Decision::Answer.label(), "answer");
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an action type",
+    note = "for an enum, derive it: `#[derive(minllm::Action)]`; `()`, `String` and `&'static str` are actions too"
+)]
 pub trait Action: Send + 'static {
     /// The edge label this action selects.
     fn label(&self) -> &str;

@@ -157,20 +157,34 @@ where
     }
 }
 
-/// A rayon pool of `threads` threads, shared by every batch that asks for that
-/// size; `None` (rayon's global pool) if it cannot be built.
+/// The thread limit of a parallel mode.
+pub(crate) fn limit_of(mode: BatchMode) -> Option<usize> {
+    match mode {
+        BatchMode::Parallel { limit } => limit,
+        BatchMode::Sequential => None,
+    }
+}
+
+/// A rayon pool of `threads` threads, shared by every batch node whose
+/// [`mode`](BatchNode::mode) asks for that size (sizes written in code, so
+/// there are few); `None` (rayon's global pool) if it cannot be built.
 pub(crate) fn pool_of(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
     let mut pools = POOLS.get_or_init(Default::default).lock();
     if let Some(pool) = pools.get(&threads) {
         return Some(Arc::clone(pool));
     }
-    match rayon::ThreadPoolBuilder::new()
+    let pool = build_pool(threads)?;
+    Some(Arc::clone(pools.entry(threads).or_insert(pool)))
+}
+
+fn build_pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
+    let built = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(move |i| format!("minllm-{threads}-{i}"))
-        .build()
-    {
-        Ok(pool) => Some(Arc::clone(pools.entry(threads).or_insert(Arc::new(pool)))),
+        .build();
+    match built {
+        Ok(pool) => Some(Arc::new(pool)),
         Err(e) => {
             tracing::warn!(threads, error = %e, "could not build a thread pool; using rayon's global pool");
             None
@@ -225,6 +239,57 @@ where
     outputs.into_iter().collect::<Option<Vec<O>>>().ok_or(None)
 }
 
+/// Runs `f` for every item on `threads` scoped threads of its own (not rayon's),
+/// taking items in order; results in input order. The first error cancels the
+/// rest: no item starts after it. `Err(None)` means the parent was cancelled.
+///
+/// Batch flows use this for their branches: a branch holds the store while its
+/// `prep` or `post` runs, and if that code used rayon on rayon's own threads,
+/// a waiting thread could pick up another branch that needs the store too.
+pub(crate) fn branches_on_threads<I, O, E, F>(
+    items: &[I],
+    threads: usize,
+    parent: Option<&Cancel<'_>>,
+    f: F,
+) -> Result<Vec<O>, Option<E>>
+where
+    I: Sync,
+    O: Send,
+    E: Send,
+    F: Fn(usize, &I, &Cancel<'_>) -> Result<O, E> + Sync,
+{
+    let cancel = Cancel::new(parent);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let first_error = parking_lot::Mutex::new(None);
+    let outputs: Mutex<Vec<Option<O>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    let worker = || {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if i >= items.len() || cancel.is_cancelled() {
+                return;
+            }
+            match f(i, &items[i], &cancel) {
+                Ok(out) => outputs.lock()[i] = Some(out),
+                Err(e) => {
+                    first_error.lock().get_or_insert(e);
+                    cancel.cancel();
+                }
+            }
+        }
+    };
+    let threads = threads.clamp(1, items.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(worker);
+        }
+        worker();
+    });
+    if let Some(e) = first_error.into_inner() {
+        return Err(Some(e));
+    }
+    outputs.into_inner().into_iter().collect::<Option<Vec<O>>>().ok_or(None)
+}
+
 /// The error of a batch step: a hook's failure, or `None` when a failing sibling
 /// branch cancelled it.
 pub(crate) fn batch_error(cx: &StepCx<'_>, failure: Option<HookError>) -> Error {
@@ -273,29 +338,42 @@ where
 pub struct Batch<N> {
     node: Arc<N>,
     mode: Option<BatchMode>,
+    /// The pool of `threads(n)`, built on first use and dropped with the batch.
+    pool: Arc<OnceLock<Option<Arc<rayon::ThreadPool>>>>,
 }
 
 impl<N> Batch<N> {
     /// Runs the way the node's [`mode`](BatchNode::mode) says.
     pub fn new(node: N) -> Self {
-        Batch { node: Arc::new(node), mode: None }
+        Batch { node: Arc::new(node), mode: None, pool: Arc::default() }
     }
 
     /// Runs `exec` on one item after the other.
     pub fn sequential(node: N) -> Self {
-        Batch { node: Arc::new(node), mode: Some(BatchMode::Sequential) }
+        Batch { node: Arc::new(node), mode: Some(BatchMode::Sequential), pool: Arc::default() }
     }
 
     /// Runs `exec` on all cores at once (rayon's global pool). Outputs keep the
     /// items' order.
     pub fn parallel(node: N) -> Self {
-        Batch { node: Arc::new(node), mode: Some(BatchMode::Parallel { limit: None }) }
+        Batch { node: Arc::new(node), mode: Some(BatchMode::Parallel { limit: None }), pool: Arc::default() }
     }
 
-    /// Runs `exec` in parallel on a pool of `threads` threads, e.g. to cap how
-    /// many calls go to an LLM server at once.
+    /// Runs `exec` in parallel on a pool of `threads` threads of its own (built
+    /// on first use, dropped with the batch), e.g. to cap how many calls go to
+    /// an LLM server at once.
     pub fn threads(self, threads: usize) -> Self {
-        Batch { mode: Some(BatchMode::Parallel { limit: Some(threads.max(1)) }), ..self }
+        Batch { mode: Some(BatchMode::Parallel { limit: Some(threads.max(1)) }), pool: Arc::default(), ..self }
+    }
+
+    /// The pool for a parallel run with `limit` threads: this batch's own when
+    /// it was given one with [`threads`](Batch::threads), else one shared by size.
+    fn pool_for(&self, limit: Option<usize>) -> Option<Arc<rayon::ThreadPool>> {
+        let limit = limit?;
+        if self.mode.is_some() {
+            return self.pool.get_or_init(|| build_pool(limit)).clone();
+        }
+        pool_of(limit)
     }
 
     /// The wrapped node.
@@ -313,7 +391,8 @@ impl<N> Batch<N> {
             let node = &*self.node;
             let items = call_stage(Stage::Prep, || node.prep(store, cx.params)).map_err(|h| cx.error(h))?;
             let mode = self.mode.unwrap_or_else(|| node.mode());
-            let outputs = exec_items(node, mode, &items, cx.node, None).map_err(|h| batch_error(&cx, h))?;
+            let outputs = exec_items(node, mode, self.pool_for(limit_of(mode)), &items, cx.node, None)
+                .map_err(|h| batch_error(&cx, h))?;
             call_stage(Stage::Post, || node.post(store, items, outputs)).map_err(|h| cx.error(h))
         })
     }
@@ -322,6 +401,7 @@ impl<N> Batch<N> {
 pub(crate) fn exec_items<S, N: BatchNode<S>>(
     node: &N,
     mode: BatchMode,
+    pool: Option<Arc<rayon::ThreadPool>>,
     items: &[N::Item],
     name: &str,
     cancel: Option<&Cancel<'_>>,
@@ -345,10 +425,7 @@ pub(crate) fn exec_items<S, N: BatchNode<S>>(
             .enumerate()
             .map(|(i, item)| if is_cancelled(cancel) { Err(None) } else { one(i, item, cancel).map_err(Some) })
             .collect(),
-        BatchMode::Parallel { limit } => {
-            let pool = limit.and_then(pool_of);
-            par_map(items, pool.as_deref(), cancel, |i, item, c| one(i, item, Some(c)))
-        }
+        BatchMode::Parallel { .. } => par_map(items, pool.as_deref(), cancel, |i, item, c| one(i, item, Some(c))),
     }
 }
 
@@ -357,7 +434,8 @@ impl<S: Send + Sync + 'static, N: BatchNode<S>> DynStep<S> for Batch<N> {
         let node = &*self.node;
         let items = store.with(|s| call_stage(Stage::Prep, || node.prep(s, cx.params))).map_err(|h| cx.error(h))?;
         let mode = self.mode.unwrap_or_else(|| node.mode());
-        let outputs = exec_items(node, mode, &items, cx.node, cx.cancel).map_err(|h| batch_error(&cx, h))?;
+        let outputs = exec_items(node, mode, self.pool_for(limit_of(mode)), &items, cx.node, cx.cancel)
+            .map_err(|h| batch_error(&cx, h))?;
         let action =
             store.with(|s| call_stage(Stage::Post, || node.post(s, items, outputs))).map_err(|h| cx.error(h))?;
         Ok(action.into_label())
@@ -372,9 +450,10 @@ impl<S: Send + Sync + 'static, N: BatchNode<S>> DynStep<S> for Batch<N> {
             }
             .map_err(|h| cx.error(h))?;
             let mode = self.mode.unwrap_or_else(|| node.mode());
+            let pool = self.pool_for(limit_of(mode));
             let (shared, name) = (Arc::clone(&self.node), cx.node.to_owned());
             let (items, outputs) = offload(move || {
-                let outputs = exec_items(&*shared, mode, &items, &name, None);
+                let outputs = exec_items(&*shared, mode, pool, &items, &name, None);
                 (items, outputs)
             })
             .await

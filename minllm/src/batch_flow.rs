@@ -1,13 +1,12 @@
 //! `BatchFlow`: an inner flow run once per params.
 
 use std::fmt;
-use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
 use crate::access::{AsyncStoreRef, StoreRef};
 use crate::action::{Action, Label};
-use crate::batch::{concurrent_map, par_map};
+use crate::batch::{branches_on_threads, concurrent_map};
 use crate::error::{Error, NodeResult, Stage};
 use crate::flow::Flow;
 use crate::graph::Graph;
@@ -23,8 +22,8 @@ type PostFn<S> = dyn Fn(&mut S, Vec<Params>) -> NodeResult<Label> + Send + Sync;
 /// parent's params (the entry wins).
 ///
 /// Sequential by default; [`parallel`](BatchFlow::parallel) runs the inner flows
-/// at the same time: on rayon's threads in [`Flow::run`], as concurrent futures in
-/// [`Flow::run_async`]. Their `exec`s overlap; the `prep`s and `post`s of
+/// at the same time: on threads of their own in [`Flow::run`] (one per core, or
+/// [`limit`](BatchFlow::limit)), as concurrent futures in [`Flow::run_async`]. Their `exec`s overlap; the `prep`s and `post`s of
 /// different runs never overlap on the store. The first failing run cancels the
 /// others and its error names the item: `outer > batch[3] > node`.
 ///
@@ -66,13 +65,12 @@ pub struct BatchFlow<S = SharedStore> {
     post: Option<Box<PostFn<S>>>,
     parallel: bool,
     limit: Option<usize>,
-    pool: Option<Arc<rayon::ThreadPool>>,
 }
 
 impl<S: Send + Sync + 'static> BatchFlow<S> {
     /// A batch flow running `flow` once per params returned by `params`.
     pub fn new(flow: Flow<S>, params: impl Fn(&S, &Params) -> NodeResult<Vec<Params>> + Send + Sync + 'static) -> Self {
-        BatchFlow { flow, params: Box::new(params), post: None, parallel: false, limit: None, pool: None }
+        BatchFlow { flow, params: Box::new(params), post: None, parallel: false, limit: None }
     }
 
     /// Runs the inner flows at the same time (see the type's docs).
@@ -81,10 +79,8 @@ impl<S: Send + Sync + 'static> BatchFlow<S> {
     }
 
     /// At most `limit` inner flows at once (implies [`parallel`](Self::parallel)).
-    /// Sync runs get a thread pool of that size.
     pub fn limit(self, limit: usize) -> Self {
-        let limit = limit.max(1);
-        BatchFlow { parallel: true, limit: Some(limit), pool: crate::batch::pool_of(limit), ..self }
+        BatchFlow { parallel: true, limit: Some(limit.max(1)), ..self }
     }
 
     /// Runs `post` after every inner flow finished, with the list of params; its
@@ -133,7 +129,8 @@ impl<S: Send + Sync + 'static> DynStep<S> for BatchFlow<S> {
         if self.parallel {
             let share = store.reborrow().share();
             let access = share.access();
-            par_map(&list, self.pool.as_deref(), cx.cancel, |i, item, cancel| {
+            let threads = self.limit.unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get()));
+            branches_on_threads(&list, threads, cx.cancel, |i, item, cancel| {
                 let path = cx.flow.child(cx.node, Some(i));
                 self.flow.orchestrate(StoreRef::shared(access), &path, &base.merged(item), Some(cancel))
             })

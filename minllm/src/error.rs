@@ -131,6 +131,12 @@ pub enum Error {
         /// The edge's action.
         action: String,
     },
+    /// `Flow::start` was given a node of another flow.
+    #[error("flow `{flow}`: the start node given to `Flow::start` belongs to another flow")]
+    ForeignStart {
+        /// The flow path.
+        flow: String,
+    },
     /// A sync run (`Flow::run`) reached an async node.
     #[error("node `{node}` in flow `{flow}` is async; run the flow with `run_async`")]
     AsyncInSyncRun {
@@ -166,6 +172,7 @@ impl Error {
             | Error::Panic { flow, .. }
             | Error::StepLimit { flow, .. }
             | Error::NoStart { flow }
+            | Error::ForeignStart { flow }
             | Error::UnknownTarget { flow, .. }
             | Error::AsyncInSyncRun { flow, .. }
             | Error::Cancelled { flow } => flow,
@@ -189,6 +196,13 @@ impl Error {
     }
 }
 
+/// The error `exec_fallback` receives when the last attempt of `exec` panicked
+/// (a panicking attempt is retried like a failing one). If the fallback returns
+/// it, the node fails with [`Error::Panic`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("panicked: {0}")]
+pub struct Panicked(pub String);
+
 /// Why a hook call failed, before the flow adds where it happened.
 #[derive(Debug)]
 pub(crate) enum Failure {
@@ -197,6 +211,23 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
+    /// The failure an error from a fallback stands for: a panic when it is the
+    /// [`Panicked`] the fallback was given.
+    pub(crate) fn from_fallback(source: BoxError, attempts: u32) -> Failure {
+        match source.downcast::<Panicked>() {
+            Ok(panicked) => Failure::Panicked(panicked.0),
+            Err(source) => Failure::Returned { source, attempts },
+        }
+    }
+
+    /// The error an attempt's failure gives to the next step (retry or fallback).
+    pub(crate) fn into_source(self) -> BoxError {
+        match self {
+            Failure::Returned { source, .. } => source,
+            Failure::Panicked(message) => Box::new(Panicked(message)),
+        }
+    }
+
     pub(crate) fn into_error(self, at: &crate::step::StepCx<'_>, stage: Stage, item: Option<usize>) -> Error {
         let flow = at.flow.to_string();
         let node = at.node.to_owned();

@@ -76,6 +76,8 @@ pub struct Flow<S = SharedStore> {
     max_steps: Option<u64>,
     params: Params,
     problems: Vec<Problem>,
+    /// `start` was given a node of another flow: runs fail.
+    foreign_start: bool,
 }
 
 impl<S: Send + Sync + 'static> Flow<S> {
@@ -89,6 +91,7 @@ impl<S: Send + Sync + 'static> Flow<S> {
             max_steps: None,
             params: Params::new(),
             problems: Vec::new(),
+            foreign_start: false,
         }
     }
 
@@ -111,14 +114,19 @@ impl<S: Send + Sync + 'static> Flow<S> {
     }
 
     /// Makes `node` the start node.
+    ///
+    /// A node of another flow is a mistake that [`validate`](Flow::validate)
+    /// reports and that makes runs fail with [`Error::ForeignStart`].
     pub fn start(&mut self, node: NodeId) -> &mut Self {
         match self.own(node) {
-            Some(index) => self.start = Some(index),
-            None => self.problems.push(Problem::UnknownTarget {
-                flow: self.name.clone(),
-                node: "(start)".to_owned(),
-                action: "start".to_owned(),
-            }),
+            Some(index) => {
+                self.start = Some(index);
+                self.foreign_start = false;
+            }
+            None => {
+                self.foreign_start = true;
+                self.problems.push(Problem::ForeignStart { flow: self.name.clone() });
+            }
         }
         self
     }
@@ -141,11 +149,7 @@ impl<S: Send + Sync + 'static> Flow<S> {
             None => Target::Foreign,
         };
         let Some(from) = self.own(from) else {
-            self.problems.push(Problem::UnknownTarget {
-                flow: self.name.clone(),
-                node: "(a node of another flow)".to_owned(),
-                action: action.to_string(),
-            });
+            self.problems.push(Problem::ForeignEdge { flow: self.name.clone(), action: action.to_string() });
             return self;
         };
         let slot = &mut self.slots[from];
@@ -359,6 +363,9 @@ struct Run {
 
 impl Run {
     fn new<S>(flow: &Flow<S>, path: &FlowPath<'_>) -> Result<Run, Error> {
+        if flow.foreign_start {
+            return Err(Error::ForeignStart { flow: path.to_string() });
+        }
         match flow.start {
             Some(current) => Ok(Run { current, steps: 0, recent: [0; RECENT] }),
             None => Err(Error::NoStart { flow: path.to_string() }),

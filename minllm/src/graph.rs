@@ -61,6 +61,26 @@ pub enum Problem {
         /// The edge's action.
         action: String,
     },
+    /// `Flow::start` was given a node of another flow.
+    #[error("flow `{flow}`: the start node given to `Flow::start` belongs to another flow")]
+    ForeignStart {
+        /// The flow path.
+        flow: String,
+    },
+    /// An edge starts from a node of another flow; it was not added.
+    #[error("flow `{flow}`: an edge on action `{action}` starts from a node of another flow; it was not added")]
+    ForeignEdge {
+        /// The flow path.
+        flow: String,
+        /// The edge's action.
+        action: String,
+    },
+    /// A step limit of 0: no node can run.
+    #[error("flow `{flow}` has a step limit of 0, so no node can run")]
+    ZeroStepLimit {
+        /// The flow path.
+        flow: String,
+    },
     /// Two nodes share a name.
     #[error("flow `{flow}`: the name `{node}` is given to more than one node")]
     DuplicateName {
@@ -144,7 +164,10 @@ impl Graph {
             }
             self.check_actions(node, problems);
         }
-        match self.start {
+        if self.max_steps == Some(0) {
+            problems.push(Problem::ZeroStepLimit { flow: flow.clone() });
+        }
+        match self.start.filter(|&s| s < self.nodes.len()) {
             None => problems.push(Problem::NoStart { flow: flow.clone() }),
             Some(start) => {
                 let reached = self.reachable(start);
@@ -218,6 +241,9 @@ impl Graph {
     /// The cycles reachable from `start`, one per back edge of a depth-first
     /// search, each as a node path that repeats its first node at the end.
     fn cycles(&self, start: usize) -> Vec<Vec<usize>> {
+        if start >= self.nodes.len() {
+            return Vec::new();
+        }
         #[derive(Clone, Copy, PartialEq)]
         enum Mark {
             New,

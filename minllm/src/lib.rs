@@ -100,7 +100,7 @@ mod wire;
 pub use action::{Action, DEFAULT_ACTION, Label};
 pub use batch::{AsyncBatch, AsyncBatchNode, Batch, BatchMode, BatchNode};
 pub use batch_flow::BatchFlow;
-pub use error::{BoxError, Error, NodeResult, Stage};
+pub use error::{BoxError, Error, NodeResult, Panicked, Stage};
 pub use flow::Flow;
 pub use graph::Problem;
 pub use node::{AsyncNode, ExecContext, Node, Retry};

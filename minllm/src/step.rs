@@ -241,16 +241,16 @@ pub(crate) fn retry_after<I: ?Sized, O>(
     let mut failure = first;
     loop {
         let ctx = ExecContext { node, attempt, max_attempts, item };
-        let source = match failure {
-            Failure::Returned { source, .. } => source,
-            panicked => return Err(HookError::new(Stage::Exec, item, panicked)),
-        };
-        if attempt >= max_attempts || is_cancelled(cancel) {
+        let source = failure.into_source();
+        if is_cancelled(cancel) {
+            // A sibling failed: this item's result will be thrown away, so no
+            // fallback (which may cost a call) runs for it.
+            return Err(HookError::new(Stage::Exec, item, Failure::from_fallback(source, attempt)));
+        }
+        if attempt >= max_attempts {
             return match catch_unwind(AssertUnwindSafe(|| fallback(input, source, &ctx))) {
                 Ok(Ok(v)) => Ok((v, attempt)),
-                Ok(Err(source)) => {
-                    Err(HookError::new(Stage::Exec, item, Failure::Returned { source, attempts: attempt }))
-                }
+                Ok(Err(source)) => Err(HookError::new(Stage::Exec, item, Failure::from_fallback(source, attempt))),
                 Err(payload) => Err(HookError::new(Stage::Fallback, item, Failure::Panicked(panic_message(payload)))),
             };
         }
@@ -282,18 +282,20 @@ macro_rules! exec_with_retry_async {
                 let $ctx = &ctx;
                 ::std::panic::AssertUnwindSafe($exec).catch_unwind().await
             };
-            let source = match result {
+            let source: $crate::error::BoxError = match result {
                 Ok(Ok(v)) => break Ok((v, attempt)),
                 Ok(Err(source)) => source,
-                Err(payload) => {
-                    break Err($crate::error::HookError::new(
-                        $crate::error::Stage::Exec,
-                        item,
-                        $crate::error::Failure::Panicked($crate::error::panic_message(payload)),
-                    ));
-                }
+                // A panicking attempt is retried like a failing one.
+                Err(payload) => ::std::boxed::Box::new($crate::error::Panicked($crate::error::panic_message(payload))),
             };
-            if attempt >= max_attempts || $crate::step::is_cancelled($cancel) {
+            if $crate::step::is_cancelled($cancel) {
+                break Err($crate::error::HookError::new(
+                    $crate::error::Stage::Exec,
+                    item,
+                    $crate::error::Failure::from_fallback(source, attempt),
+                ));
+            }
+            if attempt >= max_attempts {
                 let $err = source;
                 let $fctx = &ctx;
                 break match ::std::panic::AssertUnwindSafe($fallback).catch_unwind().await {
@@ -301,7 +303,7 @@ macro_rules! exec_with_retry_async {
                     Ok(Err(source)) => Err($crate::error::HookError::new(
                         $crate::error::Stage::Exec,
                         item,
-                        $crate::error::Failure::Returned { source, attempts: attempt },
+                        $crate::error::Failure::from_fallback(source, attempt),
                     )),
                     Err(payload) => Err($crate::error::HookError::new(
                         $crate::error::Stage::Fallback,

@@ -96,6 +96,7 @@ impl SharedStore {
 
     /// Changes the value under `key` in place, under the write lock, so that
     /// concurrent updates (e.g. pushing to a list) do not lose each other.
+    /// `f` must not use the store (that would wait for the lock it holds).
     pub fn update<T: Any, R>(&self, key: &str, f: impl FnOnce(&mut T) -> R) -> Result<R, StoreError> {
         let mut map = self.map.write();
         let entry = map.get_mut(key).ok_or_else(|| StoreError::Missing { key: key.to_owned() })?;

@@ -95,7 +95,10 @@ impl<S: Send + Sync + 'static, N: Node<S>> Step<S, NodeMarker> for N {
         let retry = self.retry();
         let first = ExecContext::new(cx.node, 1, retry.max_attempts(), None);
         let (prep, exec) = match call(|| self.exec(&prep, &first)) {
-            Ok(exec) => (prep, exec),
+            Ok(exec) => {
+                cx.record_attempts(1);
+                (prep, exec)
+            }
             Err(failure) => retry_node(self, failure, retry, prep, cx)?,
         };
         call_stage(Stage::Post, || self.post(store, prep, exec)).map_err(|h| cx.error(h))
@@ -125,8 +128,8 @@ impl<S: Send + Sync + 'static, N: BatchNode<S>> Step<S, BatchMarker> for N {
     type Action = N::Action;
     fn run_step(&self, store: &mut S, cx: StepCx<'_>) -> Result<N::Action, Error> {
         let items = call_stage(Stage::Prep, || self.prep(store, cx.params)).map_err(|h| cx.error(h))?;
-        let outputs =
-            exec_items(self, self.mode(), &items, cx.node, cx.cancel).map_err(|h| crate::batch::batch_error(&cx, h))?;
+        let outputs = exec_items(self, self.mode(), pool_of_mode(self.mode()), &items, cx.node, cx.cancel)
+            .map_err(|h| crate::batch::batch_error(&cx, h))?;
         call_stage(Stage::Post, || self.post(store, items, outputs)).map_err(|h| cx.error(h))
     }
 }
@@ -176,7 +179,7 @@ impl<S: Send + Sync + 'static, N: BatchNode<S>> AsyncStep<S, BatchMarker> for N 
         let items = call_stage(Stage::Prep, || this.prep(store, cx.params)).map_err(|h| cx.error(h))?;
         let (node, name) = (Arc::clone(this), cx.node.to_owned());
         let (items, outputs) = offload(move || {
-            let outputs = exec_items(&*node, node.mode(), &items, &name, None);
+            let outputs = exec_items(&*node, node.mode(), pool_of_mode(node.mode()), &items, &name, None);
             (items, outputs)
         })
         .await
@@ -211,15 +214,15 @@ impl<S: Send + Sync + 'static, F: AsyncTypedFlow<S>> AsyncStep<S, AsyncTypedFlow
     }
 }
 
-/// Runs blocking work that borrows from the caller without stalling the other
-/// tasks of a multi-threaded runtime; elsewhere it simply runs.
+fn pool_of_mode(mode: crate::BatchMode) -> Option<Arc<rayon::ThreadPool>> {
+    crate::batch::limit_of(mode).and_then(crate::batch::pool_of)
+}
+
+/// Runs a sync typed flow nested in an async run, in place on the task's thread
+/// (`tokio::task::block_in_place` would panic inside a `LocalSet`). Its nodes'
+/// `exec`s are not offloaded: make the flow `async struct` for that.
 fn block_in_place<R>(work: impl FnOnce() -> R) -> R {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(work)
-        }
-        _ => work(),
-    }
+    work()
 }
 
 fn node_span(name: &str) -> tracing::Span {
@@ -277,8 +280,6 @@ fn run_traced<S, M, T: Step<S, M>>(
 ) -> Result<T::Action, Error> {
     let span = node_span(name);
     let started = (!span.is_disabled()).then(Instant::now);
-    // One attempt unless a retry records more.
-    span.record("attempts", 1);
     let cx = StepCx { flow, node: name, params, cancel: None, span: &span };
     let action = span.in_scope(|| node.run_step(store, cx))?;
     finish_span(&span, started, &action);
@@ -296,7 +297,6 @@ pub async fn run_step_async<S, M, T: AsyncStep<S, M>>(
 ) -> Result<T::Action, Error> {
     let span = node_span(name);
     let started = (!span.is_disabled()).then(Instant::now);
-    span.record("attempts", 1);
     let cx = StepCx { flow, node: name, params, cancel: None, span: &span };
     let action = T::run_step_async(node, store, cx).instrument(span.clone()).await?;
     finish_span(&span, started, &action);

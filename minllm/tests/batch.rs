@@ -350,3 +350,82 @@ fn a_bare_batch_node_runs_as_its_mode_says() {
     batch.run(&mut SharedStore::new()).unwrap();
     assert_eq!(batch.node().peak.load(Ordering::SeqCst), 1, "a wrapper overrides the mode");
 }
+
+/// Fails item 0 at once; the other items wait, then fail too, with fallbacks
+/// that count their calls.
+struct SlowFailures {
+    fallbacks: AtomicUsize,
+}
+
+impl BatchNode for SlowFailures {
+    type Item = usize;
+    type Output = ();
+    type Action = ();
+    fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<Vec<usize>> {
+        Ok((0..4).collect())
+    }
+    fn exec(&self, i: &usize, _: &ExecContext) -> NodeResult<()> {
+        if *i != 0 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!("item {i} failed").into())
+    }
+    fn exec_fallback(&self, _: &usize, error: minllm::BoxError, _: &ExecContext) -> NodeResult<()> {
+        self.fallbacks.fetch_add(1, Ordering::SeqCst);
+        Err(error)
+    }
+    fn post(&self, _: &mut SharedStore, _: Vec<usize>, _: Vec<()>) -> NodeResult<()> {
+        Ok(())
+    }
+    fn retry(&self) -> Retry {
+        Retry::attempts(5)
+    }
+}
+
+#[test]
+fn items_cancelled_by_a_failing_sibling_skip_their_fallback() {
+    let batch = Batch::parallel(SlowFailures { fallbacks: AtomicUsize::new(0) }).threads(4);
+    let err = batch.run(&mut SharedStore::new()).unwrap_err();
+    assert!(err.to_string().contains("failed"), "{err}");
+    // Item 0 used its 5 attempts and its fallback; the others were cancelled.
+    assert!(batch.node().fallbacks.load(Ordering::SeqCst) <= 1);
+}
+
+/// A `post` that uses rayon while its branch holds the store.
+struct ParallelPost;
+
+impl Node for ParallelPost {
+    type Prep = ();
+    type Exec = ();
+    type Action = ();
+    fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<()> {
+        Ok(())
+    }
+    fn exec(&self, _: &(), _: &ExecContext) -> NodeResult<()> {
+        Ok(())
+    }
+    fn post(&self, store: &mut SharedStore, _: (), _: ()) -> NodeResult<()> {
+        use rayon::prelude::*;
+        let sum: u64 = (0..10_000u64).into_par_iter().sum();
+        store.update_or_insert("sum", || 0_u64, |s| *s += sum)?;
+        Ok(())
+    }
+}
+
+#[test]
+fn parallel_branches_whose_hooks_use_rayon_do_not_deadlock() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut inner = Flow::new("branch");
+        inner.add("post", ParallelPost);
+        let batch = BatchFlow::new(inner, |_: &SharedStore, _: &Params| {
+            Ok((0..128).map(|i| Params::new().with("i", i)).collect())
+        })
+        .limit(8);
+        let mut store = SharedStore::new();
+        batch.run(&mut store).unwrap();
+        done.send(store.get::<u64>("sum")).unwrap();
+    });
+    let sum = finished.recv_timeout(Duration::from_secs(60)).expect("the batch flow deadlocked");
+    assert_eq!(sum, Some(128 * (0..10_000u64).sum::<u64>()));
+}

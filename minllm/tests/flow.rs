@@ -409,3 +409,17 @@ fn a_node_runs_alone() {
     let err = NeedsKey.run(&mut store).unwrap_err().to_string();
     assert_eq!(err, "prep of node `NeedsKey` in flow `(no flow)` failed: store has no key `question`");
 }
+
+#[test]
+fn a_start_node_from_another_flow_is_reported_and_refused() {
+    let mut other = Flow::<SharedStore>::new("other");
+    let foreign = other.add("x", mark("x"));
+    let mut flow = Flow::new("f");
+    flow.add("a", mark("a"));
+    flow.start(foreign);
+    assert!(flow.validate().contains(&Problem::ForeignStart { flow: "f".into() }));
+    let err = flow.run(&mut SharedStore::new()).unwrap_err();
+    assert_eq!(err.to_string(), "flow `f`: the start node given to `Flow::start` belongs to another flow");
+    flow.max_steps(0);
+    assert!(flow.validate().contains(&Problem::ZeroStepLimit { flow: "f".into() }));
+}

@@ -158,3 +158,51 @@ fn a_panic_becomes_an_error_and_the_store_stays_usable() {
         assert_eq!(store.get::<u8>("after"), Some(1));
     }
 }
+
+/// Panics on its first two attempts, like a client that unwraps a bad reply.
+struct PanicsTwice {
+    calls: std::sync::atomic::AtomicU32,
+    recover: bool,
+}
+
+impl Node for PanicsTwice {
+    type Prep = ();
+    type Exec = String;
+    type Action = ();
+    fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<()> {
+        Ok(())
+    }
+    fn exec(&self, _: &(), ctx: &ExecContext) -> NodeResult<String> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if ctx.attempt() <= 2 {
+            panic!("bad reply on attempt {}", ctx.attempt());
+        }
+        Ok("fine".into())
+    }
+    fn exec_fallback(&self, _: &(), error: BoxError, _: &ExecContext) -> NodeResult<String> {
+        let panicked = error.downcast_ref::<minllm::Panicked>().map(|p| p.0.clone());
+        match (self.recover, panicked) {
+            (true, Some(message)) => Ok(format!("recovered from: {message}")),
+            _ => Err(error),
+        }
+    }
+    fn post(&self, store: &mut SharedStore, _: (), out: String) -> NodeResult<()> {
+        store.set("out", out);
+        Ok(())
+    }
+    fn retry(&self) -> Retry {
+        Retry::attempts(if self.recover { 2 } else { 3 })
+    }
+}
+
+#[test]
+fn a_panicking_attempt_is_retried_and_reaches_the_fallback() {
+    let node = PanicsTwice { calls: Default::default(), recover: false };
+    let mut store = SharedStore::new();
+    node.run(&mut store).unwrap();
+    assert_eq!(store.get::<String>("out").unwrap(), "fine", "the third attempt succeeded");
+
+    let node = PanicsTwice { calls: Default::default(), recover: true };
+    node.run(&mut store).unwrap();
+    assert_eq!(store.get::<String>("out").unwrap(), "recovered from: bad reply on attempt 2");
+}
