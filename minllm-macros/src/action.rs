@@ -29,11 +29,16 @@ fn label(variant: &syn::Variant) -> syn::Result<String> {
     Ok(renamed.unwrap_or_else(|| snake_case(&variant.ident.to_string())))
 }
 
+/// `GiveUp` → `give_up`, `HTTPError` → `http_error`, `URLFetch2` → `url_fetch2`.
 pub(crate) fn snake_case(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
     let mut out = String::with_capacity(name.len() + 4);
-    for (i, c) in name.chars().enumerate() {
+    for (i, &c) in chars.iter().enumerate() {
         if c.is_uppercase() {
-            if i > 0 {
+            let prev_lower = i > 0 && (chars[i - 1].is_lowercase() || chars[i - 1].is_ascii_digit());
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
+            let prev_upper = i > 0 && chars[i - 1].is_uppercase();
+            if prev_lower || (prev_upper && next_lower) {
                 out.push('_');
             }
             out.extend(c.to_lowercase());
@@ -89,4 +94,18 @@ pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
                 ::core::option::Option::Some(&[#(#variant_names),*]);
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snake_case;
+
+    #[test]
+    fn snake_case_keeps_acronyms_together() {
+        assert_eq!(snake_case("GiveUp"), "give_up");
+        assert_eq!(snake_case("HTTPError"), "http_error");
+        assert_eq!(snake_case("URLFetch"), "url_fetch");
+        assert_eq!(snake_case("Search"), "search");
+        assert_eq!(snake_case("V2Answer"), "v2_answer");
+    }
 }

@@ -289,3 +289,33 @@ const fn as_str(buf: &[u8], len: usize) -> &str {
         Err(_) => "an action of a node has no edge",
     }
 }
+
+/// The error parameter of `exec_fallback` is the error `exec` failed with.
+#[diagnostic::on_unimplemented(
+    message = "`exec_fallback` receives the error as `BoxError`, not `{Self}`",
+    label = "write `error: minllm::BoxError` here",
+    note = "errors of every type reach the fallback boxed; downcast with `error.downcast_ref::<MyError>()`"
+)]
+#[doc(hidden)]
+pub trait FallbackError {
+    fn cast(error: crate::BoxError) -> Self;
+}
+
+#[diagnostic::do_not_recommend]
+impl FallbackError for crate::BoxError {
+    #[inline(always)]
+    fn cast(error: crate::BoxError) -> Self {
+        error
+    }
+}
+
+#[doc(hidden)]
+#[inline(always)]
+pub fn fallback_error<X: FallbackError>(error: crate::BoxError) -> X {
+    X::cast(error)
+}
+
+/// The store of an async flow is shared with the tasks that run it.
+#[doc(hidden)]
+#[inline(always)]
+pub fn assert_store<S: Send + Sync + 'static>() {}

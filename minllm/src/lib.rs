@@ -121,8 +121,9 @@ pub struct ReadmeDoctests;
 pub mod __private {
     pub use crate::access::{AsyncStoreRef, StoreGuard, StoreRef};
     pub use crate::checks::{
-        DefaultEdge, ExecInput, ExecItem, ImplicitEnd, PostExec, PostPrep, PostStore, check_edges, default_edge,
-        exec_input, exec_item, implicit_end, post_exec, post_prep, post_store,
+        DefaultEdge, ExecInput, ExecItem, FallbackError, ImplicitEnd, PostExec, PostPrep, PostStore, assert_store,
+        check_edges, default_edge, exec_input, exec_item, fallback_error, implicit_end, post_exec, post_prep,
+        post_store,
     };
     pub use crate::step::{
         AsyncBatchMarker, AsyncNodeMarker, BatchMarker, Cancel, DynStep, FlowPath, NodeMarker, StepCx, StepMarker,

@@ -176,7 +176,6 @@ pub trait Node<S = SharedStore>: Send + Sync + 'static {
     fn run(&self, store: &mut S) -> Result<Self::Action, Error>
     where
         Self: Sized,
-        S: Send + Sync + 'static,
     {
         crate::step::run_node_alone(self, store)
     }

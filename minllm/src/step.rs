@@ -484,10 +484,7 @@ pub(crate) fn short_type_name<T: ?Sized>() -> &'static str {
     base.rsplit("::").next().unwrap_or(base)
 }
 
-pub(crate) fn run_node_alone<S: Send + Sync + 'static, N: Node<S>>(
-    node: &N,
-    store: &mut S,
-) -> Result<N::Action, Error> {
+pub(crate) fn run_node_alone<S, N: Node<S>>(node: &N, store: &mut S) -> Result<N::Action, Error> {
     standalone(short_type_name::<N>(), |cx| crate::typed::Step::<S, NodeMarker>::run_step(node, store, cx))
 }
 

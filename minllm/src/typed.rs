@@ -86,7 +86,7 @@ pub trait AsyncStep<S, M>: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Action, Error>> + Send + 'a;
 }
 
-impl<S: Send + Sync + 'static, N: Node<S>> Step<S, NodeMarker> for N {
+impl<S, N: Node<S>> Step<S, NodeMarker> for N {
     type Action = N::Action;
     #[inline(always)]
     fn run_step(&self, store: &mut S, cx: StepCx<'_>) -> Result<N::Action, Error> {
@@ -124,7 +124,7 @@ fn retry_node<S, N: Node<S>>(
     Ok((prep, exec))
 }
 
-impl<S: Send + Sync + 'static, N: BatchNode<S>> Step<S, BatchMarker> for N {
+impl<S, N: BatchNode<S>> Step<S, BatchMarker> for N {
     type Action = N::Action;
     fn run_step(&self, store: &mut S, cx: StepCx<'_>) -> Result<N::Action, Error> {
         let items = call_stage(Stage::Prep, || self.prep(store, cx.params)).map_err(|h| cx.error(h))?;
@@ -134,7 +134,7 @@ impl<S: Send + Sync + 'static, N: BatchNode<S>> Step<S, BatchMarker> for N {
     }
 }
 
-impl<S: Send + Sync + 'static, F: TypedFlow<S>> Step<S, TypedFlowMarker> for F {
+impl<S, F: TypedFlow<S>> Step<S, TypedFlowMarker> for F {
     type Action = F::Outcome;
     fn run_step(&self, store: &mut S, cx: StepCx<'_>) -> Result<F::Outcome, Error> {
         self.run_in(store, &cx.flow.child(cx.node, None), cx.params)

@@ -2,7 +2,7 @@
 //! them: a loop over an enum of states with direct calls, no boxing, no lookups.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote, quote_spanned};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
 use super::analyze::{Model, Routes, tokens};
@@ -131,10 +131,12 @@ fn route(model: &Model<'_>, routes: &Routes<'_>, node: &syn::Ident) -> TokenStre
             return ::core::result::Result::Ok(())
         };
     }
-    let arms = routes.labelled.iter().map(|edge| {
-        let path = edge.action.as_ref().map(|p| quote!(#p));
+    let arms = routes.labelled.iter().filter_map(|edge| {
+        let path = edge.action.as_ref()?;
         let next = target(&edge.to);
-        quote!(#path { .. } => { #next })
+        // Spanned on the user's action, so a type mismatch (say, a node whose
+        // action is `()`) is reported on the edge that names the variant.
+        Some(quote_spanned!(path.span()=> #path { .. } => { #next }))
     });
     let message = format!(
         "flow `{}`: an action of node `{node}` without an edge got past the compile-time check",
@@ -151,9 +153,22 @@ fn route(model: &Model<'_>, routes: &Routes<'_>, node: &syn::Ident) -> TokenStre
 
 /// The compile-time check that every variant of a node's action enum has an edge.
 fn variant_check(model: &Model<'_>) -> TokenStream {
-    let generic = !model.def.generics.params.is_empty();
+    let params: Vec<String> = model
+        .def
+        .generics
+        .params
+        .iter()
+        .map(|p| match p {
+            syn::GenericParam::Type(t) => t.ident.to_string(),
+            syn::GenericParam::Lifetime(l) => l.lifetime.ident.to_string(),
+            syn::GenericParam::Const(c) => c.ident.to_string(),
+        })
+        .collect();
     let checks = model.def.nodes.iter().zip(&model.routes).filter_map(|(node, routes)| {
         let enum_path = routes.enum_path()?;
+        // A check that names the flow's generic parameters can only run per
+        // instance; the others are plain items, checked by `cargo check` too.
+        let generic = enum_path.to_token_stream().into_iter().any(|t| params.contains(&t.to_string()));
         let handled = routes
             .labelled
             .iter()
@@ -231,7 +246,13 @@ pub(crate) fn expand(model: &Model<'_>, mermaid: &str) -> TokenStream {
             };
         }
     };
-    let checks = variant_check(model);
+    let mut checks = variant_check(model);
+    if is_async {
+        // An async flow's store is shared with its tasks: say so on the store's
+        // own tokens rather than as "not a node" on every node.
+        let store_span = store.span();
+        checks.extend(quote_spanned! {store_span=> ::minllm::__private::assert_store::<#store>();});
+    }
     let machine_fn = (!is_async).then(|| {
         quote! {
             #[automatically_derived]

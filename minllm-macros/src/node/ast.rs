@@ -33,6 +33,7 @@ impl Options {
         let mut options =
             Options { retries: None, wait: None, batching: Batching::None, parallel_word: None, limit: None };
         let mut seen: Vec<String> = Vec::new();
+        let mut unknown: Vec<syn::Error> = Vec::new();
         let parser = syn::meta::parser(|meta| {
             let Some(ident) = meta.path.get_ident().cloned() else {
                 return Err(meta.error(format!("unknown option; expected one of {OPTIONS}")));
@@ -65,18 +66,28 @@ impl Options {
                     options.parallel_word = Some(ident);
                 }
                 _ => {
+                    const NAMES: [&str; 7] = ["retries", "wait", "wait_ms", "batch", "parallel", "concurrent", "limit"];
                     let hint = match name.as_str() {
-                        "retry" | "max_retries" | "attempts" => " (did you mean `retries`?)",
-                        "delay" | "backoff" => " (did you mean `wait`?)",
-                        "par" | "threads" => " (did you mean `parallel`?)",
-                        _ => "",
+                        "retry" | "max_retries" | "attempts" => Some("retries"),
+                        "delay" | "backoff" => Some("wait"),
+                        "par" | "threads" => Some("parallel"),
+                        "max_workers" | "concurrency" => Some("limit"),
+                        other => NAMES.iter().copied().find(|n| crate::flow::analyze::similar(other, n)),
                     };
-                    return Err(meta.error(format!("unknown option `{name}`{hint}; expected one of {OPTIONS}")));
+                    let hint = hint.map_or_else(String::new, |h| format!(" (did you mean `{h}`?)"));
+                    unknown.push(meta.error(format!("unknown option `{name}`{hint}; expected one of {OPTIONS}")));
+                    // Skip its value, if any, and go on to report the others.
+                    if meta.input.peek(syn::Token![=]) {
+                        let _: Expr = meta.value()?.parse()?;
+                    }
                 }
             }
             Ok(())
         });
         if let Err(e) = syn::parse::Parser::parse2(parser, args) {
+            errors.push(e);
+        }
+        for e in unknown {
             errors.push(e);
         }
         if let (Some(limit), None) = (&options.limit, &options.parallel_word) {
@@ -189,6 +200,17 @@ fn hook<'a>(f: &'a ImplItemFn, errors: &mut Errors) -> Option<Hook<'a>> {
             errors.at(&f.sig, format!("`{name}` must be a method taking `&self`"));
             return None;
         }
+    }
+    if f.sig.generics.params.iter().all(|p| matches!(p, syn::GenericParam::Lifetime(_)))
+        && !f.sig.generics.params.is_empty()
+    {
+        errors.at(
+            &f.sig.generics,
+            format!(
+                "`{name}` cannot borrow from its arguments: return an owned value (clone what you need from the store)"
+            ),
+        );
+        return None;
     }
     if !f.sig.generics.params.is_empty() {
         errors.at(&f.sig.generics, format!("`{name}` cannot have generic parameters of its own"));

@@ -52,6 +52,10 @@ pub(crate) fn expand(options: &Options, item: &ItemImpl, errors: &mut Errors) ->
 
     // The store: from `prep`'s `&S`, else `post`'s `&mut S`, else any store.
     let prep_store = hooks.prep.as_ref().and_then(|p| match p.params.first() {
+        Some(param) if is_ref_to(&param.ty, "Params") => {
+            errors.at(&param.ty, "`prep` takes the store first: `fn prep(&self, store: &S, params: &Params)`");
+            None
+        }
         Some(param) => match shared_ref(&param.ty) {
             Some(s) => Some(s.clone()),
             None => {
@@ -158,7 +162,8 @@ pub(crate) fn expand(options: &Options, item: &ItemImpl, errors: &mut Errors) ->
                     Some(want) => args.push(pass(input_check, want, input_have.clone(), quote!(input))),
                     None => errors.at(&f.params[0].ty, format!("`exec_fallback` takes its {input_word} by reference: `{input_word}: &T`")),
                 }
-                args.push(quote!(error));
+                let want = &f.params[1].ty;
+                args.push(quote_spanned!(want.span()=> ::minllm::__private::fallback_error::<#want>(error)));
                 if f.params.len() == 3 {
                     args.push(quote!(ctx));
                 }
