@@ -150,6 +150,13 @@ pub fn node(args: TokenStream, input: TokenStream) -> TokenStream {
 /// - the traits that make the flow a node of another `flow!` (the parent
 ///   branches on its outcome) or of a runtime-built `minllm::Flow`.
 ///
+/// The store of an `async struct` flow must be `Send + Sync + 'static` (its
+/// tasks share it); a sync flow takes any store. Nodes are `#[node]` types,
+/// types implementing the node traits, or other `flow!` flows (a runtime-built
+/// `minllm::Flow` cannot be a node of a `flow!`). The struct gets `Default`
+/// from the macro, so do not derive it. `MERMAID` labels edges with variant
+/// names.
+///
 /// # What it checks, at compile time
 ///
 /// Each is an error on your own tokens, and one build reports them all: a node

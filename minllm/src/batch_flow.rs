@@ -27,6 +27,9 @@ type PostFn<S> = dyn Fn(&mut S, Vec<Params>) -> NodeResult<Label> + Send + Sync;
 /// different runs never overlap on the store. The first failing run cancels the
 /// others and its error names the item: `outer > batch[3] > node`.
 ///
+/// A flow made by `flow!` and added to the inner flow runs on the store as a
+/// whole, holding it for its run: parallel branches then take turns with it.
+///
 /// ```
 /// use minllm::{BatchFlow, ExecContext, Flow, Node, NodeResult, Params, SharedStore};
 ///

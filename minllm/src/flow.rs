@@ -257,6 +257,10 @@ impl<S: Send + Sync + 'static> Flow<S> {
 
     /// Runs the flow on `store` on the current tokio runtime and returns the last
     /// action. Sync nodes run too: their `exec` goes to tokio's blocking pool.
+    ///
+    /// Dropping the future (a timeout, a cancelled task) stops the run at its
+    /// next `await`: a sync `exec` already on the blocking pool finishes its
+    /// current attempt, and an async `post` stopped halfway leaves what it wrote.
     // Spelled out so that the `Send` bound is part of the signature, not inferred.
     #[allow(clippy::manual_async_fn)]
     pub fn run_async<'a>(&'a self, store: &'a mut S) -> impl Future<Output = Result<Label, Error>> + Send + 'a {
