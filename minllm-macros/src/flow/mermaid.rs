@@ -2,6 +2,8 @@
 
 use std::fmt::Write as _;
 
+use syn::ext::IdentExt;
+
 use super::analyze::tokens;
 use super::ast::{FlowDef, Target};
 
@@ -13,15 +15,17 @@ fn escape(text: &str) -> String {
 pub(crate) fn mermaid(def: &FlowDef) -> String {
     let mut out = String::from("flowchart TD\n");
     for node in &def.nodes {
-        let _ = writeln!(out, "    n_{}[\"{}\"]", node.name, node.name);
+        let name = node.name.unraw();
+        let _ = writeln!(out, "    n_{name}[\"{name}\"]");
     }
     if let Some(start) = def.starts.first() {
-        let _ = writeln!(out, "    start(( )) --> n_{start}");
+        let _ = writeln!(out, "    start(( )) --> n_{}", start.unraw());
     }
     let mut ends: Vec<String> = Vec::new();
     for edge in &def.edges {
+        let from = edge.from.unraw();
         let to = match &edge.to {
-            Target::Node(n) => format!("n_{n}"),
+            Target::Node(n) => format!("n_{}", n.unraw()),
             Target::End { value, .. } => {
                 let label = match value {
                     Some(v) => format!("end: {}", tokens(v)),
@@ -41,10 +45,10 @@ pub(crate) fn mermaid(def: &FlowDef) -> String {
         match &edge.action {
             Some(action) => {
                 let variant = action.segments.last().map(|s| s.ident.to_string()).unwrap_or_default();
-                let _ = writeln!(out, "    n_{} -->|\"{}\"| {to}", edge.from, escape(&variant));
+                let _ = writeln!(out, "    n_{from} -->|\"{}\"| {to}", escape(&variant));
             }
             None => {
-                let _ = writeln!(out, "    n_{} --> {to}", edge.from);
+                let _ = writeln!(out, "    n_{from} --> {to}");
             }
         }
     }
