@@ -4,10 +4,16 @@
 //! the `decide - Decision::Answer` edge and the build fails, naming the variant.
 //!
 //! `cargo run -p minllm-examples --example agent -- "how do bees find flowers?"`
+//!
+//! The answer is written by the offline stand-in in `minllm_examples::llm`,
+//! or by a real model when `MINLLM_LLM_URL` names an OpenAI-compatible server
+//! (see `minllm_examples::client`), e.g.
+//! `MINLLM_LLM_URL=http://localhost:11434/v1 MINLLM_LLM_MODEL=llama3.2`.
 
 use std::path::PathBuf;
 
 use minllm::{Action, BoxError, flow, node};
+use minllm_examples::client::Client;
 use minllm_examples::llm;
 
 /// The agent's store.
@@ -102,17 +108,33 @@ impl Search {
     }
 }
 
+/// Writes the answer from the notes: with the model when one is configured,
+/// else with the offline stand-in.
 #[derive(Default)]
-struct Answer;
+struct Answer {
+    llm: Option<Client>,
+}
 
-#[node]
+#[node(retries = 3, wait_ms = 500)]
 impl Answer {
-    fn prep(&self, r: &Research) -> Vec<(String, String)> {
-        r.notes.clone()
+    fn prep(&self, r: &Research) -> (String, Vec<(String, String)>) {
+        (r.question.clone(), r.notes.clone())
     }
-    fn exec(&self, notes: &[(String, String)]) -> Option<String> {
+    fn exec(&self, (question, notes): &(String, Vec<(String, String)>)) -> Result<Option<String>, BoxError> {
+        if notes.is_empty() {
+            return Ok(None);
+        }
         let text: Vec<&str> = notes.iter().map(|(_, p)| p.as_str()).collect();
-        (!text.is_empty()).then(|| llm::summarize(&text.join(" ")))
+        let text = text.join(" ");
+        match &self.llm {
+            Some(llm) => {
+                let prompt = format!(
+                    "Answer in two sentences, using only these notes.\n\nNotes: {text}\n\nQuestion: {question}"
+                );
+                llm.complete(&prompt).map(Some)
+            }
+            None => Ok(Some(llm::summarize(&text))),
+        }
     }
     fn post(&self, r: &mut Research, answer: Option<String>) -> Outcome {
         match answer {
@@ -148,10 +170,10 @@ flow! {
     }
 }
 
-fn main() -> Result<(), minllm::Error> {
+fn main() -> Result<(), BoxError> {
     let question = std::env::args().nth(1).unwrap_or_else(|| "How do bees find the richest flowers?".into());
     let mut research = Research { question, ..Research::default() };
-    let done = Agent::new().run(&mut research)?;
+    let done = Agent::new().with_answer(Answer { llm: Client::from_env()? }).run(&mut research)?;
     println!("\nQ: {}", research.question);
     match done {
         Done::Answered => println!("A: {}", research.answer),
