@@ -62,9 +62,10 @@ impl Client {
         let auth = self.key.as_ref().map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
         write!(
             stream,
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{auth}Connection: close\r\n\r\n{body}",
+            "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{auth}Connection: close\r\n\r\n{body}",
             self.path,
             self.host,
+            self.port,
             body.len()
         )?;
         let (status, response) = read_response(stream)?;

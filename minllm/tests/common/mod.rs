@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex, Once};
 
 use minllm::{ExecContext, Node, NodeResult, Params, SharedStore};
 
@@ -40,29 +41,53 @@ pub fn trace(store: &SharedStore) -> Vec<String> {
     store.get::<Vec<String>>("trace").unwrap_or_default()
 }
 
-/// Runs `f` with a tracing subscriber that writes plain text to a buffer, and
-/// returns what it wrote.
-pub fn capture_logs<R>(f: impl FnOnce() -> R) -> (R, String) {
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl Write for Buf {
-        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(data);
-            Ok(data.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+thread_local! {
+    /// Where this thread's log lines go while `capture_logs` runs.
+    static CAPTURE: RefCell<Option<Arc<Mutex<Vec<u8>>>>> = const { RefCell::new(None) };
+}
+
+/// Writes to the capturing buffer of the current thread, if any.
+struct ThreadSink;
+
+impl Write for ThreadSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        CAPTURE.with(|c| {
+            if let Some(buf) = &*c.borrow() {
+                buf.lock().unwrap().extend_from_slice(data);
+            }
+        });
+        Ok(data.len())
     }
-    let buf = Buf::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
-        .finish();
-    let out = tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `f` and returns the plain-text log lines written on this thread
+/// meanwhile.
+///
+/// One global subscriber, set on first use, serves the whole test binary. A
+/// subscriber set per test with `with_default` was not reliable while other
+/// tests ran: a callsite first hit on another thread while that subscriber was
+/// being registered could cache "never interested" and lose the test's lines.
+/// The interest cache is rebuilt once more for callsites that were mid-way
+/// through registration when the global subscriber was set.
+pub fn capture_logs<R>(f: impl FnOnce() -> R) -> (R, String) {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(|| ThreadSink)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+    });
+    tracing::callsite::rebuild_interest_cache();
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    CAPTURE.with(|c| *c.borrow_mut() = Some(buf.clone()));
+    let out = f();
+    CAPTURE.with(|c| *c.borrow_mut() = None);
+    let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
     (out, text)
 }
