@@ -1,8 +1,8 @@
 //! Helpers shared by the runtime's integration tests.
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::cell::RefCell;
+use std::io::Write;
 use std::sync::{Arc, Mutex, Once};
 
 use minllm::{ExecContext, Node, NodeResult, Params, SharedStore};
