@@ -429,6 +429,37 @@ pub(crate) fn exec_items<S, N: BatchNode<S>>(
     }
 }
 
+/// Runs a sync batch node in an async run: `prep` and `post` on the task
+/// (holding the store), the items' `exec`s on tokio's blocking pool (in
+/// parallel on `pool` when `mode` says so).
+pub(crate) async fn run_offloaded_batch<S, N>(
+    node: &Arc<N>,
+    mode: BatchMode,
+    pool: Option<Arc<rayon::ThreadPool>>,
+    mut store: AsyncStoreRef<'_, S>,
+    cx: StepCx<'_>,
+) -> Result<N::Action, Error>
+where
+    S: Send + Sync + 'static,
+    N: BatchNode<S>,
+{
+    let items = {
+        let guard = store.lock().await;
+        call_stage(Stage::Prep, || node.prep(&guard, cx.params))
+    }
+    .map_err(|h| cx.error(h))?;
+    let (shared, name) = (Arc::clone(node), cx.node.to_owned());
+    let (items, outputs) = offload(move || {
+        let outputs = exec_items(&*shared, mode, pool, &items, &name, None);
+        (items, outputs)
+    })
+    .await
+    .map_err(|f| f.into_error(&cx, Stage::Exec, None))?;
+    let outputs = outputs.map_err(|h| batch_error(&cx, h))?;
+    let mut guard = store.lock().await;
+    call_stage(Stage::Post, || node.post(&mut guard, items, outputs)).map_err(|h| cx.error(h))
+}
+
 impl<S: Send + Sync + 'static, N: BatchNode<S>> DynStep<S> for Batch<N> {
     fn run(&self, mut store: StoreRef<'_, S>, cx: StepCx<'_>) -> Result<Label, Error> {
         let node = &*self.node;
@@ -441,30 +472,11 @@ impl<S: Send + Sync + 'static, N: BatchNode<S>> DynStep<S> for Batch<N> {
         Ok(action.into_label())
     }
 
-    fn run_async<'a>(&'a self, mut store: AsyncStoreRef<'a, S>, cx: StepCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
+    fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: StepCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
         Box::pin(async move {
-            let node = &*self.node;
-            let items = {
-                let guard = store.lock().await;
-                call_stage(Stage::Prep, || node.prep(&guard, cx.params))
-            }
-            .map_err(|h| cx.error(h))?;
-            let mode = self.mode.unwrap_or_else(|| node.mode());
+            let mode = self.mode.unwrap_or_else(|| self.node.mode());
             let pool = self.pool_for(limit_of(mode));
-            let (shared, name) = (Arc::clone(&self.node), cx.node.to_owned());
-            let (items, outputs) = offload(move || {
-                let outputs = exec_items(&*shared, mode, pool, &items, &name, None);
-                (items, outputs)
-            })
-            .await
-            .map_err(|f| f.into_error(&cx, Stage::Exec, None))?;
-            let outputs = outputs.map_err(|h| batch_error(&cx, h))?;
-            let action = {
-                let mut guard = store.lock().await;
-                call_stage(Stage::Post, || node.post(&mut guard, items, outputs))
-            }
-            .map_err(|h| cx.error(h))?;
-            Ok(action.into_label())
+            run_offloaded_batch(&self.node, mode, pool, store, cx).await.map(Action::into_label)
         })
     }
 

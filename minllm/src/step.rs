@@ -375,39 +375,8 @@ impl<S: Send + Sync + 'static, N: Node<S>> DynStep<S> for NodeStep<N, S> {
         Ok(action.into_label())
     }
 
-    fn run_async<'a>(&'a self, mut store: AsyncStoreRef<'a, S>, cx: StepCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
-        Box::pin(async move {
-            let node = &*self.node;
-            let prep = {
-                let guard = store.lock().await;
-                call_stage(Stage::Prep, || node.prep(&guard, cx.params))
-            }
-            .map_err(|h| cx.error(h))?;
-            let shared = Arc::clone(&self.node);
-            let name = cx.node.to_owned();
-            let (prep, result) = offload(move || {
-                let result = exec_with_retry(
-                    shared.retry(),
-                    &name,
-                    None,
-                    None,
-                    &prep,
-                    |p, c| shared.exec(p, c),
-                    |p, e, c| shared.exec_fallback(p, e, c),
-                );
-                (prep, result)
-            })
-            .await
-            .map_err(|f| f.into_error(&cx, Stage::Exec, None))?;
-            let (exec, attempts) = result.map_err(|h| cx.error(h))?;
-            cx.record_attempts(attempts);
-            let action = {
-                let mut guard = store.lock().await;
-                call_stage(Stage::Post, || node.post(&mut guard, prep, exec))
-            }
-            .map_err(|h| cx.error(h))?;
-            Ok(action.into_label())
-        })
+    fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: StepCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
+        Box::pin(async move { run_offloaded_node(&self.node, store, cx).await.map(Action::into_label) })
     }
 
     fn kind(&self) -> StepKind {
@@ -417,6 +386,43 @@ impl<S: Send + Sync + 'static, N: Node<S>> DynStep<S> for NodeStep<N, S> {
     fn declared_actions(&self) -> Option<&'static [&'static str]> {
         N::Action::declared()
     }
+}
+
+/// Runs a sync node in an async run: `prep` and `post` on the task (holding the
+/// store), `exec` with its retries on tokio's blocking pool.
+pub(crate) async fn run_offloaded_node<S, N>(
+    node: &Arc<N>,
+    mut store: AsyncStoreRef<'_, S>,
+    cx: StepCx<'_>,
+) -> Result<N::Action, Error>
+where
+    S: Send + Sync + 'static,
+    N: Node<S>,
+{
+    let prep = {
+        let guard = store.lock().await;
+        call_stage(Stage::Prep, || node.prep(&guard, cx.params))
+    }
+    .map_err(|h| cx.error(h))?;
+    let (shared, name) = (Arc::clone(node), cx.node.to_owned());
+    let (prep, result) = offload(move || {
+        let result = exec_with_retry(
+            shared.retry(),
+            &name,
+            None,
+            None,
+            &prep,
+            |p, c| shared.exec(p, c),
+            |p, e, c| shared.exec_fallback(p, e, c),
+        );
+        (prep, result)
+    })
+    .await
+    .map_err(|f| f.into_error(&cx, Stage::Exec, None))?;
+    let (exec, attempts) = result.map_err(|h| cx.error(h))?;
+    cx.record_attempts(attempts);
+    let mut guard = store.lock().await;
+    call_stage(Stage::Post, || node.post(&mut guard, prep, exec)).map_err(|h| cx.error(h))
 }
 
 /// An [`AsyncNode`] as a step.
