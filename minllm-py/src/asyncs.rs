@@ -9,9 +9,10 @@ use pyo3::types::{PyList, PyString, PyTuple, PyType};
 
 use crate::bridge::{Coroutine, await_py, await_py_handling};
 use crate::core::{
-    NextNode, Plan, Planner, StepCounter, attempts_of, give_params, merged, pass_params, registry, reset_attempt,
-    set_attempt, start_of, super_method, truthy, uses, wait_of, warn,
+    attempts_of, merged, registry, reset_attempt, set_attempt, super_method, truthy, uses, wait_of, warn,
 };
+use crate::depth::AsyncLevels;
+use crate::flows::{Level, Pass};
 
 /// Calls `obj.name(*args)` and returns the awaitable it gives.
 fn call<'py>(
@@ -188,65 +189,74 @@ pub(crate) fn batch_exec(
     }))
 }
 
-/// How the async flow runs one node.
-enum Step {
-    /// A sync node, already run.
-    Done(Py<PyAny>),
-    /// An `AsyncNode` with the built-in `_run_async`, run in place (with its
-    /// built-in `_exec` or not).
-    Node(bool),
-    /// Anything else: await what its `_run_async` returned.
-    Await(Py<PyAny>),
+/// `AsyncFlow._orch_async`: like `Flow._orch`, awaiting `AsyncNode`s and
+/// running the other nodes in place. Nested async flows whose `_run_async` and
+/// `_orch_async` are the engine's run in place too, as levels of this run (see
+/// [`flows`](crate::flows)), so that deep nesting costs no native stack.
+pub(crate) fn flow_orch(flow: Py<PyAny>, shared: Py<PyAny>, params: Option<Py<PyAny>>) -> Coroutine {
+    let levels = AsyncLevels::default();
+    let run = levels.holding(orchestrate(flow, shared, params, levels.clone()));
+    Coroutine::new("_orch_async", run)
 }
 
-/// `AsyncFlow._orch_async`: like `Flow._orch`, awaiting `AsyncNode`s and
-/// running the other nodes in place.
-pub(crate) fn flow_orch(flow: Py<PyAny>, shared: Py<PyAny>, params: Option<Py<PyAny>>) -> Coroutine {
-    Coroutine::new("_orch_async", async move {
-        let (start, p, mut steps, next) = Python::attach(|py| {
-            let f = flow.bind(py);
-            let start = start_of(f)?.map(Bound::unbind);
-            let p = pass_params(f, params.as_ref().map(|p| p.bind(py)))?.unbind();
-            PyResult::Ok((start, p, StepCounter::new(f)?, NextNode::of(f)?))
-        })?;
-        let mut planner = Planner::default();
-        let mut last_action = Python::attach(|py| py.None());
-        let Some(start) = start else { return Ok(last_action) };
-        let (mut curr, mut plan) =
-            Python::attach(|py| planner.copy(start.bind(py)).map(|(c, plan)| (c.unbind(), plan)))?;
-        loop {
-            let step = Python::attach(|py| {
-                let n = curr.bind(py);
-                if !truthy(n)? {
-                    return PyResult::Ok(None);
+async fn orchestrate(
+    flow: Py<PyAny>,
+    shared: Py<PyAny>,
+    params: Option<Py<PyAny>>,
+    levels: AsyncLevels,
+) -> PyResult<Py<PyAny>> {
+    let mut pass = Python::attach(|py| Pass::start(flow.bind(py), params.as_ref().map(|p| p.bind(py))))?;
+    // The levels around `pass`, innermost last, each with the pass it is in.
+    let mut outer: Vec<(Pass, Level)> = Vec::new();
+    loop {
+        let step = Python::attach(|py| pass.step(py).map(|s| s.map(|(curr, plan)| (curr.unbind(), plan))))?;
+        let Some((curr, plan)) = step else {
+            // The pass has ended: a batch level runs its next one, or the
+            // level closes and the pass around it goes on.
+            let Some((around, mut level)) = outer.pop() else { return Ok(pass.last_action()) };
+            if let Some(next) = Python::attach(|py| level.next_pass(py))? {
+                pass = next;
+                outer.push((around, level));
+                continue;
+            }
+            let done = std::mem::replace(&mut pass, around);
+            levels.leave();
+            let action = close_level(level, &shared, done.last_action()).await?;
+            Python::attach(|py| pass.follow(action.into_bound(py)))?;
+            continue;
+        };
+        if let Some(nested) = plan.nested_async {
+            // `await curr._run_async(shared)`, in place.
+            Python::attach(|py| levels.enter(py))?;
+            let prep = Python::attach(|py| call(&curr, intern!(py, "prep_async"), (shared.clone_ref(py),)))?;
+            let prep_res = await_py(prep).await?;
+            let opened = Python::attach(|py| Level::open(curr.bind(py), nested, prep_res.into_bound(py)))?;
+            match opened {
+                (level, Some(inner)) => outer.push((std::mem::replace(&mut pass, inner), level)),
+                (level, None) => {
+                    levels.leave();
+                    let action = close_level(level, &shared, Python::attach(|py| py.None())).await?;
+                    Python::attach(|py| pass.follow(action.into_bound(py)))?;
                 }
-                steps.enter(n)?;
-                give_params(n, plan, p.bind(py))?;
-                if !plan.is_async {
-                    return Ok(Some(Step::Done(n.call_method1(intern!(py, "_run"), (shared.bind(py),))?.unbind())));
-                }
-                if plan.own_run_async {
-                    return Ok(Some(Step::Node(plan.own_async_exec)));
-                }
-                Ok(Some(Step::Await(call(&curr, intern!(py, "_run_async"), (shared.clone_ref(py),))?)))
-            })?;
-            last_action = match step {
-                None => break,
-                Some(Step::Done(action)) => action,
-                Some(Step::Node(own_exec)) => run_node(clone(&curr), clone(&shared), own_exec).await?,
-                Some(Step::Await(awaitable)) => await_py(awaitable).await?,
-            };
-            (curr, plan) = Python::attach(|py| {
-                let following = next.after(flow.bind(py), curr.bind(py), last_action.bind(py))?;
-                if following.is_none() {
-                    return PyResult::Ok((following.unbind(), Plan::default()));
-                }
-                let (copy, plan) = planner.copy(&following)?;
-                Ok((copy.unbind(), plan))
-            })?;
+            }
+            continue;
         }
-        Ok(last_action)
-    })
+        let action = if !plan.is_async {
+            Python::attach(|py| curr.bind(py).call_method1(intern!(py, "_run"), (shared.bind(py),)).map(Bound::unbind))?
+        } else if plan.own_run_async {
+            run_node(clone(&curr), clone(&shared), plan.own_async_exec).await?
+        } else {
+            await_py(Python::attach(|py| call(&curr, intern!(py, "_run_async"), (shared.clone_ref(py),)))?).await?
+        };
+        Python::attach(|py| pass.follow(action.into_bound(py)))?;
+    }
+}
+
+/// `await self.post_async(shared, prep_res, o)` of a level run in place.
+async fn close_level(level: Level, shared: &Py<PyAny>, last_action: Py<PyAny>) -> PyResult<Py<PyAny>> {
+    let post =
+        Python::attach(|py| level.close(intern!(py, "post_async"), shared.bind(py), last_action).map(Bound::unbind))?;
+    await_py(post).await
 }
 
 /// `AsyncFlow._run_async`: `prep_async`, `_orch_async`, `post_async`.

@@ -223,6 +223,13 @@ impl Coroutine {
         let Some(future) = slot.as_mut() else {
             return Err(PyRuntimeError::new_err("cannot reuse already awaited coroutine"));
         };
+        // Awaits nest natively (a flow whose `_run_async` is a user's awaits the
+        // engine's, and so on): end with RecursionError before the stack runs
+        // out, as a coroutine that raised.
+        if let Err(e) = crate::depth::check_stack() {
+            *slot = None;
+            return Err(e);
+        }
         if !self.started.swap(true, std::sync::atomic::Ordering::SeqCst) {
             match &resume {
                 // Thrown into before it ran: it ends with that exception, as a

@@ -16,6 +16,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::{ffi, intern};
 
+use crate::depth::check_stack;
+use crate::settings::MAX_WORKERS;
 use crate::threads::run_on_threads;
 
 pyo3::create_exception!(
@@ -49,6 +51,12 @@ pub(crate) struct Registry {
     pub(crate) async_exec: Py<PyAny>,
     pub(crate) async_node_run: Py<PyAny>,
     pub(crate) get_next_node: Py<PyAny>,
+    pub(crate) flow_orch: Py<PyAny>,
+    pub(crate) flow_run: Py<PyAny>,
+    pub(crate) batch_flow_run: Py<PyAny>,
+    pub(crate) async_flow_orch: Py<PyAny>,
+    pub(crate) async_flow_run: Py<PyAny>,
+    pub(crate) async_batch_flow_run: Py<PyAny>,
     /// What `object` itself gives, to tell plain classes (fast copies) apart.
     object_reduce_ex: Py<PyAny>,
     object_reduce: Py<PyAny>,
@@ -99,6 +107,12 @@ pub(crate) fn _register(py: Python<'_>, classes: &Bound<'_, PyDict>) -> PyResult
         async_exec: core.getattr("_async_exec")?.unbind(),
         async_node_run: core.getattr("_async_node_run")?.unbind(),
         get_next_node: core.getattr("_flow_get_next_node")?.unbind(),
+        flow_orch: core.getattr("_flow_orch")?.unbind(),
+        flow_run: core.getattr("_flow_run")?.unbind(),
+        batch_flow_run: core.getattr("_batch_flow_run")?.unbind(),
+        async_flow_orch: core.getattr("_async_flow_orch")?.unbind(),
+        async_flow_run: core.getattr("_async_flow_run")?.unbind(),
+        async_batch_flow_run: core.getattr("_async_batch_flow_run")?.unbind(),
         object_reduce_ex: object.getattr("__reduce_ex__")?.unbind(),
         object_reduce: object.getattr("__reduce__")?.unbind(),
         object_getstate: object.getattr("__getstate__").ok().map(Bound::unbind),
@@ -129,7 +143,10 @@ pub(crate) fn truthy(value: &Bound<'_, PyAny>) -> PyResult<bool> {
 }
 
 /// `getattr(obj, name, None)`, for attributes a user's subclass may not set.
-fn attr_or_none<'py>(obj: &Bound<'py, PyAny>, name: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
+pub(crate) fn attr_or_none<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
     match obj.getattr(name) {
         Ok(v) if v.is_none() => Ok(None),
         Ok(v) => Ok(Some(v)),
@@ -186,18 +203,33 @@ pub(crate) struct Plan {
     pub(crate) own_run_async: bool,
     /// `_exec` is `AsyncNode._exec`.
     pub(crate) own_async_exec: bool,
+    /// A flow whose `_run` and `_orch` are the engine's: a sync run takes it
+    /// in place, as a level of its own.
+    pub(crate) nested: Option<Nested>,
+    /// An async flow whose `_run_async` and `_orch_async` are the engine's: an
+    /// async run takes it in place.
+    pub(crate) nested_async: Option<Nested>,
+}
+
+/// What a flow run in place does around its passes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Nested {
+    /// `Flow._run`: `prep`, one pass, `post`.
+    Flow,
+    /// `BatchFlow._run`: `prep`, a pass per params set it returns, `post`.
+    Batch,
 }
 
 /// Copies nodes as `copy.copy` does, and keeps each node's [`Plan`] for the run.
 #[derive(Default)]
 pub(crate) struct Planner {
-    plans: Vec<(usize, Plan)>,
+    plans: std::collections::HashMap<usize, Plan>,
 }
 
 impl Planner {
     fn plan(&mut self, node: &Bound<'_, PyAny>) -> PyResult<Plan> {
         let key = node.as_ptr() as usize;
-        if let Some((_, plan)) = self.plans.iter().find(|(k, _)| *k == key) {
+        if let Some(plan) = self.plans.get(&key) {
             return Ok(*plan);
         }
         let py = node.py();
@@ -211,8 +243,30 @@ impl Planner {
             is_async: is_async_node(node)?,
             own_run_async: own(intern!(py, "_run_async"), &reg.async_node_run),
             own_async_exec: own(intern!(py, "_exec"), &reg.async_exec),
+            nested: if own(intern!(py, "_orch"), &reg.flow_orch) {
+                if own(intern!(py, "_run"), &reg.flow_run) {
+                    Some(Nested::Flow)
+                } else if own(intern!(py, "_run"), &reg.batch_flow_run) {
+                    Some(Nested::Batch)
+                } else {
+                    None
+                }
+            } else {
+                None
+            },
+            nested_async: if own(intern!(py, "_orch_async"), &reg.async_flow_orch) {
+                if own(intern!(py, "_run_async"), &reg.async_flow_run) {
+                    Some(Nested::Flow)
+                } else if own(intern!(py, "_run_async"), &reg.async_batch_flow_run) {
+                    Some(Nested::Batch)
+                } else {
+                    None
+                }
+            } else {
+                None
+            },
         };
-        self.plans.push((key, plan));
+        self.plans.insert(key, plan);
         Ok(plan)
     }
 
@@ -250,7 +304,11 @@ pub(crate) fn give_params(node: &Bound<'_, PyAny>, plan: Plan, params: &Bound<'_
 }
 
 /// Runs a node copy, as `curr._run(shared)` does.
-fn run_node<'py>(node: &Bound<'py, PyAny>, plan: Plan, shared: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn run_node<'py>(
+    node: &Bound<'py, PyAny>,
+    plan: Plan,
+    shared: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
     let py = node.py();
     if !plan.own_run {
         return node.call_method1(intern!(py, "_run"), (shared,));
@@ -374,16 +432,22 @@ pub(crate) fn reset_attempt(node: &Bound<'_, PyAny>, token: &Bound<'_, PyAny>) -
     registry(py)?.cur_retry.bind(py).call_method1(intern!(py, "reset"), (token,)).map(drop)
 }
 
-/// `range(self.max_retries)`'s bound, as an integer.
+/// `range(self.max_retries)`'s bound, as an integer (counts past 64 bits are
+/// as good as endless).
 pub(crate) fn attempts_of(node: &Bound<'_, PyAny>) -> PyResult<i64> {
     let py = node.py();
-    node.getattr(intern!(py, "max_retries"))?.extract::<i64>().map_err(|_| {
-        let ty = node.getattr(intern!(py, "max_retries")).map(|v| v.get_type().name().map(|n| n.to_string()));
-        PyTypeError::new_err(format!(
+    let max = node.getattr(intern!(py, "max_retries"))?;
+    match max.extract::<i64>() {
+        Ok(n) => Ok(n),
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(py) => {
+            Ok(if max.lt(0)? { 0 } else { i64::MAX })
+        }
+        Err(e) if e.is_instance_of::<PyTypeError>(py) => Err(PyTypeError::new_err(format!(
             "'{}' object cannot be interpreted as an integer",
-            ty.ok().and_then(Result::ok).unwrap_or_else(|| "?".into())
-        ))
-    })
+            max.get_type().name()?
+        ))),
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether a failed attempt `attempt` is the last: `attempt == self.max_retries - 1`,
@@ -536,57 +600,12 @@ pub(crate) fn merged<'py>(flow: &Bound<'py, PyAny>, item: &Bound<'py, PyAny>) ->
     registry(py)?.merge.bind(py).call1((flow.getattr(intern!(py, "params"))?, item))
 }
 
-/// Counts a flow's steps and remembers the last few node classes, for the
-/// step-limit error; checks for Ctrl-C at each step.
-pub(crate) struct StepCounter {
-    limit: Option<u64>,
-    taken: u64,
-    recent: Vec<String>,
-    flow: String,
-}
-
-impl StepCounter {
-    pub(crate) fn new(flow: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let py = flow.py();
-        let limit = attr_or_none(flow, intern!(py, "max_steps"))?.map(|v| v.extract::<u64>()).transpose()?;
-        Ok(StepCounter { limit, taken: 0, recent: Vec::new(), flow: flow.get_type().name()?.to_string() })
-    }
-
-    pub(crate) fn enter(&mut self, node: &Bound<'_, PyAny>) -> PyResult<()> {
-        node.py().check_signals()?;
-        let Some(limit) = self.limit else { return Ok(()) };
-        let name = node.get_type().name()?.to_string();
-        if self.taken >= limit {
-            self.recent.push(name);
-            let prefix = if self.taken > 8 { "... -> " } else { "" };
-            return Err(FlowError::new_err(format!(
-                "flow {} exceeded its step limit of {limit} steps (max_steps); last steps: {prefix}{}",
-                self.flow,
-                self.recent.join(" -> ")
-            )));
-        }
-        if self.recent.len() == 8 {
-            self.recent.remove(0);
-        }
-        self.recent.push(name);
-        self.taken += 1;
-        Ok(())
-    }
-}
-
 /// How many threads a parallel batch uses: `max_workers`, else one per item up to 32.
 fn workers_of(node: &Bound<'_, PyAny>, count: usize) -> PyResult<usize> {
-    let py = node.py();
-    match attr_or_none(node, intern!(py, "max_workers"))? {
-        Some(v) => {
-            let n = v.extract::<i64>()?;
-            if n < 1 {
-                return Err(PyValueError::new_err(format!("max_workers must be at least 1, not {n}")));
-            }
-            Ok(n as usize)
-        }
-        None => Ok(count.clamp(1, 32)),
-    }
+    Ok(match MAX_WORKERS.of(node)? {
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        None => count.clamp(1, 32),
+    })
 }
 
 /// The start node of a flow (`None` when unset).
@@ -662,6 +681,7 @@ impl NodeCore {
     }
 
     fn _run<'py>(slf: &Bound<'py, Self>, shared: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        check_stack()?;
         let py = slf.py();
         let p = slf.call_method1(intern!(py, "prep"), (&shared,))?;
         let e = slf.call_method1(intern!(py, "_exec"), (&p,))?;
@@ -669,6 +689,7 @@ impl NodeCore {
     }
 
     fn run<'py>(slf: &Bound<'py, Self>, shared: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        check_stack()?;
         let py = slf.py();
         if truthy(&slf.getattr(intern!(py, "successors"))?)? {
             warn(py, "Node won't run successors. Use Flow.")?;
@@ -735,25 +756,11 @@ impl NodeCore {
         shared: Bound<'py, PyAny>,
         params: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let flow = slf.as_any();
-        let start = start_of(flow)?;
-        let p = pass_params(flow, params.as_ref())?;
-        let mut last_action = py.None().into_bound(py);
-        let Some(start) = start else { return Ok(last_action) };
-        let (mut planner, mut steps, next) = (Planner::default(), StepCounter::new(flow)?, NextNode::of(flow)?);
-        let (mut curr, mut plan) = planner.copy(&start)?;
-        while truthy(&curr)? {
-            steps.enter(&curr)?;
-            give_params(&curr, plan, &p)?;
-            last_action = run_node(&curr, plan, &shared)?;
-            let following = next.after(flow, &curr, &last_action)?;
-            (curr, plan) = if following.is_none() { (following, Plan::default()) } else { planner.copy(&following)? };
-        }
-        Ok(last_action)
+        crate::flows::orchestrate(slf.as_any(), &shared, params.as_ref())
     }
 
     fn _flow_run<'py>(slf: &Bound<'py, Self>, shared: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        check_stack()?;
         let py = slf.py();
         let p = slf.call_method1(intern!(py, "prep"), (&shared,))?;
         let o = slf.call_method1(intern!(py, "_orch"), (&shared,))?;
@@ -766,6 +773,7 @@ impl NodeCore {
     }
 
     fn _batch_flow_run<'py>(slf: &Bound<'py, Self>, shared: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        check_stack()?;
         let py = slf.py();
         let pr = slf.call_method1(intern!(py, "prep"), (&shared,))?;
         let pr = if truthy(&pr)? { pr } else { PyList::empty(py).into_any() };
@@ -777,6 +785,7 @@ impl NodeCore {
     }
 
     fn _parallel_batch_flow_run<'py>(slf: &Bound<'py, Self>, shared: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        check_stack()?;
         let py = slf.py();
         let pr = slf.call_method1(intern!(py, "prep"), (&shared,))?;
         let pr = if truthy(&pr)? { pr } else { PyList::empty(py).into_any() };

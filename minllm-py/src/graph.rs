@@ -18,10 +18,7 @@ pub(crate) fn graph_of(flow: &Bound<'_, PyAny>) -> PyResult<Graph> {
 
 fn graph_at(flow: &Bound<'_, PyAny>, name: &str, open: &mut Vec<usize>) -> PyResult<Graph> {
     let py = flow.py();
-    let max_steps = match flow.getattr(intern!(py, "max_steps")) {
-        Ok(v) if !v.is_none() => Some(v.extract::<u64>()?),
-        _ => None,
-    };
+    let max_steps = crate::settings::MAX_STEPS.of(flow)?;
     let mut graph = Graph { name: name.to_owned(), max_steps, ..Graph::default() };
     let start = flow.getattr(intern!(py, "start_node"))?;
     if start.is_none() {

@@ -6,7 +6,10 @@
 mod asyncs;
 mod bridge;
 mod core;
+mod depth;
+mod flows;
 mod graph;
+mod settings;
 mod store;
 mod threads;
 
@@ -20,5 +23,6 @@ fn minllm_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bridge::Coroutine>()?;
     m.add("FlowError", py.get_type::<core::FlowError>())?;
     m.add_function(wrap_pyfunction!(core::_register, m)?)?;
+    m.add_function(wrap_pyfunction!(settings::_check_setting, m)?)?;
     Ok(())
 }

@@ -135,6 +135,19 @@ impl SharedStore {
         self.data.bind(py).copy()
     }
 
+    /// A new store with the same items (a shallow copy, as `dict.copy`).
+    fn copy(&self, py: Python<'_>) -> PyResult<Self> {
+        Ok(SharedStore { data: self.data.bind(py).copy()?.unbind() })
+    }
+
+    /// Pickling and `copy`: an empty store, then its items one by one, as for a
+    /// dict, so that a store that contains itself copies and pickles too.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let py = slf.py();
+        let items = slf.borrow().data.bind(py).items().try_iter()?;
+        (slf.get_type(), PyTuple::empty(py), py.None(), py.None(), items).into_pyobject(py)
+    }
+
     fn __traverse__(&self, visit: pyo3::gc::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
         visit.call(&self.data)
     }

@@ -8,6 +8,14 @@ use std::time::Duration;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
+/// The stack of a worker thread: what `threading.stack_size()` gives Python
+/// threads, else 8 MiB (their usual size), so that hooks which run on a Python
+/// thread also run on a worker.
+fn stack_size(py: Python<'_>) -> PyResult<usize> {
+    let set: usize = py.import("threading")?.getattr("stack_size")?.call0()?.extract()?;
+    Ok(if set == 0 { 8 << 20 } else { set })
+}
+
 /// Runs `work` for every item on `workers` threads; results in input order.
 /// The first error wins (it keeps its Python type) and no item starts after
 /// it. Ctrl-C stops the wait at once; items already running finish on their own.
@@ -40,9 +48,11 @@ pub(crate) fn run_on_threads(
     });
     let work = Arc::new(work);
     let workers = workers.clamp(1, count);
+    let stack_size = stack_size(py)?;
     for _ in 0..workers {
         let (state, work) = (Arc::clone(&shared), Arc::clone(&work));
-        let spawned = std::thread::Builder::new().name("minllm-worker".into()).spawn(move || {
+        let builder = std::thread::Builder::new().name("minllm-worker".into()).stack_size(stack_size);
+        let spawned = builder.spawn(move || {
             loop {
                 let i = state.next.fetch_add(1, Ordering::SeqCst);
                 if i >= count {
@@ -56,6 +66,8 @@ pub(crate) fn run_on_threads(
                         Err(e) => {
                             state.error.lock().get_or_insert(e);
                             state.cancelled.store(true, Ordering::SeqCst);
+                            let _guard = state.finished_lock.lock();
+                            state.finished.notify_all();
                         }
                     }
                 }
@@ -70,11 +82,22 @@ pub(crate) fn run_on_threads(
             return Err(PyRuntimeError::new_err(format!("minllm could not start a worker thread: {e}")));
         }
     }
+    // Only the main thread sees Ctrl-C, so only it wakes up to look; other
+    // threads (a parallel batch inside another's item) sleep until the end.
+    let threading = py.import("threading")?;
+    let on_main = threading.call_method0("current_thread")?.is(threading.call_method0("main_thread")?);
     loop {
         let all_done = py.detach(|| {
             let mut guard = shared.finished_lock.lock();
-            if shared.done.load(Ordering::SeqCst) < count {
-                shared.finished.wait_for(&mut guard, Duration::from_millis(50));
+            let waiting = || shared.done.load(Ordering::SeqCst) < count && !shared.cancelled.load(Ordering::SeqCst);
+            if on_main {
+                if waiting() {
+                    shared.finished.wait_for(&mut guard, Duration::from_millis(50));
+                }
+            } else {
+                while waiting() {
+                    shared.finished.wait(&mut guard);
+                }
             }
             shared.done.load(Ordering::SeqCst) >= count
         });

@@ -34,6 +34,7 @@ from . import _minllm
 from ._minllm import FlowError, SharedStore
 
 _Core = _minllm.NodeCore
+_check_setting = _minllm._check_setting
 _T = _TypeVar("_T")
 
 
@@ -100,7 +101,8 @@ class BatchNode(Node):
 
 
 class ParallelBatchNode(BatchNode):
-    """A :class:`BatchNode` whose items' ``exec`` run on ``max_workers`` threads.
+    """A :class:`BatchNode` whose items' ``exec`` run on ``max_workers`` threads
+    (an int of 1 or more; ``None``: one per item, up to 32).
 
     Results keep the input order. The first error stops new items from starting
     and is raised with its own type. Blocking calls that release the GIL (HTTP
@@ -110,6 +112,7 @@ class ParallelBatchNode(BatchNode):
     max_workers: int | None
 
     def __init__(self, max_retries: int = 1, wait: float = 0, max_workers: int | None = None) -> None:
+        _check_setting(self, "max_workers", max_workers)
         super().__init__(max_retries, wait)
         self.max_workers = max_workers
 
@@ -118,12 +121,14 @@ class ParallelBatchNode(BatchNode):
 
 class Flow(BaseNode):
     """Runs nodes from ``start``, following each node's action, until an action has
-    no successor. ``max_steps`` bounds the run (a :class:`FlowError` past it)."""
+    no successor. ``max_steps`` (an int of 0 or more, or ``None`` for no limit)
+    bounds each pass (a :class:`FlowError` past it)."""
 
     start_node: BaseNode | None
     max_steps: int | None
 
     def __init__(self, start: BaseNode | None = None, max_steps: int | None = None) -> None:
+        _check_setting(self, "max_steps", max_steps)
         super().__init__()
         self.start_node = start
         self.max_steps = max_steps
@@ -151,6 +156,7 @@ class ParallelBatchFlow(BatchFlow):
     def __init__(
         self, start: BaseNode | None = None, max_steps: int | None = None, max_workers: int | None = None
     ) -> None:
+        _check_setting(self, "max_workers", max_workers)
         super().__init__(start, max_steps)
         self.max_workers = max_workers
 

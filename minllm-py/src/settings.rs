@@ -1,0 +1,137 @@
+//! The settings the package adds to the original's classes (`max_steps`,
+//! `max_workers`): one rule for each, checked by the constructors and again
+//! where a run reads the setting (it may have been set later as an attribute),
+//! and the step counting that `max_steps` bounds.
+
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyString};
+
+use crate::core::FlowError;
+
+/// A setting: what it is called, its least value, and what `None` means.
+#[derive(Clone, Copy)]
+pub(crate) struct Setting {
+    name: &'static str,
+    min: u64,
+    none_means: &'static str,
+}
+
+pub(crate) const MAX_STEPS: Setting = Setting { name: "max_steps", min: 0, none_means: "no limit" };
+pub(crate) const MAX_WORKERS: Setting =
+    Setting { name: "max_workers", min: 1, none_means: "one thread per item, up to 32" };
+
+impl Setting {
+    fn named(name: &str) -> Option<Setting> {
+        [MAX_STEPS, MAX_WORKERS].into_iter().find(|s| s.name == name)
+    }
+
+    /// `value` as the setting of `owner`: `None`, or an int (not a bool) of at
+    /// least `min`. Ints too large for 64 bits count as the largest one.
+    pub(crate) fn check(self, owner: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+        let py = value.py();
+        if value.is_none() {
+            return Ok(None);
+        }
+        let Setting { name, min, none_means } = self;
+        let class = owner.get_type().name().map_or_else(|_| "node".to_owned(), |n| n.to_string());
+        let shown = || shown(value);
+        let wrong_type = || {
+            let ty = value.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string());
+            PyTypeError::new_err(format!("{class}.{name} must be an int or None ({none_means}), not {ty}: {}", shown()))
+        };
+        if value.is_instance_of::<PyBool>() {
+            return Err(wrong_type());
+        }
+        let n = match value.extract::<u64>() {
+            Ok(n) => Some(n),
+            Err(e) if e.is_instance_of::<PyOverflowError>(py) => (!value.lt(0)?).then_some(u64::MAX),
+            Err(e) if e.is_instance_of::<PyTypeError>(py) => return Err(wrong_type()),
+            Err(e) => return Err(e),
+        };
+        match n {
+            Some(n) if n >= min => Ok(Some(n)),
+            _ => Err(PyValueError::new_err(format!(
+                "{class}.{name} must be {min} or more, or None ({none_means}), not {}",
+                shown()
+            ))),
+        }
+    }
+
+    /// The setting as `owner` has it now (`None` when it has no such attribute).
+    pub(crate) fn of(self, owner: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+        let py = owner.py();
+        match crate::core::attr_or_none(owner, &PyString::new(py, self.name))? {
+            Some(value) => self.check(owner, &value),
+            None => Ok(None),
+        }
+    }
+}
+
+/// `repr(value)`, cut short when long.
+fn shown(value: &Bound<'_, PyAny>) -> String {
+    let repr = value.repr().map_or_else(|_| "?".to_owned(), |r| r.to_string());
+    match repr.char_indices().nth(60) {
+        Some((cut, _)) => format!("{}...", &repr[..cut]),
+        None => repr,
+    }
+}
+
+/// Checks a setting where it is made: `Flow(max_steps=...)`,
+/// `ParallelBatchNode(max_workers=...)`. Returns the value unchanged.
+#[pyfunction]
+pub(crate) fn _check_setting<'py>(
+    owner: &Bound<'py, PyAny>,
+    name: &str,
+    value: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let setting = Setting::named(name).ok_or_else(|| PyValueError::new_err(format!("no setting named {name}")))?;
+    setting.check(owner, &value)?;
+    Ok(value)
+}
+
+/// How many recent steps a step-limit error shows.
+const RECENT: usize = 8;
+
+/// Counts a flow's steps and remembers the last few node classes, for the
+/// step-limit error; checks for Ctrl-C at each step.
+pub(crate) struct StepCounter {
+    limit: Option<u64>,
+    taken: u64,
+    /// The classes of the last steps that ran, oldest first.
+    recent: std::collections::VecDeque<String>,
+    flow: String,
+}
+
+impl StepCounter {
+    pub(crate) fn new(flow: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let limit = MAX_STEPS.of(flow)?;
+        let flow = flow.get_type().name()?.to_string();
+        Ok(StepCounter { limit, taken: 0, recent: std::collections::VecDeque::new(), flow })
+    }
+
+    /// Counts a step into `node`, or refuses it when the limit is reached.
+    pub(crate) fn enter(&mut self, node: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = node.py();
+        py.check_signals()?;
+        let Some(limit) = self.limit else { return Ok(()) };
+        if self.taken >= limit {
+            let ran = if self.taken == 0 {
+                "no step ran".to_owned()
+            } else {
+                let prefix = if self.taken > RECENT as u64 { "... -> " } else { "" };
+                format!("last steps: {prefix}{}", Vec::from(self.recent.clone()).join(" -> "))
+            };
+            return Err(FlowError::new_err(format!(
+                "flow {} exceeded its step limit of {limit} steps (max_steps); {ran}",
+                self.flow
+            )));
+        }
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(node.get_type().name()?.to_string());
+        self.taken += 1;
+        Ok(())
+    }
+}
