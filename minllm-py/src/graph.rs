@@ -1,82 +1,126 @@
 //! The shape of a Python flow, as the runtime's [`Graph`] sees it, for
 //! `validate()` and `to_mermaid()`.
+//!
+//! Built with loops over an explicit list of flows to visit: a flow nested
+//! thousands of levels deep, or one that contains itself, costs memory linear
+//! in its size and never recursion.
 
 use std::collections::HashMap;
 
-use minllm::graph::{Graph, GraphEdge, GraphNode};
+use minllm::graph::{Graph, GraphEdge, GraphFlow, GraphNode, Target};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::core::{NodeCore, is_flow};
+use crate::settings::{MAX_STEPS, MAX_WORKERS};
 
-/// The graph reachable from a flow's start node; nested flows become subgraphs.
-pub(crate) fn graph_of(flow: &Bound<'_, PyAny>) -> PyResult<Graph> {
-    let name = flow.get_type().name()?.to_string();
-    graph_at(flow, &name, &mut Vec::new())
+/// The graph reachable from a flow's start node; nested flows become entries
+/// of their own, each built once however often it is met. With it, the
+/// settings that a run would refuse, as problems.
+pub(crate) fn graph_of(flow: &Bound<'_, PyAny>) -> PyResult<(Graph, Vec<String>)> {
+    let mut graph = Graph::default();
+    // Bad settings: the flow's index, the node's name if a node has it, the error.
+    let mut settings: Vec<(usize, Option<String>, String)> = Vec::new();
+    // Flows already built, by identity.
+    let mut built: HashMap<usize, usize> = HashMap::new();
+    let mut todo: Vec<(Bound<'_, PyAny>, String, Option<(usize, usize)>)> =
+        vec![(flow.clone(), flow.get_type().name()?.to_string(), None)];
+    while let Some((flow, name, parent)) = todo.pop() {
+        let key = flow.as_ptr() as usize;
+        if let Some(&f) = built.get(&key) {
+            if let Some((p, n)) = parent {
+                graph.flows[p].nodes[n].inner = Some(f);
+            }
+            continue;
+        }
+        let f = graph.flows.len();
+        built.insert(key, f);
+        if let Some((p, n)) = parent {
+            graph.flows[p].nodes[n].inner = Some(f);
+        }
+        let (shape, nested) = flow_shape(&flow, name, parent, &mut |node, error| settings.push((f, node, error)))?;
+        graph.flows.push(shape);
+        // Reversed, so that nested flows come out in the order of their nodes.
+        for (i, node, name) in nested.into_iter().rev() {
+            todo.push((node, name, Some((f, i))));
+        }
+    }
+    let settings = settings
+        .into_iter()
+        .map(|(f, node, error)| match node {
+            Some(node) => format!("flow `{}`: node `{node}`: {error}", graph.path(f)),
+            None => format!("flow `{}`: {error}", graph.path(f)),
+        })
+        .collect();
+    Ok((graph, settings))
 }
 
-fn graph_at(flow: &Bound<'_, PyAny>, name: &str, open: &mut Vec<usize>) -> PyResult<Graph> {
+/// One flow's nodes, found by a breadth-first walk from its start, and the
+/// nodes among them that are flows (index, object, name).
+#[allow(clippy::type_complexity)]
+fn flow_shape<'py>(
+    flow: &Bound<'py, PyAny>,
+    name: String,
+    parent: Option<(usize, usize)>,
+    bad_setting: &mut dyn FnMut(Option<String>, String),
+) -> PyResult<(GraphFlow, Vec<(usize, Bound<'py, PyAny>, String)>)> {
     let py = flow.py();
-    let max_steps = crate::settings::MAX_STEPS.of(flow)?;
-    let mut graph = Graph { name: name.to_owned(), max_steps, ..Graph::default() };
-    let start = flow.getattr(intern!(py, "start_node"))?;
-    if start.is_none() {
-        return Ok(graph);
+    let max_steps = MAX_STEPS.of(flow).unwrap_or_else(|e| {
+        bad_setting(None, e.value(py).to_string());
+        None
+    });
+    let mut shape = GraphFlow { name, parent, max_steps, ..GraphFlow::default() };
+    let start = match flow.getattr(intern!(py, "start_node")) {
+        Ok(start) if !start.is_none() => start,
+        _ => return Ok((shape, Vec::new())),
+    };
+    if start.cast::<NodeCore>().is_err() {
+        shape.start = Some(Target::NotANode(start.repr()?.to_string()));
+        return Ok((shape, Vec::new()));
     }
+    shape.start = Some(Target::Node(0));
     // Nodes by identity, in the order a breadth-first walk finds them.
-    let mut index: HashMap<usize, usize> = HashMap::new();
-    let mut nodes: Vec<Bound<'_, PyAny>> = vec![start.clone()];
-    index.insert(start.as_ptr() as usize, 0);
-    let mut edges: Vec<Vec<(String, Option<usize>)>> = Vec::new();
+    let mut index: HashMap<usize, usize> = HashMap::from([(start.as_ptr() as usize, 0)]);
+    let mut nodes: Vec<Bound<'py, PyAny>> = vec![start];
     let mut i = 0;
     while i < nodes.len() {
         let node = nodes[i].clone();
-        let mut out = Vec::new();
+        let mut edges = Vec::new();
         if let Ok(successors) = node.getattr(intern!(py, "successors"))
             && let Ok(successors) = successors.cast::<PyDict>()
         {
             for (action, target) in successors.iter() {
-                let label = action.str()?.to_string();
-                let is_node = target.cast::<NodeCore>().is_ok();
-                let to = if is_node {
+                let action = action.str()?.to_string();
+                let to = if target.cast::<NodeCore>().is_ok() {
                     let key = target.as_ptr() as usize;
-                    Some(*index.entry(key).or_insert_with(|| {
+                    Target::Node(*index.entry(key).or_insert_with(|| {
                         nodes.push(target.clone());
                         nodes.len() - 1
                     }))
                 } else {
-                    None
+                    Target::NotANode(target.repr()?.to_string())
                 };
-                out.push((label, to));
+                edges.push(GraphEdge { action, to });
             }
         }
-        edges.push(out);
+        shape.nodes.push(GraphNode { edges, ..GraphNode::default() });
         i += 1;
     }
     let mut seen_names: HashMap<String, usize> = HashMap::new();
-    for (node, out) in nodes.iter().zip(edges) {
+    let mut nested = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
         let class = node.get_type().name()?.to_string();
         let n = seen_names.entry(class.clone()).or_insert(0);
         *n += 1;
-        let node_name = if *n == 1 { class } else { format!("{class}#{n}") };
-        let key = node.as_ptr() as usize;
-        let subgraph = if is_flow(node)? && !open.contains(&key) {
-            open.push(key);
-            let sub = graph_at(node, &format!("{name} > {node_name}"), open)?;
-            open.pop();
-            Some(Box::new(sub))
-        } else {
-            None
-        };
-        graph.nodes.push(GraphNode {
-            name: node_name,
-            note: None,
-            declared: None,
-            edges: out.into_iter().map(|(action, to)| GraphEdge { action, to }).collect(),
-            subgraph,
-        });
+        let name = if *n == 1 { class } else { format!("{class}#{n}") };
+        if is_flow(node)? {
+            nested.push((i, node.clone(), name.clone()));
+        }
+        if let Err(e) = MAX_WORKERS.of(node) {
+            bad_setting(Some(name.clone()), e.value(py).to_string());
+        }
+        shape.nodes[i].name = name;
     }
-    graph.start = Some(0);
-    Ok(graph)
+    Ok((shape, nested))
 }

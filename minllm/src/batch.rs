@@ -1,9 +1,8 @@
 //! Batch nodes: `exec` once per item, sequentially, on threads or concurrently.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -99,8 +98,10 @@ pub enum BatchMode {
     /// One item after the other.
     #[default]
     Sequential,
-    /// All items at once, at most `limit` at a time when set: on threads (rayon)
-    /// for a [`BatchNode`], as concurrent futures for an [`AsyncBatchNode`].
+    /// Items at the same time. For a [`BatchNode`]: on all cores (rayon's
+    /// global pool), or on `limit` threads of the batch's own when set. For an
+    /// [`AsyncBatchNode`]: as concurrent futures, at most `limit` in flight, or
+    /// [`DEFAULT_CONCURRENCY`] when unset.
     Parallel {
         /// The most items in flight at once.
         limit: Option<usize>,
@@ -157,47 +158,11 @@ where
     }
 }
 
-/// The thread limit of a parallel mode.
-pub(crate) fn limit_of(mode: BatchMode) -> Option<usize> {
-    match mode {
-        BatchMode::Parallel { limit } => limit,
-        BatchMode::Sequential => None,
-    }
-}
-
-/// A rayon pool of `threads` threads, shared by every batch node whose
-/// [`mode`](BatchNode::mode) asks for that size (sizes written in code, so
-/// there are few); `None` (rayon's global pool) if it cannot be built.
-pub(crate) fn pool_of(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
-    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
-    let mut pools = POOLS.get_or_init(Default::default).lock();
-    if let Some(pool) = pools.get(&threads) {
-        return Some(Arc::clone(pool));
-    }
-    let pool = build_pool(threads)?;
-    Some(Arc::clone(pools.entry(threads).or_insert(pool)))
-}
-
-fn build_pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
-    let built = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(move |i| format!("minllm-{threads}-{i}"))
-        .build();
-    match built {
-        Ok(pool) => Some(Arc::new(pool)),
-        Err(e) => {
-            tracing::warn!(threads, error = %e, "could not build a thread pool; using rayon's global pool");
-            None
-        }
-    }
-}
-
 /// Runs `f` on every item on rayon's threads; results in input order. The first
 /// error cancels the rest: no item starts after it. `Err(None)` means the parent
 /// branch was cancelled (its own error is reported instead).
 pub(crate) fn par_map<I, O, E, F>(
     items: &[I],
-    pool: Option<&rayon::ThreadPool>,
     parent: Option<&Cancel<'_>>,
     f: F,
 ) -> Result<Vec<O>, Option<E>>
@@ -228,10 +193,7 @@ where
             })
             .collect::<Vec<Option<O>>>()
     };
-    let outputs = match pool {
-        Some(pool) => pool.install(work),
-        None => work(),
-    };
+    let outputs = work();
     if let Some(e) = first_error.into_inner() {
         return Err(Some(e));
     }
@@ -243,7 +205,9 @@ where
 /// taking items in order; results in input order. The first error cancels the
 /// rest: no item starts after it. `Err(None)` means the parent was cancelled.
 ///
-/// Batch flows use this for their branches: a branch holds the store while its
+/// Batch nodes with a thread limit use this: their threads live as long as the
+/// batch runs, so nothing is left behind, whatever limits a program uses.
+/// Batch flows use it for their branches: a branch holds the store while its
 /// `prep` or `post` runs, and if that code used rayon on rayon's own threads,
 /// a waiting thread could pick up another branch that needs the store too.
 pub(crate) fn branches_on_threads<I, O, E, F>(
@@ -299,8 +263,14 @@ pub(crate) fn batch_error(cx: &StepCx<'_>, failure: Option<HookError>) -> Error 
     }
 }
 
-/// Runs the futures `make(0..count)` at most `limit` at a time; results in index
-/// order. The first error drops (cancels) the ones still running.
+/// How many futures a concurrent batch (an [`AsyncBatch`] or a parallel
+/// [`BatchFlow`](crate::BatchFlow) in an async run) keeps in flight when no
+/// limit is set: enough for thousands of slow calls to overlap, while a batch
+/// of a million items holds only this many futures at once.
+pub const DEFAULT_CONCURRENCY: usize = 1024;
+
+/// Runs the futures `make(0..count)` at most `limit` at a time ([`DEFAULT_CONCURRENCY`]
+/// when `None`); results in index order. The first error drops (cancels) the ones still running.
 pub(crate) async fn concurrent_map<O, E, Fut>(
     count: usize,
     limit: Option<usize>,
@@ -309,7 +279,7 @@ pub(crate) async fn concurrent_map<O, E, Fut>(
 where
     Fut: Future<Output = Result<O, E>>,
 {
-    let limit = limit.unwrap_or(usize::MAX).max(1);
+    let limit = limit.unwrap_or(DEFAULT_CONCURRENCY).max(1);
     let mut outputs: Vec<Option<O>> = (0..count).map(|_| None).collect();
     let mut running = FuturesUnordered::new();
     let mut next = 0;
@@ -338,42 +308,30 @@ where
 pub struct Batch<N> {
     node: Arc<N>,
     mode: Option<BatchMode>,
-    /// The pool of `threads(n)`, built on first use and dropped with the batch.
-    pool: Arc<OnceLock<Option<Arc<rayon::ThreadPool>>>>,
 }
 
 impl<N> Batch<N> {
     /// Runs the way the node's [`mode`](BatchNode::mode) says.
     pub fn new(node: N) -> Self {
-        Batch { node: Arc::new(node), mode: None, pool: Arc::default() }
+        Batch { node: Arc::new(node), mode: None }
     }
 
     /// Runs `exec` on one item after the other.
     pub fn sequential(node: N) -> Self {
-        Batch { node: Arc::new(node), mode: Some(BatchMode::Sequential), pool: Arc::default() }
+        Batch { node: Arc::new(node), mode: Some(BatchMode::Sequential) }
     }
 
     /// Runs `exec` on all cores at once (rayon's global pool). Outputs keep the
     /// items' order.
     pub fn parallel(node: N) -> Self {
-        Batch { node: Arc::new(node), mode: Some(BatchMode::Parallel { limit: None }), pool: Arc::default() }
+        Batch { node: Arc::new(node), mode: Some(BatchMode::Parallel { limit: None }) }
     }
 
-    /// Runs `exec` in parallel on a pool of `threads` threads of its own (built
-    /// on first use, dropped with the batch), e.g. to cap how many calls go to
-    /// an LLM server at once.
+    /// Runs `exec` in parallel on `threads` threads of its own, started for each
+    /// run of the batch and gone when it ends, e.g. to cap how many calls go to
+    /// an LLM server at once (blocking calls then overlap even on few cores).
     pub fn threads(self, threads: usize) -> Self {
-        Batch { mode: Some(BatchMode::Parallel { limit: Some(threads.max(1)) }), pool: Arc::default(), ..self }
-    }
-
-    /// The pool for a parallel run with `limit` threads: this batch's own when
-    /// it was given one with [`threads`](Batch::threads), else one shared by size.
-    fn pool_for(&self, limit: Option<usize>) -> Option<Arc<rayon::ThreadPool>> {
-        let limit = limit?;
-        if self.mode.is_some() {
-            return self.pool.get_or_init(|| build_pool(limit)).clone();
-        }
-        pool_of(limit)
+        Batch { mode: Some(BatchMode::Parallel { limit: Some(threads.max(1)) }), ..self }
     }
 
     /// The wrapped node.
@@ -391,8 +349,7 @@ impl<N> Batch<N> {
             let node = &*self.node;
             let items = call_stage(Stage::Prep, || node.prep(store, cx.params)).map_err(|h| cx.error(h))?;
             let mode = self.mode.unwrap_or_else(|| node.mode());
-            let outputs = exec_items(node, mode, self.pool_for(limit_of(mode)), &items, cx.node, None)
-                .map_err(|h| batch_error(&cx, h))?;
+            let outputs = exec_items(node, mode, &items, cx.node, None).map_err(|h| batch_error(&cx, h))?;
             call_stage(Stage::Post, || node.post(store, items, outputs)).map_err(|h| cx.error(h))
         })
     }
@@ -401,7 +358,6 @@ impl<N> Batch<N> {
 pub(crate) fn exec_items<S, N: BatchNode<S>>(
     node: &N,
     mode: BatchMode,
-    pool: Option<Arc<rayon::ThreadPool>>,
     items: &[N::Item],
     name: &str,
     cancel: Option<&Cancel<'_>>,
@@ -425,17 +381,19 @@ pub(crate) fn exec_items<S, N: BatchNode<S>>(
             .enumerate()
             .map(|(i, item)| if is_cancelled(cancel) { Err(None) } else { one(i, item, cancel).map_err(Some) })
             .collect(),
-        BatchMode::Parallel { .. } => par_map(items, pool.as_deref(), cancel, |i, item, c| one(i, item, Some(c))),
+        BatchMode::Parallel { limit: None } => par_map(items, cancel, |i, item, c| one(i, item, Some(c))),
+        BatchMode::Parallel { limit: Some(threads) } => {
+            branches_on_threads(items, threads, cancel, |i, item, c| one(i, item, Some(c)))
+        }
     }
 }
 
 /// Runs a sync batch node in an async run: `prep` and `post` on the task
 /// (holding the store), the items' `exec`s on tokio's blocking pool (in
-/// parallel on `pool` when `mode` says so).
+/// parallel when `mode` says so).
 pub(crate) async fn run_offloaded_batch<S, N>(
     node: &Arc<N>,
     mode: BatchMode,
-    pool: Option<Arc<rayon::ThreadPool>>,
     mut store: AsyncStoreRef<'_, S>,
     cx: StepCx<'_>,
 ) -> Result<N::Action, Error>
@@ -449,8 +407,8 @@ where
     }
     .map_err(|h| cx.error(h))?;
     let (shared, name) = (Arc::clone(node), cx.node.to_owned());
-    let (items, outputs) = offload(move || {
-        let outputs = exec_items(&*shared, mode, pool, &items, &name, None);
+    let (items, outputs) = offload(move |cancel| {
+        let outputs = exec_items(&*shared, mode, &items, &name, Some(cancel));
         (items, outputs)
     })
     .await
@@ -465,8 +423,7 @@ impl<S: Send + Sync + 'static, N: BatchNode<S>> DynStep<S> for Batch<N> {
         let node = &*self.node;
         let items = store.with(|s| call_stage(Stage::Prep, || node.prep(s, cx.params))).map_err(|h| cx.error(h))?;
         let mode = self.mode.unwrap_or_else(|| node.mode());
-        let outputs = exec_items(node, mode, self.pool_for(limit_of(mode)), &items, cx.node, cx.cancel)
-            .map_err(|h| batch_error(&cx, h))?;
+        let outputs = exec_items(node, mode, &items, cx.node, cx.cancel).map_err(|h| batch_error(&cx, h))?;
         let action =
             store.with(|s| call_stage(Stage::Post, || node.post(s, items, outputs))).map_err(|h| cx.error(h))?;
         Ok(action.into_label())
@@ -475,8 +432,7 @@ impl<S: Send + Sync + 'static, N: BatchNode<S>> DynStep<S> for Batch<N> {
     fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: StepCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
         Box::pin(async move {
             let mode = self.mode.unwrap_or_else(|| self.node.mode());
-            let pool = self.pool_for(limit_of(mode));
-            run_offloaded_batch(&self.node, mode, pool, store, cx).await.map(Action::into_label)
+            run_offloaded_batch(&self.node, mode, store, cx).await.map(Action::into_label)
         })
     }
 
@@ -511,7 +467,9 @@ impl<N, S> AsyncBatch<N, S> {
         AsyncBatch { node, mode: Some(BatchMode::Sequential), store: PhantomData }
     }
 
-    /// Runs every item's `exec` concurrently (outputs keep the items' order).
+    /// Runs the items' `exec`s concurrently, at most [`DEFAULT_CONCURRENCY`] in
+    /// flight unless [`limit`](AsyncBatch::limit) says otherwise (outputs keep
+    /// the items' order).
     pub fn concurrent(node: N) -> Self {
         AsyncBatch { node, mode: Some(BatchMode::Parallel { limit: None }), store: PhantomData }
     }
@@ -625,10 +583,10 @@ mod tests {
     #[test]
     fn par_map_keeps_order_and_reports_the_error() {
         let items: Vec<usize> = (0..100).collect();
-        let out: Result<Vec<usize>, Option<String>> = par_map(&items, None, None, |i, x, _| Ok(i + x));
+        let out: Result<Vec<usize>, Option<String>> = par_map(&items, None, |i, x, _| Ok(i + x));
         assert_eq!(out.unwrap(), (0..100).map(|i| 2 * i).collect::<Vec<_>>());
         let out: Result<Vec<usize>, Option<usize>> =
-            par_map(&items, None, None, |i, _, _| if i == 7 { Err(i) } else { Ok(i) });
+            par_map(&items, None, |i, _, _| if i == 7 { Err(i) } else { Ok(i) });
         assert_eq!(out, Err(Some(7)));
     }
 

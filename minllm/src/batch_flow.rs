@@ -9,7 +9,6 @@ use crate::action::{Action, Label};
 use crate::batch::{branches_on_threads, concurrent_map};
 use crate::error::{Error, NodeResult, Stage};
 use crate::flow::Flow;
-use crate::graph::Graph;
 use crate::params::Params;
 use crate::step::{Cancel, DynStep, FlowPath, StepCx, StepKind, call_stage, is_cancelled};
 use crate::store::SharedStore;
@@ -62,7 +61,7 @@ type PostFn<S> = dyn Fn(&mut S, Vec<Params>) -> NodeResult<Label> + Send + Sync;
 /// batch.run(&mut store).unwrap();
 /// assert_eq!(store.get::<Vec<String>>("lines").unwrap(), ["hello ann", "hello bob"]);
 /// ```
-pub struct BatchFlow<S = SharedStore> {
+pub struct BatchFlow<S: 'static = SharedStore> {
     flow: Flow<S>,
     params: Box<ParamsFn<S>>,
     post: Option<Box<PostFn<S>>>,
@@ -190,8 +189,12 @@ impl<S: Send + Sync + 'static> DynStep<S> for BatchFlow<S> {
         None
     }
 
-    fn subgraph(&self, path: &str) -> Option<Graph> {
-        DynStep::subgraph(&self.flow, path)
+    fn inner_flow(&self) -> Option<&Flow<S>> {
+        Some(&self.flow)
+    }
+
+    fn detach_inner(&mut self, into: &mut Vec<std::sync::Arc<dyn DynStep<S>>>) {
+        self.flow.detach_inner(into);
     }
 }
 
@@ -202,7 +205,7 @@ impl<S: Send + Sync + 'static> BatchFlow<S> {
     }
 }
 
-impl<S> fmt::Debug for BatchFlow<S> {
+impl<S: 'static> fmt::Debug for BatchFlow<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BatchFlow")
             .field("flow", &self.flow)

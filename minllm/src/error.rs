@@ -92,7 +92,11 @@ pub enum Error {
         source: BoxError,
     },
     /// A hook panicked. The panic was caught; the store is not poisoned.
-    #[error("{stage} of node `{node}` in flow `{flow}` panicked{item}: {message}", item = ItemSuffix(*.item))]
+    #[error(
+        "{stage} of node `{node}` in flow `{flow}` panicked{item}{tries}: {message}",
+        item = ItemSuffix(*.item),
+        tries = AttemptsSuffix(*.attempts)
+    )]
     Panic {
         /// The flow path.
         flow: String,
@@ -102,6 +106,8 @@ pub enum Error {
         stage: Stage,
         /// The batch item's index, for batch nodes.
         item: Option<usize>,
+        /// How many attempts `exec` made, each failing or panicking (1 for other stages).
+        attempts: u32,
         /// The panic's message.
         message: String,
     },
@@ -145,6 +151,42 @@ pub enum Error {
         /// The async node.
         node: String,
     },
+    /// A node returned an action that has no edge, while it has edges for
+    /// others: a typo, or an end that was not declared with [`End`](crate::End).
+    #[error(
+        "node `{node}` in flow `{flow}` returned action `{action}`, which has no edge (its edges: {}); add an edge for it, or `>> End` if the flow ends there",
+        edges.join(", ")
+    )]
+    MissingEdge {
+        /// The flow path.
+        flow: String,
+        /// The node.
+        node: String,
+        /// The action it returned.
+        action: String,
+        /// The actions it has edges (or ends) for.
+        edges: Vec<String>,
+    },
+    /// The flow cannot run: the problem [`Flow::validate`](crate::Flow::validate)
+    /// reports, found before the first node ran.
+    #[error("flow `{flow}` cannot run: {problem}")]
+    Invalid {
+        /// The flow path of the run.
+        flow: String,
+        /// What is wrong, with the path of the flow it is in.
+        problem: crate::graph::Problem,
+    },
+    /// Flows nest so deeply through steps that recurse (batch flows inside
+    /// batch flows) that the thread's stack would run out.
+    #[error(
+        "flow `{flow}` is nested too deeply for the thread's stack ({left} bytes left); nest fewer batch flows, or run on a thread with a bigger stack"
+    )]
+    TooDeep {
+        /// The flow path.
+        flow: String,
+        /// The bytes of stack that were left.
+        left: usize,
+    },
     /// The run was cancelled because a parallel branch failed first.
     #[error("flow `{flow}` was cancelled because another branch failed")]
     Cancelled {
@@ -160,6 +202,7 @@ impl Error {
             Error::Node { node, .. }
             | Error::Panic { node, .. }
             | Error::UnknownTarget { node, .. }
+            | Error::MissingEdge { node, .. }
             | Error::AsyncInSyncRun { node, .. } => Some(node),
             _ => None,
         }
@@ -175,6 +218,9 @@ impl Error {
             | Error::ForeignStart { flow }
             | Error::UnknownTarget { flow, .. }
             | Error::AsyncInSyncRun { flow, .. }
+            | Error::MissingEdge { flow, .. }
+            | Error::Invalid { flow, .. }
+            | Error::TooDeep { flow, .. }
             | Error::Cancelled { flow } => flow,
         }
     }
@@ -207,15 +253,20 @@ pub struct Panicked(pub String);
 #[derive(Debug)]
 pub(crate) enum Failure {
     Returned { source: BoxError, attempts: u32 },
-    Panicked(String),
+    Panicked { message: String, attempts: u32 },
 }
 
 impl Failure {
+    /// A panic in a hook that was called once.
+    pub(crate) fn panicked(payload: Box<dyn std::any::Any + Send>) -> Failure {
+        Failure::Panicked { message: panic_message(payload), attempts: 1 }
+    }
+
     /// The failure an error from a fallback stands for: a panic when it is the
     /// [`Panicked`] the fallback was given.
     pub(crate) fn from_fallback(source: BoxError, attempts: u32) -> Failure {
         match source.downcast::<Panicked>() {
-            Ok(panicked) => Failure::Panicked(panicked.0),
+            Ok(panicked) => Failure::Panicked { message: panicked.0, attempts },
             Err(source) => Failure::Returned { source, attempts },
         }
     }
@@ -224,7 +275,7 @@ impl Failure {
     pub(crate) fn into_source(self) -> BoxError {
         match self {
             Failure::Returned { source, .. } => source,
-            Failure::Panicked(message) => Box::new(Panicked(message)),
+            Failure::Panicked { message, .. } => Box::new(Panicked(message)),
         }
     }
 
@@ -233,7 +284,7 @@ impl Failure {
         let node = at.node.to_owned();
         match self {
             Failure::Returned { source, attempts } => Error::Node { flow, node, stage, item, attempts, source },
-            Failure::Panicked(message) => Error::Panic { flow, node, stage, item, message },
+            Failure::Panicked { message, attempts } => Error::Panic { flow, node, stage, item, attempts, message },
         }
     }
 }

@@ -1,9 +1,10 @@
 //! `Flow`: a graph of nodes built at runtime, and the engine that runs it.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use futures_util::future::BoxFuture;
@@ -13,16 +14,19 @@ use tracing::field::Empty;
 use crate::access::{AsyncStoreRef, StoreRef};
 use crate::action::{Action, Label};
 use crate::error::Error;
-use crate::graph::{Graph, GraphEdge, GraphNode, Problem};
+use crate::graph::{Graph, GraphEdge, GraphFlow, GraphNode, Problem, Target as GraphTarget};
 use crate::params::Params;
-use crate::step::{Cancel, DynStep, FlowPath, IntoStep, StepCx, StepKind, is_cancelled};
+use crate::step::{Cancel, DynStep, FlowPath, IntoStep, Seg, StepCx, StepKind, check_stack, is_cancelled};
 use crate::store::SharedStore;
-use crate::wire::{NodeId, Wire};
+use crate::wire::{Edge, NodeId};
 
 static NEXT_FLOW_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Where an edge or the start leads.
 enum Target {
     Node(usize),
+    /// The flow ends there, on purpose ([`End`](crate::End)).
+    End,
     /// A node of another flow: an error when reached.
     Foreign,
 }
@@ -33,16 +37,25 @@ struct Slot<S> {
     edges: Vec<(Label, Target)>,
 }
 
+/// A wiring mistake noticed while the flow was built, reported by `validate`.
+enum Wiring {
+    /// An edge replaced an earlier one for the same node and action.
+    Replaced { node: String, action: String },
+    /// An edge from a node of another flow, which was not added.
+    ForeignEdge { action: String },
+}
+
 /// A graph of nodes connected by actions, built at runtime.
 ///
 /// A run starts at the start node and follows, after each node, the edge named
-/// by the action its `post` returned, until a node returns an action with no
-/// edge. The result is that last action, so a parent flow can branch on how a
-/// nested flow ended. A flow is itself a step: add it to another flow with
-/// [`add`](Flow::add).
+/// by the action its `post` returned, until it reaches a node without edges or
+/// an action that leads to [`End`](crate::End). The result is that last
+/// action, so a parent flow can branch on how a nested flow ended. A flow is
+/// itself a step: add it to another flow with [`add`](Flow::add); nested flows
+/// run in place, so nesting depth costs no stack.
 ///
 /// ```
-/// use minllm::{ExecContext, Flow, Node, NodeResult, Params, SharedStore};
+/// use minllm::{End, ExecContext, Flow, Node, NodeResult, Params, SharedStore};
 ///
 /// /// Counts down from `n`; says "again" until zero.
 /// struct Tick;
@@ -60,7 +73,7 @@ struct Slot<S> {
 ///
 /// let mut flow = Flow::new("countdown");
 /// let tick = flow.add("tick", Tick);
-/// flow.start(tick).edge(tick.on("again") >> tick).max_steps(100);
+/// flow.start(tick).edge(tick.on("again") >> tick).edge(tick.on("done") >> End).max_steps(100);
 /// assert!(flow.validate().is_empty());
 ///
 /// let mut store = SharedStore::new();
@@ -68,16 +81,20 @@ struct Slot<S> {
 /// assert_eq!(flow.run(&mut store).unwrap(), "done");
 /// assert_eq!(store.get::<u32>("n"), Some(0));
 /// ```
-pub struct Flow<S = SharedStore> {
+pub struct Flow<S: 'static = SharedStore> {
     id: u64,
     name: String,
     slots: Vec<Slot<S>>,
-    start: Option<usize>,
+    /// The index of the first node added under each name.
+    names: HashMap<String, usize>,
+    start: Option<Target>,
     max_steps: Option<u64>,
+    unbounded: bool,
     params: Params,
-    problems: Vec<Problem>,
-    /// `start` was given a node of another flow: runs fail.
-    foreign_start: bool,
+    wiring: Vec<Wiring>,
+    /// What keeps the flow (and the flows nested in it) from running at all,
+    /// found once before its first run and forgotten when it changes.
+    refusal: OnceLock<Option<Problem>>,
 }
 
 impl<S: Send + Sync + 'static> Flow<S> {
@@ -87,11 +104,13 @@ impl<S: Send + Sync + 'static> Flow<S> {
             id: NEXT_FLOW_ID.fetch_add(1, Ordering::Relaxed),
             name: name.into(),
             slots: Vec::new(),
+            names: HashMap::new(),
             start: None,
             max_steps: None,
+            unbounded: false,
             params: Params::new(),
-            problems: Vec::new(),
-            foreign_start: false,
+            wiring: Vec::new(),
+            refusal: OnceLock::new(),
         }
     }
 
@@ -102,14 +121,13 @@ impl<S: Send + Sync + 'static> Flow<S> {
     /// until [`start`](Flow::start) says otherwise.
     pub fn add<M>(&mut self, name: impl Into<String>, step: impl IntoStep<S, M>) -> NodeId {
         let name = name.into();
-        if self.slots.iter().any(|s| s.name == name) {
-            self.problems.push(Problem::DuplicateName { flow: self.name.clone(), node: name.clone() });
-        }
         let index = self.slots.len();
+        self.names.entry(name.clone()).or_insert(index);
         self.slots.push(Slot { name, step: step.into_step(), edges: Vec::new() });
         if self.start.is_none() {
-            self.start = Some(index);
+            self.start = Some(Target::Node(index));
         }
+        self.changed();
         NodeId { flow: self.id, index }
     }
 
@@ -118,60 +136,68 @@ impl<S: Send + Sync + 'static> Flow<S> {
     /// A node of another flow is a mistake that [`validate`](Flow::validate)
     /// reports and that makes runs fail with [`Error::ForeignStart`].
     pub fn start(&mut self, node: NodeId) -> &mut Self {
-        match self.own(node) {
-            Some(index) => {
-                self.start = Some(index);
-                self.foreign_start = false;
-            }
-            None => {
-                self.foreign_start = true;
-                self.problems.push(Problem::ForeignStart { flow: self.name.clone() });
-            }
-        }
+        self.start = Some(match self.own(node) {
+            Some(index) => Target::Node(index),
+            None => Target::Foreign,
+        });
+        self.changed();
         self
     }
 
-    /// Adds the edges of `wire`, written `a >> b`, `a.on("action") >> b` or as a chain.
-    /// An edge for a (node, action) pair that already has one replaces it, and
-    /// [`validate`](Flow::validate) reports it.
-    pub fn edge(&mut self, wire: Wire) -> &mut Self {
-        for edge in wire.edges {
-            self.connect(edge.from, edge.action, edge.to);
+    /// Adds the edges written `a >> b`, `a.on("action") >> b`, as a chain, or
+    /// ending in [`End`](crate::End). An edge for a (node, action) pair that
+    /// already has one replaces it, and [`validate`](Flow::validate) reports it.
+    pub fn edge(&mut self, edges: impl Into<Vec<Edge>>) -> &mut Self {
+        for edge in edges.into() {
+            let to = match edge.to {
+                None => Target::End,
+                Some(to) => self.own(to).map_or(Target::Foreign, Target::Node),
+            };
+            self.link(edge.from, edge.action, to);
         }
         self
     }
 
     /// Adds one edge: after `from` returns `action`, run `to`.
     pub fn connect(&mut self, from: NodeId, action: impl Action, to: NodeId) -> &mut Self {
-        let action = action.into_label();
-        let target = match self.own(to) {
-            Some(index) => Target::Node(index),
-            None => Target::Foreign,
-        };
+        let to = self.own(to).map_or(Target::Foreign, Target::Node);
+        self.link(from, action.into_label(), to);
+        self
+    }
+
+    fn link(&mut self, from: NodeId, action: Label, target: Target) {
+        self.changed();
         let Some(from) = self.own(from) else {
-            self.problems.push(Problem::ForeignEdge { flow: self.name.clone(), action: action.to_string() });
-            return self;
+            self.wiring.push(Wiring::ForeignEdge { action: action.to_string() });
+            return;
         };
         let slot = &mut self.slots[from];
         match slot.edges.iter_mut().find(|(a, _)| *a == action) {
             Some(existing) => {
-                self.problems.push(Problem::DuplicateEdge {
-                    flow: self.name.clone(),
-                    node: slot.name.clone(),
-                    action: action.to_string(),
-                });
                 tracing::warn!(flow = %self.name, node = %slot.name, action = %action, "overwriting the edge of node `{}` for action `{}`", slot.name, action);
+                self.wiring.push(Wiring::Replaced { node: slot.name.clone(), action: action.to_string() });
                 existing.1 = target;
             }
             None => slot.edges.push((action, target)),
         }
-        self
     }
 
     /// Bounds the run: more than `steps` node runs in one run of this flow is an
-    /// [`Error::StepLimit`]. Flows with cycles should set it.
+    /// [`Error::StepLimit`]. A flow with a cycle needs a limit (or
+    /// [`unbounded`](Flow::unbounded)): without one, it does not run.
     pub fn max_steps(&mut self, steps: u64) -> &mut Self {
         self.max_steps = Some(steps);
+        self.changed();
+        self
+    }
+
+    /// Says that the flow's loops are meant to run without a step limit (a
+    /// server loop, an agent stopped from outside): a flow with a cycle and no
+    /// [`max_steps`](Flow::max_steps) then runs instead of being refused with
+    /// [`Error::Invalid`]. A step limit, when set, still applies.
+    pub fn unbounded(&mut self) -> &mut Self {
+        self.unbounded = true;
+        self.changed();
         self
     }
 
@@ -191,9 +217,9 @@ impl<S: Send + Sync + 'static> Flow<S> {
         &self.name
     }
 
-    /// The id of the node added under `name`.
+    /// The id of the node added under `name` (the first one, if several share it).
     pub fn node(&self, name: &str) -> Option<NodeId> {
-        self.slots.iter().position(|s| s.name == name).map(|index| NodeId { flow: self.id, index })
+        self.names.get(name).map(|&index| NodeId { flow: self.id, index })
     }
 
     /// Every problem of the flow's wiring, nested flows included; empty when none:
@@ -202,8 +228,20 @@ impl<S: Send + Sync + 'static> Flow<S> {
     /// other edges), edges for actions a node never returns, and cycles when no
     /// step limit is set.
     pub fn validate(&self) -> Vec<Problem> {
-        let mut problems = self.problems.clone();
-        problems.extend(self.graph().validate());
+        let (graph, wiring) = self.shape();
+        let mut problems: Vec<Problem> = wiring
+            .into_iter()
+            .map(|(f, wiring)| {
+                let flow = graph.path(f);
+                match wiring {
+                    Wiring::Replaced { node, action } => {
+                        Problem::DuplicateEdge { flow, node: node.clone(), action: action.clone() }
+                    }
+                    Wiring::ForeignEdge { action } => Problem::ForeignEdge { flow, action: action.clone() },
+                }
+            })
+            .collect();
+        problems.extend(graph.validate());
         problems
     }
 
@@ -214,42 +252,85 @@ impl<S: Send + Sync + 'static> Flow<S> {
 
     /// The flow's shape, for tools of your own.
     pub fn graph(&self) -> Graph {
-        self.graph_at(&self.name)
+        self.shape().0
     }
 
-    fn graph_at(&self, path: &str) -> Graph {
-        let nodes = self
-            .slots
-            .iter()
-            .map(|slot| GraphNode {
-                name: slot.name.clone(),
-                note: note(slot.step.kind()),
-                declared: slot.step.declared_actions().map(|a| a.iter().map(|s| (*s).to_owned()).collect()),
-                edges: slot
-                    .edges
-                    .iter()
-                    .map(|(action, target)| GraphEdge {
-                        action: action.to_string(),
-                        to: match target {
-                            Target::Node(i) => Some(*i),
-                            Target::Foreign => None,
-                        },
-                    })
-                    .collect(),
-                subgraph: slot.step.subgraph(&format!("{path} > {}", slot.name)).map(Box::new),
-            })
-            .collect();
-        Graph { name: path.to_owned(), nodes, start: self.start, max_steps: self.max_steps }
+    /// The shape of this flow and the flows nested in it, built with a loop (no
+    /// recursion), and each flow's wiring mistakes by its index in the graph.
+    fn shape(&self) -> (Graph, Vec<(usize, &Wiring)>) {
+        let mut flows: Vec<GraphFlow> = Vec::new();
+        let mut wiring = Vec::new();
+        let mut todo: Vec<(&Flow<S>, &str, Option<(usize, usize)>)> = vec![(self, &self.name, None)];
+        while let Some((flow, name, parent)) = todo.pop() {
+            let f = flows.len();
+            if let Some((p, n)) = parent {
+                flows[p].nodes[n].inner = Some(f);
+            }
+            wiring.extend(flow.wiring.iter().map(|w| (f, w)));
+            let nodes = flow
+                .slots
+                .iter()
+                .map(|slot| GraphNode {
+                    name: slot.name.clone(),
+                    note: note(slot.step.kind()),
+                    declared: slot.step.declared_actions().map(|a| a.iter().map(|s| (*s).to_owned()).collect()),
+                    edges: slot
+                        .edges
+                        .iter()
+                        .map(|(action, target)| GraphEdge { action: action.to_string(), to: target.shape() })
+                        .collect(),
+                    inner: None,
+                })
+                .collect();
+            // Reversed, so that nested flows come out in the order of their nodes.
+            for (i, slot) in flow.slots.iter().enumerate().rev() {
+                if let Some(inner) = slot.step.inner_flow() {
+                    todo.push((inner, &slot.name, Some((f, i))));
+                }
+            }
+            flows.push(GraphFlow {
+                name: name.to_owned(),
+                parent,
+                nodes,
+                start: flow.start.as_ref().map(Target::shape),
+                max_steps: flow.max_steps,
+                unbounded: flow.unbounded,
+            });
+        }
+        (Graph { flows }, wiring)
     }
 
     fn own(&self, node: NodeId) -> Option<usize> {
         (node.flow == self.id && node.index < self.slots.len()).then_some(node.index)
     }
 
+    /// The flow changed: what was found about it no longer holds.
+    fn changed(&mut self) {
+        self.refusal.take();
+    }
+
+    /// Refuses a run that cannot work: no start, or a loop without a limit
+    /// (here or in a nested flow). Worked out once per flow, not once per run.
+    fn check(&self, path: &FlowPath<'_>) -> Result<(), Error> {
+        let refusal = self.refusal.get_or_init(|| self.graph().validate().into_iter().find(Problem::is_fatal));
+        match refusal {
+            None => Ok(()),
+            Some(Problem::NoStart { flow }) if *flow == self.name => Err(Error::NoStart { flow: path.to_string() }),
+            Some(Problem::ForeignStart { flow }) if *flow == self.name => {
+                Err(Error::ForeignStart { flow: path.to_string() })
+            }
+            Some(problem) => Err(Error::Invalid { flow: path.to_string(), problem: problem.clone() }),
+        }
+    }
+
     /// Runs the flow on `store` and returns the last action.
     ///
-    /// Async steps cannot run here: they make the run fail with
-    /// [`Error::AsyncInSyncRun`]; use [`run_async`](Flow::run_async) for them.
+    /// Before the first node, the flow is checked once (the result is kept
+    /// until the flow changes): a flow without a start, or with a cycle and
+    /// neither a step limit nor [`unbounded`](Flow::unbounded), here or in a
+    /// nested flow, does not run. Async steps cannot run here: they make the
+    /// run fail with [`Error::AsyncInSyncRun`]; use [`run_async`](Flow::run_async)
+    /// for them.
     pub fn run(&self, store: &mut S) -> Result<Label, Error> {
         let path = FlowPath::root(&self.name);
         self.orchestrate(StoreRef::exclusive(store), &path, &self.params, None)
@@ -258,9 +339,11 @@ impl<S: Send + Sync + 'static> Flow<S> {
     /// Runs the flow on `store` on the current tokio runtime and returns the last
     /// action. Sync nodes run too: their `exec` goes to tokio's blocking pool.
     ///
-    /// Dropping the future (a timeout, a cancelled task) stops the run at its
-    /// next `await`: a sync `exec` already on the blocking pool finishes its
-    /// current attempt, and an async `post` stopped halfway leaves what it wrote.
+    /// Dropping the future (a timeout, a cancelled task, a runtime shutting
+    /// down) stops the run at its next `await`: a sync `exec` already on the
+    /// blocking pool finishes its current attempt and makes no further one (its
+    /// retry wait ends at once), and an async `post` stopped halfway leaves what
+    /// it wrote.
     // Spelled out so that the `Send` bound is part of the signature, not inferred.
     #[allow(clippy::manual_async_fn)]
     pub fn run_async<'a>(&'a self, store: &'a mut S) -> impl Future<Output = Result<Label, Error>> + Send + 'a {
@@ -270,6 +353,8 @@ impl<S: Send + Sync + 'static> Flow<S> {
         }
     }
 
+    /// Runs the flow. Nested flows run in place, each as a frame on a stack of
+    /// the run's own, so that nesting depth costs heap, not the thread's stack.
     pub(crate) fn orchestrate(
         &self,
         mut store: StoreRef<'_, S>,
@@ -277,32 +362,38 @@ impl<S: Send + Sync + 'static> Flow<S> {
         params: &Params,
         cancel: Option<&Cancel<'_>>,
     ) -> Result<Label, Error> {
+        check_stack(path)?;
+        self.check(path)?;
         // Checked once per run: without a subscriber, no span is made per step.
         let traced = crate::typed::tracing_on();
-        let span =
-            if traced { tracing::debug_span!("flow", flow = %path, steps = Empty) } else { tracing::Span::none() };
-        let _entered = span.enter();
-        let mut run = Run::new(self, path)?;
+        let mut frames = Frames::new(self, path, params, traced);
+        let mut segs = Vec::new();
         loop {
-            let slot = run.next_slot(self, path, cancel)?;
+            let at = path.extended(&segs);
+            let slot = frames.top().next_slot(&at, cancel)?;
+            let (node_span, started) = frames.node_span(slot);
+            if let Some(inner) = nested(slot) {
+                let flow_span = frames.flow_span(&node_span, &at, slot);
+                frames.enter(inner, (node_span, started), flow_span);
+                segs.push(Seg { name: &slot.name, item: None });
+                continue;
+            }
+            let top = frames.top();
+            let cx = StepCx { flow: &at, node: &slot.name, params: &top.params, cancel, span: &node_span };
             let label = if traced {
-                let node_span = node_span(&slot.name);
-                let started = (!node_span.is_disabled()).then(Instant::now);
-                let cx = StepCx { flow: path, node: &slot.name, params, cancel, span: &node_span };
-                let label = node_span.in_scope(|| slot.step.run(store.reborrow(), cx))?;
-                finish_span(&node_span, started, &label);
-                label
+                node_span.in_scope(|| slot.step.run(store.reborrow(), cx))?
             } else {
-                let cx = StepCx { flow: path, node: &slot.name, params, cancel, span: crate::typed::no_span() };
                 slot.step.run(store.reborrow(), cx)?
             };
-            if let Some(label) = run.follow(self, path, label)? {
-                span.record("steps", run.steps);
+            finish_span(&node_span, started, &label);
+            if let Some(label) = frames.follow(path, &mut segs, label)? {
                 return Ok(label);
             }
         }
     }
 
+    /// [`orchestrate`](Flow::orchestrate) on an async store: the same frames,
+    /// awaiting each step.
     pub(crate) async fn orchestrate_async(
         &self,
         mut store: AsyncStoreRef<'_, S>,
@@ -310,29 +401,43 @@ impl<S: Send + Sync + 'static> Flow<S> {
         params: &Params,
         cancel: Option<&Cancel<'_>>,
     ) -> Result<Label, Error> {
-        let span = tracing::debug_span!("flow", flow = %path, steps = Empty);
-        async {
-            let mut run = Run::new(self, path)?;
-            loop {
-                let slot = run.next_slot(self, path, cancel)?;
-                let node_span = node_span(&slot.name);
-                let started = (!node_span.is_disabled()).then(Instant::now);
-                let cx = StepCx { flow: path, node: &slot.name, params, cancel, span: &node_span };
-                let label = slot.step.run_async(store.reborrow(), cx).instrument(node_span.clone()).await?;
-                finish_span(&node_span, started, &label);
-                if let Some(label) = run.follow(self, path, label)? {
-                    tracing::Span::current().record("steps", run.steps);
-                    return Ok(label);
-                }
+        check_stack(path)?;
+        self.check(path)?;
+        let mut frames = Frames::new(self, path, params, true);
+        let mut segs = Vec::new();
+        loop {
+            let at = path.extended(&segs);
+            let slot = frames.top().next_slot(&at, cancel)?;
+            let (node_span, started) = frames.node_span(slot);
+            if let Some(inner) = nested(slot) {
+                let flow_span = frames.flow_span(&node_span, &at, slot);
+                frames.enter(inner, (node_span, started), flow_span);
+                segs.push(Seg { name: &slot.name, item: None });
+                continue;
+            }
+            let top = frames.top();
+            let cx = StepCx { flow: &at, node: &slot.name, params: &top.params, cancel, span: &node_span };
+            let label = slot.step.run_async(store.reborrow(), cx).instrument(node_span.clone()).await?;
+            finish_span(&node_span, started, &label);
+            if let Some(label) = frames.follow(path, &mut segs, label)? {
+                return Ok(label);
             }
         }
-        .instrument(span)
-        .await
     }
 }
 
-fn node_span(name: &str) -> tracing::Span {
-    tracing::debug_span!("node", node = %name, action = Empty, attempts = Empty, elapsed_us = Empty)
+impl Target {
+    fn shape(&self) -> GraphTarget {
+        match self {
+            Target::Node(i) => GraphTarget::Node(*i),
+            Target::End => GraphTarget::End,
+            Target::Foreign => GraphTarget::Foreign,
+        }
+    }
+}
+
+fn node_span(parent: &tracing::Span, name: &str) -> tracing::Span {
+    tracing::debug_span!(parent: parent, "node", node = %name, action = Empty, attempts = Empty, elapsed_us = Empty)
 }
 
 fn finish_span(span: &tracing::Span, started: Option<Instant>, label: &Label) {
@@ -355,10 +460,105 @@ fn note(kind: StepKind) -> Option<String> {
     Some(note.to_owned())
 }
 
+/// The nested flow a slot holds, when the run enters it in place.
+fn nested<S: Send + Sync + 'static>(slot: &Slot<S>) -> Option<&Flow<S>> {
+    slot.step.inner_flow().filter(|_| slot.step.kind() == StepKind::Flow)
+}
+
+/// The flows of one run, outermost first: the run's own stack, so that a flow
+/// nested a hundred thousand levels deep runs without native recursion. The
+/// names of the nested flows entered are kept beside it, by the runner, for
+/// the flow paths.
+struct Frames<'f, S: 'static> {
+    frames: Vec<Frame<'f, S>>,
+    traced: bool,
+}
+
+/// One flow of a run: where it is, its params, its span, and the span of the
+/// node that holds the flow nested in it while that one runs.
+struct Frame<'f, S: 'static> {
+    flow: &'f Flow<S>,
+    run: Run,
+    params: Params,
+    span: tracing::Span,
+    holder: Option<(tracing::Span, Option<Instant>)>,
+}
+
+impl<'f, S: Send + Sync + 'static> Frames<'f, S> {
+    fn new(flow: &'f Flow<S>, path: &FlowPath<'_>, params: &Params, traced: bool) -> Self {
+        let span = if traced { tracing::debug_span!("flow", flow = %path, steps = Empty) } else { tracing::Span::none() };
+        Frames { frames: vec![Frame::new(flow, params.clone(), span)], traced }
+    }
+
+    fn top(&mut self) -> &mut Frame<'f, S> {
+        self.frames.last_mut().expect("a run has a frame until it returns")
+    }
+
+    /// The span of the next node and when it started, when anything listens.
+    fn node_span(&mut self, slot: &Slot<S>) -> (tracing::Span, Option<Instant>) {
+        if !self.traced {
+            return (tracing::Span::none(), None);
+        }
+        let span = node_span(&self.top().span, &slot.name);
+        let started = (!span.is_disabled()).then(Instant::now);
+        (span, started)
+    }
+
+    /// The span of the flow that `slot`, a node of the flow at `at`, holds.
+    fn flow_span(&self, holder: &tracing::Span, at: &FlowPath<'_>, slot: &Slot<S>) -> tracing::Span {
+        if !self.traced {
+            return tracing::Span::none();
+        }
+        tracing::debug_span!(parent: holder, "flow", flow = %at.child(&slot.name, None), steps = Empty)
+    }
+
+    /// Enters the nested flow `inner`, held by the current node.
+    fn enter(&mut self, inner: &'f Flow<S>, holder: (tracing::Span, Option<Instant>), span: tracing::Span) {
+        let top = self.top();
+        let params = inner.params.merged(&top.params);
+        top.holder = Some(holder);
+        self.frames.push(Frame::new(inner, params, span));
+    }
+
+    /// Follows the edge for `label`. A flow that ends hands its last action
+    /// to the node that holds it, as that node's action; `Some` when the
+    /// outermost flow ends.
+    fn follow(&mut self, path: &FlowPath<'_>, segs: &mut Vec<Seg<'f>>, label: Label) -> Result<Option<Label>, Error> {
+        loop {
+            let at = path.extended(segs);
+            let frame = self.top();
+            if frame.run.follow(frame.flow, &at, &label)? {
+                return Ok(None);
+            }
+            frame.span.record("steps", frame.run.steps);
+            self.frames.pop();
+            if self.frames.is_empty() {
+                return Ok(Some(label));
+            }
+            segs.pop();
+            if let Some((span, started)) = self.top().holder.take() {
+                finish_span(&span, started, &label);
+            }
+        }
+    }
+}
+
+impl<'f, S: 'static> Frame<'f, S> {
+    fn new(flow: &'f Flow<S>, params: Params, span: tracing::Span) -> Self {
+        Frame { flow, run: Run::new(flow), params, span, holder: None }
+    }
+
+    /// The slot to run next, after checking the step limit and cancellation.
+    fn next_slot(&mut self, path: &FlowPath<'_>, cancel: Option<&Cancel<'_>>) -> Result<&'f Slot<S>, Error> {
+        self.run.next(self.flow, path, cancel)?;
+        Ok(&self.flow.slots[self.run.current])
+    }
+}
+
 /// How many recent steps a step-limit error shows.
 const RECENT: usize = 8;
 
-/// The state of one run: where it is, how many steps it took, the last few nodes.
+/// The state of one flow's run: where it is, how many steps it took, the last few nodes.
 struct Run {
     current: usize,
     steps: u64,
@@ -366,23 +566,17 @@ struct Run {
 }
 
 impl Run {
-    fn new<S>(flow: &Flow<S>, path: &FlowPath<'_>) -> Result<Run, Error> {
-        if flow.foreign_start {
-            return Err(Error::ForeignStart { flow: path.to_string() });
-        }
-        match flow.start {
-            Some(current) => Ok(Run { current, steps: 0, recent: [0; RECENT] }),
-            None => Err(Error::NoStart { flow: path.to_string() }),
-        }
+    fn new<S>(flow: &Flow<S>) -> Run {
+        // `check` refused flows without a start node.
+        let current = match flow.start {
+            Some(Target::Node(start)) => start,
+            _ => 0,
+        };
+        Run { current, steps: 0, recent: [0; RECENT] }
     }
 
-    /// The slot to run next, after checking the step limit and cancellation.
-    fn next_slot<'f, S>(
-        &mut self,
-        flow: &'f Flow<S>,
-        path: &FlowPath<'_>,
-        cancel: Option<&Cancel<'_>>,
-    ) -> Result<&'f Slot<S>, Error> {
+    /// Counts a step into the current node, after checking the step limit and cancellation.
+    fn next<S>(&mut self, flow: &Flow<S>, path: &FlowPath<'_>, cancel: Option<&Cancel<'_>>) -> Result<(), Error> {
         if is_cancelled(cancel) {
             return Err(Error::Cancelled { flow: path.to_string() });
         }
@@ -393,57 +587,40 @@ impl Run {
         }
         self.recent[(self.steps % RECENT as u64) as usize] = self.current;
         self.steps += 1;
-        Ok(&flow.slots[self.current])
+        Ok(())
     }
 
-    /// Moves along the edge for `label`; `Some(label)` when the flow ends here.
-    fn follow<S>(&mut self, flow: &Flow<S>, path: &FlowPath<'_>, label: Label) -> Result<Option<Label>, Error> {
+    /// Moves along the edge for `label`: `true` when it leads to a node,
+    /// `false` when the flow ends here.
+    fn follow<S>(&mut self, flow: &Flow<S>, path: &FlowPath<'_>, label: &Label) -> Result<bool, Error> {
         let slot = &flow.slots[self.current];
-        match slot.edges.iter().find(|(a, _)| *a == label) {
+        match slot.edges.iter().find(|(a, _)| a == label) {
             Some((_, Target::Node(next))) => {
                 self.current = *next;
-                Ok(None)
+                Ok(true)
             }
+            Some((_, Target::End)) => Ok(false),
+            None if slot.edges.is_empty() => Ok(false),
             Some((_, Target::Foreign)) => {
                 Err(Error::UnknownTarget { flow: path.to_string(), node: slot.name.clone(), action: label.to_string() })
             }
-            None if slot.edges.is_empty() => Ok(Some(label)),
-            None => {
-                let edges = EdgeList(&slot.edges);
-                tracing::warn!(
-                    flow = %path,
-                    node = %slot.name,
-                    action = %label,
-                    "flow ends: action `{label}` of node `{}` has no edge (edges: {edges})",
-                    slot.name
-                );
-                Ok(Some(label))
-            }
+            None => Err(Error::MissingEdge {
+                flow: path.to_string(),
+                node: slot.name.clone(),
+                action: label.to_string(),
+                edges: slot.edges.iter().map(|(a, _)| a.to_string()).collect(),
+            }),
         }
     }
 
+    /// The nodes of the last steps, oldest first: `... -> a -> b`.
     fn describe_recent<S>(&self, flow: &Flow<S>) -> String {
         let shown = self.steps.min(RECENT as u64);
-        let mut names: Vec<&str> = (self.steps - shown..self.steps)
+        let names: Vec<&str> = (self.steps - shown..self.steps)
             .map(|step| flow.slots[self.recent[(step % RECENT as u64) as usize]].name.as_str())
             .collect();
-        names.push(&flow.slots[self.current].name);
         let prefix = if self.steps > RECENT as u64 { "... -> " } else { "" };
         format!("{prefix}{}", names.join(" -> "))
-    }
-}
-
-struct EdgeList<'a>(&'a [(Label, Target)]);
-
-impl fmt::Display for EdgeList<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (action, _)) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
-            }
-            f.write_str(action)?;
-        }
-        Ok(())
     }
 }
 
@@ -468,12 +645,29 @@ impl<S: Send + Sync + 'static> DynStep<S> for Flow<S> {
         None
     }
 
-    fn subgraph(&self, path: &str) -> Option<Graph> {
-        Some(self.graph_at(path))
+    fn inner_flow(&self) -> Option<&Flow<S>> {
+        Some(self)
+    }
+
+    fn detach_inner(&mut self, into: &mut Vec<Arc<dyn DynStep<S>>>) {
+        into.extend(self.slots.drain(..).map(|slot| slot.step));
     }
 }
 
-impl<S> fmt::Debug for Flow<S> {
+impl<S: 'static> Drop for Flow<S> {
+    /// Takes nested flows apart with a loop: dropping a flow nested a hundred
+    /// thousand levels deep must not recurse once per level.
+    fn drop(&mut self) {
+        let mut pending: Vec<Arc<dyn DynStep<S>>> = self.slots.drain(..).map(|slot| slot.step).collect();
+        while let Some(mut step) = pending.pop() {
+            if let Some(step) = Arc::get_mut(&mut step) {
+                step.detach_inner(&mut pending);
+            }
+        }
+    }
+}
+
+impl<S: 'static> fmt::Debug for Flow<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Flow")
             .field("name", &self.name)

@@ -1,23 +1,44 @@
 //! A flow's shape, apart from what it runs: the model that validation and Mermaid
 //! diagrams work on. Runtime-built flows and the Python package both produce it.
+//!
+//! The model is flat: every flow, nested ones included, is one entry of
+//! [`Graph::flows`], and a node that holds a nested flow points at its entry.
+//! Validation and drawing walk it with loops, never with native recursion, so a
+//! flow nested a hundred thousand levels deep costs memory and time linear in
+//! its size and never overflows the stack.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 
-/// The shape of a flow: its nodes, their edges, its start and step limit.
+/// The shape of a flow and of every flow nested in it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Graph {
-    /// The flow's name (its path, for nested flows).
-    pub name: String,
-    /// The nodes, in the order they were added.
-    pub nodes: Vec<GraphNode>,
-    /// The index of the start node.
-    pub start: Option<usize>,
-    /// The step limit, if any.
-    pub max_steps: Option<u64>,
+    /// The flows: the outermost one first, then the nested ones. A flow met
+    /// more than once (shared, or containing itself) has one entry, which every
+    /// node that holds it points at.
+    pub flows: Vec<GraphFlow>,
 }
 
-/// One node of a [`Graph`].
+/// One flow of a [`Graph`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GraphFlow {
+    /// The flow's own name: the outermost flow's name, or the name of the node
+    /// that holds it. [`Graph::path`] gives the full path.
+    pub name: String,
+    /// The node holding this flow where it was first met, as (flow, node)
+    /// indices; `None` for the outermost flow.
+    pub parent: Option<(usize, usize)>,
+    /// The nodes, in the order they were added.
+    pub nodes: Vec<GraphNode>,
+    /// Where a run starts; `None` when no start was given.
+    pub start: Option<Target>,
+    /// The step limit, if any.
+    pub max_steps: Option<u64>,
+    /// The flow's loops are meant to run without a step limit.
+    pub unbounded: bool,
+}
+
+/// One node of a [`GraphFlow`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GraphNode {
     /// The node's name.
@@ -28,17 +49,30 @@ pub struct GraphNode {
     pub declared: Option<Vec<String>>,
     /// The edges leaving the node.
     pub edges: Vec<GraphEdge>,
-    /// The inner flow, for nested flows.
-    pub subgraph: Option<Box<Graph>>,
+    /// The index in [`Graph::flows`] of the flow this node runs, for nested flows.
+    pub inner: Option<usize>,
 }
 
-/// One edge of a [`Graph`].
+/// One edge of a [`GraphNode`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GraphEdge {
     /// The action that selects the edge.
     pub action: String,
-    /// The index of the target node, or `None` when it is not in this flow.
-    pub to: Option<usize>,
+    /// Where it leads.
+    pub to: Target,
+}
+
+/// Where an edge (or a flow's start) leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The node at this index of the same flow.
+    Node(usize),
+    /// The end of the flow: the action is declared as one of its outcomes.
+    End,
+    /// A node that belongs to another flow.
+    Foreign,
+    /// Something that is not a node at all, shown as written (e.g. `5`).
+    NotANode(String),
 }
 
 /// A problem [`Flow::validate`](crate::Flow::validate) found in a flow.
@@ -52,7 +86,7 @@ pub enum Problem {
         flow: String,
     },
     /// An edge leads to a node of another flow.
-    #[error("flow `{flow}`: the edge from `{node}` on action `{action}` leads to a node that is not in this flow")]
+    #[error("flow `{flow}`: the edge from `{node}` on action `{action}` leads to a node of another flow")]
     UnknownTarget {
         /// The flow path.
         flow: String,
@@ -61,11 +95,42 @@ pub enum Problem {
         /// The edge's action.
         action: String,
     },
+    /// An edge leads to something that is not a node.
+    #[error("flow `{flow}`: the successor of `{node}` for action `{action}` is `{target}`, and `{target}` is not a node")]
+    NotANode {
+        /// The flow path.
+        flow: String,
+        /// The node the edge leaves.
+        node: String,
+        /// The edge's action.
+        action: String,
+        /// The target, as written.
+        target: String,
+    },
     /// `Flow::start` was given a node of another flow.
     #[error("flow `{flow}`: the start node given to `Flow::start` belongs to another flow")]
     ForeignStart {
         /// The flow path.
         flow: String,
+    },
+    /// The start is not a node.
+    #[error("flow `{flow}`: its start is `{start}`, and `{start}` is not a node")]
+    StartNotANode {
+        /// The flow path.
+        flow: String,
+        /// The start, as written.
+        start: String,
+    },
+    /// A flow contains itself, directly or through other flows: running it
+    /// would never end.
+    #[error("flow `{flow}`: node `{node}` is the flow `{contained}`, which contains it; a flow that contains itself never ends")]
+    ContainsItself {
+        /// The path of the flow holding the node.
+        flow: String,
+        /// The node.
+        node: String,
+        /// The path of the flow the node is.
+        contained: String,
     },
     /// An edge starts from a node of another flow; it was not added.
     #[error("flow `{flow}`: an edge on action `{action}` starts from a node of another flow; it was not added")]
@@ -110,7 +175,7 @@ pub enum Problem {
         start: String,
     },
     /// A node can return an action that has no edge, while it has other edges:
-    /// the flow would end there with a warning.
+    /// a run that returns it fails, unless the action is declared an end.
     #[error("flow `{flow}`: node `{node}` can return action `{action}` but has no edge for it (its edges: {})", edges.join(", "))]
     MissingEdge {
         /// The flow path.
@@ -135,7 +200,7 @@ pub enum Problem {
         declared: Vec<String>,
     },
     /// A cycle in a flow without a step limit.
-    #[error("flow `{flow}` has a cycle {} and no step limit; set one with `max_steps`", path.join(" -> "))]
+    #[error("flow `{flow}` has a cycle {} and no step limit; set one with `max_steps`, or mark the flow `unbounded`", path.join(" -> "))]
     UnboundedCycle {
         /// The flow path.
         flow: String,
@@ -144,83 +209,218 @@ pub enum Problem {
     },
 }
 
+impl Problem {
+    /// Whether a run of the flow cannot work at all (the engine refuses it
+    /// before its first node), as opposed to a wiring smell that may never bite.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Problem::NoStart { .. }
+                | Problem::ForeignStart { .. }
+                | Problem::StartNotANode { .. }
+                | Problem::ContainsItself { .. }
+                | Problem::UnboundedCycle { .. }
+        )
+    }
+}
+
 impl Graph {
-    /// Every problem of this flow and the flows nested in it.
+    /// The outermost flow.
+    pub fn root(&self) -> Option<&GraphFlow> {
+        self.flows.first()
+    }
+
+    /// The path of flow `flow` from the outermost one: `outer > batch > inner`.
+    pub fn path(&self, flow: usize) -> String {
+        let mut names = Vec::new();
+        let mut at = Some(flow);
+        while let Some(f) = at.filter(|&f| f < self.flows.len()) {
+            names.push(self.flows[f].name.as_str());
+            // A parent that does not come before its child would be a loop of parents.
+            at = self.flows[f].parent.map(|(p, _)| p).filter(|&p| p < f);
+        }
+        names.reverse();
+        names.join(" > ")
+    }
+
+    /// Every problem of this flow and the flows nested in it, outer flows first.
     pub fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
-        self.validate_into(&mut problems);
+        for f in 0..self.flows.len() {
+            self.validate_flow(f, &mut problems);
+        }
+        self.containment_cycles(&mut problems);
         problems
     }
 
-    fn validate_into(&self, problems: &mut Vec<Problem>) {
-        let flow = &self.name;
-        for node in &self.nodes {
-            for edge in node.edges.iter().filter(|e| e.to.is_none()) {
-                problems.push(Problem::UnknownTarget {
-                    flow: flow.clone(),
+    fn validate_flow(&self, f: usize, problems: &mut Vec<Problem>) {
+        let flow = &self.flows[f];
+        // Made only for a problem: a path is as long as the nesting is deep.
+        let path_cell = std::cell::OnceCell::new();
+        let path = || path_cell.get_or_init(|| self.path(f)).clone();
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        for node in &flow.nodes {
+            let count = names.entry(node.name.as_str()).or_insert(0);
+            *count += 1;
+            if *count == 2 {
+                problems.push(Problem::DuplicateName { flow: path(), node: node.name.clone() });
+            }
+        }
+        for node in &flow.nodes {
+            for edge in &node.edges {
+                match &edge.to {
+                    Target::Node(i) if *i < flow.nodes.len() => {}
+                    Target::End => {}
+                    Target::NotANode(target) => problems.push(Problem::NotANode {
+                        flow: path(),
+                        node: node.name.clone(),
+                        action: edge.action.clone(),
+                        target: target.clone(),
+                    }),
+                    Target::Node(_) | Target::Foreign => problems.push(Problem::UnknownTarget {
+                        flow: path(),
+                        node: node.name.clone(),
+                        action: edge.action.clone(),
+                    }),
+                }
+            }
+            check_actions(&path, node, problems);
+        }
+        if flow.max_steps == Some(0) {
+            problems.push(Problem::ZeroStepLimit { flow: path() });
+        }
+        let start = match &flow.start {
+            Some(Target::Node(s)) if *s < flow.nodes.len() => *s,
+            Some(Target::Foreign) => return problems.push(Problem::ForeignStart { flow: path() }),
+            Some(Target::NotANode(start)) => {
+                return problems.push(Problem::StartNotANode { flow: path(), start: start.clone() });
+            }
+            _ => return problems.push(Problem::NoStart { flow: path() }),
+        };
+        let reached = flow.reachable(start);
+        for (i, node) in flow.nodes.iter().enumerate() {
+            if !reached[i] {
+                problems.push(Problem::Unreachable {
+                    flow: path(),
                     node: node.name.clone(),
-                    action: edge.action.clone(),
+                    start: flow.nodes[start].name.clone(),
                 });
             }
-            self.check_actions(node, problems);
         }
-        if self.max_steps == Some(0) {
-            problems.push(Problem::ZeroStepLimit { flow: flow.clone() });
-        }
-        match self.start.filter(|&s| s < self.nodes.len()) {
-            None => problems.push(Problem::NoStart { flow: flow.clone() }),
-            Some(start) => {
-                let reached = self.reachable(start);
-                for (i, node) in self.nodes.iter().enumerate() {
-                    if !reached[i] {
-                        problems.push(Problem::Unreachable {
-                            flow: flow.clone(),
-                            node: node.name.clone(),
-                            start: self.nodes[start].name.clone(),
-                        });
-                    }
-                }
-                if self.max_steps.is_none() {
-                    for cycle in self.cycles(start) {
-                        let path = cycle.iter().map(|&i| self.nodes[i].name.clone()).collect();
-                        problems.push(Problem::UnboundedCycle { flow: flow.clone(), path });
-                    }
-                }
-            }
-        }
-        for node in &self.nodes {
-            if let Some(sub) = &node.subgraph {
-                sub.validate_into(problems);
+        if flow.max_steps.is_none() && !flow.unbounded {
+            for cycle in flow.cycles(start) {
+                let cycle = cycle.iter().map(|&i| flow.nodes[i].name.clone()).collect();
+                problems.push(Problem::UnboundedCycle { flow: path(), path: cycle });
             }
         }
     }
 
-    fn check_actions(&self, node: &GraphNode, problems: &mut Vec<Problem>) {
-        let Some(declared) = &node.declared else { return };
-        if node.edges.is_empty() {
-            return; // a node without edges ends the flow, whatever it returns
+    /// Reports each node that holds a flow containing it: a back edge of a
+    /// depth-first walk over "flow holds flow", done with an explicit stack.
+    fn containment_cycles(&self, problems: &mut Vec<Problem>) {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            New,
+            Open,
+            Done,
         }
-        let has_edge = |a: &str| node.edges.iter().any(|e| e.action == a);
-        for action in declared.iter().filter(|a| !has_edge(a)) {
-            problems.push(Problem::MissingEdge {
-                flow: self.name.clone(),
-                node: node.name.clone(),
-                action: action.clone(),
-                edges: node.edges.iter().map(|e| e.action.clone()).collect(),
-            });
-        }
-        for edge in node.edges.iter().filter(|e| !declared.contains(&e.action)) {
-            problems.push(Problem::UnknownAction {
-                flow: self.name.clone(),
-                node: node.name.clone(),
-                action: edge.action.clone(),
-                declared: declared.clone(),
-            });
+        let mut mark = vec![Mark::New; self.flows.len()];
+        for root in 0..self.flows.len() {
+            if mark[root] != Mark::New {
+                continue;
+            }
+            mark[root] = Mark::Open;
+            let mut stack = vec![(root, 0_usize)];
+            while let Some((f, next)) = stack.last_mut() {
+                let f = *f;
+                let Some(node) = self.flows[f].nodes.get(*next) else {
+                    mark[f] = Mark::Done;
+                    stack.pop();
+                    continue;
+                };
+                *next += 1;
+                let Some(inner) = node.inner.filter(|&k| k < self.flows.len()) else { continue };
+                match mark[inner] {
+                    Mark::Open => problems.push(Problem::ContainsItself {
+                        flow: self.path(f),
+                        node: node.name.clone(),
+                        contained: self.path(inner),
+                    }),
+                    Mark::New => {
+                        mark[inner] = Mark::Open;
+                        stack.push((inner, 0));
+                    }
+                    Mark::Done => {}
+                }
+            }
         }
     }
 
+    /// The flow as a Mermaid `flowchart`, nested flows as subgraphs.
+    ///
+    /// Nodes are `n0`, `n1`, ... numbered across all flows; each flow's start
+    /// marker is `start` (outermost) or `start<k>`, its end marker `end<k>`;
+    /// an edge to something that is not a node of the flow is drawn dashed to
+    /// a box that says what it is.
+    pub fn to_mermaid(&self) -> String {
+        let out = String::from("flowchart TD\n");
+        if self.flows.is_empty() {
+            return out;
+        }
+        let mut first_id = Vec::with_capacity(self.flows.len());
+        let mut total = 0;
+        for flow in &self.flows {
+            first_id.push(total);
+            total += flow.nodes.len();
+        }
+        let mut w = Mermaid { out, first_id, strays: 0 };
+        let mut drawn = vec![false; self.flows.len()];
+        drawn[0] = true;
+        // Each entry: a flow being written and the next of its nodes to write.
+        let mut stack = vec![(0_usize, 0_usize)];
+        loop {
+            let depth = stack.len();
+            let Some(top) = stack.last_mut() else { break };
+            let (f, i) = *top;
+            top.1 += 1;
+            let flow = &self.flows[f];
+            let Some(node) = flow.nodes.get(i) else {
+                w.flow_edges(self, f, depth);
+                stack.pop();
+                if !stack.is_empty() {
+                    w.line(depth - 1, format_args!("end"));
+                }
+                continue;
+            };
+            let id = w.first_id[f] + i;
+            let label = match &node.note {
+                Some(note) => format!("{} ({})", escape(&node.name), escape(note)),
+                None => escape(&node.name),
+            };
+            match node.inner.filter(|&k| k < self.flows.len()) {
+                // Drawn in place where the flow was first met.
+                Some(k) if self.flows[k].parent == Some((f, i)) && !drawn[k] => {
+                    drawn[k] = true;
+                    w.line(depth, format_args!("subgraph n{id} [\"{label}\"]"));
+                    stack.push((k, 0));
+                }
+                Some(k) => {
+                    let path = escape(&self.path(k));
+                    w.line(depth, format_args!("n{id}[\"{label}: the flow {path}, drawn once\"]"));
+                }
+                None => w.line(depth, format_args!("n{id}[\"{label}\"]")),
+            }
+        }
+        w.out
+    }
+}
+
+impl GraphFlow {
     fn successors(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
-        self.nodes[i].edges.iter().filter_map(|e| e.to).filter(|&t| t < self.nodes.len())
+        self.nodes[i].edges.iter().filter_map(|e| match e.to {
+            Target::Node(t) if t < self.nodes.len() => Some(t),
+            _ => None,
+        })
     }
 
     fn reachable(&self, start: usize) -> Vec<bool> {
@@ -241,86 +441,140 @@ impl Graph {
     /// The cycles reachable from `start`, one per back edge of a depth-first
     /// search, each as a node path that repeats its first node at the end.
     fn cycles(&self, start: usize) -> Vec<Vec<usize>> {
-        if start >= self.nodes.len() {
-            return Vec::new();
-        }
-        #[derive(Clone, Copy, PartialEq)]
-        enum Mark {
-            New,
-            OnStack,
-            Done,
-        }
-        let mut mark = vec![Mark::New; self.nodes.len()];
-        let mut stack: Vec<(usize, Vec<usize>)> = vec![(start, self.successors(start).collect())];
-        mark[start] = Mark::OnStack;
+        const NOT_ON_STACK: usize = usize::MAX;
+        let mut depth_of = vec![NOT_ON_STACK; self.nodes.len()];
+        let mut done = vec![false; self.nodes.len()];
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        depth_of[start] = 0;
         let mut cycles = Vec::new();
-        let mut seen: HashSet<Vec<usize>> = HashSet::new();
-        while let Some((node, pending)) = stack.last_mut() {
-            let node = *node;
-            match pending.pop() {
-                Some(next) if mark[next] == Mark::OnStack => {
-                    let from = stack.iter().position(|(n, _)| *n == next).unwrap_or(0);
-                    let mut cycle: Vec<usize> = stack[from..].iter().map(|(n, _)| *n).collect();
-                    let mut key = cycle.clone();
-                    let min = key.iter().enumerate().min_by_key(|(_, n)| **n).map_or(0, |(i, _)| i);
-                    key.rotate_left(min);
-                    if seen.insert(key) {
-                        cycle.push(next);
-                        cycles.push(cycle);
-                    }
+        let mut seen = std::collections::HashSet::new();
+        while let Some(&mut (node, ref mut edge)) = stack.last_mut() {
+            let Some(e) = self.nodes[node].edges.get(*edge) else {
+                depth_of[node] = NOT_ON_STACK;
+                done[node] = true;
+                stack.pop();
+                continue;
+            };
+            *edge += 1;
+            let Target::Node(next) = e.to else { continue };
+            if next >= self.nodes.len() {
+                continue;
+            }
+            if depth_of[next] != NOT_ON_STACK {
+                let mut cycle: Vec<usize> = stack[depth_of[next]..].iter().map(|&(n, _)| n).collect();
+                let mut key = cycle.clone();
+                let min = key.iter().enumerate().min_by_key(|(_, n)| **n).map_or(0, |(i, _)| i);
+                key.rotate_left(min);
+                if seen.insert(key) {
+                    cycle.push(next);
+                    cycles.push(cycle);
                 }
-                Some(next) if mark[next] == Mark::New => {
-                    mark[next] = Mark::OnStack;
-                    let succ = self.successors(next).collect();
-                    stack.push((next, succ));
-                }
-                Some(_) => {}
-                None => {
-                    mark[node] = Mark::Done;
-                    stack.pop();
-                }
+            } else if !done[next] {
+                depth_of[next] = stack.len();
+                stack.push((next, 0));
             }
         }
         cycles
     }
+}
 
-    /// The flow as a Mermaid `flowchart`, nested flows as subgraphs.
-    pub fn to_mermaid(&self) -> String {
-        let mut out = String::from("flowchart TD\n");
-        self.mermaid_body(&mut out, "n", 1);
-        out
+fn check_actions(flow: &dyn Fn() -> String, node: &GraphNode, problems: &mut Vec<Problem>) {
+    let Some(declared) = &node.declared else { return };
+    if node.edges.is_empty() {
+        return; // a node without edges ends the flow, whatever it returns
+    }
+    let has_edge = |a: &str| node.edges.iter().any(|e| e.action == a);
+    for action in declared.iter().filter(|a| !has_edge(a)) {
+        problems.push(Problem::MissingEdge {
+            flow: flow(),
+            node: node.name.clone(),
+            action: action.clone(),
+            edges: node.edges.iter().map(|e| e.action.clone()).collect(),
+        });
+    }
+    for edge in node.edges.iter().filter(|e| !declared.contains(&e.action)) {
+        problems.push(Problem::UnknownAction {
+            flow: flow(),
+            node: node.name.clone(),
+            action: edge.action.clone(),
+            declared: declared.clone(),
+        });
+    }
+}
+
+/// How deep nested flows are indented at most, so that the chart stays linear
+/// in the size of the graph.
+const MAX_INDENT: usize = 8;
+
+struct Mermaid {
+    out: String,
+    /// The id of each flow's first node.
+    first_id: Vec<usize>,
+    /// How many boxes for edges that lead out of their flow were drawn.
+    strays: usize,
+}
+
+impl Mermaid {
+    fn line(&mut self, depth: usize, text: std::fmt::Arguments<'_>) {
+        for _ in 0..depth.min(MAX_INDENT) {
+            self.out.push_str("    ");
+        }
+        let _ = self.out.write_fmt(text);
+        self.out.push('\n');
     }
 
-    fn mermaid_body(&self, out: &mut String, prefix: &str, depth: usize) {
-        let indent = "    ".repeat(depth);
-        let id = |i: usize| format!("{prefix}{i}");
-        for (i, node) in self.nodes.iter().enumerate() {
-            let label = match &node.note {
-                Some(note) => format!("{} ({})", escape(&node.name), escape(note)),
-                None => escape(&node.name),
-            };
-            match &node.subgraph {
-                Some(sub) => {
-                    let _ = writeln!(out, "{indent}subgraph {} [\"{label}\"]", id(i));
-                    sub.mermaid_body(out, &format!("{}_", id(i)), depth + 1);
-                    let _ = writeln!(out, "{indent}end");
-                }
-                None => {
-                    let _ = writeln!(out, "{indent}{}[\"{label}\"]", id(i));
-                }
+    /// The start marker and the edges of flow `f`.
+    fn flow_edges(&mut self, graph: &Graph, f: usize, depth: usize) {
+        let flow = &graph.flows[f];
+        let marker = |name: &str| if f == 0 { name.to_owned() } else { format!("{name}{f}") };
+        let mut drew_end = false;
+        if let Some(start) = &flow.start {
+            let from = format!("{}(( ))", marker("start"));
+            self.edge(flow, f, depth, &from, None, start, &mut drew_end);
+        }
+        for (i, node) in flow.nodes.iter().enumerate() {
+            let from = format!("n{}", self.first_id[f] + i);
+            for edge in &node.edges {
+                let action = (edge.action != crate::action::DEFAULT_ACTION).then_some(edge.action.as_str());
+                self.edge(flow, f, depth, &from, action, &edge.to, &mut drew_end);
             }
         }
-        if let Some(start) = self.start {
-            let _ = writeln!(out, "{indent}{prefix}start(( )) --> {}", id(start));
-        }
-        for (i, node) in self.nodes.iter().enumerate() {
-            for edge in &node.edges {
-                let Some(to) = edge.to else { continue };
-                if edge.action == crate::action::DEFAULT_ACTION {
-                    let _ = writeln!(out, "{indent}{} --> {}", id(i), id(to));
-                } else {
-                    let _ = writeln!(out, "{indent}{} -->|\"{}\"| {}", id(i), escape(&edge.action), id(to));
-                }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn edge(
+        &mut self,
+        flow: &GraphFlow,
+        f: usize,
+        depth: usize,
+        from: &str,
+        action: Option<&str>,
+        to: &Target,
+        drew_end: &mut bool,
+    ) {
+        let label = action.map(|a| format!("|\"{}\"| ", escape(a))).unwrap_or_else(|| " ".to_owned());
+        let stray = |what: String, this: &mut Self| {
+            this.strays += 1;
+            format!("x{}[\"{what}\"]", this.strays - 1)
+        };
+        match to {
+            Target::Node(t) if *t < flow.nodes.len() => {
+                let to = self.first_id[f] + t;
+                self.line(depth, format_args!("{from} -->{label}n{to}"));
+            }
+            Target::End => {
+                let end = if f == 0 { "end0".to_owned() } else { format!("end{f}") };
+                let to = if *drew_end { end } else { format!("{end}([\"end\"])") };
+                *drew_end = true;
+                self.line(depth, format_args!("{from} -->{label}{to}"));
+            }
+            Target::Node(_) | Target::Foreign => {
+                let to = stray("a node of another flow".to_owned(), self);
+                self.line(depth, format_args!("{from} -.->{label}{to}"));
+            }
+            Target::NotANode(what) => {
+                let to = stray(format!("{}: not a node", escape(what)), self);
+                self.line(depth, format_args!("{from} -.->{label}{to}"));
             }
         }
     }
@@ -350,23 +604,23 @@ mod tests {
     fn node(name: &str, edges: &[(&str, usize)]) -> GraphNode {
         GraphNode {
             name: name.into(),
-            edges: edges.iter().map(|(a, t)| GraphEdge { action: (*a).into(), to: Some(*t) }).collect(),
+            edges: edges.iter().map(|(a, t)| GraphEdge { action: (*a).into(), to: Target::Node(*t) }).collect(),
             ..GraphNode::default()
+        }
+    }
+
+    fn one(name: &str, nodes: Vec<GraphNode>) -> Graph {
+        Graph {
+            flows: vec![GraphFlow { name: name.into(), nodes, start: Some(Target::Node(0)), ..GraphFlow::default() }],
         }
     }
 
     #[test]
     fn finds_each_cycle_once_as_a_path() {
-        let g = Graph {
-            name: "agent".into(),
-            nodes: vec![
-                node("decide", &[("search", 1), ("answer", 2)]),
-                node("search", &[("default", 0)]),
-                node("answer", &[]),
-            ],
-            start: Some(0),
-            max_steps: None,
-        };
+        let mut g = one(
+            "agent",
+            vec![node("decide", &[("search", 1), ("answer", 2)]), node("search", &[("default", 0)]), node("answer", &[])],
+        );
         assert_eq!(
             g.validate(),
             [Problem::UnboundedCycle {
@@ -376,20 +630,18 @@ mod tests {
         );
         assert_eq!(
             g.validate()[0].to_string(),
-            "flow `agent` has a cycle decide -> search -> decide and no step limit; set one with `max_steps`"
+            "flow `agent` has a cycle decide -> search -> decide and no step limit; set one with `max_steps`, or mark the flow `unbounded`"
         );
-        let bounded = Graph { max_steps: Some(10), ..g };
-        assert!(bounded.validate().is_empty());
+        g.flows[0].max_steps = Some(10);
+        assert!(g.validate().is_empty());
+        g.flows[0].max_steps = None;
+        g.flows[0].unbounded = true;
+        assert!(g.validate().is_empty());
     }
 
     #[test]
     fn self_loop_and_unreachable() {
-        let g = Graph {
-            name: "f".into(),
-            nodes: vec![node("a", &[("again", 0)]), node("b", &[])],
-            start: Some(0),
-            max_steps: None,
-        };
+        let g = one("f", vec![node("a", &[("again", 0)]), node("b", &[])]);
         let p = g.validate();
         assert!(p.contains(&Problem::Unreachable { flow: "f".into(), node: "b".into(), start: "a".into() }));
         assert!(p.contains(&Problem::UnboundedCycle { flow: "f".into(), path: vec!["a".into(), "a".into()] }));
@@ -397,15 +649,97 @@ mod tests {
 
     #[test]
     fn mermaid_escapes_labels() {
-        let g = Graph {
-            name: "f".into(),
-            nodes: vec![node("say \"hi\" <b>", &[("a|b", 1)]), node("end#1", &[])],
-            start: Some(0),
-            max_steps: None,
-        };
+        let g = one("f", vec![node("say \"hi\" <b>", &[("a|b", 1)]), node("end#1", &[])]);
         let m = g.to_mermaid();
         assert!(m.contains(r#"n0["say #quot;hi#quot; #lt;b#gt;"]"#), "{m}");
         assert!(m.contains(r#"n0 -->|"a#124;b"| n1"#), "{m}");
         assert!(m.contains(r#"n1["end#35;1"]"#), "{m}");
+    }
+
+    #[test]
+    fn edges_that_lead_nowhere_are_drawn_and_reported() {
+        let mut g = one("f", vec![node("a", &[]), node("b", &[])]);
+        g.flows[0].nodes[0].edges = vec![
+            GraphEdge { action: "go".into(), to: Target::NotANode("5".into()) },
+            GraphEdge { action: "away".into(), to: Target::Foreign },
+            GraphEdge { action: "done".into(), to: Target::End },
+            GraphEdge { action: "default".into(), to: Target::Node(1) },
+        ];
+        let m = g.to_mermaid();
+        assert!(m.contains(r#"n0 -.->|"go"| x0["5: not a node"]"#), "{m}");
+        assert!(m.contains(r#"n0 -.->|"away"| x1["a node of another flow"]"#), "{m}");
+        assert!(m.contains(r#"n0 -->|"done"| end0(["end"])"#), "{m}");
+        let p = g.validate();
+        assert_eq!(
+            p,
+            [
+                Problem::NotANode { flow: "f".into(), node: "a".into(), action: "go".into(), target: "5".into() },
+                Problem::UnknownTarget { flow: "f".into(), node: "a".into(), action: "away".into() },
+            ]
+        );
+        assert_eq!(
+            p[0].to_string(),
+            "flow `f`: the successor of `a` for action `go` is `5`, and `5` is not a node"
+        );
+    }
+
+    #[test]
+    fn starts_that_are_not_nodes() {
+        let mut g = one("f", vec![node("a", &[])]);
+        g.flows[0].start = Some(Target::NotANode("'x'".into()));
+        assert_eq!(g.validate(), [Problem::StartNotANode { flow: "f".into(), start: "'x'".into() }]);
+        g.flows[0].start = Some(Target::Foreign);
+        assert_eq!(g.validate(), [Problem::ForeignStart { flow: "f".into() }]);
+        g.flows[0].start = None;
+        assert_eq!(g.validate(), [Problem::NoStart { flow: "f".into() }]);
+        assert!(g.validate()[0].is_fatal());
+    }
+
+    /// `depth` flows, each holding the next as its only node.
+    fn nested(depth: usize) -> Graph {
+        let flows = (0..depth)
+            .map(|f| GraphFlow {
+                name: format!("f{f}"),
+                parent: f.checked_sub(1).map(|p| (p, 0)),
+                nodes: vec![GraphNode {
+                    name: format!("f{}", f + 1),
+                    inner: (f + 1 < depth).then_some(f + 1),
+                    ..GraphNode::default()
+                }],
+                start: Some(Target::Node(0)),
+                ..GraphFlow::default()
+            })
+            .collect();
+        Graph { flows }
+    }
+
+    #[test]
+    fn a_flow_that_contains_itself_is_reported_once() {
+        let mut g = nested(3);
+        g.flows[2].nodes[0].inner = Some(0);
+        assert_eq!(
+            g.validate(),
+            [Problem::ContainsItself { flow: "f0 > f1 > f2".into(), node: "f3".into(), contained: "f0".into() }]
+        );
+        let m = g.to_mermaid();
+        assert!(m.contains(r#"n2["f3: the flow f0, drawn once"]"#), "{m}");
+    }
+
+    #[test]
+    fn deep_nesting_is_linear_and_needs_no_stack() {
+        // Run on a small stack: any recursion per level would overflow it.
+        let handle = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(|| {
+                let g = nested(100_000);
+                assert!(g.validate().is_empty());
+                let chart = g.to_mermaid();
+                (chart.len(), chart.lines().count())
+            })
+            .expect("spawn");
+        let (bytes, lines) = handle.join().expect("no stack overflow");
+        // Per level: `subgraph`, `end` and the start edge.
+        assert_eq!(lines, 1 + 3 * 100_000 - 1);
+        assert!(bytes < 200 * 100_000, "{bytes} bytes for 100k levels");
     }
 }

@@ -98,7 +98,7 @@ mod typed;
 mod wire;
 
 pub use action::{Action, DEFAULT_ACTION, Label};
-pub use batch::{AsyncBatch, AsyncBatchNode, Batch, BatchMode, BatchNode};
+pub use batch::{AsyncBatch, AsyncBatchNode, Batch, BatchMode, BatchNode, DEFAULT_CONCURRENCY};
 pub use batch_flow::BatchFlow;
 pub use error::{BoxError, Error, NodeResult, Panicked, Stage};
 pub use flow::Flow;
@@ -107,7 +107,7 @@ pub use node::{AsyncNode, ExecContext, Node, Retry};
 pub use params::{ParamError, Params, Value};
 pub use step::{IntoStep, StepKind};
 pub use store::{SharedStore, StoreError};
-pub use wire::{Edge, NodeId, PendingEdge, Wire};
+pub use wire::{Edge, End, Ended, NodeId, PendingEdge, Wire};
 
 pub use minllm_macros::{Action, flow, node};
 

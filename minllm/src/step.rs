@@ -7,46 +7,104 @@ use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
 use crate::access::{AsyncStoreRef, StoreRef};
 use crate::action::{Action, Label};
-use crate::error::{BoxError, Error, Failure, HookError, NodeResult, Stage, panic_message};
+use crate::error::{BoxError, Error, Failure, HookError, NodeResult, Stage};
 use crate::node::{AsyncNode, ExecContext, Node, Retry};
 use crate::params::Params;
 
-/// The path of flows a step runs in, printed as `outer > batch[3] > inner`.
+/// One flow of a [`FlowPath`]: its name and, for a batch flow's runs, the item.
 #[derive(Clone, Copy)]
-#[doc(hidden)]
-pub struct FlowPath<'a> {
-    pub(crate) parent: Option<&'a FlowPath<'a>>,
+pub(crate) struct Seg<'a> {
     pub(crate) name: &'a str,
     pub(crate) item: Option<usize>,
 }
 
-impl<'a> FlowPath<'a> {
-    #[inline]
-    pub fn root(name: &'a str) -> Self {
-        FlowPath { parent: None, name, item: None }
-    }
-
-    #[inline]
-    pub(crate) fn child(&'a self, name: &'a str, item: Option<usize>) -> FlowPath<'a> {
-        FlowPath { parent: Some(self), name, item }
-    }
-}
-
-impl fmt::Display for FlowPath<'_> {
+impl fmt::Display for Seg<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(parent) = self.parent {
-            write!(f, "{parent} > ")?;
-        }
         f.write_str(self.name)?;
         match self.item {
             Some(i) => write!(f, "[{i}]"),
             None => Ok(()),
         }
+    }
+}
+
+/// The path of flows a step runs in, printed as `outer > batch[3] > inner`.
+///
+/// A path links to its parent's; the flows a run enters in place (nested
+/// flows, without native recursion) are a slice of the runner's own.
+#[derive(Clone, Copy)]
+#[doc(hidden)]
+pub struct FlowPath<'a> {
+    parent: Option<&'a FlowPath<'a>>,
+    head: Seg<'a>,
+    tail: &'a [Seg<'a>],
+}
+
+impl<'a> FlowPath<'a> {
+    #[inline]
+    pub fn root(name: &'a str) -> Self {
+        FlowPath { parent: None, head: Seg { name, item: None }, tail: &[] }
+    }
+
+    #[inline]
+    pub(crate) fn child(&'a self, name: &'a str, item: Option<usize>) -> FlowPath<'a> {
+        FlowPath { parent: Some(self), head: Seg { name, item }, tail: &[] }
+    }
+
+    /// This path followed by the flows `inner`.
+    #[inline]
+    pub(crate) fn extended(&'a self, inner: &'a [Seg<'a>]) -> FlowPath<'a> {
+        match inner.split_first() {
+            None => *self,
+            Some((head, tail)) => FlowPath { parent: Some(self), head: *head, tail },
+        }
+    }
+
+    /// Whether this is the path of an outermost flow.
+    #[inline]
+    pub(crate) fn is_root(&self) -> bool {
+        self.parent.is_none() && self.tail.is_empty()
+    }
+}
+
+impl fmt::Display for FlowPath<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Outermost first, without recursion: paths can be very long.
+        let mut chain = vec![self];
+        while let Some(parent) = chain.last().and_then(|p| p.parent) {
+            chain.push(parent);
+        }
+        for (i, path) in chain.iter().rev().enumerate() {
+            if i > 0 {
+                f.write_str(" > ")?;
+            }
+            write!(f, "{}", path.head)?;
+            for seg in path.tail {
+                write!(f, " > {seg}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Native recursion (a batch flow inside a batch flow's inner flow, and so on)
+/// stops with [`Error::TooDeep`] before the thread's stack runs out. Outermost
+/// runs are never refused, whatever their thread's stack.
+pub(crate) fn check_stack(path: &FlowPath<'_>) -> Result<(), Error> {
+    /// What a nested run keeps free for the nodes it runs.
+    const RESERVE: usize = 128 * 1024;
+    if path.is_root() {
+        return Ok(());
+    }
+    match stacker::remaining_stack() {
+        Some(left) if left < RESERVE => Err(Error::TooDeep { flow: path.to_string(), left }),
+        _ => Ok(()),
     }
 }
 
@@ -141,9 +199,14 @@ pub trait DynStep<S>: Send + Sync + 'static {
     fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: StepCx<'a>) -> BoxFuture<'a, Result<Label, Error>>;
     fn kind(&self) -> StepKind;
     fn declared_actions(&self) -> Option<&'static [&'static str]>;
-    fn subgraph(&self, _name: &str) -> Option<crate::graph::Graph> {
+    /// The flow this step runs: itself for a nested flow, the inner flow of a
+    /// batch flow. Validation and diagrams look inside it.
+    fn inner_flow(&self) -> Option<&crate::flow::Flow<S>> {
         None
     }
+    /// Moves the steps of the flows it holds into `into`, so that dropping a
+    /// deeply nested flow needs no recursion.
+    fn detach_inner(&mut self, _into: &mut Vec<Arc<dyn DynStep<S>>>) {}
 }
 
 /// Anything [`Flow::add`](crate::Flow::add) accepts: a [`Node`], an [`AsyncNode`],
@@ -189,7 +252,7 @@ pub(crate) fn call<T>(hook: impl FnOnce() -> NodeResult<T>) -> Result<T, Failure
     match catch_unwind(AssertUnwindSafe(hook)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(source)) => Err(Failure::Returned { source, attempts: 1 }),
-        Err(payload) => Err(Failure::Panicked(panic_message(payload))),
+        Err(payload) => Err(Failure::panicked(payload)),
     }
 }
 
@@ -251,13 +314,11 @@ pub(crate) fn retry_after<I: ?Sized, O>(
             return match catch_unwind(AssertUnwindSafe(|| fallback(input, source, &ctx))) {
                 Ok(Ok(v)) => Ok((v, attempt)),
                 Ok(Err(source)) => Err(HookError::new(Stage::Exec, item, Failure::from_fallback(source, attempt))),
-                Err(payload) => Err(HookError::new(Stage::Fallback, item, Failure::Panicked(panic_message(payload)))),
+                Err(payload) => Err(HookError::new(Stage::Fallback, item, Failure::panicked(payload))),
             };
         }
         tracing::debug!(node, attempt, error = %source, "exec failed; retrying");
-        if !retry.wait.is_zero() {
-            std::thread::sleep(retry.wait);
-        }
+        pause(retry.wait, cancel);
         attempt += 1;
         let ctx = ExecContext { node, attempt, max_attempts, item };
         match call(|| exec(input, &ctx)) {
@@ -308,7 +369,7 @@ macro_rules! exec_with_retry_async {
                     Err(payload) => Err($crate::error::HookError::new(
                         $crate::error::Stage::Fallback,
                         item,
-                        $crate::error::Failure::Panicked($crate::error::panic_message(payload)),
+                        $crate::error::Failure::panicked(payload),
                     )),
                 };
             }
@@ -331,23 +392,62 @@ pub(crate) async fn call_async<T>(
     match AssertUnwindSafe(hook).catch_unwind().await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(source)) => Err(HookError::new(stage, None, Failure::Returned { source, attempts: 1 })),
-        Err(payload) => Err(HookError::new(stage, None, Failure::Panicked(panic_message(payload)))),
+        Err(payload) => Err(HookError::new(stage, None, Failure::panicked(payload))),
+    }
+}
+
+/// Waits `wait` before a retry; returns early when `cancel` is set, so that a
+/// cancelled run does not sit out its retry waits.
+fn pause(wait: Duration, cancel: Option<&Cancel<'_>>) {
+    /// How often a wait looks at the cancel flag.
+    const SLICE: Duration = Duration::from_millis(10);
+    let Some(cancel) = cancel else {
+        std::thread::sleep(wait);
+        return;
+    };
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || cancel.is_cancelled() {
+            return;
+        }
+        std::thread::sleep(left.min(SLICE));
     }
 }
 
 /// Runs blocking work on tokio's blocking pool, so a sync node in an async flow
 /// does not stall the runtime's workers. Outside a runtime it runs in place.
-pub(crate) async fn offload<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => handle.spawn_blocking(work).await.map_err(|e| {
+///
+/// The work gets a cancel flag that is set when the returned future is dropped
+/// (a timeout, a failing sibling, a runtime shutting down): retries then stop
+/// after the attempt in flight, and waits between attempts end at once.
+pub(crate) async fn offload<T: Send + 'static>(
+    work: impl FnOnce(&Cancel<'static>) -> T + Send + 'static,
+) -> Result<T, Failure> {
+    /// Sets the flag when the awaiting future goes away, finished or not.
+    struct CancelOnDrop(Arc<Cancel<'static>>);
+    impl Drop for CancelOnDrop {
+        fn drop(&mut self) {
+            self.0.cancel();
+        }
+    }
+    let flag = Arc::new(Cancel::new(None));
+    let guard = CancelOnDrop(Arc::clone(&flag));
+    let result = match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.spawn_blocking(move || work(&flag)).await.map_err(|e| {
             if e.is_panic() {
-                Failure::Panicked(panic_message(e.into_panic()))
+                Failure::panicked(e.into_panic())
             } else {
-                Failure::Panicked("the blocking task was cancelled because the runtime shut down".to_owned())
+                Failure::Panicked {
+                    message: "the blocking task was cancelled because the runtime shut down".to_owned(),
+                    attempts: 1,
+                }
             }
         }),
-        Err(_) => Ok(work()),
-    }
+        Err(_) => Ok(work(&flag)),
+    };
+    drop(guard);
+    result
 }
 
 /// A [`Node`] as a step.
@@ -405,12 +505,12 @@ where
     }
     .map_err(|h| cx.error(h))?;
     let (shared, name) = (Arc::clone(node), cx.node.to_owned());
-    let (prep, result) = offload(move || {
+    let (prep, result) = offload(move |cancel| {
         let result = exec_with_retry(
             shared.retry(),
             &name,
             None,
-            None,
+            Some(cancel),
             &prep,
             |p, c| shared.exec(p, c),
             |p, e, c| shared.exec_fallback(p, e, c),

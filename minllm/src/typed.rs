@@ -128,7 +128,7 @@ impl<S, N: BatchNode<S>> Step<S, BatchMarker> for N {
     type Action = N::Action;
     fn run_step(&self, store: &mut S, cx: StepCx<'_>) -> Result<N::Action, Error> {
         let items = call_stage(Stage::Prep, || self.prep(store, cx.params)).map_err(|h| cx.error(h))?;
-        let outputs = exec_items(self, self.mode(), pool_of_mode(self.mode()), &items, cx.node, cx.cancel)
+        let outputs = exec_items(self, self.mode(), &items, cx.node, cx.cancel)
             .map_err(|h| crate::batch::batch_error(&cx, h))?;
         call_stage(Stage::Post, || self.post(store, items, outputs)).map_err(|h| cx.error(h))
     }
@@ -159,7 +159,7 @@ impl<S: Send + Sync + 'static, N: BatchNode<S>> AsyncStep<S, BatchMarker> for N 
     type Action = N::Action;
     async fn run_step_async<'a>(this: &'a Arc<Self>, store: &'a mut S, cx: StepCx<'a>) -> Result<N::Action, Error> {
         let mode = this.mode();
-        crate::batch::run_offloaded_batch(this, mode, pool_of_mode(mode), AsyncStoreRef::exclusive(store), cx).await
+        crate::batch::run_offloaded_batch(this, mode, AsyncStoreRef::exclusive(store), cx).await
     }
 }
 
@@ -186,10 +186,6 @@ impl<S: Send + Sync + 'static, F: AsyncTypedFlow<S>> AsyncStep<S, AsyncTypedFlow
         let path = cx.flow.child(cx.node, None);
         this.run_in(store, &path, cx.params).await
     }
-}
-
-fn pool_of_mode(mode: crate::BatchMode) -> Option<Arc<rayon::ThreadPool>> {
-    crate::batch::limit_of(mode).and_then(crate::batch::pool_of)
 }
 
 /// Runs a sync typed flow nested in an async run, in place on the task's thread
@@ -220,12 +216,6 @@ pub fn tracing_on() -> bool {
 }
 
 static NO_SPAN: tracing::Span = tracing::Span::none();
-
-/// A disabled span, for steps run while nothing listens.
-#[inline]
-pub(crate) fn no_span() -> &'static tracing::Span {
-    &NO_SPAN
-}
 
 /// Runs the node `name` of a typed flow, in its tracing span when `traced`.
 #[doc(hidden)]
@@ -310,8 +300,8 @@ impl Steps {
     pub fn watch(&mut self, taken: u64, node: &'static str, flow: &FlowPath<'_>) -> Result<(), Error> {
         if taken >= self.limit {
             let seen = (taken - self.watch_from).min(RECENT as u64);
-            let mut names: Vec<&str> = (0..seen).map(|i| self.recent[i as usize]).collect();
-            names.push(node);
+            // The steps that ran, not the one refused.
+            let names: Vec<&str> = (0..seen).map(|i| self.recent[i as usize]).collect();
             let prefix = if taken > seen { "... -> " } else { "" };
             return Err(Error::StepLimit {
                 flow: flow.to_string(),

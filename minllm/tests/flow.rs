@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Mark, capture_logs, mark, trace};
-use minllm::{Action, Error, ExecContext, Flow, Node, NodeResult, Params, Problem, SharedStore};
+use minllm::{Action, End, Error, ExecContext, Flow, Node, NodeResult, Params, Problem, SharedStore};
 
 /// Records the params it sees under `seen:<name>`.
 struct SeeParams(&'static str);
@@ -98,18 +98,31 @@ fn a_parent_branches_on_how_a_nested_flow_ended() {
 }
 
 #[test]
-fn an_action_without_an_edge_ends_the_flow_with_a_warning() {
+fn an_action_without_an_edge_is_an_error_unless_declared_an_end() {
     let mut flow = Flow::new("agent");
     let a = flow.add("decide", Mark { name: "decide", action: "dance" });
     let b = flow.add("search", mark("search"));
     let c = flow.add("answer", mark("answer"));
     flow.edge(a.on("search") >> b).edge(a.on("answer") >> c);
     let mut store = SharedStore::new();
-    let (result, logs) = capture_logs(|| flow.run(&mut store));
-    assert_eq!(result.unwrap(), "dance");
+    let err = flow.run(&mut store).unwrap_err();
     assert_eq!(trace(&store), ["decide"]);
-    assert!(logs.contains("WARN"), "{logs}");
-    assert!(logs.contains("flow ends: action `dance` of node `decide` has no edge (edges: search, answer)"), "{logs}");
+    match &err {
+        Error::MissingEdge { flow, node, action, edges } => {
+            assert_eq!((flow.as_str(), node.as_str(), action.as_str()), ("agent", "decide", "dance"));
+            assert_eq!(edges, &["search", "answer"]);
+        }
+        other => panic!("expected a missing edge, got {other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "node `decide` in flow `agent` returned action `dance`, which has no edge (its edges: search, answer); add an edge for it, or `>> End` if the flow ends there"
+    );
+
+    flow.edge(a.on("dance") >> End);
+    let mut store = SharedStore::new();
+    assert_eq!(flow.run(&mut store).unwrap(), "dance");
+    assert_eq!(trace(&store), ["decide"]);
 }
 
 #[test]
@@ -161,13 +174,13 @@ fn the_step_limit_stops_a_loop_with_an_error_naming_flow_and_path() {
         Error::StepLimit { flow, limit, recent } => {
             assert_eq!(flow, "looper");
             assert_eq!(*limit, 5);
-            assert_eq!(recent, "decide -> search -> decide -> search -> decide -> search");
+            assert_eq!(recent, "decide -> search -> decide -> search -> decide");
         }
         other => panic!("expected a step limit error, got {other:?}"),
     }
     assert_eq!(
         err.to_string(),
-        "flow `looper` exceeded its step limit of 5 steps; last steps: decide -> search -> decide -> search -> decide -> search"
+        "flow `looper` exceeded its step limit of 5 steps; last steps: decide -> search -> decide -> search -> decide"
     );
 
     flow.max_steps(100);
@@ -316,13 +329,13 @@ fn mermaid_draws_nested_flows_as_subgraphs() {
     let expected = r#"flowchart TD
     n0["a"]
     subgraph n1 ["sub"]
-        n1_0["x"]
-        n1_1["y #quot;quoted#quot;"]
-        n1_start(( )) --> n1_0
-        n1_0 --> n1_1
+        n3["x"]
+        n4["y #quot;quoted#quot;"]
+        start1(( )) --> n3
+        n3 --> n4
     end
     n2["b"]
-    nstart(( )) --> n0
+    start(( )) --> n0
     n0 -->|"search"| n1
     n0 -->|"answer"| n2
     n1 --> n2
@@ -360,7 +373,7 @@ impl Node<Counter> for Incr {
 fn a_user_struct_is_the_store() {
     let mut flow = Flow::<Counter>::new("typed");
     let incr = flow.add("incr", Incr);
-    flow.edge(incr.on("more") >> incr).max_steps(10);
+    flow.edge(incr.on("more") >> incr).edge(incr.on("stop") >> End).max_steps(10);
     let mut store = Counter::default();
     assert_eq!(flow.run(&mut store).unwrap(), "stop");
     assert_eq!(store.count, 3);

@@ -9,7 +9,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use minllm::{ExecContext, Flow, Node, NodeResult, Params, SharedStore};
+use minllm::{End, ExecContext, Flow, Node, NodeResult, Params, SharedStore};
 
 struct Counting;
 
@@ -56,7 +56,11 @@ fn run(transitions: u64) -> isize {
     let a = flow.add("a", Step);
     let b = flow.add("b", Step);
     let c = flow.add("c", Step);
-    flow.edge(a.on("again") >> b.on("again") >> c.on("again") >> a).max_steps(transitions + 1);
+    flow.edge(a.on("again") >> b.on("again") >> c.on("again") >> a)
+        .edge(a.on("done") >> End)
+        .edge(b.on("done") >> End)
+        .edge(c.on("done") >> End)
+        .max_steps(transitions + 1);
     let mut store = SharedStore::new();
     store.set("left", transitions);
     let before = LIVE.load(Ordering::Relaxed);

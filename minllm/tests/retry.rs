@@ -142,7 +142,11 @@ impl Node for Panicky {
 fn a_panic_becomes_an_error_and_the_store_stays_usable() {
     let cases = [
         (Stage::Prep, "prep of node `boom` in flow `f` panicked: prep exploded"),
-        (Stage::Exec, "exec of node `boom` in flow `f` panicked: index out of bounds: the len is 0 but the index is 3"),
+        // A panicking attempt is retried; the error says how many were made.
+        (
+            Stage::Exec,
+            "exec of node `boom` in flow `f` panicked after 3 attempts: index out of bounds: the len is 0 but the index is 3",
+        ),
         (Stage::Post, "post of node `boom` in flow `f` panicked: post exploded at 42"),
     ];
     for (stage, message) in cases {
@@ -150,7 +154,8 @@ fn a_panic_becomes_an_error_and_the_store_stays_usable() {
         flow.add("boom", Panicky(stage));
         let mut store = SharedStore::new();
         let err = flow.run(&mut store).unwrap_err();
-        assert!(matches!(err, Error::Panic { stage: s, .. } if s == stage), "{err:?}");
+        let attempts = if stage == Stage::Exec { 3 } else { 1 };
+        assert!(matches!(err, Error::Panic { stage: s, attempts: a, .. } if s == stage && a == attempts), "{err:?}");
         assert_eq!(err.to_string(), message);
         // The store still works after the panic.
         assert_eq!(store.get::<bool>("prep ran"), Some(true));

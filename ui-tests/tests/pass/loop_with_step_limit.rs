@@ -62,7 +62,7 @@ fn main() {
     match agent.run(&mut runaway) {
         Err(Error::StepLimit { flow, limit, recent }) => {
             assert_eq!((flow.as_str(), limit), ("Agent", 10));
-            assert!(recent.ends_with("decide -> search -> decide"), "{recent}");
+            assert!(recent.ends_with("search -> decide -> search"), "{recent}");
         }
         other => panic!("expected a step-limit error, got {other:?}"),
     }
