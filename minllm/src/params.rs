@@ -39,15 +39,15 @@ pub enum ParamError {
         present: Vec<String>,
     },
     /// The param's value does not convert to the type asked for.
-    #[error("param `{key}` is {value}, which is not a `{expected}`: {reason}")]
+    #[error("param `{key}` is {found}, which is not a `{expected}`: {reason}")]
     WrongType {
         /// The name asked for.
         key: String,
-        /// The value found.
-        value: Value,
+        /// The value found, as JSON, cut short when long.
+        found: String,
         /// The type asked for.
         expected: &'static str,
-        /// Why the conversion failed.
+        /// Why the conversion failed, cut short when long.
         reason: String,
     },
 }
@@ -89,9 +89,9 @@ impl Params {
             .ok_or_else(|| ParamError::Missing { key: key.to_owned(), present: self.0.keys().cloned().collect() })?;
         T::deserialize(value).map_err(|e| ParamError::WrongType {
             key: key.to_owned(),
-            value: value.clone(),
+            found: excerpt_json(value),
             expected: std::any::type_name::<T>(),
-            reason: e.to_string(),
+            reason: excerpt(&e.to_string()),
         })
     }
 
@@ -129,6 +129,49 @@ impl Params {
     }
 }
 
+/// How much of a value an error message shows.
+const EXCERPT: usize = 100;
+
+/// `text`, cut after [`EXCERPT`] characters with a note of its length.
+fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(EXCERPT) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}... ({} bytes in all)", &text[..cut], text.len()),
+    }
+}
+
+/// `value` as JSON, cut short when long, without writing out more of it than is shown.
+fn excerpt_json(value: &Value) -> String {
+    /// Keeps the first bytes written and counts the rest.
+    struct Head {
+        kept: Vec<u8>,
+        total: usize,
+    }
+    impl std::io::Write for Head {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let room = (4 * EXCERPT).saturating_sub(self.kept.len());
+            self.kept.extend_from_slice(&buf[..buf.len().min(room)]);
+            self.total += buf.len();
+            if self.total > 4 * EXCERPT {
+                // Enough seen: stop serialising.
+                return Err(std::io::Error::other("long enough"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut head = Head { kept: Vec::new(), total: 0 };
+    let complete = serde_json::to_writer(&mut head, value).is_ok();
+    let text = String::from_utf8_lossy(&head.kept);
+    match text.char_indices().nth(EXCERPT) {
+        None if complete => text.into_owned(),
+        None => format!("{text}..."),
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+    }
+}
+
 impl fmt::Debug for Params {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.0.iter()).finish()
@@ -158,5 +201,19 @@ mod tests {
         assert!(e.contains("param `n`") && e.contains("u32"), "{e}");
         let e = p.get::<u32>("m").unwrap_err().to_string();
         assert!(e.contains("`m` is not set") && e.contains("\"n\""), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_type_error_shows_only_the_start_of_a_big_value() {
+        let big = "x".repeat(1_000_000);
+        let p = Params::from([("doc", big.as_str())]);
+        let e = p.get::<u32>("doc").unwrap_err();
+        let ParamError::WrongType { found, reason, .. } = &e else { panic!("{e:?}") };
+        assert_eq!(found, &format!("\"{}...", "x".repeat(99)));
+        assert!(reason.starts_with("invalid type: string \"xxx") && reason.ends_with("bytes in all)"), "{reason}");
+        assert!(e.to_string().len() < 400, "{e}");
+        let list = Params::from([("n", serde_json::json!([1, 2, 3]))]);
+        let ParamError::WrongType { found, .. } = list.get::<u32>("n").unwrap_err() else { panic!() };
+        assert_eq!(found, "[1,2,3]");
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// A value that was missing or not of the type asked for.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +34,30 @@ struct Entry {
     type_name: &'static str,
 }
 
+type Map = HashMap<String, Entry>;
+
+thread_local! {
+    /// The stores whose lock this thread holds while a closure given to them
+    /// runs: the map's address, whether the lock is exclusive, and the method.
+    static HELD: std::cell::RefCell<Vec<(usize, bool, &'static str)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Notes, while it lives, that this thread holds a store's lock for a closure.
+struct Holding;
+
+impl Holding {
+    fn new(store: &SharedStore, exclusive: bool, method: &'static str) -> Holding {
+        HELD.with(|held| held.borrow_mut().push((store.id(), exclusive, method)));
+        Holding
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        HELD.with(|held| held.borrow_mut().pop());
+    }
+}
+
 /// A thread-safe map from string keys to values of any type: the shared store of
 /// runtime-built flows, like the `shared` dict of PocketFlow.
 ///
@@ -54,9 +78,14 @@ struct Entry {
 /// store.update("hits", |n: &mut u32| *n += 1).unwrap();
 /// assert_eq!(store.get::<u32>("hits"), Some(4));
 /// ```
+///
+/// The closures given to [`with`](Self::with), [`update`](Self::update) and
+/// [`update_or_insert`](Self::update_or_insert) run while the store is locked:
+/// using the store inside them panics with a message saying so (only reading
+/// inside `with` is allowed), where it would otherwise wait forever.
 #[derive(Clone, Default)]
 pub struct SharedStore {
-    map: Arc<RwLock<HashMap<String, Entry>>>,
+    map: Arc<RwLock<Map>>,
 }
 
 impl SharedStore {
@@ -78,12 +107,20 @@ impl SharedStore {
     }
 
     /// Calls `f` with a reference to the value under `key` (no clone), holding a
-    /// read lock meanwhile: keep `f` short and do not touch the store inside it.
+    /// read lock meanwhile: keep `f` short.
+    ///
+    /// # Panics
+    ///
+    /// When `f` writes to this store (that would wait forever for the lock `f`
+    /// runs under); reading it is fine.
     pub fn with<T: Any, R>(&self, key: &str, f: impl FnOnce(&T) -> R) -> Result<R, StoreError> {
-        let map = self.map.read();
+        let map = self.read("with");
         let entry = map.get(key).ok_or_else(|| StoreError::Missing { key: key.to_owned() })?;
         match entry.value.downcast_ref::<T>() {
-            Some(v) => Ok(f(v)),
+            Some(v) => {
+                let _holding = Holding::new(self, false, "with");
+                Ok(f(v))
+            }
             None => Err(wrong_type::<T>(key, entry)),
         }
     }
@@ -91,30 +128,39 @@ impl SharedStore {
     /// Stores `value` under `key`, replacing what was there.
     pub fn set<T: Any + Send + Sync>(&self, key: impl Into<String>, value: T) {
         let entry = Entry { value: Box::new(value), type_name: type_name::<T>() };
-        self.map.write().insert(key.into(), entry);
+        self.write("set").insert(key.into(), entry);
     }
 
     /// Changes the value under `key` in place, under the write lock, so that
     /// concurrent updates (e.g. pushing to a list) do not lose each other.
-    /// `f` must not use the store (that would wait for the lock it holds).
+    ///
+    /// # Panics
+    ///
+    /// When `f` uses this store at all: it runs under the store's exclusive
+    /// lock, which any other access would wait for forever.
     pub fn update<T: Any, R>(&self, key: &str, f: impl FnOnce(&mut T) -> R) -> Result<R, StoreError> {
-        let mut map = self.map.write();
+        let mut map = self.write("update");
         let entry = map.get_mut(key).ok_or_else(|| StoreError::Missing { key: key.to_owned() })?;
         let found = entry.type_name;
         match entry.value.downcast_mut::<T>() {
-            Some(v) => Ok(f(v)),
+            Some(v) => {
+                let _holding = Holding::new(self, true, "update");
+                Ok(f(v))
+            }
             None => Err(StoreError::WrongType { key: key.to_owned(), expected: type_name::<T>(), found }),
         }
     }
 
-    /// Like [`update`](Self::update), inserting `default()` first when the key is missing.
+    /// Like [`update`](Self::update), inserting `default()` first when the key
+    /// is missing. Panics as `update` does when `default` or `f` use the store.
     pub fn update_or_insert<T: Any + Send + Sync, R>(
         &self,
         key: &str,
         default: impl FnOnce() -> T,
         f: impl FnOnce(&mut T) -> R,
     ) -> Result<R, StoreError> {
-        let mut map = self.map.write();
+        let mut map = self.write("update_or_insert");
+        let _holding = Holding::new(self, true, "update_or_insert");
         let entry = map
             .entry(key.to_owned())
             .or_insert_with(|| Entry { value: Box::new(default()), type_name: type_name::<T>() });
@@ -127,13 +173,13 @@ impl SharedStore {
 
     /// Removes the value under `key`; returns whether there was one.
     pub fn remove(&self, key: &str) -> bool {
-        self.map.write().remove(key).is_some()
+        self.write("remove").remove(key).is_some()
     }
 
     /// Removes and returns the value under `key` when it has type `T`; a value of
     /// another type stays in the store.
     pub fn take<T: Any>(&self, key: &str) -> Result<T, StoreError> {
-        let mut map = self.map.write();
+        let mut map = self.write("take");
         let entry = map.get(key).ok_or_else(|| StoreError::Missing { key: key.to_owned() })?;
         if !entry.value.is::<T>() {
             return Err(wrong_type::<T>(key, entry));
@@ -144,35 +190,76 @@ impl SharedStore {
 
     /// Whether a value is stored under `key`.
     pub fn contains(&self, key: &str) -> bool {
-        self.map.read().contains_key(key)
+        self.read("contains").contains_key(key)
     }
 
     /// The keys, sorted.
     pub fn keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.map.read().keys().cloned().collect();
+        let mut keys: Vec<String> = self.read("keys").keys().cloned().collect();
         keys.sort();
         keys
     }
 
     /// How many values are stored.
     pub fn len(&self) -> usize {
-        self.map.read().len()
+        self.read("len").len()
     }
 
     /// Whether the store is empty.
     pub fn is_empty(&self) -> bool {
-        self.map.read().is_empty()
+        self.read("is_empty").is_empty()
     }
 
     /// Removes every value.
     pub fn clear(&self) {
-        self.map.write().clear();
+        self.write("clear").clear();
     }
 
     /// Whether `self` and `other` are handles to the same store.
     pub fn ptr_eq(&self, other: &SharedStore) -> bool {
         Arc::ptr_eq(&self.map, &other.map)
     }
+
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.map) as usize
+    }
+
+    /// Whether this thread runs a closure under this store's lock: `Some(true)`
+    /// when that lock is exclusive.
+    fn held(&self) -> Option<(bool, &'static str)> {
+        let id = self.id();
+        HELD.with(|held| {
+            held.borrow().iter().rev().find(|h| h.0 == id).map(|&(_, exclusive, method)| (exclusive, method))
+        })
+    }
+
+    /// The read lock, for `method`.
+    fn read(&self, method: &'static str) -> RwLockReadGuard<'_, Map> {
+        match self.held() {
+            None => self.map.read(),
+            // Inside `with`: a second read must not queue behind a waiting writer.
+            Some((false, _)) => self.map.read_recursive(),
+            Some((true, holder)) => reentered(method, holder),
+        }
+    }
+
+    /// The write lock, for `method`.
+    fn write(&self, method: &'static str) -> RwLockWriteGuard<'_, Map> {
+        match self.held() {
+            None => self.map.write(),
+            Some((_, holder)) => reentered(method, holder),
+        }
+    }
+}
+
+/// The documented panic for a store used inside one of its own closures.
+#[cold]
+#[track_caller]
+fn reentered(method: &str, holder: &str) -> ! {
+    panic!(
+        "SharedStore::{method} was called inside the closure given to SharedStore::{holder} on the same store, \
+         which would wait forever for the lock that closure runs under; use the store before or after the closure"
+    )
 }
 
 fn wrong_type<T>(key: &str, entry: &Entry) -> StoreError {
@@ -181,7 +268,7 @@ fn wrong_type<T>(key: &str, entry: &Entry) -> StoreError {
 
 impl fmt::Debug for SharedStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let map = self.map.read();
+        let map = self.read("fmt");
         let mut keys: Vec<_> = map.iter().map(|(k, e)| (k.as_str(), e.type_name)).collect();
         keys.sort();
         f.debug_map().entries(keys).finish()
@@ -235,6 +322,54 @@ mod tests {
             }
         });
         assert_eq!(s.with("list", |v: &Vec<usize>| v.len()), Ok(1000));
+    }
+
+    #[test]
+    fn using_the_store_inside_its_own_closures_panics_instead_of_hanging() {
+        let s = SharedStore::new();
+        s.set("n", 1_u8);
+        let inside_update = [
+            (
+                "get",
+                Box::new(|s: &SharedStore| {
+                    let _ = s.get::<u8>("n");
+                }) as Box<dyn Fn(&SharedStore)>,
+            ),
+            ("set", Box::new(|s: &SharedStore| s.set("m", 2_u8))),
+            (
+                "len",
+                Box::new(|s: &SharedStore| {
+                    let _ = s.len();
+                }),
+            ),
+            ("update", Box::new(|s: &SharedStore| drop(s.update("n", |_: &mut u8| ())))),
+        ];
+        for (method, use_it) in &inside_update {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                s.update("n", |_: &mut u8| use_it(&s)).ok();
+            }));
+            let message = r.map(|_| String::new()).unwrap_err().downcast::<String>().map(|m| *m).unwrap_or_default();
+            assert_eq!(
+                message,
+                format!(
+                    "SharedStore::{} was called inside the closure given to SharedStore::update on the same store, \
+                     which would wait forever for the lock that closure runs under; use the store before or after the closure",
+                    if *method == "get" { "with" } else { method }
+                )
+            );
+        }
+        // Writing inside `with` and `update_or_insert` is refused the same way.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.with("n", |_: &u8| s.remove("n")).ok()));
+        assert!(r.is_err());
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            s.update_or_insert("k", || s.get::<u8>("n").unwrap_or(0), |_| ()).ok()
+        }));
+        assert!(r.is_err());
+        // Reading inside `with` works; the store is usable after every panic.
+        assert_eq!(s.with("n", |n: &u8| *n + s.get::<u8>("n").unwrap_or(0)), Ok(2));
+        assert_eq!(s.keys(), ["n"]);
+        s.update("n", |n: &mut u8| *n = 5).unwrap();
+        assert_eq!(s.get::<u8>("n"), Some(5));
     }
 
     #[test]
