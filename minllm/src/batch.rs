@@ -161,11 +161,7 @@ where
 /// Runs `f` on every item on rayon's threads; results in input order. The first
 /// error cancels the rest: no item starts after it. `Err(None)` means the parent
 /// branch was cancelled (its own error is reported instead).
-pub(crate) fn par_map<I, O, E, F>(
-    items: &[I],
-    parent: Option<&Cancel<'_>>,
-    f: F,
-) -> Result<Vec<O>, Option<E>>
+pub(crate) fn par_map<I, O, E, F>(items: &[I], parent: Option<&Cancel<'_>>, f: F) -> Result<Vec<O>, Option<E>>
 where
     I: Sync,
     O: Send,

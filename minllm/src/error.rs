@@ -174,7 +174,7 @@ pub enum Error {
         /// The flow path of the run.
         flow: String,
         /// What is wrong, with the path of the flow it is in.
-        problem: crate::graph::Problem,
+        problem: Box<crate::graph::Problem>,
     },
     /// Flows nest so deeply through steps that recurse (batch flows inside
     /// batch flows) that the thread's stack would run out.

@@ -260,7 +260,9 @@ impl<S: Send + Sync + 'static> Flow<S> {
     fn shape(&self) -> (Graph, Vec<(usize, &Wiring)>) {
         let mut flows: Vec<GraphFlow> = Vec::new();
         let mut wiring = Vec::new();
-        let mut todo: Vec<(&Flow<S>, &str, Option<(usize, usize)>)> = vec![(self, &self.name, None)];
+        // Flows to visit: the flow, its name, and the (flow, node) holding it.
+        type Visit<'f, S> = (&'f Flow<S>, &'f str, Option<(usize, usize)>);
+        let mut todo: Vec<Visit<'_, S>> = vec![(self, &self.name, None)];
         while let Some((flow, name, parent)) = todo.pop() {
             let f = flows.len();
             if let Some((p, n)) = parent {
@@ -319,7 +321,7 @@ impl<S: Send + Sync + 'static> Flow<S> {
             Some(Problem::ForeignStart { flow }) if *flow == self.name => {
                 Err(Error::ForeignStart { flow: path.to_string() })
             }
-            Some(problem) => Err(Error::Invalid { flow: path.to_string(), problem: problem.clone() }),
+            Some(problem) => Err(Error::Invalid { flow: path.to_string(), problem: Box::new(problem.clone()) }),
         }
     }
 
@@ -486,7 +488,8 @@ struct Frame<'f, S: 'static> {
 
 impl<'f, S: Send + Sync + 'static> Frames<'f, S> {
     fn new(flow: &'f Flow<S>, path: &FlowPath<'_>, params: &Params, traced: bool) -> Self {
-        let span = if traced { tracing::debug_span!("flow", flow = %path, steps = Empty) } else { tracing::Span::none() };
+        let span =
+            if traced { tracing::debug_span!("flow", flow = %path, steps = Empty) } else { tracing::Span::none() };
         Frames { frames: vec![Frame::new(flow, params.clone(), span)], traced }
     }
 

@@ -96,7 +96,9 @@ pub enum Problem {
         action: String,
     },
     /// An edge leads to something that is not a node.
-    #[error("flow `{flow}`: the successor of `{node}` for action `{action}` is `{target}`, and `{target}` is not a node")]
+    #[error(
+        "flow `{flow}`: the successor of `{node}` for action `{action}` is `{target}`, and `{target}` is not a node"
+    )]
     NotANode {
         /// The flow path.
         flow: String,
@@ -123,7 +125,9 @@ pub enum Problem {
     },
     /// A flow contains itself, directly or through other flows: running it
     /// would never end.
-    #[error("flow `{flow}`: node `{node}` is the flow `{contained}`, which contains it; a flow that contains itself never ends")]
+    #[error(
+        "flow `{flow}`: node `{node}` is the flow `{contained}`, which contains it; a flow that contains itself never ends"
+    )]
     ContainsItself {
         /// The path of the flow holding the node.
         flow: String,
@@ -619,7 +623,11 @@ mod tests {
     fn finds_each_cycle_once_as_a_path() {
         let mut g = one(
             "agent",
-            vec![node("decide", &[("search", 1), ("answer", 2)]), node("search", &[("default", 0)]), node("answer", &[])],
+            vec![
+                node("decide", &[("search", 1), ("answer", 2)]),
+                node("search", &[("default", 0)]),
+                node("answer", &[]),
+            ],
         );
         assert_eq!(
             g.validate(),
@@ -677,10 +685,7 @@ mod tests {
                 Problem::UnknownTarget { flow: "f".into(), node: "a".into(), action: "away".into() },
             ]
         );
-        assert_eq!(
-            p[0].to_string(),
-            "flow `f`: the successor of `a` for action `go` is `5`, and `5` is not a node"
-        );
+        assert_eq!(p[0].to_string(), "flow `f`: the successor of `a` for action `go` is `5`, and `5` is not a node");
     }
 
     #[test]

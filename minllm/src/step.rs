@@ -319,6 +319,10 @@ pub(crate) fn retry_after<I: ?Sized, O>(
         }
         tracing::debug!(node, attempt, error = %source, "exec failed; retrying");
         pause(retry.wait, cancel);
+        if is_cancelled(cancel) {
+            // Cancelled during the wait: no further attempt.
+            return Err(HookError::new(Stage::Exec, item, Failure::from_fallback(source, attempt)));
+        }
         attempt += 1;
         let ctx = ExecContext { node, attempt, max_attempts, item };
         match call(|| exec(input, &ctx)) {

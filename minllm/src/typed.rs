@@ -128,8 +128,8 @@ impl<S, N: BatchNode<S>> Step<S, BatchMarker> for N {
     type Action = N::Action;
     fn run_step(&self, store: &mut S, cx: StepCx<'_>) -> Result<N::Action, Error> {
         let items = call_stage(Stage::Prep, || self.prep(store, cx.params)).map_err(|h| cx.error(h))?;
-        let outputs = exec_items(self, self.mode(), &items, cx.node, cx.cancel)
-            .map_err(|h| crate::batch::batch_error(&cx, h))?;
+        let outputs =
+            exec_items(self, self.mode(), &items, cx.node, cx.cancel).map_err(|h| crate::batch::batch_error(&cx, h))?;
         call_stage(Stage::Post, || self.post(store, items, outputs)).map_err(|h| cx.error(h))
     }
 }

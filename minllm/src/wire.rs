@@ -228,13 +228,16 @@ mod tests {
         let id = |index| NodeId { flow: 1, index };
         let (a, b, c) = (id(0), id(1), id(2));
         let wire = a.on("go") >> b >> c.on(String::from("back")) >> a;
-        let got: Vec<_> = wire.edges().iter().map(|e| (e.from.index, e.action.to_string(), e.to.map(|t| t.index))).collect();
+        let got: Vec<_> =
+            wire.edges().iter().map(|e| (e.from.index, e.action.to_string(), e.to.map(|t| t.index))).collect();
         assert_eq!(got, [(0, "go".into(), Some(1)), (1, "default".into(), Some(2)), (2, "back".into(), Some(0))]);
         let wire = a.on("x") >> b.on("y") >> c >> a;
-        let got: Vec<_> = wire.edges().iter().map(|e| (e.from.index, e.action.to_string(), e.to.map(|t| t.index))).collect();
+        let got: Vec<_> =
+            wire.edges().iter().map(|e| (e.from.index, e.action.to_string(), e.to.map(|t| t.index))).collect();
         assert_eq!(got, [(0, "x".into(), Some(1)), (1, "y".into(), Some(2)), (2, "default".into(), Some(0))]);
         let ended = a >> b.on("done") >> End;
-        let got: Vec<_> = ended.edges().iter().map(|e| (e.from.index, e.action.to_string(), e.to.map(|t| t.index))).collect();
+        let got: Vec<_> =
+            ended.edges().iter().map(|e| (e.from.index, e.action.to_string(), e.to.map(|t| t.index))).collect();
         assert_eq!(got, [(0, "default".into(), Some(1)), (1, "done".into(), None)]);
     }
 }

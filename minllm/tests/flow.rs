@@ -436,3 +436,116 @@ fn a_start_node_from_another_flow_is_reported_and_refused() {
     flow.max_steps(0);
     assert!(flow.validate().contains(&Problem::ZeroStepLimit { flow: "f".into() }));
 }
+
+/// Says "again" until it ran `times` times, then "done".
+struct Loop {
+    name: &'static str,
+    times: usize,
+}
+
+impl Node for Loop {
+    type Prep = usize;
+    type Exec = ();
+    type Action = &'static str;
+    fn prep(&self, store: &SharedStore, _: &Params) -> NodeResult<usize> {
+        Ok(trace(store).len())
+    }
+    fn exec(&self, _: &usize, _: &ExecContext) -> NodeResult<()> {
+        Ok(())
+    }
+    fn post(&self, store: &mut SharedStore, ran: usize, _: ()) -> NodeResult<&'static str> {
+        common::push(store, self.name);
+        Ok(if ran + 1 < self.times { "again" } else { "done" })
+    }
+}
+
+fn looping(name: &str, times: usize) -> Flow {
+    let mut flow = Flow::new(name);
+    let step = flow.add("step", Loop { name: "step", times });
+    flow.edge(step.on("again") >> step).edge(step.on("done") >> End);
+    flow
+}
+
+#[test]
+fn a_cycle_without_a_limit_is_refused_before_the_first_node_runs() {
+    let flow = looping("spin", 3);
+    let mut store = SharedStore::new();
+    let err = flow.run(&mut store).unwrap_err();
+    assert!(trace(&store).is_empty(), "no node ran");
+    match &err {
+        Error::Invalid { flow, problem } => {
+            let Problem::UnboundedCycle { flow: at, path } = &**problem else { panic!("{problem:?}") };
+            assert_eq!((flow.as_str(), at.as_str()), ("spin", "spin"));
+            assert_eq!(path, &["step", "step"]);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "flow `spin` cannot run: flow `spin` has a cycle step -> step and no step limit; set one with `max_steps`, or mark the flow `unbounded`"
+    );
+
+    // Deep inside another flow: refused before the outer flow's first node.
+    let mut outer = Flow::new("outer");
+    let first = outer.add("first", mark("first"));
+    let sub = outer.add("sub", looping("spin", 3));
+    outer.edge(first >> sub);
+    let mut store = SharedStore::new();
+    let err = outer.run(&mut store).unwrap_err();
+    assert!(trace(&store).is_empty(), "no node ran");
+    assert!(
+        matches!(&err, Error::Invalid { problem, .. } if matches!(&**problem, Problem::UnboundedCycle { flow, .. } if flow == "outer > sub")),
+        "{err:?}"
+    );
+    // Async runs refuse it the same way.
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let err = runtime.block_on(outer.run_async(&mut store)).unwrap_err();
+    assert!(matches!(err, Error::Invalid { .. }), "{err:?}");
+    assert!(trace(&store).is_empty(), "no node ran");
+}
+
+#[test]
+fn a_limit_or_unbounded_lets_a_cycle_run() {
+    let mut flow = looping("spin", 3);
+    flow.unbounded();
+    let mut store = SharedStore::new();
+    assert_eq!(flow.run(&mut store).unwrap(), "done");
+    assert_eq!(trace(&store), ["step", "step", "step"]);
+    assert!(flow.validate().is_empty());
+
+    // A limit set after a refused run is seen: what was found is forgotten.
+    let mut flow = looping("spin", 3);
+    assert!(flow.run(&mut SharedStore::new()).is_err());
+    flow.max_steps(3);
+    let mut store = SharedStore::new();
+    assert_eq!(flow.run(&mut store).unwrap(), "done");
+    // Unbounded does not lift a limit that is set.
+    flow.max_steps(2).unbounded();
+    assert!(matches!(flow.run(&mut SharedStore::new()), Err(Error::StepLimit { limit: 2, .. })));
+}
+
+#[test]
+fn end_edges_are_drawn_and_count_as_edges() {
+    let flow = {
+        let mut flow = looping("spin", 2);
+        flow.max_steps(5);
+        flow
+    };
+    assert!(flow.validate().is_empty());
+    let chart = flow.to_mermaid();
+    assert!(chart.contains(r#"n0 -->|"again"| n0"#), "{chart}");
+    assert!(chart.contains(r#"n0 -->|"done"| end0(["end"])"#), "{chart}");
+}
+
+#[test]
+fn nodes_are_found_by_name() {
+    let mut flow = Flow::<SharedStore>::new("f");
+    let a = flow.add("a", mark("a"));
+    let b = flow.add("b", mark("b"));
+    let again = flow.add("a", mark("a2"));
+    assert_eq!(flow.node("a"), Some(a), "the first node of a name");
+    assert_eq!(flow.node("b"), Some(b));
+    assert_ne!(flow.node("a"), Some(again));
+    assert_eq!(flow.node("c"), None);
+    assert!(flow.validate().contains(&Problem::DuplicateName { flow: "f".into(), node: "a".into() }));
+}

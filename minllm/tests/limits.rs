@@ -1,0 +1,314 @@
+//! Concurrency caps, tested from both sides (never more than the limit in
+//! flight, and the limit is reached); first-error cancellation of parallel
+//! branches; and what a dropped async run leaves running.
+#![allow(clippy::unwrap_used)] // tests unwrap what they expect to succeed
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use minllm::{
+    AsyncBatch, AsyncBatchNode, AsyncNode, Batch, BatchFlow, BatchMode, BatchNode, DEFAULT_CONCURRENCY, ExecContext,
+    Flow, Node, NodeResult, Params, Retry, SharedStore,
+};
+
+/// Counts items in flight. Each of the first items waits until `target` are
+/// in flight at once (or a generous deadline passes), so that a cap below the
+/// target shows as a peak below it, and a missing cap as a peak above it.
+#[derive(Default)]
+struct Gauge {
+    target: usize,
+    now: AtomicUsize,
+    peak: AtomicUsize,
+    done: AtomicUsize,
+}
+
+/// How long an item waits for the others to arrive: far longer than any
+/// scheduling delay, and only spent when a cap is wrong.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+impl Gauge {
+    fn new(target: usize) -> Arc<Gauge> {
+        Arc::new(Gauge { target, ..Gauge::default() })
+    }
+
+    fn enter(&self) -> bool {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        self.peak.load(Ordering::SeqCst) < self.target
+    }
+
+    fn leave(&self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        self.done.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Blocks the thread until the target was reached once.
+    fn visit(&self) {
+        if self.enter() {
+            let deadline = Instant::now() + PATIENCE;
+            while self.peak.load(Ordering::SeqCst) < self.target && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        self.leave();
+    }
+
+    /// Waits on the runtime until the target was reached once.
+    async fn visit_async(&self) {
+        if self.enter() {
+            let deadline = Instant::now() + PATIENCE;
+            while self.peak.load(Ordering::SeqCst) < self.target && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        self.leave();
+    }
+
+    fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
+/// A batch node over `items` items that visits the gauge once per item.
+struct Items {
+    items: usize,
+    gauge: Arc<Gauge>,
+    mode: BatchMode,
+}
+
+impl BatchNode for Items {
+    type Item = usize;
+    type Output = ();
+    type Action = ();
+    fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<Vec<usize>> {
+        Ok((0..self.items).collect())
+    }
+    fn exec(&self, _: &usize, _: &ExecContext) -> NodeResult<()> {
+        self.gauge.visit();
+        Ok(())
+    }
+    fn post(&self, _: &mut SharedStore, _: Vec<usize>, _: Vec<()>) -> NodeResult<()> {
+        Ok(())
+    }
+    fn mode(&self) -> BatchMode {
+        self.mode
+    }
+}
+
+impl AsyncBatchNode for Items {
+    type Item = usize;
+    type Output = ();
+    type Action = ();
+    async fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<Vec<usize>> {
+        Ok((0..self.items).collect())
+    }
+    async fn exec(&self, _: &usize, _: &ExecContext<'_>) -> NodeResult<()> {
+        self.gauge.visit_async().await;
+        Ok(())
+    }
+    async fn post(&self, _: &mut SharedStore, _: Vec<usize>, _: Vec<()>) -> NodeResult<()> {
+        Ok(())
+    }
+}
+
+fn items(items: usize, target: usize) -> Items {
+    Items { items, gauge: Gauge::new(target), mode: BatchMode::Sequential }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+#[test]
+fn batch_threads_n_runs_exactly_n_items_at_once() {
+    let node = items(24, 6);
+    let gauge = Arc::clone(&node.gauge);
+    Batch::parallel(node).threads(6).run(&mut SharedStore::new()).unwrap();
+    assert_eq!(gauge.peak(), 6);
+    assert_eq!(gauge.done.load(Ordering::SeqCst), 24);
+
+    // The same cap when the node's own mode asks for it, in a flow, sync and async.
+    let node = Items { mode: BatchMode::Parallel { limit: Some(5) }, ..items(20, 5) };
+    let gauge = Arc::clone(&node.gauge);
+    let mut flow = Flow::new("f");
+    flow.add("batch", Batch::new(node));
+    flow.run(&mut SharedStore::new()).unwrap();
+    assert_eq!(gauge.peak(), 5);
+    gauge.peak.store(0, Ordering::SeqCst);
+    runtime().block_on(flow.run_async(&mut SharedStore::new())).unwrap();
+    assert_eq!(gauge.peak(), 5);
+}
+
+#[test]
+fn async_batch_limit_n_keeps_exactly_n_items_in_flight() {
+    let node = items(40, 7);
+    let gauge = Arc::clone(&node.gauge);
+    let batch = AsyncBatch::concurrent(node).limit(7);
+    runtime().block_on(batch.run_async(&mut SharedStore::new())).unwrap();
+    assert_eq!(gauge.peak(), 7);
+    assert_eq!(gauge.done.load(Ordering::SeqCst), 40);
+}
+
+#[test]
+fn a_concurrent_async_batch_without_a_limit_keeps_the_default_in_flight() {
+    let node = items(DEFAULT_CONCURRENCY + 500, DEFAULT_CONCURRENCY);
+    let gauge = Arc::clone(&node.gauge);
+    let batch = AsyncBatch::concurrent(node);
+    runtime().block_on(batch.run_async(&mut SharedStore::new())).unwrap();
+    assert_eq!(gauge.peak(), DEFAULT_CONCURRENCY);
+}
+
+/// A node that visits the gauge in its exec.
+struct Visit(Arc<Gauge>);
+
+impl Node for Visit {
+    type Prep = ();
+    type Exec = ();
+    type Action = ();
+    fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<()> {
+        Ok(())
+    }
+    fn exec(&self, _: &(), _: &ExecContext) -> NodeResult<()> {
+        self.0.visit();
+        Ok(())
+    }
+    fn post(&self, _: &mut SharedStore, _: (), _: ()) -> NodeResult<()> {
+        Ok(())
+    }
+}
+
+/// The same in an async node.
+struct VisitAsync(Arc<Gauge>);
+
+impl AsyncNode for VisitAsync {
+    type Prep = ();
+    type Exec = ();
+    type Action = ();
+    async fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<()> {
+        Ok(())
+    }
+    async fn exec(&self, _: &(), _: &ExecContext<'_>) -> NodeResult<()> {
+        self.0.visit_async().await;
+        Ok(())
+    }
+    async fn post(&self, _: &mut SharedStore, _: (), _: ()) -> NodeResult<()> {
+        Ok(())
+    }
+}
+
+fn branches(count: usize) -> impl Fn(&SharedStore, &Params) -> NodeResult<Vec<Params>> + Send + Sync + 'static {
+    move |_: &SharedStore, _: &Params| Ok((0..count).map(|i| Params::new().with("i", i)).collect())
+}
+
+#[test]
+fn batch_flow_limit_n_runs_exactly_n_branches_at_once() {
+    let gauge = Gauge::new(4);
+    let mut inner = Flow::new("branch");
+    inner.add("visit", Visit(Arc::clone(&gauge)));
+    let batch = BatchFlow::new(inner, branches(16)).limit(4);
+    batch.run(&mut SharedStore::new()).unwrap();
+    assert_eq!(gauge.peak(), 4);
+
+    let gauge = Gauge::new(3);
+    let mut inner = Flow::new("branch");
+    inner.add("visit", VisitAsync(Arc::clone(&gauge)));
+    let batch = BatchFlow::new(inner, branches(12)).limit(3);
+    runtime().block_on(batch.run_async(&mut SharedStore::new())).unwrap();
+    assert_eq!(gauge.peak(), 3);
+}
+
+/// Fails at once in branch 0; the other branches count themselves and wait
+/// for that failure, so that without cancellation all of them would run.
+struct FailFirst {
+    started: Arc<AtomicUsize>,
+    failed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Node for FailFirst {
+    type Prep = usize;
+    type Exec = ();
+    type Action = ();
+    fn prep(&self, _: &SharedStore, params: &Params) -> NodeResult<usize> {
+        Ok(params.get("i")?)
+    }
+    fn exec(&self, i: &usize, _: &ExecContext) -> NodeResult<()> {
+        if *i == 0 {
+            self.failed.store(true, Ordering::SeqCst);
+            return Err("branch 0 fails".into());
+        }
+        self.started.fetch_add(1, Ordering::SeqCst);
+        let deadline = Instant::now() + PATIENCE;
+        while !self.failed.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+    fn post(&self, _: &mut SharedStore, _: usize, _: ()) -> NodeResult<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_first_failing_branch_cancels_the_branches_not_yet_started() {
+    for run_async in [false, true] {
+        let started = Arc::new(AtomicUsize::new(0));
+        let mut inner = Flow::new("branch");
+        inner.add("work", FailFirst { started: Arc::clone(&started), failed: Arc::default() });
+        let batch = BatchFlow::new(inner, branches(100)).limit(2);
+        let result = if run_async {
+            runtime().block_on(batch.run_async(&mut SharedStore::new()))
+        } else {
+            batch.run(&mut SharedStore::new())
+        };
+        let err = result.unwrap_err();
+        assert_eq!(err.to_string(), "exec of node `work` in flow `branch > batch[0]` failed: branch 0 fails");
+        // Branch 1 may have started beside branch 0; no branch after them.
+        assert!(
+            started.load(Ordering::SeqCst) <= 1,
+            "{} branches started (async: {run_async})",
+            started.load(Ordering::SeqCst)
+        );
+    }
+}
+
+/// A sync node that always fails, slowly between attempts, counting them.
+struct Flaky(Arc<AtomicUsize>);
+
+impl Node for Flaky {
+    type Prep = ();
+    type Exec = ();
+    type Action = ();
+    fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<()> {
+        Ok(())
+    }
+    fn exec(&self, _: &(), _: &ExecContext) -> NodeResult<()> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Err("server down".into())
+    }
+    fn post(&self, _: &mut SharedStore, _: (), _: ()) -> NodeResult<()> {
+        Ok(())
+    }
+    fn retry(&self) -> Retry {
+        Retry::attempts(5).wait(Duration::from_secs(30))
+    }
+}
+
+#[test]
+fn a_dropped_async_run_makes_no_further_attempt_and_shuts_down_promptly() {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let mut flow = Flow::new("f");
+    flow.add("flaky", Flaky(Arc::clone(&attempts)));
+    let runtime = runtime();
+    let timed_out = runtime.block_on(async {
+        // Long enough for the first attempt to fail and the 30 s wait to begin.
+        tokio::time::timeout(Duration::from_millis(200), flow.run_async(&mut SharedStore::new())).await
+    });
+    assert!(timed_out.is_err());
+    // Dropping the runtime waits for its blocking work: the wait in progress
+    // must end at once and no second attempt start (else this takes minutes).
+    drop(runtime);
+    assert_eq!(attempts.load(Ordering::SeqCst), 1);
+}
