@@ -137,6 +137,19 @@ fn formatted(value: &Bound<'_, PyAny>) -> PyResult<String> {
     value.call_method1(intern!(value.py(), "__format__"), ("",))?.extract::<String>()
 }
 
+/// `repr(value)` for messages: cut short when long, and never an error (a
+/// `__repr__` that fails gives `<Type object>`).
+pub(crate) fn shown(value: &Bound<'_, PyAny>) -> String {
+    let repr = value.repr().map(|r| r.to_string()).unwrap_or_else(|_| {
+        let ty = value.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string());
+        format!("<{ty} object>")
+    });
+    match repr.char_indices().nth(60) {
+        Some((cut, _)) => format!("{}...", &repr[..cut]),
+        None => repr,
+    }
+}
+
 /// Python truthiness.
 pub(crate) fn truthy(value: &Bound<'_, PyAny>) -> PyResult<bool> {
     value.is_truthy()
@@ -802,12 +815,14 @@ impl NodeCore {
     // ---- beyond the original: validation and diagrams ----
 
     fn _validate(slf: &Bound<'_, Self>) -> PyResult<Vec<String>> {
-        let graph = crate::graph::graph_of(slf.as_any())?;
-        Ok(graph.validate().iter().map(ToString::to_string).collect())
+        let (graph, mut settings) = crate::graph::graph_of(slf.as_any())?;
+        let mut problems: Vec<String> = graph.validate().iter().map(described).collect();
+        problems.append(&mut settings);
+        Ok(problems)
     }
 
     fn _to_mermaid(slf: &Bound<'_, Self>) -> PyResult<String> {
-        Ok(crate::graph::graph_of(slf.as_any())?.to_mermaid())
+        Ok(crate::graph::graph_of(slf.as_any())?.0.to_mermaid())
     }
 
     // ---- async ----
@@ -868,6 +883,17 @@ impl NodeCore {
 
     fn _async_parallel_batch_flow_run(slf: &Bound<'_, Self>, shared: Py<PyAny>) -> crate::bridge::Coroutine {
         crate::asyncs::batch_flow_run(slf.clone().into_any().unbind(), shared, true)
+    }
+}
+
+/// A problem as the Python package words it: a Python flow has no
+/// `unbounded` mark, only `max_steps`.
+fn described(problem: &minllm::graph::Problem) -> String {
+    match problem {
+        minllm::graph::Problem::UnboundedCycle { flow, path } => {
+            format!("flow `{flow}` has a cycle {} and no step limit; set one with `max_steps`", path.join(" -> "))
+        }
+        other => other.to_string(),
     }
 }
 

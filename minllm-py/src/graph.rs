@@ -1,126 +1,142 @@
 //! The shape of a Python flow, as the runtime's [`Graph`] sees it, for
 //! `validate()` and `to_mermaid()`.
 //!
-//! Built with loops over an explicit list of flows to visit: a flow nested
-//! thousands of levels deep, or one that contains itself, costs memory linear
-//! in its size and never recursion.
+//! The model is built with a work list, never with native recursion: each flow
+//! object, nested or not, is built once (a flow met again, shared or
+//! containing itself, points at its first entry), so time and memory are
+//! linear in the size of the graph, at any nesting depth.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use minllm::graph::{Graph, GraphEdge, GraphFlow, GraphNode, Target};
+use pyo3::exceptions::PyAttributeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::core::{NodeCore, is_flow};
+use crate::core::{NodeCore, is_flow, shown};
 use crate::settings::{MAX_STEPS, MAX_WORKERS};
 
-/// The graph reachable from a flow's start node; nested flows become entries
-/// of their own, each built once however often it is met. With it, the
-/// settings that a run would refuse, as problems.
+/// The model of `flow` and the flows nested in it, and the problems only the
+/// Python side can see (settings a run would refuse).
 pub(crate) fn graph_of(flow: &Bound<'_, PyAny>) -> PyResult<(Graph, Vec<String>)> {
-    let mut graph = Graph::default();
-    // Bad settings: the flow's index, the node's name if a node has it, the error.
-    let mut settings: Vec<(usize, Option<String>, String)> = Vec::new();
-    // Flows already built, by identity.
-    let mut built: HashMap<usize, usize> = HashMap::new();
-    let mut todo: Vec<(Bound<'_, PyAny>, String, Option<(usize, usize)>)> =
-        vec![(flow.clone(), flow.get_type().name()?.to_string(), None)];
-    while let Some((flow, name, parent)) = todo.pop() {
-        let key = flow.as_ptr() as usize;
-        if let Some(&f) = built.get(&key) {
-            if let Some((p, n)) = parent {
-                graph.flows[p].nodes[n].inner = Some(f);
-            }
-            continue;
-        }
-        let f = graph.flows.len();
-        built.insert(key, f);
-        if let Some((p, n)) = parent {
-            graph.flows[p].nodes[n].inner = Some(f);
-        }
-        let (shape, nested) = flow_shape(&flow, name, parent, &mut |node, error| settings.push((f, node, error)))?;
-        graph.flows.push(shape);
-        // Reversed, so that nested flows come out in the order of their nodes.
-        for (i, node, name) in nested.into_iter().rev() {
-            todo.push((node, name, Some((f, i))));
-        }
+    let mut builder = Builder::default();
+    builder.add_flow(flow, flow.get_type().name()?.to_string(), None);
+    let mut next = 0;
+    while next < builder.pending.len() {
+        let flow = builder.pending[next].clone();
+        builder.build(next, &flow)?;
+        next += 1;
     }
-    let settings = settings
+    let settings = builder
+        .bad_settings
         .into_iter()
-        .map(|(f, node, error)| match node {
-            Some(node) => format!("flow `{}`: node `{node}`: {error}", graph.path(f)),
-            None => format!("flow `{}`: {error}", graph.path(f)),
+        .map(|(f, node, message)| match node {
+            Some(node) => format!("flow `{}`: node `{node}`: {message}", builder.graph.path(f)),
+            None => format!("flow `{}`: {message}", builder.graph.path(f)),
         })
         .collect();
-    Ok((graph, settings))
+    Ok((builder.graph, settings))
 }
 
-/// One flow's nodes, found by a breadth-first walk from its start, and the
-/// nodes among them that are flows (index, object, name).
-#[allow(clippy::type_complexity)]
-fn flow_shape<'py>(
-    flow: &Bound<'py, PyAny>,
-    name: String,
-    parent: Option<(usize, usize)>,
-    bad_setting: &mut dyn FnMut(Option<String>, String),
-) -> PyResult<(GraphFlow, Vec<(usize, Bound<'py, PyAny>, String)>)> {
-    let py = flow.py();
-    let max_steps = MAX_STEPS.of(flow).unwrap_or_else(|e| {
-        bad_setting(None, e.value(py).to_string());
-        None
-    });
-    let mut shape = GraphFlow { name, parent, max_steps, ..GraphFlow::default() };
-    let start = match flow.getattr(intern!(py, "start_node")) {
-        Ok(start) if !start.is_none() => start,
-        _ => return Ok((shape, Vec::new())),
-    };
-    if start.cast::<NodeCore>().is_err() {
-        shape.start = Some(Target::NotANode(start.repr()?.to_string()));
-        return Ok((shape, Vec::new()));
+#[derive(Default)]
+struct Builder<'py> {
+    graph: Graph,
+    /// The flow objects, by index in `graph.flows`.
+    pending: Vec<Bound<'py, PyAny>>,
+    /// The index of each flow object met so far, by identity.
+    flows: HashMap<usize, usize>,
+    /// Settings a run would refuse: (flow, node, what is wrong).
+    bad_settings: Vec<(usize, Option<String>, String)>,
+}
+
+impl<'py> Builder<'py> {
+    /// The index of `flow`, added (to be built later) when it is new.
+    fn add_flow(&mut self, flow: &Bound<'py, PyAny>, name: String, parent: Option<(usize, usize)>) -> usize {
+        let next = self.pending.len();
+        let index = *self.flows.entry(flow.as_ptr() as usize).or_insert(next);
+        if index == next {
+            self.pending.push(flow.clone());
+            self.graph.flows.push(GraphFlow { name, parent, ..GraphFlow::default() });
+        }
+        index
     }
-    shape.start = Some(Target::Node(0));
-    // Nodes by identity, in the order a breadth-first walk finds them.
-    let mut index: HashMap<usize, usize> = HashMap::from([(start.as_ptr() as usize, 0)]);
-    let mut nodes: Vec<Bound<'py, PyAny>> = vec![start];
-    let mut i = 0;
-    while i < nodes.len() {
-        let node = nodes[i].clone();
-        let mut edges = Vec::new();
-        if let Ok(successors) = node.getattr(intern!(py, "successors"))
-            && let Ok(successors) = successors.cast::<PyDict>()
-        {
-            for (action, target) in successors.iter() {
-                let action = action.str()?.to_string();
-                let to = if target.cast::<NodeCore>().is_ok() {
-                    let key = target.as_ptr() as usize;
-                    Target::Node(*index.entry(key).or_insert_with(|| {
-                        nodes.push(target.clone());
-                        nodes.len() - 1
-                    }))
+
+    /// Builds flow `f`: its nodes, breadth-first from the start, by identity.
+    fn build(&mut self, f: usize, flow: &Bound<'py, PyAny>) -> PyResult<()> {
+        let py = flow.py();
+        self.graph.flows[f].max_steps = match MAX_STEPS.of(flow) {
+            Ok(limit) => limit,
+            Err(e) => {
+                self.bad_settings.push((f, None, e.value(py).to_string()));
+                Some(u64::MAX) // a limit was meant: no cycle report on top
+            }
+        };
+        let Some(start) = crate::core::attr_or_none(flow, intern!(py, "start_node"))? else { return Ok(()) };
+        if !is_node(&start) {
+            self.graph.flows[f].start = Some(Target::NotANode(shown(&start)));
+            return Ok(());
+        }
+        self.graph.flows[f].start = Some(Target::Node(0));
+        let mut index: HashMap<usize, usize> = HashMap::from([(start.as_ptr() as usize, 0)]);
+        let mut nodes = vec![start];
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut queue = VecDeque::from([0_usize]);
+        while let Some(i) = queue.pop_front() {
+            let node = nodes[i].clone();
+            let class = node.get_type().name()?.to_string();
+            let seen = names.entry(class.clone()).or_insert(0);
+            *seen += 1;
+            let name = if *seen == 1 { class } else { format!("{class}#{seen}") };
+            let mut edges = Vec::new();
+            for (action, target) in successors(&node)? {
+                let to = if is_node(&target) {
+                    let next = nodes.len();
+                    let t = *index.entry(target.as_ptr() as usize).or_insert(next);
+                    if t == next {
+                        nodes.push(target);
+                        queue.push_back(t);
+                    }
+                    Target::Node(t)
                 } else {
-                    Target::NotANode(target.repr()?.to_string())
+                    Target::NotANode(shown(&target))
                 };
+                let action = action.str().map_or_else(|_| shown(&action), |a| a.to_string());
                 edges.push(GraphEdge { action, to });
             }
+            let inner = if is_flow(&node)? { Some(self.add_flow(&node, name.clone(), Some((f, i)))) } else { None };
+            if let Err(e) = MAX_WORKERS.of(&node) {
+                self.bad_settings.push((f, Some(name.clone()), e.value(py).to_string()));
+            }
+            self.graph.flows[f].nodes.push(GraphNode { name, note: None, declared: None, edges, inner });
         }
-        shape.nodes.push(GraphNode { edges, ..GraphNode::default() });
-        i += 1;
+        Ok(())
     }
-    let mut seen_names: HashMap<String, usize> = HashMap::new();
-    let mut nested = Vec::new();
-    for (i, node) in nodes.iter().enumerate() {
-        let class = node.get_type().name()?.to_string();
-        let n = seen_names.entry(class.clone()).or_insert(0);
-        *n += 1;
-        let name = if *n == 1 { class } else { format!("{class}#{n}") };
-        if is_flow(node)? {
-            nested.push((i, node.clone(), name.clone()));
-        }
-        if let Err(e) = MAX_WORKERS.of(node) {
-            bad_setting(Some(name.clone()), e.value(py).to_string());
-        }
-        shape.nodes[i].name = name;
+}
+
+/// Whether a run can take `obj` as a node: one of ours, or an object that
+/// has what a run calls on it.
+fn is_node(obj: &Bound<'_, PyAny>) -> bool {
+    let py = obj.py();
+    obj.cast::<NodeCore>().is_ok()
+        || (obj.hasattr(intern!(py, "set_params")).unwrap_or(false)
+            && obj.hasattr(intern!(py, "_run")).unwrap_or(false))
+}
+
+/// A node's `(action, successor)` pairs: its `successors` dict, or any
+/// mapping with `items()` put in its place.
+fn successors<'py>(node: &Bound<'py, PyAny>) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+    let py = node.py();
+    let successors = match node.getattr(intern!(py, "successors")) {
+        Ok(s) => s,
+        Err(e) if e.is_instance_of::<PyAttributeError>(py) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    if let Ok(dict) = successors.cast::<PyDict>() {
+        return Ok(dict.iter().collect());
     }
-    Ok((shape, nested))
+    if successors.is_none() || !successors.hasattr(intern!(py, "items"))? {
+        return Ok(Vec::new());
+    }
+    successors.call_method0(intern!(py, "items"))?.try_iter()?.map(|pair| pair?.extract()).collect()
 }

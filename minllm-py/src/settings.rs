@@ -7,7 +7,7 @@ use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyString};
 
-use crate::core::FlowError;
+use crate::core::{FlowError, shown};
 
 /// A setting: what it is called, its least value, and what `None` means.
 #[derive(Clone, Copy)]
@@ -35,10 +35,12 @@ impl Setting {
         }
         let Setting { name, min, none_means } = self;
         let class = owner.get_type().name().map_or_else(|_| "node".to_owned(), |n| n.to_string());
-        let shown = || shown(value);
         let wrong_type = || {
             let ty = value.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string());
-            PyTypeError::new_err(format!("{class}.{name} must be an int or None ({none_means}), not {ty}: {}", shown()))
+            PyTypeError::new_err(format!(
+                "{class}.{name} must be an int or None ({none_means}), not {ty}: {}",
+                shown(value)
+            ))
         };
         if value.is_instance_of::<PyBool>() {
             return Err(wrong_type());
@@ -53,7 +55,7 @@ impl Setting {
             Some(n) if n >= min => Ok(Some(n)),
             _ => Err(PyValueError::new_err(format!(
                 "{class}.{name} must be {min} or more, or None ({none_means}), not {}",
-                shown()
+                shown(value)
             ))),
         }
     }
@@ -65,15 +67,6 @@ impl Setting {
             Some(value) => self.check(owner, &value),
             None => Ok(None),
         }
-    }
-}
-
-/// `repr(value)`, cut short when long.
-fn shown(value: &Bound<'_, PyAny>) -> String {
-    let repr = value.repr().map_or_else(|_| "?".to_owned(), |r| r.to_string());
-    match repr.char_indices().nth(60) {
-        Some((cut, _)) => format!("{}...", &repr[..cut]),
-        None => repr,
     }
 }
 

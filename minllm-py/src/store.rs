@@ -103,6 +103,11 @@ impl SharedStore {
         }
     }
 
+    /// Removes and returns the last `(key, value)` pair added, as `dict.popitem`.
+    fn popitem<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.data.bind(py).call_method0("popitem")
+    }
+
     /// The value under `key`, first storing `default` when the key is missing.
     #[pyo3(signature = (key, default = None))]
     fn setdefault<'py>(

@@ -321,6 +321,105 @@ def test_each_nested_pass_counts_its_own_steps():
     assert str(info.value) == "flow Flow exceeded its step limit of 1 steps (max_steps); last steps: Flow"
 
 
+# ---- validate() and to_mermaid() -----------------------------------------
+
+
+class Ask(Node):
+    pass
+
+
+class Answer(Node):
+    pass
+
+
+def test_validate_reports_what_is_not_a_node_by_its_repr():
+    ask = Ask()
+    ask >> Answer()
+    ask - "five" >> 5
+    ask - "none" >> None
+    assert Flow(start=ask).validate() == [
+        "flow `Flow`: the successor of `Ask` for action `five` is `5`, and `5` is not a node",
+        "flow `Flow`: the successor of `Ask` for action `none` is `None`, and `None` is not a node",
+    ]
+    assert Flow(start="x").validate() == ["flow `Flow`: its start is `'x'`, and `'x'` is not a node"]
+    assert Flow().validate() == ["flow `Flow` has no start node"]
+
+
+def test_to_mermaid_draws_every_edge_including_those_to_what_is_not_a_node():
+    ask = Ask()
+    ask >> Answer()
+    ask - "five" >> 5
+    chart = Flow(start=ask).to_mermaid()
+    assert 'n0 --> n1' in chart
+    assert 'n0 -.->|"five"| x0["5: not a node"]' in chart
+
+
+def test_validate_reports_a_flow_that_contains_itself():
+    loop = Flow()
+    loop.start(loop)
+    assert loop.validate() == [
+        "flow `Flow`: node `Flow` is the flow `Flow`, which contains it; a flow that contains itself never ends"
+    ]
+    outer = Flow(start=Ask())
+    inner = Flow(start=outer)
+    outer.start_node >> inner
+    problems = outer.validate()
+    assert problems == [
+        "flow `Flow > Flow`: node `Flow` is the flow `Flow`, which contains it; a flow that contains itself never ends"
+    ]
+    assert "drawn once" in outer.to_mermaid()
+
+
+def test_a_flow_used_twice_is_built_and_drawn_once():
+    shared = Flow(start=Ask())
+    shared.start_node >> Answer()
+    first, second = Flow(start=shared), Flow(start=shared)
+    first >> second
+    outer = Flow(start=first)
+    chart = outer.to_mermaid()
+    assert chart.count('["Ask"]') == 1 and chart.count('["Answer"]') == 1
+    assert outer.validate() == []
+
+
+def test_validate_reports_settings_a_run_would_refuse():
+    flow = Flow(start=ParallelBatchNode())
+    flow.max_steps = "x"
+    flow.start_node.max_workers = 0
+    assert flow.validate() == [
+        "flow `Flow`: Flow.max_steps must be an int or None (no limit), not str: 'x'",
+        "flow `Flow`: node `ParallelBatchNode`: ParallelBatchNode.max_workers must be 1 or more, "
+        "or None (one thread per item, up to 32), not 0",
+    ]
+
+
+DEEP_GRAPH = textwrap.dedent(
+    """
+    import sys
+    import minllm as m
+
+    depth = int(sys.argv[1])
+    f = m.Flow(start=m.Node())
+    for _ in range(depth):
+        f = m.Flow(start=f)
+    print(f.validate(), len(f.to_mermaid()))
+    """
+)
+
+
+def test_validate_and_to_mermaid_walk_deep_nesting_without_recursion():
+    # At the default recursion limit; they crashed at a few hundred levels.
+    sizes = []
+    for depth in (2500, 5000):
+        child = subprocess.run([sys.executable, "-c", DEEP_GRAPH, str(depth)], capture_output=True, text=True)
+        assert child.returncode == 0, child.stderr[-2000:]
+        problems, size = child.stdout.split()
+        assert problems == "[]"
+        sizes.append(int(size))
+    # Linear: twice the depth, about twice the chart (it grew with the square).
+    assert sizes[1] < 2.2 * sizes[0]
+    assert sizes[1] < 2_000_000
+
+
 # ---- settings ------------------------------------------------------------
 
 
@@ -418,6 +517,7 @@ def test_shared_store_pickles_and_copies_as_a_dict_does():
     assert deep["a"] is not inner and pickled["a"] is not inner
     shallow["c"] = 3
     assert "c" not in store
+    assert shallow.popitem() == ("c", 3) and shallow == store  # the whole MutableMapping API
 
 
 def test_a_shared_store_that_contains_itself_copies_pickles_and_is_collected():
