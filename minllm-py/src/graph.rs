@@ -14,14 +14,15 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::core::{NodeCore, is_flow, shown};
+use crate::core::{NodeCore, attempts_of, is_async_node, is_flow, registry, shown, uses};
 use crate::settings::{MAX_STEPS, MAX_WORKERS};
 
 /// The model of `flow` and the flows nested in it, and the problems only the
-/// Python side can see (settings a run would refuse).
+/// Python side can see (settings a run would refuse, async nodes in flows run
+/// synchronously).
 pub(crate) fn graph_of(flow: &Bound<'_, PyAny>) -> PyResult<(Graph, Vec<String>)> {
     let mut builder = Builder::default();
-    builder.add_flow(flow, flow.get_type().name()?.to_string(), None);
+    builder.add_flow(flow, flow.get_type().name()?.to_string(), None, !is_async_node(flow)?);
     let mut next = 0;
     while next < builder.pending.len() {
         let flow = builder.pending[next].clone();
@@ -29,7 +30,7 @@ pub(crate) fn graph_of(flow: &Bound<'_, PyAny>) -> PyResult<(Graph, Vec<String>)
         next += 1;
     }
     let settings = builder
-        .bad_settings
+        .python_problems
         .into_iter()
         .map(|(f, node, message)| match node {
             Some(node) => format!("flow `{}`: node `{node}`: {message}", builder.graph.path(f)),
@@ -46,17 +47,28 @@ struct Builder<'py> {
     pending: Vec<Bound<'py, PyAny>>,
     /// The index of each flow object met so far, by identity.
     flows: HashMap<usize, usize>,
-    /// Settings a run would refuse: (flow, node, what is wrong).
-    bad_settings: Vec<(usize, Option<String>, String)>,
+    /// Whether each flow runs synchronously: a sync flow, or any flow inside
+    /// one (a sync flow runs a nested async flow with `_run`, not awaited).
+    run_sync: Vec<bool>,
+    /// What a run would refuse that only the Python side sees (settings, async
+    /// nodes in sync flows): (flow, node, what is wrong).
+    python_problems: Vec<(usize, Option<String>, String)>,
 }
 
 impl<'py> Builder<'py> {
     /// The index of `flow`, added (to be built later) when it is new.
-    fn add_flow(&mut self, flow: &Bound<'py, PyAny>, name: String, parent: Option<(usize, usize)>) -> usize {
+    fn add_flow(
+        &mut self,
+        flow: &Bound<'py, PyAny>,
+        name: String,
+        parent: Option<(usize, usize)>,
+        run_sync: bool,
+    ) -> usize {
         let next = self.pending.len();
         let index = *self.flows.entry(flow.as_ptr() as usize).or_insert(next);
         if index == next {
             self.pending.push(flow.clone());
+            self.run_sync.push(run_sync);
             self.graph.flows.push(GraphFlow { name, parent, ..GraphFlow::default() });
         }
         index
@@ -68,7 +80,7 @@ impl<'py> Builder<'py> {
         self.graph.flows[f].max_steps = match MAX_STEPS.of(flow) {
             Ok(limit) => limit,
             Err(e) => {
-                self.bad_settings.push((f, None, e.value(py).to_string()));
+                self.python_problems.push((f, None, e.value(py).to_string()));
                 Some(u64::MAX) // a limit was meant: no cycle report on top
             }
         };
@@ -104,14 +116,42 @@ impl<'py> Builder<'py> {
                 let action = action.str().map_or_else(|_| shown(&action), |a| a.to_string());
                 edges.push(GraphEdge { action, to });
             }
-            let inner = if is_flow(&node)? { Some(self.add_flow(&node, name.clone(), Some((f, i)))) } else { None };
-            if let Err(e) = MAX_WORKERS.of(&node) {
-                self.bad_settings.push((f, Some(name.clone()), e.value(py).to_string()));
+            let run_sync = self.run_sync[f];
+            let inner = if is_flow(&node)? {
+                Some(self.add_flow(&node, name.clone(), Some((f, i)), run_sync || !is_async_node(&node)?))
+            } else {
+                None
+            };
+            if let Some(problem) = refused(run_sync, &node)? {
+                self.python_problems.push((f, Some(name.clone()), problem));
             }
             self.graph.flows[f].nodes.push(GraphNode { name, note: None, declared: None, edges, inner });
         }
         Ok(())
     }
+}
+
+/// Why a run would fail at `node` before its hooks run, if it would: a
+/// setting the run refuses, or an async node in a flow run synchronously.
+fn refused(run_sync: bool, node: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+    let py = node.py();
+    if let Err(e) = MAX_WORKERS.of(node) {
+        return Ok(Some(e.value(py).to_string()));
+    }
+    if node.cast::<NodeCore>().is_ok()
+        && node.hasattr(intern!(py, "max_retries"))?
+        && let Err(e) = attempts_of(node)
+    {
+        return Ok(Some(format!("max_retries: {}", e.value(py))));
+    }
+    if run_sync && is_async_node(node)? && uses(node, intern!(py, "_run"), &registry(py)?.async_run_refused) {
+        return Ok(Some(
+            "an async node in a flow run synchronously raises \"Use run_async.\"; \
+             it needs an AsyncFlow, nested only in AsyncFlows"
+                .into(),
+        ));
+    }
+    Ok(None)
 }
 
 /// Whether a run can take `obj` as a node: one of ours, or an object that

@@ -392,6 +392,34 @@ def test_validate_reports_settings_a_run_would_refuse():
     ]
 
 
+def test_validate_reports_async_nodes_that_a_sync_run_would_refuse():
+    class Fetch(AsyncNode):
+        pass
+
+    refused = (
+        'an async node in a flow run synchronously raises "Use run_async."; '
+        "it needs an AsyncFlow, nested only in AsyncFlows"
+    )
+    assert Flow(start=Fetch()).validate() == [f"flow `Flow`: node `Fetch`: {refused}"]
+    # A sync flow runs a nested AsyncFlow with `_run`, so its async nodes fail too.
+    assert AsyncFlow(start=Flow(start=AsyncFlow(start=Fetch()))).validate() == [
+        f"flow `AsyncFlow > Flow > AsyncFlow`: node `Fetch`: {refused}"
+    ]
+    assert AsyncFlow(start=AsyncFlow(start=Fetch())).validate() == []
+    with pytest.raises(RuntimeError, match="Use run_async."):
+        Flow(start=Fetch()).run({})
+
+
+def test_validate_reports_a_max_retries_a_run_would_refuse():
+    node = Node()
+    node.max_retries = "3"
+    assert Flow(start=node).validate() == [
+        "flow `Flow`: node `Node`: max_retries: 'str' object cannot be interpreted as an integer"
+    ]
+    with pytest.raises(TypeError, match="'str' object cannot be interpreted as an integer"):
+        Flow(start=node).run({})
+
+
 DEEP_GRAPH = textwrap.dedent(
     """
     import sys
