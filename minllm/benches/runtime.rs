@@ -8,7 +8,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
-use minllm::{Action, AsyncBatch, AsyncBatchNode, Batch, BatchNode, ExecContext, Flow, Node, NodeResult, Params, flow};
+use minllm::{
+    Action, AsyncBatch, AsyncBatchNode, Batch, BatchNode, End, ExecContext, Flow, Node, NodeResult, Params, flow,
+};
 
 /// The store of the loop benchmark: a counter and a budget of transitions.
 #[derive(Default)]
@@ -83,7 +85,11 @@ fn loop_flow() -> Flow<Counter> {
     let a = flow.add("a", Add(1));
     let b = flow.add("b", Add(2));
     let c = flow.add("c", Add(3));
-    flow.edge(a.on(Go::Next) >> b.on(Go::Next) >> c.on(Go::Next) >> a).max_steps(TRANSITIONS + 1);
+    flow.edge(a.on(Go::Next) >> b.on(Go::Next) >> c.on(Go::Next) >> a)
+        .edge(a.on(Go::Done) >> End)
+        .edge(b.on(Go::Done) >> End)
+        .edge(c.on(Go::Done) >> End)
+        .max_steps(TRANSITIONS + 1);
     flow
 }
 
@@ -203,7 +209,8 @@ fn concurrent_async(c: &mut Criterion) {
     let mut group = c.benchmark_group("async_10k_execs_sleeping_50ms");
     group.sample_size(10);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let batch = AsyncBatch::concurrent(Sleep50);
+    // All 10,000 in flight at once (the default keeps 1024).
+    let batch = AsyncBatch::concurrent(Sleep50).limit(10_000);
     group.bench_function("concurrent_batch_wall_time", |b| {
         b.iter(|| {
             runtime.block_on(async {

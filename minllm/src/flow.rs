@@ -16,7 +16,7 @@ use crate::action::{Action, Label};
 use crate::error::Error;
 use crate::graph::{Graph, GraphEdge, GraphFlow, GraphNode, Problem, Target as GraphTarget};
 use crate::params::Params;
-use crate::step::{Cancel, DynStep, FlowPath, IntoStep, Seg, StepCx, StepKind, check_stack, is_cancelled};
+use crate::step::{Cancel, DynStep, FlowPath, IntoStep, Seg, StepCx, StepKind, check_stack, is_cancelled, no_span};
 use crate::store::SharedStore;
 use crate::wire::{Edge, NodeId};
 
@@ -35,6 +35,8 @@ struct Slot<S> {
     name: String,
     step: Arc<dyn DynStep<S>>,
     edges: Vec<(Label, Target)>,
+    /// The step is a nested flow, which runs in place.
+    nested: bool,
 }
 
 /// A wiring mistake noticed while the flow was built, reported by `validate`.
@@ -123,7 +125,9 @@ impl<S: Send + Sync + 'static> Flow<S> {
         let name = name.into();
         let index = self.slots.len();
         self.names.entry(name.clone()).or_insert(index);
-        self.slots.push(Slot { name, step: step.into_step(), edges: Vec::new() });
+        let step = step.into_step();
+        let nested = step.kind() == StepKind::Flow && step.inner_flow().is_some();
+        self.slots.push(Slot { name, step, edges: Vec::new(), nested });
         if self.start.is_none() {
             self.start = Some(Target::Node(index));
         }
@@ -372,24 +376,22 @@ impl<S: Send + Sync + 'static> Flow<S> {
         let mut segs = Vec::new();
         loop {
             let at = path.extended(&segs);
-            let slot = frames.top().next_slot(&at, cancel)?;
-            let (node_span, started) = frames.node_span(slot);
-            if let Some(inner) = nested(slot) {
-                let flow_span = frames.flow_span(&node_span, &at, slot);
-                frames.enter(inner, (node_span, started), flow_span);
-                segs.push(Seg { name: &slot.name, item: None });
-                continue;
-            }
-            let top = frames.top();
-            let cx = StepCx { flow: &at, node: &slot.name, params: &top.params, cancel, span: &node_span };
-            let label = if traced {
-                node_span.in_scope(|| slot.step.run(store.reborrow(), cx))?
+            let frame = frames.top();
+            let exit = if traced {
+                frame.run_nodes::<true>(store.reborrow(), &at, cancel)?
             } else {
-                slot.step.run(store.reborrow(), cx)?
+                frame.run_nodes::<false>(store.reborrow(), &at, cancel)?
             };
-            finish_span(&node_span, started, &label);
-            if let Some(label) = frames.follow(path, &mut segs, label)? {
-                return Ok(label);
+            match exit {
+                Exit::Enter(slot, span) => {
+                    frames.enter(slot, &at, span);
+                    segs.push(Seg { name: &slot.name, item: None });
+                }
+                Exit::End(label) => {
+                    if let Some(label) = frames.end(path, &mut segs, label)? {
+                        return Ok(label);
+                    }
+                }
             }
         }
     }
@@ -405,28 +407,62 @@ impl<S: Send + Sync + 'static> Flow<S> {
     ) -> Result<Label, Error> {
         check_stack(path)?;
         self.check(path)?;
-        let mut frames = Frames::new(self, path, params, true);
+        let traced = crate::typed::tracing_on();
+        let mut frames = Frames::new(self, path, params, traced);
         let mut segs = Vec::new();
         loop {
             let at = path.extended(&segs);
-            let slot = frames.top().next_slot(&at, cancel)?;
-            let (node_span, started) = frames.node_span(slot);
-            if let Some(inner) = nested(slot) {
-                let flow_span = frames.flow_span(&node_span, &at, slot);
-                frames.enter(inner, (node_span, started), flow_span);
-                segs.push(Seg { name: &slot.name, item: None });
-                continue;
-            }
-            let top = frames.top();
-            let cx = StepCx { flow: &at, node: &slot.name, params: &top.params, cancel, span: &node_span };
-            let label = slot.step.run_async(store.reborrow(), cx).instrument(node_span.clone()).await?;
-            finish_span(&node_span, started, &label);
-            if let Some(label) = frames.follow(path, &mut segs, label)? {
-                return Ok(label);
+            let frame = frames.top();
+            let exit = loop {
+                let slot = frame.next_slot(&at, cancel)?;
+                let span = traced.then(|| frame.node_span(slot));
+                if slot.nested {
+                    break Exit::Enter(slot, span);
+                }
+                let cx = StepCx {
+                    flow: &at,
+                    node: &slot.name,
+                    params: &frame.params,
+                    cancel,
+                    span: span.as_ref().map_or(no_span(), |(span, _)| span),
+                };
+                let label = match &span {
+                    None => slot.step.run_async(store.reborrow(), cx).await?,
+                    Some((span, started)) => {
+                        let label = slot.step.run_async(store.reborrow(), cx).instrument(span.clone()).await?;
+                        finish_span(span, *started, &label);
+                        label
+                    }
+                };
+                if !frame.run.follow(frame.flow, &at, &label)? {
+                    break Exit::End(label);
+                }
+            };
+            match exit {
+                Exit::Enter(slot, span) => {
+                    frames.enter(slot, &at, span);
+                    segs.push(Seg { name: &slot.name, item: None });
+                }
+                Exit::End(label) => {
+                    if let Some(label) = frames.end(path, &mut segs, label)? {
+                        return Ok(label);
+                    }
+                }
             }
         }
     }
 }
+
+/// Why the innermost flow of a run stopped running nodes.
+enum Exit<'f, S: 'static> {
+    /// It reached a node holding a nested flow (with the node's span).
+    Enter(&'f Slot<S>, Option<NodeSpan>),
+    /// It ended with this action.
+    End(Label),
+}
+
+/// A node's span, and when the node started when anything records it.
+type NodeSpan = (tracing::Span, Option<Instant>);
 
 impl Target {
     fn shape(&self) -> GraphTarget {
@@ -462,11 +498,6 @@ fn note(kind: StepKind) -> Option<String> {
     Some(note.to_owned())
 }
 
-/// The nested flow a slot holds, when the run enters it in place.
-fn nested<S: Send + Sync + 'static>(slot: &Slot<S>) -> Option<&Flow<S>> {
-    slot.step.inner_flow().filter(|_| slot.step.kind() == StepKind::Flow)
-}
-
 /// The flows of one run, outermost first: the run's own stack, so that a flow
 /// nested a hundred thousand levels deep runs without native recursion. The
 /// names of the nested flows entered are kept beside it, by the runner, for
@@ -483,7 +514,7 @@ struct Frame<'f, S: 'static> {
     run: Run,
     params: Params,
     span: tracing::Span,
-    holder: Option<(tracing::Span, Option<Instant>)>,
+    holder: Option<NodeSpan>,
 }
 
 impl<'f, S: Send + Sync + 'static> Frames<'f, S> {
@@ -497,50 +528,40 @@ impl<'f, S: Send + Sync + 'static> Frames<'f, S> {
         self.frames.last_mut().expect("a run has a frame until it returns")
     }
 
-    /// The span of the next node and when it started, when anything listens.
-    fn node_span(&mut self, slot: &Slot<S>) -> (tracing::Span, Option<Instant>) {
-        if !self.traced {
-            return (tracing::Span::none(), None);
-        }
-        let span = node_span(&self.top().span, &slot.name);
-        let started = (!span.is_disabled()).then(Instant::now);
-        (span, started)
-    }
-
-    /// The span of the flow that `slot`, a node of the flow at `at`, holds.
-    fn flow_span(&self, holder: &tracing::Span, at: &FlowPath<'_>, slot: &Slot<S>) -> tracing::Span {
-        if !self.traced {
-            return tracing::Span::none();
-        }
-        tracing::debug_span!(parent: holder, "flow", flow = %at.child(&slot.name, None), steps = Empty)
-    }
-
-    /// Enters the nested flow `inner`, held by the current node.
-    fn enter(&mut self, inner: &'f Flow<S>, holder: (tracing::Span, Option<Instant>), span: tracing::Span) {
+    /// Enters the flow nested in `slot`, a node of the flow at `at`.
+    fn enter(&mut self, slot: &'f Slot<S>, at: &FlowPath<'_>, holder: Option<NodeSpan>) {
+        let Some(inner) = slot.step.inner_flow() else { return };
+        let span = match &holder {
+            Some((holder, _)) if self.traced => {
+                tracing::debug_span!(parent: holder, "flow", flow = %at.child(&slot.name, None), steps = Empty)
+            }
+            _ => tracing::Span::none(),
+        };
         let top = self.top();
         let params = inner.params.merged(&top.params);
-        top.holder = Some(holder);
+        top.holder = holder;
         self.frames.push(Frame::new(inner, params, span));
     }
 
-    /// Follows the edge for `label`. A flow that ends hands its last action
-    /// to the node that holds it, as that node's action; `Some` when the
-    /// outermost flow ends.
-    fn follow(&mut self, path: &FlowPath<'_>, segs: &mut Vec<Seg<'f>>, label: Label) -> Result<Option<Label>, Error> {
+    /// The innermost flow ended with `label`: it is the action of the node
+    /// that holds it, which the enclosing flow follows, and so on outwards.
+    /// `Some` when the outermost flow ends.
+    fn end(&mut self, path: &FlowPath<'_>, segs: &mut Vec<Seg<'f>>, label: Label) -> Result<Option<Label>, Error> {
         loop {
-            let at = path.extended(segs);
-            let frame = self.top();
-            if frame.run.follow(frame.flow, &at, &label)? {
-                return Ok(None);
+            if let Some(done) = self.frames.pop() {
+                done.span.record("steps", done.run.steps);
             }
-            frame.span.record("steps", frame.run.steps);
-            self.frames.pop();
             if self.frames.is_empty() {
                 return Ok(Some(label));
             }
             segs.pop();
-            if let Some((span, started)) = self.top().holder.take() {
+            let at = path.extended(segs);
+            let top = self.top();
+            if let Some((span, started)) = top.holder.take() {
                 finish_span(&span, started, &label);
+            }
+            if top.run.follow(top.flow, &at, &label)? {
+                return Ok(None);
             }
         }
     }
@@ -551,10 +572,56 @@ impl<'f, S: 'static> Frame<'f, S> {
         Frame { flow, run: Run::new(flow), params, span, holder: None }
     }
 
+    /// Runs this flow's nodes until it ends or reaches a nested flow: the hot
+    /// loop of a sync run, made twice, with spans (`TRACED`) and without.
+    #[inline]
+    fn run_nodes<const TRACED: bool>(
+        &mut self,
+        mut store: StoreRef<'_, S>,
+        at: &FlowPath<'_>,
+        cancel: Option<&Cancel<'_>>,
+    ) -> Result<Exit<'f, S>, Error>
+    where
+        S: Send + Sync,
+    {
+        // In a local while the loop runs: the step count and position stay in registers.
+        let mut run = self.run;
+        let flow = self.flow;
+        loop {
+            run.next(flow, at, cancel)?;
+            let slot = &flow.slots[run.current];
+            if slot.nested {
+                self.run = run;
+                return Ok(Exit::Enter(slot, TRACED.then(|| self.node_span(slot))));
+            }
+            let label = if TRACED {
+                let (span, started) = self.node_span(slot);
+                let cx = StepCx { flow: at, node: &slot.name, params: &self.params, cancel, span: &span };
+                let label = span.in_scope(|| slot.step.run(store.reborrow(), cx))?;
+                finish_span(&span, started, &label);
+                label
+            } else {
+                let cx = StepCx { flow: at, node: &slot.name, params: &self.params, cancel, span: no_span() };
+                slot.step.run(store.reborrow(), cx)?
+            };
+            if !run.follow(flow, at, &label)? {
+                self.run = run;
+                return Ok(Exit::End(label));
+            }
+        }
+    }
+
     /// The slot to run next, after checking the step limit and cancellation.
     fn next_slot(&mut self, path: &FlowPath<'_>, cancel: Option<&Cancel<'_>>) -> Result<&'f Slot<S>, Error> {
         self.run.next(self.flow, path, cancel)?;
         Ok(&self.flow.slots[self.run.current])
+    }
+
+    /// The span of the node in `slot`, a child of this flow's span.
+    fn node_span(&self, slot: &Slot<S>) -> NodeSpan {
+        let span = node_span(&self.span, &slot.name);
+        let started = (!span.is_disabled()).then(Instant::now);
+        (span, started)
     }
 }
 
@@ -562,6 +629,7 @@ impl<'f, S: 'static> Frame<'f, S> {
 const RECENT: usize = 8;
 
 /// The state of one flow's run: where it is, how many steps it took, the last few nodes.
+#[derive(Clone, Copy)]
 struct Run {
     current: usize,
     steps: u64,
@@ -579,14 +647,15 @@ impl Run {
     }
 
     /// Counts a step into the current node, after checking the step limit and cancellation.
+    #[inline(always)]
     fn next<S>(&mut self, flow: &Flow<S>, path: &FlowPath<'_>, cancel: Option<&Cancel<'_>>) -> Result<(), Error> {
         if is_cancelled(cancel) {
-            return Err(Error::Cancelled { flow: path.to_string() });
+            return Err(cancelled(path));
         }
         if let Some(limit) = flow.max_steps
             && self.steps >= limit
         {
-            return Err(Error::StepLimit { flow: path.to_string(), limit, recent: self.describe_recent(flow) });
+            return Err(self.limit_reached(flow, path, limit));
         }
         self.recent[(self.steps % RECENT as u64) as usize] = self.current;
         self.steps += 1;
@@ -595,6 +664,7 @@ impl Run {
 
     /// Moves along the edge for `label`: `true` when it leads to a node,
     /// `false` when the flow ends here.
+    #[inline(always)]
     fn follow<S>(&mut self, flow: &Flow<S>, path: &FlowPath<'_>, label: &Label) -> Result<bool, Error> {
         let slot = &flow.slots[self.current];
         match slot.edges.iter().find(|(a, _)| a == label) {
@@ -604,16 +674,15 @@ impl Run {
             }
             Some((_, Target::End)) => Ok(false),
             None if slot.edges.is_empty() => Ok(false),
-            Some((_, Target::Foreign)) => {
-                Err(Error::UnknownTarget { flow: path.to_string(), node: slot.name.clone(), action: label.to_string() })
-            }
-            None => Err(Error::MissingEdge {
-                flow: path.to_string(),
-                node: slot.name.clone(),
-                action: label.to_string(),
-                edges: slot.edges.iter().map(|(a, _)| a.to_string()).collect(),
-            }),
+            Some((_, Target::Foreign)) => Err(no_way_on(slot, path, label, true)),
+            None => Err(no_way_on(slot, path, label, false)),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn limit_reached<S>(&self, flow: &Flow<S>, path: &FlowPath<'_>, limit: u64) -> Error {
+        Error::StepLimit { flow: path.to_string(), limit, recent: self.describe_recent(flow) }
     }
 
     /// The nodes of the last steps, oldest first: `... -> a -> b`.
@@ -625,6 +694,24 @@ impl Run {
         let prefix = if self.steps > RECENT as u64 { "... -> " } else { "" };
         format!("{prefix}{}", names.join(" -> "))
     }
+}
+
+#[cold]
+#[inline(never)]
+fn cancelled(path: &FlowPath<'_>) -> Error {
+    Error::Cancelled { flow: path.to_string() }
+}
+
+/// The error of a node whose action leads nowhere: to a node of another flow
+/// (`foreign`), or to no edge at all.
+#[cold]
+#[inline(never)]
+fn no_way_on<S>(slot: &Slot<S>, path: &FlowPath<'_>, label: &Label, foreign: bool) -> Error {
+    let (flow, node, action) = (path.to_string(), slot.name.clone(), label.to_string());
+    if foreign {
+        return Error::UnknownTarget { flow, node, action };
+    }
+    Error::MissingEdge { flow, node, action, edges: slot.edges.iter().map(|(a, _)| a.to_string()).collect() }
 }
 
 impl<S: Send + Sync + 'static> DynStep<S> for Flow<S> {

@@ -577,6 +577,14 @@ impl<S: Send + Sync + 'static, N: AsyncNode<S>> DynStep<S> for AsyncNodeStep<N, 
     }
 }
 
+static NO_SPAN: tracing::Span = tracing::Span::none();
+
+/// A disabled span, for steps run while nothing listens.
+#[inline]
+pub(crate) fn no_span() -> &'static tracing::Span {
+    &NO_SPAN
+}
+
 /// The flow name used in errors of nodes run outside any flow.
 pub(crate) const NO_FLOW: &str = "(no flow)";
 

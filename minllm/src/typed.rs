@@ -215,8 +215,6 @@ pub fn tracing_on() -> bool {
         && tracing::level_filters::LevelFilter::current() >= tracing::Level::DEBUG
 }
 
-static NO_SPAN: tracing::Span = tracing::Span::none();
-
 /// Runs the node `name` of a typed flow, in its tracing span when `traced`.
 #[doc(hidden)]
 #[inline(always)]
@@ -229,7 +227,7 @@ pub fn run_step<S, M, T: Step<S, M>>(
     traced: bool,
 ) -> Result<T::Action, Error> {
     if !traced {
-        return node.run_step(store, StepCx { flow, node: name, params, cancel: None, span: &NO_SPAN });
+        return node.run_step(store, StepCx { flow, node: name, params, cancel: None, span: crate::step::no_span() });
     }
     run_traced(node, store, flow, name, params)
 }
