@@ -318,7 +318,13 @@ impl<S: Send + Sync + 'static> Flow<S> {
     /// Refuses a run that cannot work: no start, or a loop without a limit
     /// (here or in a nested flow). Worked out once per flow, not once per run.
     fn check(&self, path: &FlowPath<'_>) -> Result<(), Error> {
-        let refusal = self.refusal.get_or_init(|| self.graph().validate().into_iter().find(Problem::is_fatal));
+        let refusal = self.refusal.get_or_init(|| {
+            let refusal = self.graph().validate().into_iter().find(Problem::is_fatal);
+            if refusal.is_none() {
+                self.checked_inside();
+            }
+            refusal
+        });
         match refusal {
             None => Ok(()),
             Some(Problem::NoStart { flow }) if *flow == self.name => Err(Error::NoStart { flow: path.to_string() }),
@@ -326,6 +332,19 @@ impl<S: Send + Sync + 'static> Flow<S> {
                 Err(Error::ForeignStart { flow: path.to_string() })
             }
             Some(problem) => Err(Error::Invalid { flow: path.to_string(), problem: Box::new(problem.clone()) }),
+        }
+    }
+
+    /// Notes that every flow nested in this one can run: a check of this one
+    /// looked at them all, so none of them needs a check of its own later (a
+    /// batch flow runs its inner flow as a run of its own).
+    fn checked_inside(&self) {
+        let mut todo: Vec<&Flow<S>> = self.slots.iter().filter_map(|slot| slot.step.inner_flow()).collect();
+        while let Some(flow) = todo.pop() {
+            // A flow already known to be fine was marked with all it holds.
+            if flow.refusal.set(None).is_ok() {
+                todo.extend(flow.slots.iter().filter_map(|slot| slot.step.inner_flow()));
+            }
         }
     }
 
