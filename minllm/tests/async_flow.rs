@@ -14,36 +14,87 @@ use minllm::{
     Retry, SharedStore,
 };
 
-/// Sleeps `ms` per item; fails on `fail_at`; counts starts and finishes and the
-/// peak number of items in flight.
+/// How long an item waits for the others to arrive: far longer than any
+/// scheduling delay, and only spent when the code under test is wrong.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Waits on the runtime until `done` holds, or PATIENCE passes.
+async fn wait_until(done: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Counts one item in flight while it lives; dropping a cancelled item's
+/// future drops it too.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(now: &'a AtomicUsize, peak: &AtomicUsize) -> Self {
+        peak.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+        InFlight(now)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What a batch's items did: how many started and finished, how many are in
+/// flight now, and the most that were in flight at once.
 #[derive(Default)]
-struct Sleepy {
-    ms: u64,
-    fail_at: Option<usize>,
+struct Tally {
     started: AtomicUsize,
     finished: AtomicUsize,
     in_flight: AtomicUsize,
     peak: AtomicUsize,
 }
 
-impl AsyncBatchNode for Sleepy {
+/// A batch of `count` items that tallies them. Each item that starts before
+/// any has finished waits until `target` were in flight at once (or PATIENCE
+/// passes), so that a cap below the target shows as a peak below it and a
+/// missing cap as a peak above it. Item `fail_at` fails once every item is in
+/// flight.
+#[derive(Default)]
+struct Gathering {
+    count: usize,
+    target: usize,
+    fail_at: Option<usize>,
+    tally: Arc<Tally>,
+}
+
+fn gathering(count: usize, target: usize) -> Gathering {
+    Gathering { count, target, ..Gathering::default() }
+}
+
+impl AsyncBatchNode for Gathering {
     type Item = usize;
     type Output = usize;
     type Action = ();
-    async fn prep(&self, store: &SharedStore, _: &Params) -> NodeResult<Vec<usize>> {
-        Ok((0..store.try_get::<usize>("n")?).collect())
+    async fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<Vec<usize>> {
+        Ok((0..self.count).collect())
     }
     async fn exec(&self, item: &usize, _: &ExecContext<'_>) -> NodeResult<usize> {
-        self.started.fetch_add(1, Ordering::SeqCst);
-        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.peak.fetch_max(now, Ordering::SeqCst);
+        let tally = &*self.tally;
+        tally.started.fetch_add(1, Ordering::SeqCst);
+        let _in_flight = InFlight::enter(&tally.in_flight, &tally.peak);
+        // A batch that runs its items at once starts the next one here.
+        tokio::task::yield_now().await;
         if self.fail_at == Some(*item) {
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            wait_until(|| tally.in_flight.load(Ordering::SeqCst) == self.count).await;
             return Err(format!("item {item} failed").into());
         }
-        tokio::time::sleep(Duration::from_millis(self.ms)).await;
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        self.finished.fetch_add(1, Ordering::SeqCst);
+        if tally.finished.load(Ordering::SeqCst) == 0 {
+            wait_until(|| tally.peak.load(Ordering::SeqCst) >= self.target).await;
+        }
+        // Later items finish first: the output order is the batch's doing.
+        for _ in *item..self.count {
+            tokio::task::yield_now().await;
+        }
+        tally.finished.fetch_add(1, Ordering::SeqCst);
         Ok(item * 10)
     }
     async fn post(&self, store: &mut SharedStore, _: Vec<usize>, out: Vec<usize>) -> NodeResult<()> {
@@ -52,50 +103,46 @@ impl AsyncBatchNode for Sleepy {
     }
 }
 
-fn store_with_n(n: usize) -> SharedStore {
-    let store = SharedStore::new();
-    store.set("n", n);
-    store
-}
-
 #[tokio::test]
-async fn a_hundred_concurrent_50ms_execs_finish_well_under_a_second() {
-    let batch = AsyncBatch::concurrent(Sleepy { ms: 50, ..Sleepy::default() });
-    let mut store = store_with_n(100);
-    let started = Instant::now();
+async fn a_concurrent_batch_runs_all_its_items_at_once_and_keeps_their_order() {
+    let batch = AsyncBatch::concurrent(gathering(100, 100));
+    let mut store = SharedStore::new();
     batch.run_async(&mut store).await.unwrap();
-    let took = started.elapsed();
-    assert!(took < Duration::from_millis(500), "took {took:?}; sequential would be 5 s");
+    assert_eq!(batch.node().tally.peak.load(Ordering::SeqCst), 100);
     assert_eq!(store.get::<Vec<usize>>("out").unwrap(), (0..100).map(|i| i * 10).collect::<Vec<_>>());
 }
 
 #[tokio::test]
 async fn the_limit_caps_items_in_flight() {
-    let batch = AsyncBatch::concurrent(Sleepy { ms: 10, ..Sleepy::default() }).limit(7);
-    let mut store = store_with_n(50);
+    let batch = AsyncBatch::concurrent(gathering(50, 7)).limit(7);
+    let mut store = SharedStore::new();
     batch.run_async(&mut store).await.unwrap();
     assert_eq!(store.get::<Vec<usize>>("out").unwrap().len(), 50);
-    assert_eq!(batch.node().peak.load(Ordering::SeqCst), 7);
-    assert_eq!(batch.node().finished.load(Ordering::SeqCst), 50);
+    assert_eq!(batch.node().tally.peak.load(Ordering::SeqCst), 7);
+    assert_eq!(batch.node().tally.finished.load(Ordering::SeqCst), 50);
 }
 
 #[tokio::test]
 async fn a_sequential_async_batch_runs_one_item_at_a_time() {
-    let batch = AsyncBatch::sequential(Sleepy { ms: 1, ..Sleepy::default() });
-    batch.run_async(&mut store_with_n(10)).await.unwrap();
-    assert_eq!(batch.node().peak.load(Ordering::SeqCst), 1);
+    let batch = AsyncBatch::sequential(gathering(10, 1));
+    batch.run_async(&mut SharedStore::new()).await.unwrap();
+    assert_eq!(batch.node().tally.peak.load(Ordering::SeqCst), 1);
+    assert_eq!(batch.node().tally.finished.load(Ordering::SeqCst), 10);
 }
 
 #[tokio::test]
 async fn the_first_async_error_cancels_items_in_flight() {
-    let batch = AsyncBatch::concurrent(Sleepy { ms: 200, fail_at: Some(5), ..Sleepy::default() });
+    // The others wait for a peak they never reach: only cancellation ends them early.
+    let node = Gathering { fail_at: Some(5), ..gathering(20, usize::MAX) };
+    let tally = Arc::clone(&node.tally);
     let mut flow = Flow::new("f");
-    let started = Instant::now();
-    flow.add("sleepy", batch);
-    let err = flow.run_async(&mut store_with_n(20)).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_millis(150), "the batch did not wait for the others");
+    flow.add("batch", AsyncBatch::concurrent(node));
+    let err = flow.run_async(&mut SharedStore::new()).await.unwrap_err();
     assert_eq!(err.item(), Some(5));
-    assert_eq!(err.to_string(), "exec of node `sleepy` in flow `f` failed (item 5): item 5 failed");
+    assert_eq!(err.to_string(), "exec of node `batch` in flow `f` failed (item 5): item 5 failed");
+    assert_eq!(tally.started.load(Ordering::SeqCst), 20, "every item was in flight when item 5 failed");
+    assert_eq!(tally.finished.load(Ordering::SeqCst), 0, "an item ran to its end after the failure");
+    assert_eq!(tally.in_flight.load(Ordering::SeqCst), 0, "an item is still running after the run ended");
 }
 
 /// An async node that retries, falls back and picks actions.
@@ -137,7 +184,10 @@ async fn async_nodes_retry_wait_and_fall_back() {
     let ask = Ask { fail_first: 2, calls: AtomicUsize::new(0) };
     let mut store = SharedStore::new();
     store.set("question", "why".to_string());
+    let started = Instant::now();
     assert_eq!(ask.run_async(&mut store).await.unwrap(), "done");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(20), "two waits of 10 ms: {took:?}");
     assert_eq!(store.get::<String>("answer").unwrap(), "answer to why (attempt 3)");
 
     let ask = Ask { fail_first: 9, calls: AtomicUsize::new(0) };
@@ -164,29 +214,34 @@ async fn an_async_flow_runs_async_and_sync_nodes_and_branches() {
     assert!(matches!(err, Error::AsyncInSyncRun { ref node, .. } if node == "ask"), "{err:?}");
 }
 
-/// A sync node whose exec blocks the thread.
-struct Blocking(Duration);
+/// A sync node whose exec blocks its thread until a ticker on the runtime has
+/// ticked a few times, and records how many ticks it saw.
+struct AwaitsTicks(Arc<AtomicUsize>);
 
-impl Node for Blocking {
+impl Node for AwaitsTicks {
     type Prep = ();
-    type Exec = ();
+    type Exec = usize;
     type Action = ();
     fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<()> {
         Ok(())
     }
-    fn exec(&self, _: &(), _: &ExecContext) -> NodeResult<()> {
-        std::thread::sleep(self.0);
-        Ok(())
+    fn exec(&self, _: &(), _: &ExecContext) -> NodeResult<usize> {
+        let deadline = Instant::now() + PATIENCE;
+        while self.0.load(Ordering::SeqCst) < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(self.0.load(Ordering::SeqCst))
     }
-    fn post(&self, store: &mut SharedStore, _: (), _: ()) -> NodeResult<()> {
-        store.set("blocked", true);
+    fn post(&self, store: &mut SharedStore, _: (), ticks: usize) -> NodeResult<()> {
+        store.set("ticks seen", ticks);
         Ok(())
     }
 }
 
 #[test]
 fn a_sync_node_in_an_async_flow_does_not_block_the_runtime() {
-    // One thread: if the node blocked it, the ticker could not tick.
+    // One thread: if the node blocked it, the ticker could not tick while the
+    // node waits for its ticks.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let ticks = Arc::new(AtomicUsize::new(0));
@@ -195,37 +250,51 @@ fn a_sync_node_in_an_async_flow_does_not_block_the_runtime() {
             let (ticks, stop) = (ticks.clone(), stop.clone());
             async move {
                 while !stop.load(Ordering::SeqCst) {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                     ticks.fetch_add(1, Ordering::SeqCst);
                 }
             }
         });
         let mut flow = Flow::new("f");
-        flow.add("blocking", Blocking(Duration::from_millis(300)));
+        flow.add("blocking", AwaitsTicks(ticks));
         let mut store = SharedStore::new();
         flow.run_async(&mut store).await.unwrap();
         stop.store(true, Ordering::SeqCst);
         ticker.await.unwrap();
-        assert_eq!(store.get::<bool>("blocked"), Some(true));
-        let ticks = ticks.load(Ordering::SeqCst);
-        assert!(ticks >= 10, "the runtime thread was blocked: only {ticks} ticks in 300 ms");
+        let seen = store.get::<usize>("ticks seen").unwrap();
+        assert!(seen >= 3, "the runtime thread was blocked: {seen} ticks while the node ran");
     });
 }
 
-/// Async prep/post that hold the store across an await, with exec in between.
-struct Branch;
+/// What the branches of a batch flow did: whether two were ever inside prep or
+/// post at once, and how many execs run now, at most, and finished.
+#[derive(Default)]
+struct Branches {
+    inside: AtomicUsize,
+    overlap: AtomicBool,
+    running: AtomicUsize,
+    peak: AtomicUsize,
+    finished: AtomicUsize,
+}
 
-static INSIDE: AtomicUsize = AtomicUsize::new(0);
-static OVERLAP: AtomicBool = AtomicBool::new(false);
-static RUNNING: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-async fn critical_section() {
-    if INSIDE.fetch_add(1, Ordering::SeqCst) != 0 {
-        OVERLAP.store(true, Ordering::SeqCst);
+impl Branches {
+    async fn critical_section(&self) {
+        if self.inside.fetch_add(1, Ordering::SeqCst) != 0 {
+            self.overlap.store(true, Ordering::SeqCst);
+        }
+        // Holds the store across an await, where another branch could get in.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        self.inside.fetch_sub(1, Ordering::SeqCst);
     }
-    tokio::time::sleep(Duration::from_millis(2)).await;
-    INSIDE.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Async prep/post that hold the store across an await, with exec in between.
+/// Each exec takes `hold`; those that start before any has finished then wait
+/// until `target` execs were running at once (or PATIENCE passes).
+struct Branch {
+    target: usize,
+    hold: Duration,
+    seen: Arc<Branches>,
 }
 
 impl AsyncNode for Branch {
@@ -233,50 +302,58 @@ impl AsyncNode for Branch {
     type Exec = i64;
     type Action = ();
     async fn prep(&self, _: &SharedStore, params: &Params) -> NodeResult<i64> {
-        critical_section().await;
+        self.seen.critical_section().await;
         Ok(params.get("i")?)
     }
     async fn exec(&self, i: &i64, _: &ExecContext<'_>) -> NodeResult<i64> {
-        let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
-        PEAK.fetch_max(now, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        RUNNING.fetch_sub(1, Ordering::SeqCst);
+        let seen = &*self.seen;
+        let _running = InFlight::enter(&seen.running, &seen.peak);
+        tokio::time::sleep(self.hold).await;
+        if seen.finished.load(Ordering::SeqCst) == 0 {
+            wait_until(|| seen.peak.load(Ordering::SeqCst) >= self.target).await;
+        }
+        seen.finished.fetch_add(1, Ordering::SeqCst);
         Ok(i * 2)
     }
-    async fn post(&self, store: &mut SharedStore, _: i64, doubled: i64) -> NodeResult<()> {
-        critical_section().await;
+    async fn post(&self, store: &mut SharedStore, i: i64, doubled: i64) -> NodeResult<()> {
+        self.seen.critical_section().await;
         store.update_or_insert("sum", || 0_i64, |s| *s += doubled)?;
+        common::push(store, i.to_string());
         Ok(())
     }
 }
 
+fn numbered(count: i64) -> impl Fn(&SharedStore, &Params) -> NodeResult<Vec<Params>> + Send + Sync + 'static {
+    move |_: &SharedStore, _: &Params| Ok((1..=count).map(|i| Params::new().with("i", i)).collect())
+}
+
 #[tokio::test]
 async fn concurrent_branches_overlap_exec_but_never_prep_or_post() {
+    let seen = Arc::new(Branches::default());
     let mut inner = Flow::new("branch");
-    inner.add("branch", Branch);
-    let batch =
-        BatchFlow::new(inner, |_: &SharedStore, _: &Params| Ok((1..=20).map(|i| Params::new().with("i", i)).collect()))
-            .parallel();
+    inner.add("branch", Branch { target: 20, hold: Duration::ZERO, seen: Arc::clone(&seen) });
+    let batch = BatchFlow::new(inner, numbered(20)).parallel();
     let mut store = SharedStore::new();
-    let started = Instant::now();
     batch.run_async(&mut store).await.unwrap();
     assert_eq!(store.get::<i64>("sum"), Some(420));
-    assert!(!OVERLAP.load(Ordering::SeqCst), "two branches were inside prep/post at once");
-    assert!(PEAK.load(Ordering::SeqCst) >= 10, "execs did not overlap: peak {}", PEAK.load(Ordering::SeqCst));
-    // 20 branches: 20 × 2 critical sections of 2 ms, execs of 50 ms overlapping.
-    assert!(started.elapsed() < Duration::from_millis(1000), "{:?}", started.elapsed());
+    assert!(!seen.overlap.load(Ordering::SeqCst), "two branches were inside prep/post at once");
+    assert_eq!(seen.peak.load(Ordering::SeqCst), 20, "the execs of all 20 branches run at once");
 }
 
 #[tokio::test]
 async fn an_async_batch_flow_runs_branches_in_order_when_sequential() {
+    let seen = Arc::new(Branches::default());
     let mut inner = Flow::new("branch");
-    inner.add("branch", Branch);
-    let batch = BatchFlow::new(inner, |_: &SharedStore, _: &Params| Ok(vec![Params::new().with("i", 1); 3]));
+    // An exec long enough for the next branch to start beside it, if it could.
+    inner.add("branch", Branch { target: 1, hold: Duration::from_millis(20), seen: Arc::clone(&seen) });
+    let batch = BatchFlow::new(inner, numbered(3));
     let mut outer = Flow::new("outer");
     outer.add("batch", batch);
     let mut store = SharedStore::new();
     outer.run_async(&mut store).await.unwrap();
-    assert_eq!(store.get::<i64>("sum"), Some(6));
+    assert_eq!(store.get::<i64>("sum"), Some(12));
+    assert_eq!(trace(&store), ["1", "2", "3"]);
+    assert_eq!(seen.peak.load(Ordering::SeqCst), 1, "two branches ran at once");
 }
 
 struct PanicsAsync;

@@ -89,9 +89,26 @@ fn macro_nodes_run_in_a_runtime_flow() {
     assert_eq!(Search { calls: AtomicU32::new(0) }.retry().max_retries, 3);
 }
 
-/// A node with only `exec` works with any store.
+/// Counts its runs; has neither `prep` nor `post`.
+struct Tick {
+    runs: AtomicU32,
+}
+
+#[node]
+impl Tick {
+    fn exec(&self) {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A node with only `exec` works with any store, and leaves it as it was.
 #[test]
 fn an_exec_only_node_fits_any_store() {
+    let tick = Tick { runs: AtomicU32::new(0) };
     let mut n = 5_u8;
-    assert_eq!(Node::<u8>::run(&Answer, &mut n).unwrap(), ());
+    Node::<u8>::run(&tick, &mut n).unwrap();
+    let mut text = String::from("kept");
+    Node::<String>::run(&tick, &mut text).unwrap();
+    assert_eq!(tick.runs.load(Ordering::SeqCst), 2);
+    assert_eq!((n, text.as_str()), (5, "kept"));
 }

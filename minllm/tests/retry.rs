@@ -7,17 +7,19 @@ use std::time::{Duration, Instant};
 
 use minllm::{BoxError, Error, ExecContext, Flow, Node, NodeResult, Params, Retry, SharedStore, Stage};
 
-/// Fails its first `failures` attempts; records each attempt number it saw.
+/// Fails its first `failures` attempts; records each attempt number it saw,
+/// and when each attempt began and ended.
 struct Flaky {
     failures: u32,
     retry: Retry,
     seen: Mutex<Vec<u32>>,
+    times: Mutex<Vec<(Instant, Instant)>>,
     fallback: Option<&'static str>,
 }
 
 impl Flaky {
     fn new(failures: u32, retry: Retry) -> Self {
-        Flaky { failures, retry, seen: Mutex::new(Vec::new()), fallback: None }
+        Flaky { failures, retry, seen: Mutex::new(Vec::new()), times: Mutex::new(Vec::new()), fallback: None }
     }
 }
 
@@ -29,13 +31,16 @@ impl Node for Flaky {
         Ok(())
     }
     fn exec(&self, _: &(), ctx: &ExecContext) -> NodeResult<String> {
+        let began = Instant::now();
         self.seen.lock().unwrap().push(ctx.attempt());
         assert_eq!(ctx.max_attempts(), self.retry.max_retries.max(1));
-        if ctx.attempt() <= self.failures {
+        let outcome = if ctx.attempt() <= self.failures {
             Err(format!("attempt {} failed", ctx.attempt()).into())
         } else {
             Ok(format!("ok on attempt {}", ctx.attempt()))
-        }
+        };
+        self.times.lock().unwrap().push((began, Instant::now()));
+        outcome
     }
     fn exec_fallback(&self, _: &(), error: BoxError, ctx: &ExecContext) -> NodeResult<String> {
         assert!(ctx.is_last_attempt());
@@ -86,13 +91,17 @@ fn one_attempt_by_default_and_zero_counts_as_one() {
 }
 
 #[test]
-fn waits_between_attempts_only() {
-    let node = Flaky::new(2, Retry::attempts(3).wait(Duration::from_millis(40)));
-    let started = Instant::now();
+fn waits_before_each_retry() {
+    let wait = Duration::from_millis(40);
+    let node = Flaky::new(2, Retry::attempts(3).wait(wait));
     node.run(&mut SharedStore::new()).unwrap();
-    let took = started.elapsed();
-    assert!(took >= Duration::from_millis(80), "two waits of 40 ms: {took:?}");
-    assert!(took < Duration::from_secs(2), "{took:?}");
+    let times = node.times.lock().unwrap();
+    assert_eq!(times.len(), 3);
+    for (attempt, pair) in times.windows(2).enumerate() {
+        let (ended, next_began) = (pair[0].1, pair[1].0);
+        let gap = next_began - ended;
+        assert!(gap >= wait, "attempt {} began {gap:?} after attempt {} failed", attempt + 2, attempt + 1);
+    }
 }
 
 #[test]
@@ -206,8 +215,10 @@ fn a_panicking_attempt_is_retried_and_reaches_the_fallback() {
     let mut store = SharedStore::new();
     node.run(&mut store).unwrap();
     assert_eq!(store.get::<String>("out").unwrap(), "fine", "the third attempt succeeded");
+    assert_eq!(node.calls.load(std::sync::atomic::Ordering::SeqCst), 3);
 
     let node = PanicsTwice { calls: Default::default(), recover: true };
     node.run(&mut store).unwrap();
     assert_eq!(store.get::<String>("out").unwrap(), "recovered from: bad reply on attempt 2");
+    assert_eq!(node.calls.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
