@@ -18,6 +18,38 @@ from minllm import (
 )
 
 
+# How long a test waits for something that only fails to come when the code
+# under test is wrong: far longer than any scheduling delay.
+PATIENCE = 10.0
+
+
+async def wait_until(done):
+    """Waits on the event loop until `done()` holds, or PATIENCE passes."""
+    deadline = time.monotonic() + PATIENCE
+    while not done() and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
+
+
+class Gauge:
+    """Counts what runs at once. Whoever arrives before anyone has left waits
+    until `target` were inside at once (or PATIENCE passes), so that a cap below
+    the target shows as a peak below it and a missing cap as a peak above it."""
+
+    def __init__(self, target):
+        self.target, self.now, self.peak, self.left = target, 0, 0, 0
+
+    async def visit(self, hold=0.0):
+        """Stays inside until the target was reached, then for `hold` seconds."""
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        await asyncio.sleep(0)  # let the others in, if they run at the same time
+        if self.left == 0:
+            await wait_until(lambda: self.peak >= self.target)
+        await asyncio.sleep(hold)
+        self.now -= 1
+        self.left += 1
+
+
 class Sleepy(AsyncNode):
     def __init__(self, name, seconds=0.0, action=None):
         super().__init__()
@@ -90,9 +122,12 @@ def test_an_async_flow_of_sync_nodes_also_runs_with_run():
     assert shared == {"ran": True}
 
 
-def test_async_retries_and_fallback():
+def test_async_retries_wait_and_fall_back():
+    attempts = []
+
     class Flaky(AsyncNode):
         async def exec_async(self, prep_res):
+            attempts.append((self.cur_retry, time.monotonic()))
             raise ValueError("down")
 
         async def exec_fallback_async(self, prep_res, exc):
@@ -102,10 +137,11 @@ def test_async_retries_and_fallback():
             shared["result"] = e
 
     shared = {}
-    start = time.perf_counter()
     asyncio.run(Flaky(max_retries=3, wait=0.05).run_async(shared))
     assert shared["result"] == "fallback: down"
-    assert 0.09 < time.perf_counter() - start < 1.0
+    assert [n for n, _ in attempts] == [0, 1, 2]
+    gaps = [b - a for (_, a), (_, b) in zip(attempts, attempts[1:])]
+    assert all(gap >= 0.05 for gap in gaps), f"a retry came before the wait of 0.05 s: {gaps}"
 
 
 def test_async_exceptions_keep_their_type():
@@ -118,24 +154,32 @@ def test_async_exceptions_keep_their_type():
 
 
 class Items(AsyncParallelBatchNode):
+    """Items 0 to count-1, each visiting the gauge; later items finish first,
+    so the order of the results is the batch's doing."""
+
+    def __init__(self, count, gauge):
+        super().__init__()
+        self.count, self.gauge = count, gauge
+
     async def prep_async(self, shared):
-        return shared["items"]
+        return list(range(self.count))
 
     async def exec_async(self, item):
-        await asyncio.sleep(item)
-        return (item, self.cur_retry)
+        await self.gauge.visit()
+        for _ in range(self.count - item):
+            await asyncio.sleep(0)
+        return item * 10
 
     async def post_async(self, shared, p, e):
         shared["out"] = e
 
 
 def test_parallel_batch_items_run_concurrently_in_order():
-    shared = {"items": [0.1, 0.05, 0.1, 0.1, 0.05]}
-    start = time.perf_counter()
-    asyncio.run(Items().run_async(shared))
-    took = time.perf_counter() - start
-    assert took < 0.25, took
-    assert [x for x, _ in shared["out"]] == shared["items"]
+    node = Items(5, Gauge(5))
+    shared = {}
+    asyncio.run(node.run_async(shared))
+    assert node.gauge.peak == 5, "the 5 items run at once"
+    assert shared["out"] == [0, 10, 20, 30, 40]
 
 
 def test_cur_retry_is_per_item_when_items_run_concurrently():
@@ -178,11 +222,17 @@ def test_sequential_async_batch_awaits_items_in_turn():
 
 
 class Tag(AsyncNode):
+    """Records its param `i` after a visit to the gauge."""
+
+    def __init__(self, gauge, hold=0.0):
+        super().__init__()
+        self.gauge, self.hold = gauge, hold
+
     async def prep_async(self, shared):
         return self.params["i"]
 
     async def exec_async(self, i):
-        await asyncio.sleep(0.1)
+        await self.gauge.visit(self.hold)
         return i
 
     async def post_async(self, shared, p, e):
@@ -194,10 +244,10 @@ def test_async_parallel_batch_flow_runs_branches_concurrently():
         async def prep_async(self, shared):
             return [{"i": i} for i in range(5)]
 
+    gauge = Gauge(5)
     shared = {}
-    start = time.perf_counter()
-    assert asyncio.run(Fan(start=Tag()).run_async(shared)) is None
-    assert time.perf_counter() - start < 0.3
+    assert asyncio.run(Fan(start=Tag(gauge)).run_async(shared)) is None
+    assert gauge.peak == 5, "the 5 branches run at once"
     assert sorted(shared["done"]) == [0, 1, 2, 3, 4]
 
 
@@ -206,9 +256,12 @@ def test_async_batch_flow_runs_branches_in_turn():
         async def prep_async(self, shared):
             return [{"i": i} for i in range(3)]
 
+    # Each branch holds long enough for the next to start beside it, if it could.
+    gauge = Gauge(1)
     shared = {}
-    asyncio.run(Seq(start=Tag()).run_async(shared))
+    asyncio.run(Seq(start=Tag(gauge, hold=0.02)).run_async(shared))
     assert shared["done"] == [0, 1, 2]
+    assert gauge.peak == 1, "two branches ran at once"
 
 
 def test_nested_async_flows():
@@ -221,13 +274,32 @@ def test_nested_async_flows():
 
 
 def test_a_flow_can_be_cancelled():
+    seen = []
+
+    class Endless(AsyncNode):
+        async def exec_async(self, prep_res):
+            seen.append("started")
+            try:
+                await asyncio.sleep(PATIENCE)  # ended early by the cancellation only
+            except asyncio.CancelledError:
+                seen.append("cancelled")
+                raise
+            seen.append("finished")
+
+    class After(AsyncNode):
+        async def prep_async(self, shared):
+            seen.append("after")
+
+    endless = Endless()
+    endless >> After()
+
     async def main():
-        task = asyncio.ensure_future(AsyncFlow(start=Sleepy("slow", 5.0)).run_async({}))
-        await asyncio.sleep(0.05)
+        task = asyncio.ensure_future(AsyncFlow(start=endless).run_async({}))
+        await wait_until(lambda: seen)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        # The node in flight got the cancellation before the flow ended, and nothing ran after it.
+        assert seen == ["started", "cancelled"]
 
-    start = time.perf_counter()
     asyncio.run(main())
-    assert time.perf_counter() - start < 1.0

@@ -164,12 +164,22 @@ def test_retries_count_and_cur_retry():
     assert shared == {"attempts": [0, 1, 2], "result": "ok"}
 
 
-def test_retry_wait_is_only_between_attempts():
+def test_retry_wait_comes_before_each_retry():
+    times = []
+
+    class Timed(Flaky):
+        def exec(self, shared):
+            began = time.monotonic()
+            try:
+                return super().exec(shared)
+            finally:
+                times.append((began, time.monotonic()))
+
     shared = {}
-    start = time.perf_counter()
-    Flaky(2, max_retries=3, wait=0.05).run(shared)
-    took = time.perf_counter() - start
-    assert 0.09 < took < 1.0
+    Timed(2, max_retries=3, wait=0.05).run(shared)
+    assert shared == {"attempts": [0, 1, 2], "result": "ok"}
+    gaps = [after[0] - before[1] for before, after in zip(times, times[1:])]
+    assert len(gaps) == 2 and all(gap >= 0.05 for gap in gaps), f"a retry came before the wait of 0.05 s: {gaps}"
 
 
 def test_the_fallback_gets_the_last_exception_and_gives_the_result():
