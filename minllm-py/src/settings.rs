@@ -94,18 +94,31 @@ pub(crate) struct StepCounter {
     /// The classes of the last steps that ran, oldest first.
     recent: std::collections::VecDeque<String>,
     flow: String,
+    /// Steps since the GIL was last let go.
+    since_yield: u32,
 }
+
+/// How many steps a flow runs between two chances for other Python threads to
+/// take the GIL: a flow of built-in nodes runs no bytecode, so the interpreter
+/// never hands the GIL over by itself.
+const STEPS_PER_YIELD: u32 = 256;
 
 impl StepCounter {
     pub(crate) fn new(flow: &Bound<'_, PyAny>) -> PyResult<Self> {
         let limit = MAX_STEPS.of(flow)?;
         let flow = flow.get_type().name()?.to_string();
-        Ok(StepCounter { limit, taken: 0, recent: std::collections::VecDeque::new(), flow })
+        Ok(StepCounter { limit, taken: 0, recent: std::collections::VecDeque::new(), flow, since_yield: 0 })
     }
 
     /// Counts a step into `node`, or refuses it when the limit is reached.
+    /// Checks for Ctrl-C, and now and then lets other threads run.
     pub(crate) fn enter(&mut self, node: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = node.py();
+        self.since_yield += 1;
+        if self.since_yield == STEPS_PER_YIELD {
+            self.since_yield = 0;
+            py.detach(|| ());
+        }
         py.check_signals()?;
         let Some(limit) = self.limit else { return Ok(()) };
         if self.taken >= limit {

@@ -4,6 +4,7 @@ store, the step-limit report, threads deep in hooks.
 Cases that crashed the interpreter run in a child process, so that a crash
 fails the test (by its return code) instead of killing pytest."""
 
+import _thread
 import asyncio
 import copy
 import gc
@@ -682,3 +683,16 @@ def test_a_failure_in_a_parallel_batch_on_a_worker_thread_wins_at_once():
         assert finished == []
     finally:
         release.set()
+
+
+def test_other_threads_get_the_gil_while_a_flow_of_builtin_nodes_loops():
+    # Built-in hooks run no bytecode, so only the engine can hand the GIL over:
+    # the timer thread must get to run and interrupt the main thread.
+    a = Node()
+    a >> a
+    timer = threading.Timer(0.05, _thread.interrupt_main)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        # Bounded, so that a starved timer fails the test instead of hanging it.
+        Flow(start=a, max_steps=20_000_000).run({})
+    timer.join()

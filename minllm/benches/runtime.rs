@@ -223,7 +223,30 @@ fn concurrent_async(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, transitions, parallel_batch, concurrent_async);
+/// Building a flow of `n` nodes in a chain: linear in `n` (the baseline is the
+/// same build at a tenth of the size, times ten).
+fn build_flow(c: &mut Criterion) {
+    let mut group = c.benchmark_group("build_flow_chain");
+    group.sample_size(10);
+    for n in [10_000_u64, 100_000] {
+        group.throughput(Throughput::Elements(n));
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter(|| {
+                let mut flow = Flow::<Counter>::new("chain");
+                let mut previous = flow.add("n0", Add(0));
+                for i in 1..n {
+                    let node = flow.add(format!("n{i}"), Add(i));
+                    flow.edge(previous.on(Go::Next) >> node);
+                    previous = node;
+                }
+                black_box(flow)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, transitions, parallel_batch, concurrent_async, build_flow);
 
 /// `MINLLM_LOOP=<variant>:<transitions>` runs one loop variant once and exits,
 /// for counting instructions under `valgrind --tool=callgrind` (see BENCHMARKS.md).

@@ -198,6 +198,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_action_type_reports_its_label() {
+        assert_eq!(().label(), "default");
+        assert_eq!(Some("go").label(), "go");
+        assert_eq!(None::<&str>.label(), "default");
+        assert_eq!(Label::from("go".to_string()).label(), "go");
+        assert_eq!(String::from("go").label(), "go");
+    }
+
+    #[test]
+    fn a_label_reads_as_its_text() {
+        let label = Label::from(String::from("search"));
+        assert_eq!(&*label, "search");
+        assert_eq!(label.as_ref(), "search");
+        assert_eq!(label.len(), 6, "through Deref");
+        assert!(label == *"search" && label != *"answer");
+        assert!(label == "search" && label != "answer");
+        assert_eq!(format!("{label:?}"), "\"search\"");
+        assert_eq!(format!("{label}"), "search");
+    }
+
+    #[test]
     fn empty_and_none_mean_default() {
         assert_eq!(String::new().label(), "default");
         assert_eq!("".label(), "default");

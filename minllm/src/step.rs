@@ -409,9 +409,10 @@ fn pause(wait: Duration, cancel: Option<&Cancel<'_>>) {
         std::thread::sleep(wait);
         return;
     };
-    let deadline = Instant::now() + wait;
+    // A wait too long to add to the clock is a wait until cancelled.
+    let deadline = Instant::now().checked_add(wait);
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.map_or(SLICE, |d| d.saturating_duration_since(Instant::now()));
         if left.is_zero() || cancel.is_cancelled() {
             return;
         }

@@ -8,23 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{mark, trace};
+use common::{PATIENCE, mark, trace, wait_until_async};
 use minllm::{
     AsyncBatch, AsyncBatchNode, AsyncNode, BatchFlow, BoxError, Error, ExecContext, Flow, Node, NodeResult, Params,
     Retry, SharedStore,
 };
-
-/// How long an item waits for the others to arrive: far longer than any
-/// scheduling delay, and only spent when the code under test is wrong.
-const PATIENCE: Duration = Duration::from_secs(10);
-
-/// Waits on the runtime until `done` holds, or PATIENCE passes.
-async fn wait_until(done: impl Fn() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
 
 /// Counts one item in flight while it lives; dropping a cancelled item's
 /// future drops it too.
@@ -84,11 +72,11 @@ impl AsyncBatchNode for Gathering {
         // A batch that runs its items at once starts the next one here.
         tokio::task::yield_now().await;
         if self.fail_at == Some(*item) {
-            wait_until(|| tally.in_flight.load(Ordering::SeqCst) == self.count).await;
+            wait_until_async(|| tally.in_flight.load(Ordering::SeqCst) == self.count).await;
             return Err(format!("item {item} failed").into());
         }
         if tally.finished.load(Ordering::SeqCst) == 0 {
-            wait_until(|| tally.peak.load(Ordering::SeqCst) >= self.target).await;
+            wait_until_async(|| tally.peak.load(Ordering::SeqCst) >= self.target).await;
         }
         // Later items finish first: the output order is the batch's doing.
         for _ in *item..self.count {
@@ -310,7 +298,7 @@ impl AsyncNode for Branch {
         let _running = InFlight::enter(&seen.running, &seen.peak);
         tokio::time::sleep(self.hold).await;
         if seen.finished.load(Ordering::SeqCst) == 0 {
-            wait_until(|| seen.peak.load(Ordering::SeqCst) >= self.target).await;
+            wait_until_async(|| seen.peak.load(Ordering::SeqCst) >= self.target).await;
         }
         seen.finished.fetch_add(1, Ordering::SeqCst);
         Ok(i * 2)

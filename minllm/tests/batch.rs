@@ -7,62 +7,12 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::trace;
+use common::{Gauge, MARGIN, PATIENCE, trace, wait_until};
 use minllm::{
     Batch, BatchFlow, BatchNode, Error, ExecContext, Flow, Node, NodeResult, Params, Retry, SharedStore, Stage,
 };
-
-/// How long a test waits for something that only fails to come when the code
-/// under test is wrong: far longer than any scheduling delay.
-const PATIENCE: Duration = Duration::from_secs(10);
-
-/// How long an item that saw a sibling fail holds on before it returns: far
-/// longer than the runtime takes to act on that failure (microseconds), so that
-/// its thread does not take another item before the failure cancels the batch.
-const MARGIN: Duration = Duration::from_millis(200);
-
-/// Blocks the thread until `done` holds, or PATIENCE passes.
-fn wait_until(done: impl Fn() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// Counts what runs at once. Each visitor that arrives before any has left
-/// waits until `target` were inside at once (or PATIENCE passes), so that a cap
-/// below the target shows as a peak below it and a missing cap as a peak above it.
-#[derive(Default)]
-struct Gauge {
-    target: usize,
-    now: AtomicUsize,
-    peak: AtomicUsize,
-    left: AtomicUsize,
-}
-
-impl Gauge {
-    fn new(target: usize) -> Self {
-        Gauge { target, ..Gauge::default() }
-    }
-
-    /// Stays inside until the target was reached (if no visitor has left
-    /// yet), then for `hold`: time for one more visitor to come in, if it could.
-    fn visit(&self, hold: Duration) {
-        self.peak.fetch_max(self.now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
-        if self.left.load(Ordering::SeqCst) == 0 {
-            wait_until(|| self.peak() >= self.target);
-        }
-        std::thread::sleep(hold);
-        self.now.fetch_sub(1, Ordering::SeqCst);
-        self.left.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn peak(&self) -> usize {
-        self.peak.load(Ordering::SeqCst)
-    }
-}
 
 /// Squares numbers; fails on `fail_at`, panics on `panic_at`; counts the items
 /// that started.

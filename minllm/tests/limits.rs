@@ -7,70 +7,18 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::{Gauge, MARGIN, wait_until};
 
 use minllm::{
     AsyncBatch, AsyncBatchNode, AsyncNode, Batch, BatchFlow, BatchMode, BatchNode, DEFAULT_CONCURRENCY, ExecContext,
     Flow, Node, NodeResult, Params, Retry, SharedStore,
 };
 
-/// Counts items in flight. Each of the first items waits until `target` are
-/// in flight at once (or a generous deadline passes), so that a cap below the
-/// target shows as a peak below it, and a missing cap as a peak above it.
-#[derive(Default)]
-struct Gauge {
-    target: usize,
-    now: AtomicUsize,
-    peak: AtomicUsize,
-    done: AtomicUsize,
-}
-
-/// How long an item waits for the others to arrive: far longer than any
-/// scheduling delay, and only spent when a cap is wrong.
-const PATIENCE: Duration = Duration::from_secs(10);
-
-impl Gauge {
-    fn new(target: usize) -> Arc<Gauge> {
-        Arc::new(Gauge { target, ..Gauge::default() })
-    }
-
-    fn enter(&self) -> bool {
-        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.peak.fetch_max(now, Ordering::SeqCst);
-        self.peak.load(Ordering::SeqCst) < self.target
-    }
-
-    fn leave(&self) {
-        self.now.fetch_sub(1, Ordering::SeqCst);
-        self.done.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Blocks the thread until the target was reached once.
-    fn visit(&self) {
-        if self.enter() {
-            let deadline = Instant::now() + PATIENCE;
-            while self.peak.load(Ordering::SeqCst) < self.target && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-        self.leave();
-    }
-
-    /// Waits on the runtime until the target was reached once.
-    async fn visit_async(&self) {
-        if self.enter() {
-            let deadline = Instant::now() + PATIENCE;
-            while self.peak.load(Ordering::SeqCst) < self.target && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
-        self.leave();
-    }
-
-    fn peak(&self) -> usize {
-        self.peak.load(Ordering::SeqCst)
-    }
-}
+/// How long a visitor stays after the target was reached: time for one more
+/// to come in, if a cap let it.
+const HOLD: Duration = Duration::from_millis(20);
 
 /// A batch node over `items` items that visits the gauge once per item.
 struct Items {
@@ -87,7 +35,7 @@ impl BatchNode for Items {
         Ok((0..self.items).collect())
     }
     fn exec(&self, _: &usize, _: &ExecContext) -> NodeResult<()> {
-        self.gauge.visit();
+        self.gauge.visit(HOLD);
         Ok(())
     }
     fn post(&self, _: &mut SharedStore, _: Vec<usize>, _: Vec<()>) -> NodeResult<()> {
@@ -106,7 +54,7 @@ impl AsyncBatchNode for Items {
         Ok((0..self.items).collect())
     }
     async fn exec(&self, _: &usize, _: &ExecContext<'_>) -> NodeResult<()> {
-        self.gauge.visit_async().await;
+        self.gauge.visit_async(HOLD).await;
         Ok(())
     }
     async fn post(&self, _: &mut SharedStore, _: Vec<usize>, _: Vec<()>) -> NodeResult<()> {
@@ -115,7 +63,7 @@ impl AsyncBatchNode for Items {
 }
 
 fn items(items: usize, target: usize) -> Items {
-    Items { items, gauge: Gauge::new(target), mode: BatchMode::Sequential }
+    Items { items, gauge: Arc::new(Gauge::new(target)), mode: BatchMode::Sequential }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -128,7 +76,7 @@ fn batch_threads_n_runs_exactly_n_items_at_once() {
     let gauge = Arc::clone(&node.gauge);
     Batch::parallel(node).threads(6).run(&mut SharedStore::new()).unwrap();
     assert_eq!(gauge.peak(), 6);
-    assert_eq!(gauge.done.load(Ordering::SeqCst), 24);
+    assert_eq!(gauge.visits(), 24);
 
     // The same cap when the node's own mode asks for it, in a flow, sync and async.
     let node = Items { mode: BatchMode::Parallel { limit: Some(5) }, ..items(20, 5) };
@@ -137,7 +85,7 @@ fn batch_threads_n_runs_exactly_n_items_at_once() {
     flow.add("batch", Batch::new(node));
     flow.run(&mut SharedStore::new()).unwrap();
     assert_eq!(gauge.peak(), 5);
-    gauge.peak.store(0, Ordering::SeqCst);
+    gauge.reset();
     runtime().block_on(flow.run_async(&mut SharedStore::new())).unwrap();
     assert_eq!(gauge.peak(), 5);
 }
@@ -149,7 +97,7 @@ fn async_batch_limit_n_keeps_exactly_n_items_in_flight() {
     let batch = AsyncBatch::concurrent(node).limit(7);
     runtime().block_on(batch.run_async(&mut SharedStore::new())).unwrap();
     assert_eq!(gauge.peak(), 7);
-    assert_eq!(gauge.done.load(Ordering::SeqCst), 40);
+    assert_eq!(gauge.visits(), 40);
 }
 
 #[test]
@@ -172,7 +120,7 @@ impl Node for Visit {
         Ok(())
     }
     fn exec(&self, _: &(), _: &ExecContext) -> NodeResult<()> {
-        self.0.visit();
+        self.0.visit(HOLD);
         Ok(())
     }
     fn post(&self, _: &mut SharedStore, _: (), _: ()) -> NodeResult<()> {
@@ -191,7 +139,7 @@ impl AsyncNode for VisitAsync {
         Ok(())
     }
     async fn exec(&self, _: &(), _: &ExecContext<'_>) -> NodeResult<()> {
-        self.0.visit_async().await;
+        self.0.visit_async(HOLD).await;
         Ok(())
     }
     async fn post(&self, _: &mut SharedStore, _: (), _: ()) -> NodeResult<()> {
@@ -205,14 +153,14 @@ fn branches(count: usize) -> impl Fn(&SharedStore, &Params) -> NodeResult<Vec<Pa
 
 #[test]
 fn batch_flow_limit_n_runs_exactly_n_branches_at_once() {
-    let gauge = Gauge::new(4);
+    let gauge = Arc::new(Gauge::new(4));
     let mut inner = Flow::new("branch");
     inner.add("visit", Visit(Arc::clone(&gauge)));
     let batch = BatchFlow::new(inner, branches(16)).limit(4);
     batch.run(&mut SharedStore::new()).unwrap();
     assert_eq!(gauge.peak(), 4);
 
-    let gauge = Gauge::new(3);
+    let gauge = Arc::new(Gauge::new(3));
     let mut inner = Flow::new("branch");
     inner.add("visit", VisitAsync(Arc::clone(&gauge)));
     let batch = BatchFlow::new(inner, branches(12)).limit(3);
@@ -221,7 +169,8 @@ fn batch_flow_limit_n_runs_exactly_n_branches_at_once() {
 }
 
 /// Fails at once in branch 0; the other branches count themselves and wait
-/// for that failure, so that without cancellation all of them would run.
+/// for that failure (and a margin for the run to act on it), so that without
+/// cancellation all of them would run.
 struct FailFirst {
     started: Arc<AtomicUsize>,
     failed: Arc<std::sync::atomic::AtomicBool>,
@@ -240,10 +189,9 @@ impl Node for FailFirst {
             return Err("branch 0 fails".into());
         }
         self.started.fetch_add(1, Ordering::SeqCst);
-        let deadline = Instant::now() + PATIENCE;
-        while !self.failed.load(Ordering::SeqCst) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until(|| self.failed.load(Ordering::SeqCst));
+        // Branch 0 has failed; the run cancels the batch right after it returns.
+        std::thread::sleep(MARGIN);
         Ok(())
     }
     fn post(&self, _: &mut SharedStore, _: usize, _: ()) -> NodeResult<()> {

@@ -223,3 +223,60 @@ fn a_batch_flows_inner_flow_keeps_its_own_params_under_the_items() {
     batch.run(&mut store).unwrap();
     assert_eq!(store.get::<Vec<String>>("seen").unwrap(), ["en/a.txt", "fr/default.txt"]);
 }
+
+/// An async batch node that returns `Verdict::Accept`.
+struct Vote;
+
+impl AsyncBatchNode for Vote {
+    type Item = u32;
+    type Output = u32;
+    type Action = Verdict;
+    async fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<Vec<u32>> {
+        Ok(vec![1, 2, 3])
+    }
+    async fn exec(&self, n: &u32, _: &ExecContext<'_>) -> NodeResult<u32> {
+        Ok(*n)
+    }
+    async fn post(&self, _: &mut SharedStore, _: Vec<u32>, _: Vec<u32>) -> NodeResult<Verdict> {
+        Ok(Verdict::Accept)
+    }
+}
+
+#[test]
+fn an_async_batch_node_declares_its_actions() {
+    let mut flow = Flow::new("votes");
+    let vote = flow.add("vote", AsyncBatch::concurrent(Vote));
+    let next = flow.add("next", mark("next"));
+    flow.edge(vote.on(Verdict::Accept) >> next);
+    assert_eq!(
+        flow.validate(),
+        [Problem::MissingEdge {
+            flow: "votes".into(),
+            node: "vote".into(),
+            action: "reject".into(),
+            edges: vec!["accept".into()],
+        }]
+    );
+}
+
+#[test]
+fn a_batch_flow_may_end_with_any_action_and_shows_in_debug() {
+    let mut inner = Flow::new("inner");
+    inner.add("a", mark("a"));
+    let batch = BatchFlow::new(inner, |_: &SharedStore, _: &Params| Ok(vec![Params::new()]))
+        .post(|_: &mut SharedStore, _: Vec<Params>| Ok("checked"))
+        .limit(3);
+    assert_eq!(
+        format!("{batch:?}"),
+        r#"BatchFlow { flow: Flow { name: "inner", nodes: ["a"], max_steps: None, .. }, parallel: true, limit: Some(3), .. }"#
+    );
+    let mut outer = Flow::new("outer");
+    let each = outer.add("each", batch);
+    let done = outer.add("done", mark("done"));
+    outer.edge(each.on("checked") >> done);
+    // Nothing is known of what a batch flow's `post` returns: no problem.
+    assert!(outer.validate().is_empty(), "{:?}", outer.validate());
+    let mut store = SharedStore::new();
+    assert_eq!(outer.run(&mut store).unwrap(), "default");
+    assert_eq!(trace(&store), ["a", "done"]);
+}

@@ -3,7 +3,9 @@
 
 use std::cell::RefCell;
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
 
 use minllm::{ExecContext, Node, NodeResult, Params, SharedStore};
 
@@ -90,4 +92,92 @@ pub fn capture_logs<R>(f: impl FnOnce() -> R) -> (R, String) {
     CAPTURE.with(|c| *c.borrow_mut() = None);
     let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
     (out, text)
+}
+
+/// How long a test waits for something that only fails to come when the code
+/// under test is wrong: far longer than any scheduling delay.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// How long an item that saw a sibling fail holds on before it returns: far
+/// longer than the runtime takes to act on that failure (microseconds), so that
+/// its thread does not take another item before the failure cancels the batch.
+pub const MARGIN: Duration = Duration::from_millis(200);
+
+/// Blocks the thread until `done` holds, or PATIENCE passes.
+pub fn wait_until(done: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Waits on the runtime until `done` holds, or PATIENCE passes.
+pub async fn wait_until_async(done: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Counts what runs at once. Each visitor that arrives before any has left
+/// waits until `target` were inside at once (or PATIENCE passes), then stays
+/// for `hold`: time for one more visitor to come in, if a cap let it. So a cap
+/// below the target shows as a peak below it, and one above it (or none) as a
+/// peak above it.
+#[derive(Default)]
+pub struct Gauge {
+    target: usize,
+    now: AtomicUsize,
+    peak: AtomicUsize,
+    left: AtomicUsize,
+}
+
+impl Gauge {
+    pub fn new(target: usize) -> Self {
+        Gauge { target, ..Gauge::default() }
+    }
+
+    fn arrive(&self) -> bool {
+        self.peak.fetch_max(self.now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+        self.left.load(Ordering::SeqCst) == 0
+    }
+
+    fn depart(&self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        self.left.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// One visit, blocking the thread while it waits.
+    pub fn visit(&self, hold: Duration) {
+        if self.arrive() {
+            wait_until(|| self.peak() >= self.target);
+        }
+        std::thread::sleep(hold);
+        self.depart();
+    }
+
+    /// One visit, waiting on the runtime.
+    pub async fn visit_async(&self, hold: Duration) {
+        if self.arrive() {
+            wait_until_async(|| self.peak() >= self.target).await;
+        }
+        tokio::time::sleep(hold).await;
+        self.depart();
+    }
+
+    /// The most visitors inside at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+
+    /// How many visits ended.
+    pub fn visits(&self) -> usize {
+        self.left.load(Ordering::SeqCst)
+    }
+
+    /// Forgets what was seen, for a second run.
+    pub fn reset(&self) {
+        self.peak.store(0, Ordering::SeqCst);
+        self.left.store(0, Ordering::SeqCst);
+    }
 }
