@@ -689,6 +689,19 @@ mod tests {
     }
 
     #[test]
+    fn malformed_graphs_are_reported_not_trusted() {
+        // An edge to an index past the nodes, and a flow that names itself as its parent.
+        let mut g = one("f", vec![node("a", &[("go", 1)])]);
+        g.flows[0].parent = Some((0, 0));
+        assert_eq!(g.path(0), "f");
+        assert_eq!(g.validate(), [Problem::UnknownTarget { flow: "f".into(), node: "a".into(), action: "go".into() }]);
+        assert!(g.to_mermaid().contains(r#"n0 -.->|"go"| x0["a node of another flow"]"#));
+        assert_eq!(g.root().map(|f| f.name.as_str()), Some("f"));
+        assert_eq!(Graph::default().root(), None);
+        assert_eq!(Graph::default().to_mermaid(), "flowchart TD\n");
+    }
+
+    #[test]
     fn starts_that_are_not_nodes() {
         let mut g = one("f", vec![node("a", &[])]);
         g.flows[0].start = Some(Target::NotANode("'x'".into()));

@@ -91,6 +91,8 @@ fn a_parent_branches_on_how_a_nested_flow_ended() {
         let yes = parent.add("celebrate", mark("celebrate"));
         let no = parent.add("apologise", mark("apologise"));
         parent.edge(sub.on("ok") >> yes).edge(sub.on("failed") >> no);
+        // What a nested flow ends with is not known before it runs: no problem.
+        assert!(parent.validate().is_empty(), "{:?}", parent.validate());
         let mut store = SharedStore::new();
         parent.run(&mut store).unwrap();
         assert_eq!(trace(&store), ["work", "finish", expected]);
@@ -186,6 +188,16 @@ fn the_step_limit_stops_a_loop_with_an_error_naming_flow_and_path() {
     flow.max_steps(100);
     let err = flow.run(&mut SharedStore::new()).unwrap_err().to_string();
     assert!(err.contains("last steps: ... -> "), "long paths are shortened: {err}");
+    // Exactly as many steps as are shown: nothing is left out.
+    flow.max_steps(8);
+    let err = flow.run(&mut SharedStore::new()).unwrap_err().to_string();
+    assert!(
+        err.ends_with("last steps: decide -> search -> decide -> search -> decide -> search -> decide -> search"),
+        "{err}"
+    );
+    assert!(
+        format!("{flow:?}").starts_with(r#"Flow { name: "looper", nodes: ["decide", "search"], max_steps: Some(8)"#)
+    );
 }
 
 #[test]
@@ -548,4 +560,33 @@ fn nodes_are_found_by_name() {
     assert_ne!(flow.node("a"), Some(again));
     assert_eq!(flow.node("c"), None);
     assert!(flow.validate().contains(&Problem::DuplicateName { flow: "f".into(), node: "a".into() }));
+}
+
+#[test]
+fn a_nested_flow_that_cannot_run_is_named_in_the_refusal() {
+    let mut outer = Flow::new("outer");
+    let a = outer.add("a", mark("a"));
+    let sub = outer.add("sub", Flow::<SharedStore>::new("empty"));
+    outer.edge(a >> sub);
+    let mut store = SharedStore::new();
+    let err = outer.run(&mut store).unwrap_err();
+    assert!(trace(&store).is_empty(), "no node ran");
+    assert_eq!(err.to_string(), "flow `outer` cannot run: flow `outer > sub` has no start node");
+    assert!(
+        matches!(&err, Error::Invalid { flow, problem } if flow == "outer" && **problem == Problem::NoStart { flow: "outer > sub".into() }),
+        "{err:?}"
+    );
+
+    let mut other = Flow::<SharedStore>::new("other");
+    let foreign = other.add("x", mark("x"));
+    let mut inner = Flow::new("inner");
+    inner.add("b", mark("b"));
+    inner.start(foreign);
+    let mut outer = Flow::new("outer");
+    outer.add("sub", inner);
+    let err = outer.run(&mut SharedStore::new()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Invalid { problem, .. } if **problem == Problem::ForeignStart { flow: "outer > sub".into() }),
+        "{err:?}"
+    );
 }
