@@ -697,6 +697,25 @@ mod tests {
         assert_eq!(g.validate(), [Problem::UnknownTarget { flow: "f".into(), node: "a".into(), action: "go".into() }]);
         assert!(g.to_mermaid().contains(r#"n0 -.->|"go"| x0["a node of another flow"]"#));
         assert_eq!(g.root().map(|f| f.name.as_str()), Some("f"));
+        // A start past the nodes, and a node that holds a flow that is not there.
+        let mut g = one("f", vec![node("a", &[])]);
+        g.flows[0].start = Some(Target::Node(1));
+        g.flows[0].nodes[0].inner = Some(7);
+        assert_eq!(g.validate(), [Problem::NoStart { flow: "f".into() }]);
+        assert!(g.to_mermaid().contains(r#"n0["a"]"#));
+        // Two nodes hold flow 1, which names the second as its place: drawn there, once.
+        let mut g = one("f", vec![node("a", &[("default", 1)]), node("b", &[])]);
+        g.flows[0].nodes[0].inner = Some(1);
+        g.flows[0].nodes[1].inner = Some(1);
+        g.flows.push(GraphFlow {
+            name: "sub".into(),
+            parent: Some((0, 1)),
+            ..one("sub", vec![node("x", &[])]).flows[0].clone()
+        });
+        let chart = g.to_mermaid();
+        assert_eq!(chart.matches("subgraph").count(), 1, "{chart}");
+        assert!(chart.contains(r#"subgraph n1 ["b"]"#), "{chart}");
+        assert!(chart.contains(r#"n0["a: the flow f #gt; sub, drawn once"]"#), "{chart}");
         assert_eq!(Graph::default().root(), None);
         assert_eq!(Graph::default().to_mermaid(), "flowchart TD\n");
     }
