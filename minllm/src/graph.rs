@@ -567,7 +567,7 @@ impl Mermaid {
                 self.line(depth, format_args!("{from} -->{label}n{to}"));
             }
             Target::End => {
-                let end = if f == 0 { "end0".to_owned() } else { format!("end{f}") };
+                let end = format!("end{f}");
                 let to = if *drew_end { end } else { format!("{end}([\"end\"])") };
                 *drew_end = true;
                 self.line(depth, format_args!("{from} -->{label}{to}"));

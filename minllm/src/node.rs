@@ -267,3 +267,17 @@ where
         crate::step::run_async_node_alone(self, store)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exec_context_tells_the_attempt_and_where_it_runs() {
+        let first = ExecContext::new("ask", 1, 3, Some(4));
+        assert_eq!((first.attempt(), first.max_attempts(), first.item(), first.node()), (1, 3, Some(4), "ask"));
+        assert!(!first.is_last_attempt());
+        assert!(ExecContext::new("ask", 3, 3, None).is_last_attempt());
+        assert!(ExecContext::new("ask", 1, 1, None).is_last_attempt());
+    }
+}

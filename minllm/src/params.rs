@@ -204,6 +204,27 @@ mod tests {
     }
 
     #[test]
+    fn params_are_set_read_and_listed() {
+        let mut p = Params::new();
+        assert!(p.is_empty() && !p.contains("lang") && p.value("lang").is_none());
+        p.set("lang", "en");
+        p.set("depth", 2);
+        assert!(p.contains("lang") && !p.contains("file"));
+        assert_eq!(p.value("depth"), Some(&Value::from(2)));
+        assert_eq!(p.len(), 2);
+        let listed: Vec<(&str, &Value)> = p.iter().collect();
+        assert_eq!(listed, [("depth", &Value::from(2)), ("lang", &Value::from("en"))]);
+        assert_eq!(format!("{p:?}"), r#"{"depth": Number(2), "lang": String("en")}"#);
+    }
+
+    #[test]
+    fn an_excerpt_counts_characters_not_bytes() {
+        let p = Params::from([("name", "é".repeat(1000))]);
+        let ParamError::WrongType { found, .. } = p.get::<u32>("name").unwrap_err() else { panic!() };
+        assert_eq!(found, format!("\"{}...", "é".repeat(99)));
+    }
+
+    #[test]
     fn a_wrong_type_error_shows_only_the_start_of_a_big_value() {
         let big = "x".repeat(1_000_000);
         let p = Params::from([("doc", big.as_str())]);
