@@ -222,6 +222,12 @@ mod tests {
         let p = Params::from([("name", "é".repeat(1000))]);
         let ParamError::WrongType { found, .. } = p.get::<u32>("name").unwrap_err() else { panic!() };
         assert_eq!(found, format!("\"{}...", "é".repeat(99)));
+        // Written in many small pieces, still cut by characters.
+        let list: Vec<&str> = vec!["é"; 100];
+        let p = Params::from([("names", serde_json::json!(list))]);
+        let ParamError::WrongType { found, .. } = p.get::<u32>("names").unwrap_err() else { panic!() };
+        assert_eq!(found.chars().count(), 103, "{found}");
+        assert!(found.starts_with("[\"é\",\"é\",") && found.ends_with("..."), "{found}");
     }
 
     #[test]

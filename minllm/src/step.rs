@@ -623,3 +623,46 @@ where
 pub struct BatchMarker;
 #[doc(hidden)]
 pub struct AsyncBatchMarker;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_async_steps_need_an_async_run() {
+        let kinds = [
+            (StepKind::Node, false),
+            (StepKind::AsyncNode, true),
+            (StepKind::Batch, false),
+            (StepKind::ParallelBatch, false),
+            (StepKind::AsyncBatch, true),
+            (StepKind::ConcurrentBatch, true),
+            (StepKind::Flow, false),
+            (StepKind::BatchFlow, false),
+            (StepKind::Other, false),
+        ];
+        for (kind, is_async) in kinds {
+            assert_eq!(kind.is_async(), is_async, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn an_outermost_run_is_never_refused_for_its_stack() {
+        // On a thread whose whole stack is below what a nested run keeps free.
+        let ok = std::thread::Builder::new()
+            .stack_size(96 * 1024)
+            .spawn(|| {
+                let root = FlowPath::root("f");
+                let nested = root.child("sub", None);
+                (check_stack(&root).is_ok(), check_stack(&nested).is_err(), root.is_root(), nested.is_root())
+            })
+            .expect("spawn")
+            .join()
+            .expect("no overflow");
+        assert_eq!(ok, (true, true, true, false));
+        let segs = [Seg { name: "inner", item: Some(2) }];
+        let root = FlowPath::root("f");
+        assert!(!root.extended(&segs).is_root());
+        assert_eq!(root.extended(&segs).to_string(), "f > inner[2]");
+    }
+}

@@ -373,6 +373,25 @@ mod tests {
     }
 
     #[test]
+    fn len_clear_and_identity() {
+        let a = SharedStore::new();
+        assert!(a.is_empty() && a.is_empty());
+        a.set("x", 1_u8);
+        a.set("y", 2_u8);
+        assert_eq!(a.len(), 2);
+        assert!(!a.is_empty());
+        let b = SharedStore::new();
+        assert!(!a.ptr_eq(&b) && a.ptr_eq(&a.clone()));
+        // Another store may be used inside this one's closures.
+        a.update("x", |x: &mut u8| b.set("copied", *x)).unwrap();
+        assert_eq!(b.get::<u8>("copied"), Some(1));
+        assert_eq!(format!("{a:?}"), r#"{"x": "u8", "y": "u8"}"#);
+        a.clear();
+        assert!(a.is_empty() && a.keys().is_empty());
+        assert_eq!(b.len(), 1, "clearing one store leaves the others");
+    }
+
+    #[test]
     fn a_panic_while_locked_does_not_poison() {
         let s = SharedStore::new();
         s.set("n", 1_u8);
