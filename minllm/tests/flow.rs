@@ -146,6 +146,13 @@ fn spans_record_flow_node_action_attempts_and_duration() {
     assert!(logs.contains("node{node=first attempts=1 action=default elapsed_us="), "{logs}");
     assert!(logs.contains("node{node=second attempts=1 action=bye elapsed_us="), "{logs}");
     assert!(logs.contains("flow{flow=traced steps=2}: minllm::flow: close time.busy="), "{logs}");
+
+    // A nested flow has a span of its own, inside the span of the node that holds it.
+    let mut outer = Flow::new("outer");
+    outer.add("sub", flow);
+    let (_, logs) = capture_logs(|| outer.run(&mut SharedStore::new()));
+    assert!(logs.contains("node{node=sub action=bye"), "{logs}");
+    assert!(logs.contains("flow{flow=outer > sub steps=2}"), "{logs}");
 }
 
 struct Forever;

@@ -103,3 +103,133 @@ fn typed_flows_record_spans_when_a_subscriber_listens() {
     assert!(logs.contains("flow{flow=Agent}:node{node=decide attempts=1 action=search"), "{logs}");
     assert!(logs.contains("node{node=answer"), "{logs}");
 }
+
+flow! {
+    /// The agent loop with a tight step limit.
+    struct Hasty: State {
+        node decide: Decide;
+        node search: Search;
+        node answer: Answer;
+        start decide;
+        max_steps 4;
+        decide - Decision::Search >> search >> decide;
+        decide - Decision::Answer >> answer >> end(Outcome::Answered);
+    }
+}
+
+flow! {
+    /// The agent loop with room for five steps.
+    struct Five: State {
+        node decide: Decide;
+        node search: Search;
+        node answer: Answer;
+        start decide;
+        max_steps 5;
+        decide - Decision::Search >> search >> decide;
+        decide - Decision::Answer >> answer >> end(Outcome::Answered);
+    }
+}
+
+#[test]
+fn a_typed_flow_past_its_step_limit_lists_exactly_the_steps_that_ran() {
+    let err = Hasty::new().run(&mut State::default()).unwrap_err();
+    match err {
+        minllm::Error::StepLimit { flow, limit, recent } => {
+            assert_eq!((flow.as_str(), limit), ("Hasty", 4));
+            assert_eq!(recent, "decide -> search -> decide -> search");
+        }
+        other => panic!("expected a step limit, got {other:?}"),
+    }
+    // Three searches, four decisions and the answer need eight steps.
+    let err = Five::new().run(&mut State::default()).unwrap_err().to_string();
+    assert!(err.ends_with("last steps: decide -> search -> decide -> search -> decide"), "{err}");
+    // With two notes already, four steps: within the limit.
+    let mut state = State { notes: vec!["a".into(), "b".into()], answer: None };
+    assert_eq!(Five::new().run(&mut state).unwrap(), Outcome::Answered);
+}
+
+#[derive(Default)]
+struct Stubborn;
+
+#[node]
+impl Stubborn {
+    fn exec(&self) -> Decision {
+        Decision::Search
+    }
+    fn post(&self, _: &mut State, d: Decision) -> Decision {
+        d
+    }
+}
+
+flow! {
+    /// A loop that never answers.
+    struct Endless: State {
+        node decide: Stubborn;
+        node search: Search;
+        node answer: Answer;
+        start decide;
+        max_steps 11;
+        decide - Decision::Search >> search >> decide;
+        decide - Decision::Answer >> answer;
+    }
+}
+
+#[test]
+fn a_long_step_limit_trail_shows_the_last_eight_steps() {
+    let err = Endless::new().run(&mut State::default()).unwrap_err().to_string();
+    assert!(
+        err.ends_with(
+            "last steps: ... -> search -> decide -> search -> decide -> search -> decide -> search -> decide"
+        ),
+        "{err}"
+    );
+}
+
+flow! {
+    /// The agent loop, run on tokio.
+    async struct AsyncAgent: State {
+        node decide: Decide;
+        node search: Search;
+        node answer: Answer;
+        start decide;
+        max_steps 20;
+        decide - Decision::Search >> search >> decide;
+        decide - Decision::Answer >> answer >> end(Outcome::Answered);
+    }
+}
+
+#[test]
+fn async_typed_flows_record_node_spans_with_their_duration() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (outcome, logs) = common::capture_logs(|| runtime.block_on(AsyncAgent::new().run(&mut State::default())));
+    assert_eq!(outcome.unwrap(), Outcome::Answered);
+    assert!(logs.contains("node{node=decide attempts=1 action=search elapsed_us="), "{logs}");
+}
+
+#[test]
+fn a_typed_flow_in_a_runtime_flow_declares_its_outcomes() {
+    let mut outer = minllm::Flow::<State>::new("outer");
+    let agent = outer.add("agent", Agent::new());
+    let after = outer.add("after", Answer);
+    outer.edge(agent.on(Outcome::Answered) >> after);
+    assert!(outer.validate().is_empty(), "{:?}", outer.validate());
+    outer.edge(agent.on("gave_up") >> after);
+    assert_eq!(
+        outer.validate(),
+        [minllm::Problem::UnknownAction {
+            flow: "outer".into(),
+            node: "agent".into(),
+            action: "gave_up".into(),
+            declared: vec!["answered".into()],
+        }]
+    );
+
+    let mut outer = minllm::Flow::<State>::new("outer");
+    let agent = outer.add("agent", AsyncAgent::new());
+    let after = outer.add("after", Answer);
+    outer.edge(agent.on("gave_up") >> after);
+    assert!(matches!(
+        &outer.validate()[..],
+        [minllm::Problem::MissingEdge { action, .. }, minllm::Problem::UnknownAction { .. }] if action == "answered"
+    ));
+}
