@@ -112,3 +112,49 @@ fn an_exec_only_node_fits_any_store() {
     assert_eq!(tick.runs.load(Ordering::SeqCst), 2);
     assert_eq!((n, text.as_str()), (5, "kept"));
 }
+
+/// Counts the characters of each document, borrowing each as `&str`.
+struct Lengths;
+
+#[node(batch)]
+impl Lengths {
+    fn prep(&self, store: &SharedStore) -> Vec<String> {
+        store.get("docs").unwrap_or_default()
+    }
+    fn exec(&self, doc: &str) -> usize {
+        doc.chars().count()
+    }
+    fn post(&self, store: &mut SharedStore, _: Vec<String>, lengths: Vec<usize>) {
+        store.set("lengths", lengths);
+    }
+}
+
+/// Sums each list of numbers, borrowing each as a slice.
+struct Sums;
+
+#[node(parallel)]
+impl Sums {
+    fn prep(&self, store: &SharedStore) -> Vec<Vec<u32>> {
+        store.get("lists").unwrap_or_default()
+    }
+    fn exec(&self, list: &[u32]) -> u32 {
+        list.iter().sum()
+    }
+    fn post(&self, store: &mut SharedStore, _: Vec<Vec<u32>>, sums: Vec<u32>) {
+        store.set("sums", sums);
+    }
+}
+
+#[test]
+fn batch_items_may_be_borrowed_as_str_and_slices() {
+    let store = SharedStore::new();
+    store.set("docs", vec!["héllo".to_string(), String::new(), "abc".to_string()]);
+    store.set("lists", vec![vec![1_u32, 2, 3], vec![], vec![10]]);
+    let mut flow = Flow::new("borrowed");
+    let lengths = flow.add("lengths", Lengths);
+    let sums = flow.add("sums", Sums);
+    flow.edge(lengths >> sums);
+    flow.run(&mut store.clone()).unwrap();
+    assert_eq!(store.get::<Vec<usize>>("lengths").unwrap(), [5, 0, 3]);
+    assert_eq!(store.get::<Vec<u32>>("sums").unwrap(), [6, 0, 10]);
+}
