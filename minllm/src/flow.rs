@@ -401,16 +401,8 @@ impl<S: Send + Sync + 'static> Flow<S> {
             } else {
                 frame.run_nodes::<false>(store.reborrow(), &at, cancel)?
             };
-            match exit {
-                Exit::Enter(slot, span) => {
-                    frames.enter(slot, &at, span);
-                    segs.push(Seg { name: &slot.name, item: None });
-                }
-                Exit::End(label) => {
-                    if let Some(label) = frames.end(path, &mut segs, label)? {
-                        return Ok(label);
-                    }
-                }
+            if let Some(label) = frames.after(exit, path, &mut segs)? {
+                return Ok(label);
             }
         }
     }
@@ -434,10 +426,10 @@ impl<S: Send + Sync + 'static> Flow<S> {
             let frame = frames.top();
             let exit = loop {
                 let slot = frame.next_slot(&at, cancel)?;
-                let span = traced.then(|| frame.node_span(slot));
                 if slot.nested {
-                    break Exit::Enter(slot, span);
+                    break Exit::Enter(slot, traced.then(|| frame.nested_spans(slot, &at)));
                 }
+                let span = traced.then(|| frame.node_span(slot));
                 let cx = StepCx {
                     flow: &at,
                     node: &slot.name,
@@ -457,16 +449,8 @@ impl<S: Send + Sync + 'static> Flow<S> {
                     break Exit::End(label);
                 }
             };
-            match exit {
-                Exit::Enter(slot, span) => {
-                    frames.enter(slot, &at, span);
-                    segs.push(Seg { name: &slot.name, item: None });
-                }
-                Exit::End(label) => {
-                    if let Some(label) = frames.end(path, &mut segs, label)? {
-                        return Ok(label);
-                    }
-                }
+            if let Some(label) = frames.after(exit, path, &mut segs)? {
+                return Ok(label);
             }
         }
     }
@@ -474,8 +458,9 @@ impl<S: Send + Sync + 'static> Flow<S> {
 
 /// Why the innermost flow of a run stopped running nodes.
 enum Exit<'f, S: 'static> {
-    /// It reached a node holding a nested flow (with the node's span).
-    Enter(&'f Slot<S>, Option<NodeSpan>),
+    /// It reached a node holding a nested flow (with the node's span and the
+    /// nested flow's, when traced).
+    Enter(&'f Slot<S>, Option<(NodeSpan, tracing::Span)>),
     /// It ended with this action.
     End(Label),
 }
@@ -523,7 +508,6 @@ fn note(kind: StepKind) -> Option<String> {
 /// the flow paths.
 struct Frames<'f, S: 'static> {
     frames: Vec<Frame<'f, S>>,
-    traced: bool,
 }
 
 /// One flow of a run: where it is, its params, its span, and the span of the
@@ -540,22 +524,35 @@ impl<'f, S: Send + Sync + 'static> Frames<'f, S> {
     fn new(flow: &'f Flow<S>, path: &FlowPath<'_>, params: &Params, traced: bool) -> Self {
         let span =
             if traced { tracing::debug_span!("flow", flow = %path, steps = Empty) } else { tracing::Span::none() };
-        Frames { frames: vec![Frame::new(flow, params.clone(), span)], traced }
+        Frames { frames: vec![Frame::new(flow, params.clone(), span)] }
     }
 
     fn top(&mut self) -> &mut Frame<'f, S> {
         self.frames.last_mut().expect("a run has a frame until it returns")
     }
 
-    /// Enters the flow nested in `slot`, a node of the flow at `at`.
-    fn enter(&mut self, slot: &'f Slot<S>, at: &FlowPath<'_>, holder: Option<NodeSpan>) {
-        let Some(inner) = slot.step.inner_flow() else { return };
-        let span = match &holder {
-            Some((holder, _)) if self.traced => {
-                tracing::debug_span!(parent: holder, "flow", flow = %at.child(&slot.name, None), steps = Empty)
+    /// Acts on why the innermost flow stopped: enters the nested flow it
+    /// reached, or ends it and the flows it ends. `Some` when the run ends.
+    fn after(
+        &mut self,
+        exit: Exit<'f, S>,
+        path: &FlowPath<'_>,
+        segs: &mut Vec<Seg<'f>>,
+    ) -> Result<Option<Label>, Error> {
+        match exit {
+            Exit::Enter(slot, spans) => {
+                self.enter(slot, spans);
+                segs.push(Seg { name: &slot.name, item: None });
+                Ok(None)
             }
-            _ => tracing::Span::none(),
-        };
+            Exit::End(label) => self.end(path, segs, label),
+        }
+    }
+
+    /// Enters the flow nested in `slot`.
+    fn enter(&mut self, slot: &'f Slot<S>, spans: Option<(NodeSpan, tracing::Span)>) {
+        let Some(inner) = slot.step.inner_flow() else { return };
+        let (holder, span) = spans.map_or((None, tracing::Span::none()), |(holder, span)| (Some(holder), span));
         let top = self.top();
         let params = inner.params.merged(&top.params);
         top.holder = holder;
@@ -611,7 +608,7 @@ impl<'f, S: 'static> Frame<'f, S> {
             let slot = &flow.slots[run.current];
             if slot.nested {
                 self.run = run;
-                return Ok(Exit::Enter(slot, TRACED.then(|| self.node_span(slot))));
+                return Ok(Exit::Enter(slot, TRACED.then(|| self.nested_spans(slot, at))));
             }
             let label = if TRACED {
                 let (span, started) = self.node_span(slot);
@@ -634,6 +631,14 @@ impl<'f, S: 'static> Frame<'f, S> {
     fn next_slot(&mut self, path: &FlowPath<'_>, cancel: Option<&Cancel<'_>>) -> Result<&'f Slot<S>, Error> {
         self.run.next(self.flow, path, cancel)?;
         Ok(&self.flow.slots[self.run.current])
+    }
+
+    /// The span of the node in `slot`, which holds a nested flow, and the
+    /// span of that flow; `at` is this flow's path.
+    fn nested_spans(&self, slot: &Slot<S>, at: &FlowPath<'_>) -> (NodeSpan, tracing::Span) {
+        let holder = self.node_span(slot);
+        let span = tracing::debug_span!(parent: &holder.0, "flow", flow = %at.child(&slot.name, None), steps = Empty);
+        (holder, span)
     }
 
     /// The span of the node in `slot`, a child of this flow's span.
