@@ -145,7 +145,7 @@ fn spans_record_flow_node_action_attempts_and_duration() {
     let (_, logs) = capture_logs(|| flow.run(&mut SharedStore::new()));
     assert!(logs.contains("node{node=first attempts=1 action=default elapsed_us="), "{logs}");
     assert!(logs.contains("node{node=second attempts=1 action=bye elapsed_us="), "{logs}");
-    assert!(logs.contains("flow{flow=traced steps=2}: minllm::flow: close time.busy="), "{logs}");
+    assert!(logs.contains("flow{flow=traced steps=2}: minllm::flow::run: close time.busy="), "{logs}");
 
     // A nested flow has a span of its own, inside the span of the node that holds it.
     let mut outer = Flow::new("outer");

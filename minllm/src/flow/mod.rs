@@ -1,22 +1,22 @@
-//! `Flow`: a graph of nodes built at runtime, and the engine that runs it.
+//! `Flow`: a graph of nodes built at runtime: wiring, checks, shape, and the
+//! entry points of its runs (the engine itself is in [`run`]).
+
+mod run;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 use futures_util::future::BoxFuture;
-use tracing::Instrument as _;
-use tracing::field::Empty;
 
 use crate::access::{AsyncStoreRef, StoreRef};
 use crate::action::{Action, Label};
 use crate::error::Error;
 use crate::graph::{Graph, GraphEdge, GraphFlow, GraphNode, Problem, Target as GraphTarget};
 use crate::params::Params;
-use crate::step::{Cancel, DynStep, FlowPath, IntoStep, Seg, StepCx, StepKind, check_stack, is_cancelled, no_span};
+use crate::step::{DynStep, FlowPath, IntoStep, StepCx, StepKind};
 use crate::store::SharedStore;
 use crate::wire::{Edge, NodeId};
 
@@ -377,96 +377,7 @@ impl<S: Send + Sync + 'static> Flow<S> {
             self.orchestrate_async(AsyncStoreRef::exclusive(store), &path, &self.params, None).await
         }
     }
-
-    /// Runs the flow. Nested flows run in place, each as a frame on a stack of
-    /// the run's own, so that nesting depth costs heap, not the thread's stack.
-    pub(crate) fn orchestrate(
-        &self,
-        mut store: StoreRef<'_, S>,
-        path: &FlowPath<'_>,
-        params: &Params,
-        cancel: Option<&Cancel<'_>>,
-    ) -> Result<Label, Error> {
-        check_stack(path)?;
-        self.check(path)?;
-        // Checked once per run: without a subscriber, no span is made per step.
-        let traced = crate::typed::tracing_on();
-        let mut frames = Frames::new(self, path, params, traced);
-        let mut segs = Vec::new();
-        loop {
-            let at = path.extended(&segs);
-            let frame = frames.top();
-            let exit = if traced {
-                frame.run_nodes::<true>(store.reborrow(), &at, cancel)?
-            } else {
-                frame.run_nodes::<false>(store.reborrow(), &at, cancel)?
-            };
-            if let Some(label) = frames.after(exit, path, &mut segs)? {
-                return Ok(label);
-            }
-        }
-    }
-
-    /// [`orchestrate`](Flow::orchestrate) on an async store: the same frames,
-    /// awaiting each step.
-    pub(crate) async fn orchestrate_async(
-        &self,
-        mut store: AsyncStoreRef<'_, S>,
-        path: &FlowPath<'_>,
-        params: &Params,
-        cancel: Option<&Cancel<'_>>,
-    ) -> Result<Label, Error> {
-        check_stack(path)?;
-        self.check(path)?;
-        let traced = crate::typed::tracing_on();
-        let mut frames = Frames::new(self, path, params, traced);
-        let mut segs = Vec::new();
-        loop {
-            let at = path.extended(&segs);
-            let frame = frames.top();
-            let exit = loop {
-                let slot = frame.next_slot(&at, cancel)?;
-                if slot.nested {
-                    break Exit::Enter(slot, traced.then(|| frame.nested_spans(slot, &at)));
-                }
-                let span = traced.then(|| frame.node_span(slot));
-                let cx = StepCx {
-                    flow: &at,
-                    node: &slot.name,
-                    params: &frame.params,
-                    cancel,
-                    span: span.as_ref().map_or(no_span(), |(span, _)| span),
-                };
-                let label = match &span {
-                    None => slot.step.run_async(store.reborrow(), cx).await?,
-                    Some((span, started)) => {
-                        let label = slot.step.run_async(store.reborrow(), cx).instrument(span.clone()).await?;
-                        finish_span(span, *started, &label);
-                        label
-                    }
-                };
-                if !frame.run.follow(frame.flow, &at, &label)? {
-                    break Exit::End(label);
-                }
-            };
-            if let Some(label) = frames.after(exit, path, &mut segs)? {
-                return Ok(label);
-            }
-        }
-    }
 }
-
-/// Why the innermost flow of a run stopped running nodes.
-enum Exit<'f, S: 'static> {
-    /// It reached a node holding a nested flow (with the node's span and the
-    /// nested flow's, when traced).
-    Enter(&'f Slot<S>, Option<(NodeSpan, tracing::Span)>),
-    /// It ended with this action.
-    End(Label),
-}
-
-/// A node's span, and when the node started when anything records it.
-type NodeSpan = (tracing::Span, Option<Instant>);
 
 impl Target {
     fn shape(&self) -> GraphTarget {
@@ -475,17 +386,6 @@ impl Target {
             Target::End => GraphTarget::End,
             Target::Foreign => GraphTarget::Foreign,
         }
-    }
-}
-
-fn node_span(parent: &tracing::Span, name: &str) -> tracing::Span {
-    tracing::debug_span!(parent: parent, "node", node = %name, action = Empty, attempts = Empty, elapsed_us = Empty)
-}
-
-fn finish_span(span: &tracing::Span, started: Option<Instant>, label: &Label) {
-    if let Some(started) = started {
-        span.record("action", tracing::field::display(label));
-        span.record("elapsed_us", u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
     }
 }
 
@@ -500,242 +400,6 @@ fn note(kind: StepKind) -> Option<String> {
         StepKind::BatchFlow => "batch flow",
     };
     Some(note.to_owned())
-}
-
-/// The flows of one run, outermost first: the run's own stack, so that a flow
-/// nested a hundred thousand levels deep runs without native recursion. The
-/// names of the nested flows entered are kept beside it, by the runner, for
-/// the flow paths.
-struct Frames<'f, S: 'static> {
-    frames: Vec<Frame<'f, S>>,
-}
-
-/// One flow of a run: where it is, its params, its span, and the span of the
-/// node that holds the flow nested in it while that one runs.
-struct Frame<'f, S: 'static> {
-    flow: &'f Flow<S>,
-    run: Run,
-    params: Params,
-    span: tracing::Span,
-    holder: Option<NodeSpan>,
-}
-
-impl<'f, S: Send + Sync + 'static> Frames<'f, S> {
-    fn new(flow: &'f Flow<S>, path: &FlowPath<'_>, params: &Params, traced: bool) -> Self {
-        let span =
-            if traced { tracing::debug_span!("flow", flow = %path, steps = Empty) } else { tracing::Span::none() };
-        Frames { frames: vec![Frame::new(flow, params.clone(), span)] }
-    }
-
-    fn top(&mut self) -> &mut Frame<'f, S> {
-        self.frames.last_mut().expect("a run has a frame until it returns")
-    }
-
-    /// Acts on why the innermost flow stopped: enters the nested flow it
-    /// reached, or ends it and the flows it ends. `Some` when the run ends.
-    fn after(
-        &mut self,
-        exit: Exit<'f, S>,
-        path: &FlowPath<'_>,
-        segs: &mut Vec<Seg<'f>>,
-    ) -> Result<Option<Label>, Error> {
-        match exit {
-            Exit::Enter(slot, spans) => {
-                self.enter(slot, spans);
-                segs.push(Seg { name: &slot.name, item: None });
-                Ok(None)
-            }
-            Exit::End(label) => self.end(path, segs, label),
-        }
-    }
-
-    /// Enters the flow nested in `slot`.
-    fn enter(&mut self, slot: &'f Slot<S>, spans: Option<(NodeSpan, tracing::Span)>) {
-        let Some(inner) = slot.step.inner_flow() else { return };
-        let (holder, span) = spans.map_or((None, tracing::Span::none()), |(holder, span)| (Some(holder), span));
-        let top = self.top();
-        let params = inner.params.merged(&top.params);
-        top.holder = holder;
-        self.frames.push(Frame::new(inner, params, span));
-    }
-
-    /// The innermost flow ended with `label`: it is the action of the node
-    /// that holds it, which the enclosing flow follows, and so on outwards.
-    /// `Some` when the outermost flow ends.
-    fn end(&mut self, path: &FlowPath<'_>, segs: &mut Vec<Seg<'f>>, label: Label) -> Result<Option<Label>, Error> {
-        loop {
-            if let Some(done) = self.frames.pop() {
-                done.span.record("steps", done.run.steps);
-            }
-            if self.frames.is_empty() {
-                return Ok(Some(label));
-            }
-            segs.pop();
-            let at = path.extended(segs);
-            let top = self.top();
-            if let Some((span, started)) = top.holder.take() {
-                finish_span(&span, started, &label);
-            }
-            if top.run.follow(top.flow, &at, &label)? {
-                return Ok(None);
-            }
-        }
-    }
-}
-
-impl<'f, S: 'static> Frame<'f, S> {
-    fn new(flow: &'f Flow<S>, params: Params, span: tracing::Span) -> Self {
-        Frame { flow, run: Run::new(flow), params, span, holder: None }
-    }
-
-    /// Runs this flow's nodes until it ends or reaches a nested flow: the hot
-    /// loop of a sync run, made twice, with spans (`TRACED`) and without.
-    #[inline]
-    fn run_nodes<const TRACED: bool>(
-        &mut self,
-        mut store: StoreRef<'_, S>,
-        at: &FlowPath<'_>,
-        cancel: Option<&Cancel<'_>>,
-    ) -> Result<Exit<'f, S>, Error>
-    where
-        S: Send + Sync,
-    {
-        // In a local while the loop runs: the step count and position stay in registers.
-        let mut run = self.run;
-        let flow = self.flow;
-        loop {
-            run.next(flow, at, cancel)?;
-            let slot = &flow.slots[run.current];
-            if slot.nested {
-                self.run = run;
-                return Ok(Exit::Enter(slot, TRACED.then(|| self.nested_spans(slot, at))));
-            }
-            let label = if TRACED {
-                let (span, started) = self.node_span(slot);
-                let cx = StepCx { flow: at, node: &slot.name, params: &self.params, cancel, span: &span };
-                let label = span.in_scope(|| slot.step.run(store.reborrow(), cx))?;
-                finish_span(&span, started, &label);
-                label
-            } else {
-                let cx = StepCx { flow: at, node: &slot.name, params: &self.params, cancel, span: no_span() };
-                slot.step.run(store.reborrow(), cx)?
-            };
-            if !run.follow(flow, at, &label)? {
-                self.run = run;
-                return Ok(Exit::End(label));
-            }
-        }
-    }
-
-    /// The slot to run next, after checking the step limit and cancellation.
-    fn next_slot(&mut self, path: &FlowPath<'_>, cancel: Option<&Cancel<'_>>) -> Result<&'f Slot<S>, Error> {
-        self.run.next(self.flow, path, cancel)?;
-        Ok(&self.flow.slots[self.run.current])
-    }
-
-    /// The span of the node in `slot`, which holds a nested flow, and the
-    /// span of that flow; `at` is this flow's path.
-    fn nested_spans(&self, slot: &Slot<S>, at: &FlowPath<'_>) -> (NodeSpan, tracing::Span) {
-        let holder = self.node_span(slot);
-        let span = tracing::debug_span!(parent: &holder.0, "flow", flow = %at.child(&slot.name, None), steps = Empty);
-        (holder, span)
-    }
-
-    /// The span of the node in `slot`, a child of this flow's span.
-    fn node_span(&self, slot: &Slot<S>) -> NodeSpan {
-        let span = node_span(&self.span, &slot.name);
-        let started = (!span.is_disabled()).then(Instant::now);
-        (span, started)
-    }
-}
-
-/// How many recent steps a step-limit error shows.
-const RECENT: usize = 8;
-
-/// The state of one flow's run: where it is, how many steps it took, the last few nodes.
-#[derive(Clone, Copy)]
-struct Run {
-    current: usize,
-    steps: u64,
-    recent: [usize; RECENT],
-}
-
-impl Run {
-    fn new<S>(flow: &Flow<S>) -> Run {
-        // `check` refused flows without a start node.
-        let current = match flow.start {
-            Some(Target::Node(start)) => start,
-            _ => 0,
-        };
-        Run { current, steps: 0, recent: [0; RECENT] }
-    }
-
-    /// Counts a step into the current node, after checking the step limit and cancellation.
-    #[inline(always)]
-    fn next<S>(&mut self, flow: &Flow<S>, path: &FlowPath<'_>, cancel: Option<&Cancel<'_>>) -> Result<(), Error> {
-        if is_cancelled(cancel) {
-            return Err(cancelled(path));
-        }
-        if let Some(limit) = flow.max_steps
-            && self.steps >= limit
-        {
-            return Err(self.limit_reached(flow, path, limit));
-        }
-        self.recent[(self.steps % RECENT as u64) as usize] = self.current;
-        self.steps += 1;
-        Ok(())
-    }
-
-    /// Moves along the edge for `label`: `true` when it leads to a node,
-    /// `false` when the flow ends here.
-    #[inline(always)]
-    fn follow<S>(&mut self, flow: &Flow<S>, path: &FlowPath<'_>, label: &Label) -> Result<bool, Error> {
-        let slot = &flow.slots[self.current];
-        match slot.edges.iter().find(|(a, _)| a == label) {
-            Some((_, Target::Node(next))) => {
-                self.current = *next;
-                Ok(true)
-            }
-            Some((_, Target::End)) => Ok(false),
-            None if slot.edges.is_empty() => Ok(false),
-            Some((_, Target::Foreign)) => Err(no_way_on(slot, path, label, true)),
-            None => Err(no_way_on(slot, path, label, false)),
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn limit_reached<S>(&self, flow: &Flow<S>, path: &FlowPath<'_>, limit: u64) -> Error {
-        Error::StepLimit { flow: path.to_string(), limit, recent: self.describe_recent(flow) }
-    }
-
-    /// The nodes of the last steps, oldest first: `... -> a -> b`.
-    fn describe_recent<S>(&self, flow: &Flow<S>) -> String {
-        let shown = self.steps.min(RECENT as u64);
-        let names: Vec<&str> = (self.steps - shown..self.steps)
-            .map(|step| flow.slots[self.recent[(step % RECENT as u64) as usize]].name.as_str())
-            .collect();
-        let prefix = if self.steps > RECENT as u64 { "... -> " } else { "" };
-        format!("{prefix}{}", names.join(" -> "))
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn cancelled(path: &FlowPath<'_>) -> Error {
-    Error::Cancelled { flow: path.to_string() }
-}
-
-/// The error of a node whose action leads nowhere: to a node of another flow
-/// (`foreign`), or to no edge at all.
-#[cold]
-#[inline(never)]
-fn no_way_on<S>(slot: &Slot<S>, path: &FlowPath<'_>, label: &Label, foreign: bool) -> Error {
-    let (flow, node, action) = (path.to_string(), slot.name.clone(), label.to_string());
-    if foreign {
-        return Error::UnknownTarget { flow, node, action };
-    }
-    Error::MissingEdge { flow, node, action, edges: slot.edges.iter().map(|(a, _)| a.to_string()).collect() }
 }
 
 impl<S: Send + Sync + 'static> DynStep<S> for Flow<S> {
