@@ -560,4 +560,29 @@ mod tests {
         assert!(similar("node", "nodes"));
         assert!(!similar("decide", "answer"));
     }
+
+    #[test]
+    fn typos_are_counted_in_edits() {
+        // (typed, meant, similar): one edit allowed under five letters, two from five.
+        let cases = [
+            ("cat", "car", true),
+            ("ca", "cb", false),
+            ("nade", "node", true),
+            ("naoe", "node", false),
+            ("odes", "node", false),
+            ("decade", "decide", true),
+            ("dxcxde", "decide", true),
+            ("dxxxde", "decide", false),
+            ("xxsearch", "search", true),
+            ("xxxsearch", "search", false),
+            ("searchxx", "search", true),
+            ("searchxxx", "search", false),
+            ("sarh", "search", false),
+            ("seaarch", "search", true),
+        ];
+        for (typed, meant, expected) in cases {
+            assert_eq!(similar(typed, meant), expected, "{typed} ~ {meant}");
+            assert_eq!(similar(meant, typed), expected, "{meant} ~ {typed}");
+        }
+    }
 }
