@@ -230,25 +230,27 @@ fn build_flow(c: &mut Criterion) {
     group.sample_size(10);
     for n in [10_000_u64, 100_000] {
         group.throughput(Throughput::Elements(n));
-        group.bench_function(BenchmarkId::from_parameter(n), |b| {
-            b.iter(|| {
-                let mut flow = Flow::<Counter>::new("chain");
-                let mut previous = flow.add("n0", Add(0));
-                for i in 1..n {
-                    let node = flow.add(format!("n{i}"), Add(i));
-                    flow.edge(previous.on(Go::Next) >> node);
-                    previous = node;
-                }
-                black_box(flow)
-            })
-        });
+        group.bench_function(BenchmarkId::from_parameter(n), |b| b.iter(|| black_box(chain(n))));
     }
     group.finish();
 }
 
+/// A flow of `n` nodes in a chain, wired one edge at a time.
+fn chain(n: u64) -> Flow<Counter> {
+    let mut flow = Flow::<Counter>::new("chain");
+    let mut previous = flow.add("n0", Add(0));
+    for i in 1..n {
+        let node = flow.add(format!("n{i}"), Add(i));
+        flow.edge(previous.on(Go::Next) >> node);
+        previous = node;
+    }
+    flow
+}
+
 criterion_group!(benches, transitions, parallel_batch, concurrent_async, build_flow);
 
-/// `MINLLM_LOOP=<variant>:<transitions>` runs one loop variant once and exits,
+/// `MINLLM_LOOP=<variant>:<transitions>` runs one loop variant once and exits
+/// (`build:<n>` builds a flow of `n` nodes instead),
 /// for counting instructions under `valgrind --tool=callgrind` (see BENCHMARKS.md).
 fn main() {
     if let Ok(spec) = std::env::var("MINLLM_LOOP") {
@@ -263,6 +265,8 @@ fn main() {
             "runtime_flow" => {
                 loop_flow().run(&mut store).unwrap();
             }
+            // Builds (and drops) a chain of `n` nodes.
+            "build" => drop(black_box(chain(n))),
             other => panic!("unknown variant {other}"),
         }
         black_box(store.value);
