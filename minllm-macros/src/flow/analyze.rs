@@ -552,6 +552,67 @@ mod tests {
         );
     }
 
+    /// The errors for `source`, with the line each lands on.
+    fn errors_at(source: &str) -> Vec<(String, usize)> {
+        let def: FlowDef = syn::parse_str(source).expect("parses");
+        let mut errors = Errors::default();
+        let _ = analyze(&def, &mut errors);
+        match errors.finish() {
+            Ok(()) => Vec::new(),
+            Err(e) => e.into_iter().map(|e| (e.to_string(), e.span().start().line)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_mix_of_default_and_named_edges_is_reported_on_the_later_edge() {
+        for (edges, line) in
+            [("a - D::X >> b;\na >> b;", 3), ("a >> b;\na - D::X >> b;", 3), ("a >> b;\n\na - D::X >> b;", 4)]
+        {
+            let errors = errors_at(&format!("struct F: S {{ node a: A; node b: B; start a;\n{edges} }}"));
+            assert_eq!(errors.len(), 1, "{errors:#?}");
+            assert!(errors[0].0.starts_with("node `a` has both a default edge"), "{errors:#?}");
+            assert_eq!(errors[0].1, line, "{edges}");
+        }
+    }
+
+    #[test]
+    fn outcomes_are_checked_where_they_are_given() {
+        let cases = [
+            (
+                "struct F: S { node a: A; start a; a - D::X >> end(O::Done); a - D::Y >> end(P::Done); }",
+                "the flow's ends disagree on the outcome type: `O` elsewhere, `P` here (after `a`)",
+            ),
+            (
+                "struct F: S { node a: A; start a; a - D::X >> end(Done); }",
+                "write the outcome with its type, e.g. `Outcome::Done`, or declare it: `struct F: S -> Outcome`",
+            ),
+            (
+                "struct F: S -> O { node a: A; start a; a >> end; }",
+                "the flow declares an outcome type, but its ends give no value: write `>> end(value)`",
+            ),
+            (
+                "struct F: S { start a; }",
+                "unknown node `a`: the flow declares no nodes; declare it with `node a: Type;`",
+            ),
+        ];
+        for (source, message) in cases {
+            let errors = errors_at(source);
+            assert_eq!(errors.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>(), [message], "{source}");
+        }
+        // An outcome type and no end at all: the nodes end the flow, nothing to report.
+        assert!(
+            errors_at(
+                "struct F: S -> O { node a: A; node b: B; start a; a - D::X >> b; a - D::Y >> b; b >> end(O::Done); }"
+            )
+            .is_empty()
+        );
+        // Ends that agree.
+        assert!(
+            errors_at("struct F: S { node a: A; start a; a - D::X >> end(O::One); a - D::Y >> end(O::Two); }")
+                .is_empty()
+        );
+    }
+
     #[test]
     fn typos_are_similar() {
         assert!(similar("serch", "search"));
