@@ -93,6 +93,15 @@ pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
             const __VARIANTS: ::core::option::Option<&'static [&'static str]> =
                 ::core::option::Option::Some(&[#(#variant_names),*]);
         }
+
+        #[automatically_derived]
+        impl #impl_generics ::minllm::__private::Routable for #name #ty_generics #where_clause {
+            type Routed = Self;
+            #[inline(always)]
+            fn routed(self) -> Self {
+                self
+            }
+        }
     })
 }
 

@@ -49,13 +49,20 @@ pub fn derive_action(input: TokenStream) -> TokenStream {
 /// |---|---|---|
 /// | `prep` | `fn prep(&self, store: &S) -> P` or `(&self, store: &S, params: &Params)` | `P` is `()` |
 /// | `exec` | `fn exec(&self, prep: &P) -> E`; also `(&self)`, `(&self, prep: &P, ctx: &ExecContext)` | required |
-/// | `exec_fallback` | `fn exec_fallback(&self, prep: &P, error: BoxError) -> E` (optional `ctx`) | returns the error |
+/// | `exec_fallback` | `fn exec_fallback(&self, prep: &P, error: BoxError) -> E`; like `exec`, also `(&self, error)` and with `ctx` last | returns the error |
 /// | `post` | `fn post(&self, store: &mut S, prep: P, exec: E) -> A`; also `(store, exec)`, `(store)` | `A` is `()` |
 ///
 /// Any hook may return `Result<T, E>` (any error that converts into `BoxError`,
 /// so `?` works) or a plain `T`, and may be an `async fn` (the node is then an
 /// `AsyncNode`). `exec` may take `&str` for a `String` and `&[T]` for a `Vec<T>`.
 /// A node with neither `prep` nor `post` works with any store.
+///
+/// A node type owns its data (no lifetime parameters: a flow may run its nodes
+/// on other threads); a generic node type gets `Send + Sync + 'static` bounds on
+/// its type parameters added to the generated impl, so `Echo<u32>` is a node and
+/// `Echo<Rc<u32>>` is not. To work on several stores, make the store a type
+/// parameter of the node (`impl<S: HasText> Summarize<S>`); the hooks cannot
+/// have generic parameters of their own.
 ///
 /// Options: `retries = N` (attempts of `exec`), `wait = <Duration>` or
 /// `wait_ms = N` (between attempts), `batch` (`prep` returns `Vec<Item>`, `exec`
@@ -66,7 +73,9 @@ pub fn derive_action(input: TokenStream) -> TokenStream {
 /// Mistakes are compile errors on your own tokens: `exec` taking something other
 /// than what `prep` returns, `post` taking the wrong prep or exec value, `prep`
 /// and `post` taking different stores, a missing `exec`, a hook of the wrong
-/// shape, an unknown or repeated option.
+/// shape, an unknown or repeated option, a lifetime on the node type. A node
+/// with an error still implements its node trait (without its bodies), so the
+/// flows that use it report nothing more.
 ///
 /// ```
 /// use minllm::{BoxError, ExecContext, Node, Params, node};
@@ -118,7 +127,7 @@ pub fn node(args: TokenStream, input: TokenStream) -> TokenStream {
 /// # Grammar
 ///
 /// ```text
-/// flow!   { attrs* vis? async? struct Name<generics>?: Store (-> Outcome)? where? { statement* } }
+/// flow!   { attrs* vis? async? struct Name<generics>?: Store (-> Outcome)? where? { (attrs* statement)* } }
 ///
 /// statement:
 ///     node name: Type;              // a node, made with Default::default()
@@ -137,7 +146,20 @@ pub fn node(args: TokenStream, input: TokenStream) -> TokenStream {
 /// the flow when its action is `()`. The outcome is what `run` returns and what
 /// a parent flow branches on when this flow is one of its nodes; its type comes
 /// from the `end(...)` values (`Outcome::Found` gives `Outcome`) or from
-/// `-> Outcome` in the header.
+/// `-> Outcome` in the header. Flows route on enums, which the compiler can
+/// check; a graph whose actions are strings is built at run time, with
+/// `minllm::Flow`.
+///
+/// # Attributes
+///
+/// Attributes on the flow go on its struct; a `#[cfg(...)]` there removes
+/// everything generated for the flow with it. Doc comments may go on every
+/// statement: they show in the Mermaid chart as comments (`%% ...`), and a
+/// node's also in the struct's rustdoc (the list of nodes) and on its
+/// `with_<node>` setter. Other attributes go only on `node` declarations, where
+/// they apply to the node's field (say, `#[serde(skip)]` when the struct derives
+/// `Serialize`). A statement cannot be configured out with `#[cfg]`: put it on
+/// the whole flow.
 ///
 /// # What it generates
 ///
@@ -165,7 +187,8 @@ pub fn node(args: TokenStream, input: TokenStream) -> TokenStream {
 /// for a variant that does not exist, a node unreachable from the start, a cycle
 /// without `max_steps` (shown as `a -> b -> a`), nodes whose store type is not
 /// the flow's, a missing or unknown start node, ends that disagree on the
-/// outcome, an edge from `end`, and malformed syntax (an "expected ..." message).
+/// outcome, an edge from `end`, an async node in a sync flow, string actions,
+/// and malformed syntax (an "expected ..." message).
 ///
 /// # Example
 ///
@@ -212,6 +235,7 @@ pub fn node(args: TokenStream, input: TokenStream) -> TokenStream {
 /// flow! {
 ///     /// Searches until it can answer.
 ///     pub struct Agent: Research {
+///         /// Searches again until there are enough notes.
 ///         node decide: Decide;
 ///         node search: Search;
 ///         node answer: Answer;
@@ -226,6 +250,7 @@ pub fn node(args: TokenStream, input: TokenStream) -> TokenStream {
 /// assert_eq!(Agent::new().run(&mut research).unwrap(), Outcome::Answered);
 /// assert_eq!(research.answer.as_deref(), Some("2 facts"));
 /// assert!(Agent::MERMAID.contains("n_decide -->|\"Search\"| n_search"));
+/// assert!(Agent::MERMAID.contains("%% Searches again until there are enough notes."));
 /// ```
 #[proc_macro]
 pub fn flow(input: TokenStream) -> TokenStream {

@@ -155,6 +155,36 @@ pub fn post_exec<X: PostExec<E>, E>(value: E) -> X {
     X::cast(value)
 }
 
+/// What `flow!` can route on: `()` and the enums that derive `Action` (whose
+/// variants it checks at compile time). Failing this, a node's action type
+/// gets one error, and the edges after it none.
+#[diagnostic::on_unimplemented(
+    message = "`flow!` routes on enum actions, but this node's actions are `{Self}`",
+    label = "this node returns `{Self}` actions",
+    note = "derive `minllm::Action` on an enum, return it from `post`, and give each variant an edge: `node - Choice::Variant >> next;`",
+    note = "a flow whose actions are strings is built at run time, with `Flow`"
+)]
+#[doc(hidden)]
+pub trait Routable {
+    /// The action, as the flow's `match` sees it.
+    type Routed;
+    /// The action itself.
+    fn routed(self) -> Self::Routed;
+}
+
+#[diagnostic::do_not_recommend]
+impl Routable for () {
+    type Routed = ();
+    #[inline(always)]
+    fn routed(self) {}
+}
+
+#[doc(hidden)]
+#[inline(always)]
+pub fn routed<A: Routable>(action: A) -> A::Routed {
+    action.routed()
+}
+
 /// A default edge (`a >> b`) is taken on the `()` action.
 #[diagnostic::on_unimplemented(
     message = "this node returns `{Self}` actions, so its edges must name them",
@@ -169,7 +199,11 @@ impl DefaultEdge for () {}
 
 #[doc(hidden)]
 #[inline(always)]
-pub fn default_edge<A: DefaultEdge>(_: A) {}
+pub fn default_edge<A: Routable>(_: A)
+where
+    A::Routed: DefaultEdge,
+{
+}
 
 /// A node with no edges ends the flow, which only makes sense when its action
 /// carries no choice.
@@ -186,27 +220,36 @@ impl ImplicitEnd for () {}
 
 #[doc(hidden)]
 #[inline(always)]
-pub fn implicit_end<A: ImplicitEnd>(_: A) {}
+pub fn implicit_end<A: Routable>(_: A)
+where
+    A::Routed: ImplicitEnd,
+{
+}
 
-/// Fails compilation when a variant of `ty` (a node's action enum) has no edge.
-/// Variants the edges name that do not exist are left to the compiler's own
-/// error on the edge.
+/// The message for the first variant of `ty` (a node's action enum) without
+/// an edge, if any. Variants the edges name that do not exist are left to the
+/// compiler's own error on the edge. The generated code panics with it inside
+/// its own `const` item, so that the error shows the user's node alone.
 #[doc(hidden)]
-pub const fn check_edges(variants: Option<&[&str]>, handled: &[&str], node: &str, ty: &str) {
+pub const fn missing_edge(
+    variants: Option<&[&str]>,
+    handled: &[&str],
+    node: &str,
+    ty: &str,
+) -> Option<([u8; 1024], usize)> {
     let Some(variants) = variants else {
-        let (buf, len) = concat(&[
+        return Some(concat(&[
             "`",
             ty,
             "` does not list its variants, so `flow!` cannot check that node `",
             node,
             "` has an edge for each: add `#[derive(minllm::Action)]` to it",
-        ]);
-        panic!("{}", as_str(&buf, len));
+        ]));
     };
     let mut h = 0;
     while h < handled.len() {
         if !contains(variants, handled[h]) {
-            return;
+            return None;
         }
         h += 1;
     }
@@ -214,7 +257,7 @@ pub const fn check_edges(variants: Option<&[&str]>, handled: &[&str], node: &str
     while v < variants.len() {
         if !contains(handled, variants[v]) {
             let variant = variants[v];
-            let (buf, len) = concat(&[
+            return Some(concat(&[
                 "node `",
                 node,
                 "` can return `",
@@ -228,11 +271,11 @@ pub const fn check_edges(variants: Option<&[&str]>, handled: &[&str], node: &str
                 "::",
                 variant,
                 " >> <next node>;` or `>> end;`",
-            ]);
-            panic!("{}", as_str(&buf, len));
+            ]));
         }
         v += 1;
     }
+    None
 }
 
 const fn contains(list: &[&str], item: &str) -> bool {
@@ -282,7 +325,8 @@ const fn concat(parts: &[&str]) -> ([u8; 1024], usize) {
     (buf, len)
 }
 
-const fn as_str(buf: &[u8], len: usize) -> &str {
+#[doc(hidden)]
+pub const fn as_str(buf: &[u8], len: usize) -> &str {
     let (bytes, _) = buf.split_at(len);
     match core::str::from_utf8(bytes) {
         Ok(s) => s,

@@ -121,16 +121,16 @@ pub struct ReadmeDoctests;
 pub mod __private {
     pub use crate::access::{AsyncStoreRef, StoreGuard, StoreRef};
     pub use crate::checks::{
-        DefaultEdge, ExecInput, ExecItem, FallbackError, ImplicitEnd, PostExec, PostPrep, PostStore, assert_store,
-        check_edges, default_edge, exec_input, exec_item, fallback_error, implicit_end, post_exec, post_prep,
-        post_store,
+        DefaultEdge, ExecInput, ExecItem, FallbackError, ImplicitEnd, PostExec, PostPrep, PostStore, Routable, as_str,
+        assert_store, default_edge, exec_input, exec_item, fallback_error, implicit_end, missing_edge, post_exec,
+        post_prep, post_store, routed,
     };
     pub use crate::step::{
         AsyncBatchMarker, AsyncNodeMarker, BatchMarker, Cancel, DynStep, FlowPath, NodeMarker, StepCx, StepMarker,
     };
     pub use crate::typed::{
-        AsyncStep, AsyncTypedFlow, AsyncTypedFlowMarker, AsyncTypedFlowStep, Step, Steps, TypedFlow, TypedFlowMarker,
-        TypedFlowStep, flow_span, run_step, run_step_async, tracing_on,
+        AsyncStep, AsyncTypedFlow, AsyncTypedFlowMarker, AsyncTypedFlowStep, Step, Steps, SyncKind, TypedFlow,
+        TypedFlowMarker, TypedFlowStep, flow_span, run_step, run_step_async, tracing_on,
     };
     pub use futures_util::future::BoxFuture;
     pub use tracing::Instrument;

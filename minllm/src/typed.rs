@@ -56,8 +56,7 @@ pub struct AsyncTypedFlowMarker;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a node of a flow whose store is `{S}`",
     label = "not a node for store `{S}`",
-    note = "a node of this flow implements `Node<{S}>` or `BatchNode<{S}>`, or is a flow made by `flow!` for `{S}`",
-    note = "an async node needs an async flow: write `async struct` in `flow!`"
+    note = "a node of this flow implements `Node<{S}>` or `BatchNode<{S}>`, or is a flow made by `flow!` for `{S}`"
 )]
 #[doc(hidden)]
 pub trait Step<S, M>: Send + Sync + 'static {
@@ -122,6 +121,43 @@ fn retry_node<S, N: Node<S>>(
         retry_after(failure, retry, cx.node, None, cx.cancel, &prep, exec, fallback).map_err(|h| cx.error(h))?;
     cx.record_attempts(attempts);
     Ok((prep, exec))
+}
+
+/// The kinds of step a sync flow can run; an async node is a step too (so that
+/// the flow's node type is found), but not of this kind, which says so on the
+/// node.
+#[diagnostic::on_unimplemented(
+    message = "this node is async, so it needs an async flow",
+    label = "an async node in a sync flow",
+    note = "write `async struct` in `flow!` (`flow! {{ async struct Name: Store {{ ... }} }}`) and await its `run`"
+)]
+#[doc(hidden)]
+pub trait SyncKind {}
+impl SyncKind for NodeMarker {}
+impl SyncKind for BatchMarker {}
+impl SyncKind for TypedFlowMarker {}
+
+const ASYNC_IN_SYNC: &str = "an async node in a sync flow does not compile";
+
+impl<S: Send + Sync + 'static, N: AsyncNode<S>> Step<S, AsyncNodeMarker> for N {
+    type Action = N::Action;
+    fn run_step(&self, _: &mut S, _: StepCx<'_>) -> Result<N::Action, Error> {
+        unreachable!("{ASYNC_IN_SYNC}")
+    }
+}
+
+impl<S: Send + Sync + 'static, N: AsyncBatchNode<S>> Step<S, AsyncBatchMarker> for N {
+    type Action = N::Action;
+    fn run_step(&self, _: &mut S, _: StepCx<'_>) -> Result<N::Action, Error> {
+        unreachable!("{ASYNC_IN_SYNC}")
+    }
+}
+
+impl<S: Send + Sync + 'static, F: AsyncTypedFlow<S>> Step<S, AsyncTypedFlowMarker> for F {
+    type Action = F::Outcome;
+    fn run_step(&self, _: &mut S, _: StepCx<'_>) -> Result<F::Outcome, Error> {
+        unreachable!("{ASYNC_IN_SYNC}")
+    }
 }
 
 impl<S, N: BatchNode<S>> Step<S, BatchMarker> for N {
@@ -218,7 +254,7 @@ pub fn tracing_on() -> bool {
 /// Runs the node `name` of a typed flow, in its tracing span when `traced`.
 #[doc(hidden)]
 #[inline(always)]
-pub fn run_step<S, M, T: Step<S, M>>(
+pub fn run_step<S, M: SyncKind, T: Step<S, M>>(
     node: &T,
     store: &mut S,
     flow: &FlowPath<'_>,

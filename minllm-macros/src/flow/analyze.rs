@@ -152,9 +152,9 @@ fn check_edge_nodes(def: &FlowDef, index: &HashMap<String, usize>, errors: &mut 
 /// Exactly one `start`, naming a declared node.
 fn check_start(def: &FlowDef, index: &HashMap<String, usize>, errors: &mut Errors) -> Option<usize> {
     for extra in def.starts.iter().skip(1) {
-        errors.at(extra, "the start node is given twice; a flow has one `start`");
+        errors.at(&extra.name, "the start node is given twice; a flow has one `start`");
     }
-    let Some(start) = def.starts.first() else {
+    let Some(start) = def.starts.first().map(|s| &s.name) else {
         let first = def.nodes.first().map_or("<node>".to_owned(), |n| n.name.to_string());
         errors.at(&def.name, format!("flow `{}` has no start node; add `start {first};`", def.name));
         return None;

@@ -2,7 +2,7 @@
 //! keeps the user's tokens for error spans.
 //!
 //! ```text
-//! flow      := attr* vis? "async"? "struct" IDENT generics? ":" TYPE ("->" TYPE)? where? "{" stmt* "}"
+//! flow      := attr* vis? "async"? "struct" IDENT generics? ":" TYPE ("->" TYPE)? where? "{" (attr* stmt)* "}"
 //! stmt      := "node" IDENT ":" TYPE ("=" EXPR)? ";"
 //!            | "start" IDENT ";"
 //!            | "max_steps" EXPR ";"
@@ -10,6 +10,9 @@
 //! link      := ("-" PATH)? ">>" target
 //! target    := IDENT | "end" ("(" EXPR ")")?
 //! ```
+//!
+//! Doc comments may go on every statement; other attributes only on `node`
+//! declarations, where they go on the node's field.
 
 use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
@@ -35,20 +38,34 @@ pub(crate) struct FlowDef {
     pub(crate) store: Type,
     pub(crate) outcome: Option<Type>,
     pub(crate) nodes: Vec<NodeDecl>,
-    pub(crate) starts: Vec<Ident>,
+    pub(crate) starts: Vec<Start>,
     pub(crate) max_steps: Vec<(kw::max_steps, Expr)>,
     pub(crate) edges: Vec<Edge>,
+    /// The doc comments of the `max_steps` statements.
+    pub(crate) max_steps_docs: Vec<String>,
 }
 
 /// `node name: Type = init;`
 pub(crate) struct NodeDecl {
+    /// The attributes other than doc comments, for the node's field.
+    pub(crate) attrs: Vec<Attribute>,
+    /// The doc comment's lines.
+    pub(crate) docs: Vec<String>,
     pub(crate) name: Ident,
     pub(crate) ty: Type,
     pub(crate) init: Option<Expr>,
 }
 
+/// `start name;`
+pub(crate) struct Start {
+    pub(crate) name: Ident,
+    pub(crate) docs: Vec<String>,
+}
+
 /// One edge: `from - action >> to`.
 pub(crate) struct Edge {
+    /// The doc comment of the statement, on the first edge of a chain.
+    pub(crate) docs: Vec<String>,
     pub(crate) from: Ident,
     pub(crate) action: Option<Path>,
     /// The `>>` token, where a default edge's errors go.
@@ -114,9 +131,15 @@ impl Parse for FlowDef {
             starts: Vec::new(),
             max_steps: Vec::new(),
             edges: Vec::new(),
+            max_steps_docs: Vec::new(),
         };
         while !body.is_empty() {
-            def.parse_statement(&body)?;
+            let attrs = body.call(Attribute::parse_outer)?;
+            if body.is_empty() {
+                let last = attrs.last().map_or_else(Span::call_site, syn::spanned::Spanned::span);
+                return Err(syn::Error::new(last, "expected a statement after this attribute"));
+            }
+            def.parse_statement(&body, attrs)?;
         }
         if !input.is_empty() {
             return Err(input.error("unexpected tokens after the flow's body; `flow!` declares one flow"));
@@ -126,9 +149,11 @@ impl Parse for FlowDef {
 }
 
 impl FlowDef {
-    fn parse_statement(&mut self, input: ParseStream) -> syn::Result<()> {
+    fn parse_statement(&mut self, input: ParseStream, attrs: Vec<Attribute>) -> syn::Result<()> {
         let lookahead = input.lookahead1();
-        if lookahead.peek(kw::node) {
+        let is_node = lookahead.peek(kw::node);
+        let (docs, attrs) = split_docs(attrs, is_node)?;
+        if is_node {
             input.parse::<kw::node>()?;
             let name: Ident = input.parse()?;
             if !input.peek(Token![:]) {
@@ -143,20 +168,21 @@ impl FlowDef {
                 None
             };
             semicolon(input, "after a node declaration")?;
-            self.nodes.push(NodeDecl { name, ty, init });
+            self.nodes.push(NodeDecl { attrs, docs, name, ty, init });
         } else if lookahead.peek(kw::start) {
             input.parse::<kw::start>()?;
-            self.starts.push(input.parse()?);
+            self.starts.push(Start { name: input.parse()?, docs });
             semicolon(input, "after `start <node>`")?;
         } else if lookahead.peek(kw::max_steps) {
             let keyword: kw::max_steps = input.parse()?;
             self.max_steps.push((keyword, input.parse()?));
             semicolon(input, "after `max_steps <limit>`")?;
+            self.max_steps_docs.extend(docs);
         } else if lookahead.peek(kw::end) {
             let keyword: kw::end = input.parse()?;
             return Err(syn::Error::new(keyword.span, "`end` finishes the flow; an edge cannot start from it"));
         } else if lookahead.peek(Ident) {
-            self.parse_chain(input)?;
+            self.parse_chain(input, &docs)?;
         } else {
             return Err(lookahead.error());
         }
@@ -164,14 +190,21 @@ impl FlowDef {
     }
 
     /// `a - A::X >> b >> c - C::Y >> end(..);`
-    fn parse_chain(&mut self, input: ParseStream) -> syn::Result<()> {
+    fn parse_chain(&mut self, input: ParseStream, docs: &[String]) -> syn::Result<()> {
         let mut from: Ident = input.parse()?;
+        let mut first = true;
         if input.peek(Ident) || !(input.peek(Token![-]) || input.peek(Token![>>])) {
             return Err(unknown_statement(&from, input));
         }
         loop {
             let action = if input.peek(Token![-]) {
                 input.parse::<Token![-]>()?;
+                if input.peek(syn::Lit) {
+                    return Err(input.error(
+                        "an edge names a variant of the node's action enum (`- Choice::Go`), not a string; \
+                         derive `minllm::Action` on the enum, or build a flow with string actions at run time, with `Flow`",
+                    ));
+                }
                 Some(input.parse::<Path>()?)
             } else {
                 None
@@ -202,7 +235,9 @@ impl FlowDef {
                 Target::Node(ident) => Some(ident.clone()),
                 Target::End { .. } => None,
             };
-            self.edges.push(Edge { from: from.clone(), action, arrow, to });
+            let docs = if first { docs.to_vec() } else { Vec::new() };
+            first = false;
+            self.edges.push(Edge { docs, from: from.clone(), action, arrow, to });
             if input.peek(Token![;]) {
                 input.parse::<Token![;]>()?;
                 return Ok(());
@@ -216,6 +251,41 @@ impl FlowDef {
             from = next;
         }
     }
+}
+
+/// Splits a statement's attributes into its doc comment's lines and the rest,
+/// which only a node declaration can carry (they go on its field).
+fn split_docs(attrs: Vec<Attribute>, is_node: bool) -> syn::Result<(Vec<String>, Vec<Attribute>)> {
+    let mut docs = Vec::new();
+    let mut rest = Vec::new();
+    for attr in attrs {
+        if attr.path().is_ident("doc") {
+            if let syn::Meta::NameValue(syn::MetaNameValue {
+                value: Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(text), .. }),
+                ..
+            }) = &attr.meta
+            {
+                docs.extend(text.value().lines().map(|l| l.strip_prefix(' ').unwrap_or(l).to_owned()));
+                continue;
+            }
+        }
+        if attr.path().is_ident("cfg") || attr.path().is_ident("cfg_attr") {
+            return Err(syn::Error::new_spanned(
+                &attr,
+                "a `flow!` graph is checked as a whole, so one statement cannot be configured out; \
+                 put `#[cfg(...)]` on the whole flow, or declare one flow per configuration",
+            ));
+        }
+        if !is_node {
+            return Err(syn::Error::new_spanned(
+                &attr,
+                "only doc comments (`/// ...`) can go on this statement; other attributes go on `node` \
+                 declarations, where they apply to the node's field",
+            ));
+        }
+        rest.push(attr);
+    }
+    Ok((docs, rest))
 }
 
 fn semicolon(input: ParseStream, after: &str) -> syn::Result<()> {

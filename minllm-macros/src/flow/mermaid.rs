@@ -11,18 +11,31 @@ fn escape(text: &str) -> String {
     text.replace('"', "#quot;").replace('<', "#lt;").replace('>', "#gt;")
 }
 
+/// The doc comment of a statement, as Mermaid comments above its line.
+fn comments(out: &mut String, docs: &[String]) {
+    for line in docs {
+        let _ = writeln!(out, "    %% {line}");
+    }
+}
+
 /// The chart of a flow; nodes are `n_<name>`, each distinct end an `end_<i>`.
+/// Doc comments of the statements become Mermaid comments (`%% ...`).
 pub(crate) fn mermaid(def: &FlowDef) -> String {
     let mut out = String::from("flowchart TD\n");
+    comments(&mut out, &def.max_steps_docs);
     for node in &def.nodes {
+        comments(&mut out, &node.docs);
         let name = node.name.unraw();
         let _ = writeln!(out, "    n_{name}[\"{name}\"]");
     }
     if let Some(start) = def.starts.first() {
-        let _ = writeln!(out, "    start(( )) --> n_{}", start.unraw());
+        comments(&mut out, &start.docs);
+        let _ = writeln!(out, "    start(( )) --> n_{}", start.name.unraw());
     }
+
     let mut ends: Vec<String> = Vec::new();
     for edge in &def.edges {
+        comments(&mut out, &edge.docs);
         let from = edge.from.unraw();
         let to = match &edge.to {
             Target::Node(n) => format!("n_{}", n.unraw()),

@@ -48,8 +48,10 @@ pub(crate) fn flow(input: TokenStream) -> TokenStream {
                     quote!(&::minllm::Params),
                 )
             };
+            let cfgs = expand::cfgs(&def);
             quote! {
                 #shell
+                #(#cfgs)*
                 impl #impl_generics ::minllm::__private::#trait_path<#store> for #name #ty_generics #where_clause {
                     type Outcome = #outcome;
                     const MERMAID: &'static str = "";

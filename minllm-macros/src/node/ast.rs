@@ -213,7 +213,14 @@ fn hook<'a>(f: &'a ImplItemFn, errors: &mut Errors) -> Option<Hook<'a>> {
         return None;
     }
     if !f.sig.generics.params.is_empty() {
-        errors.at(&f.sig.generics, format!("`{name}` cannot have generic parameters of its own"));
+        errors.at(
+            &f.sig.generics,
+            format!(
+                "`{name}` cannot have generic parameters of its own: a flow knows a node by its type alone; \
+                 for a node that works on several stores, make the store a parameter of the node's type \
+                 (`struct MyNode<S>`, `impl<S: MyTrait> MyNode<S>`)"
+            ),
+        );
         return None;
     }
     let params = inputs

@@ -24,6 +24,69 @@ fn call(hook: &Hook<'_>, self_ty: &Type, args: &[TokenStream]) -> TokenStream {
     }
 }
 
+/// A lifetime the node type borrows with (`'static` aside), if any.
+fn borrowed_lifetime(item: &ItemImpl) -> Option<syn::Lifetime> {
+    if let Some(param) = item.generics.lifetimes().next() {
+        return Some(param.lifetime.clone());
+    }
+    fn find(tokens: TokenStream) -> Option<syn::Lifetime> {
+        let mut tokens = tokens.into_iter().peekable();
+        while let Some(token) = tokens.next() {
+            match token {
+                proc_macro2::TokenTree::Punct(p) if p.as_char() == '\'' => {
+                    if let Some(proc_macro2::TokenTree::Ident(name)) = tokens.peek() {
+                        if name != "static" {
+                            return Some(syn::Lifetime { apostrophe: p.span(), ident: name.clone() });
+                        }
+                    }
+                }
+                proc_macro2::TokenTree::Group(g) => {
+                    if let Some(found) = find(g.stream()) {
+                        return Some(found);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+    find(quote::ToTokens::to_token_stream(&item.self_ty))
+}
+
+/// The impl block with `'static` for each of its lifetime parameters (and `'_`).
+fn without_lifetimes(item: &ItemImpl) -> TokenStream {
+    let mut item = item.clone();
+    let names: Vec<String> = item.generics.lifetimes().map(|l| l.lifetime.ident.to_string()).collect();
+    item.generics.params =
+        item.generics.params.into_iter().filter(|p| !matches!(p, syn::GenericParam::Lifetime(_))).collect();
+    fn replace(tokens: TokenStream, names: &[String]) -> TokenStream {
+        let mut out = Vec::new();
+        let mut tokens = tokens.into_iter().peekable();
+        while let Some(token) = tokens.next() {
+            match token {
+                proc_macro2::TokenTree::Punct(p) if p.as_char() == '\'' => {
+                    out.push(proc_macro2::TokenTree::Punct(p));
+                    if let Some(proc_macro2::TokenTree::Ident(name)) = tokens.peek() {
+                        if name == "_" || names.iter().any(|n| name == n) {
+                            let name = proc_macro2::Ident::new("static", name.span());
+                            tokens.next();
+                            out.push(proc_macro2::TokenTree::Ident(name));
+                        }
+                    }
+                }
+                proc_macro2::TokenTree::Group(g) => {
+                    let mut group = proc_macro2::Group::new(g.delimiter(), replace(g.stream(), names));
+                    group.set_span(g.span());
+                    out.push(proc_macro2::TokenTree::Group(group));
+                }
+                other => out.push(other),
+            }
+        }
+        out.into_iter().collect()
+    }
+    replace(quote::ToTokens::to_token_stream(&item), &names)
+}
+
 /// Passes `value` (of type `have`) to a parameter of type `want`, through a
 /// trait whose diagnostic explains the mismatch on the user's parameter.
 fn pass(check: &str, want: &Type, have: TokenStream, value: TokenStream) -> TokenStream {
@@ -36,8 +99,23 @@ pub(crate) fn expand(options: &Options, item: &ItemImpl, errors: &mut Errors) ->
         errors.at(path, "`#[node]` goes on an inherent impl block (`impl MyNode { ... }`), not on a trait impl");
         return TokenStream::new();
     }
-    let hooks = Hooks::find(item, errors);
     let self_ty = &*item.self_ty;
+    if let Some(lifetime) = borrowed_lifetime(item) {
+        errors.at(
+            &lifetime,
+            format!(
+                "a node type cannot have a lifetime (`{lifetime}`): a flow owns its nodes and may run them on \
+                 other threads, so a node owns its data (`String`, `Vec<T>`, `Arc<T>`) instead of borrowing it"
+            ),
+        );
+        // The impl without bodies for the type made `'static`, so that a flow
+        // of `Borrow<'static>` reports nothing more.
+        return match syn::parse2::<ItemImpl>(without_lifetimes(item)) {
+            Ok(item) => expand(options, &item, errors),
+            Err(_) => TokenStream::new(),
+        };
+    }
+    let hooks = Hooks::find(item, errors);
     let is_async = hooks.is_async();
     let batch = !matches!(options.batching, Batching::None);
     if let (Batching::Parallel(span), Some(word)) = (options.batching, &options.parallel_word) {
@@ -84,16 +162,13 @@ pub(crate) fn expand(options: &Options, item: &ItemImpl, errors: &mut Errors) ->
             None
         }
     });
-    let Some(exec) = &hooks.exec else {
-        if !hooks.broken.iter().any(|h| h == "exec") {
-            errors.at(
-                self_ty,
-                "a node needs an `exec` method, e.g. `fn exec(&self, prep: &P) -> Result<E, Error>`; \
-                 `prep`, `exec_fallback` and `post` are optional",
-            );
-        }
-        return TokenStream::new();
-    };
+    if hooks.exec.is_none() && !hooks.broken.iter().any(|h| h == "exec") {
+        errors.at(
+            self_ty,
+            "a node needs an `exec` method, e.g. `fn exec(&self, prep: &P) -> Result<E, Error>`; \
+             `prep`, `exec_fallback` and `post` are optional",
+        );
+    }
     let generic_store = prep_store.is_none() && post_store.is_none();
     let store: Type = prep_store.clone().or(post_store.clone()).unwrap_or_else(|| syn::parse_quote!(__MinllmStore));
 
@@ -132,11 +207,12 @@ pub(crate) fn expand(options: &Options, item: &ItemImpl, errors: &mut Errors) ->
     let input_have = if batch { quote!(Self::Item) } else { quote!(Self::Prep) };
 
     // exec: `()`, `(input)`, `(ctx)` or `(input, ctx)`.
-    let exec_ty = exec.output().0;
+    let exec_ty = hooks.exec.as_ref().map_or_else(|| syn::parse_quote!(()), |e| e.output().0);
     let mut exec_args = Vec::new();
     let mut takes_input = false;
-    for (i, param) in exec.params.iter().enumerate() {
-        if is_ref_to(&param.ty, "ExecContext") && i == exec.params.len() - 1 {
+    let exec_params = hooks.exec.as_ref().map_or(&[][..], |e| &e.params[..]);
+    for (i, param) in exec_params.iter().enumerate() {
+        if is_ref_to(&param.ty, "ExecContext") && i == exec_params.len() - 1 {
             exec_args.push(quote!(ctx));
         } else if i == 0 {
             takes_input = true;
@@ -144,31 +220,41 @@ pub(crate) fn expand(options: &Options, item: &ItemImpl, errors: &mut Errors) ->
                 Some(want) => exec_args.push(pass(input_check, want, input_have.clone(), quote!(input))),
                 None => errors.at(&param.ty, format!("`exec` takes its {input_word} by reference: `{input_word}: &T`")),
             }
-        } else {
+        } else if let Some(exec) = &hooks.exec {
             errors.at(&exec.func.sig.inputs, format!("expected `fn exec(&self, {input_word}: &T)` or `fn exec(&self, {input_word}: &T, ctx: &ExecContext)`"));
         }
     }
-    if takes_input && hooks.prep.is_none() {
-        errors.at(&exec.params[0].ty, format!("`exec` takes a {input_word}, but this node has no `prep` to make it"));
+    let prep_missing = hooks.prep.is_none() && !hooks.broken.iter().any(|h| h == "prep");
+    if takes_input && prep_missing {
+        errors.at(&exec_params[0].ty, format!("`exec` takes a {input_word}, but this node has no `prep` to make it"));
     }
-    let exec_body = call(exec, self_ty, &exec_args);
+    let exec_body = hooks.exec.as_ref().map(|exec| call(exec, self_ty, &exec_args));
 
-    // exec_fallback: `(input, error)` or `(input, error, ctx)`.
+    // exec_fallback: like `exec`, with the error after the input:
+    // `(error)`, `(input, error)`, `(error, ctx)` or `(input, error, ctx)`.
     let fallback = hooks.fallback.as_ref().map(|f| {
         let mut args = Vec::new();
-        match f.params.len() {
-            2 | 3 => {
-                match shared_ref(&f.params[0].ty) {
-                    Some(want) => args.push(pass(input_check, want, input_have.clone(), quote!(input))),
-                    None => errors.at(&f.params[0].ty, format!("`exec_fallback` takes its {input_word} by reference: `{input_word}: &T`")),
+        let with_ctx = f.params.last().is_some_and(|p| is_ref_to(&p.ty, "ExecContext"));
+        let (input, error) = match (f.params.len(), with_ctx) {
+            (1, false) | (2, true) => (None, Some(f.params[0])),
+            (2, false) | (3, true) => (Some(f.params[0]), Some(f.params[1])),
+            _ => (None, None),
+        };
+        match error {
+            Some(error) => {
+                if let Some(input) = input {
+                    match shared_ref(&input.ty) {
+                        Some(want) => args.push(pass(input_check, want, input_have.clone(), quote!(input))),
+                        None => errors.at(&input.ty, format!("`exec_fallback` takes its {input_word} by reference: `{input_word}: &T`")),
+                    }
                 }
-                let want = &f.params[1].ty;
+                let want = &error.ty;
                 args.push(quote_spanned!(want.span()=> ::minllm::__private::fallback_error::<#want>(error)));
-                if f.params.len() == 3 {
+                if with_ctx {
                     args.push(quote!(ctx));
                 }
             }
-            _ => errors.at(&f.func.sig.inputs, format!("expected `fn exec_fallback(&self, {input_word}: &T, error: BoxError)` (an optional third parameter `ctx: &ExecContext`)")),
+            None => errors.at(&f.func.sig.inputs, format!("expected `fn exec_fallback(&self, {input_word}: &T, error: BoxError)`; like `exec`, it may leave out the {input_word} and take `ctx: &ExecContext` last")),
         }
         call(f, self_ty, &args)
     });
@@ -207,17 +293,23 @@ pub(crate) fn expand(options: &Options, item: &ItemImpl, errors: &mut Errors) ->
         }
     };
 
-    let (impl_generics, _, where_clause) = item.generics.split_for_impl();
+    // A node is shared with other threads and lives as long as its flow: the
+    // impl holds for the type parameters that allow it, so a `Gen<Rc<T>>` is
+    // "not a node" where it is used instead of every hook failing here.
     let mut generics = item.generics.clone();
+    let bounds: Vec<syn::WherePredicate> = item
+        .generics
+        .type_params()
+        .map(|p| {
+            let ident = &p.ident;
+            syn::parse_quote!(#ident: ::core::marker::Send + ::core::marker::Sync + 'static)
+        })
+        .collect();
+    generics.make_where_clause().predicates.extend(bounds);
     if generic_store {
         generics.params.push(syn::parse_quote!(__MinllmStore: ::core::marker::Send + ::core::marker::Sync + 'static));
     }
-    let (impl_generics, where_clause) = if generic_store {
-        let (g, _, w) = generics.split_for_impl();
-        (quote!(#g), quote!(#w))
-    } else {
-        (quote!(#impl_generics), quote!(#where_clause))
-    };
+    let (impl_generics, _, where_clause) = generics.split_for_impl();
 
     let retry = (options.retries.is_some() || options.wait.is_some()).then(|| {
         let retries = options.retries.as_ref().map_or(quote!(1), |r| quote!(#r));
@@ -267,6 +359,14 @@ pub(crate) fn expand(options: &Options, item: &ItemImpl, errors: &mut Errors) ->
     };
     let exec_input = if batch { quote!(Self::Item) } else { quote!(Self::Prep) };
     let exec_ret = if batch { quote!(Self::Output) } else { quote!(Self::Exec) };
+    // With an error reported, the impl keeps its types but not its bodies, so
+    // that flows using the node do not fail too.
+    let broken = !errors.is_empty();
+    let stub = quote!(::core::unreachable!("this node did not compile"));
+    let (prep_body, exec_body, post_body, fallback) = match exec_body {
+        Some(exec_body) if !broken => (prep_body, exec_body, post_body, fallback),
+        _ => (stub.clone(), stub.clone(), stub, None),
+    };
     let fallback = fallback.map(|body| {
         quote! {
             #asyncness fn exec_fallback(&self, input: &#exec_input, error: ::minllm::BoxError, ctx: &::minllm::ExecContext<'_>)

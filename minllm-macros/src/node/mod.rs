@@ -25,8 +25,10 @@ pub(crate) fn node(args: TokenStream, input: TokenStream) -> TokenStream {
         // of their code (and their editor) still sees its methods.
         Ok(()) => quote!(#item #generated),
         Err(e) => {
+            // `generated` is then an impl without bodies, so that a flow using
+            // the node does not report it again.
             let error = e.to_compile_error();
-            quote!(#item #error)
+            quote!(#item #generated #error)
         }
     }
 }

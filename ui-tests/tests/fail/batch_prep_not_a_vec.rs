@@ -1,7 +1,11 @@
-use minllm::node;
+use minllm::{flow, node};
 
-struct State;
+#[derive(Default)]
+struct State {
+    total: usize,
+}
 
+#[derive(Default)]
 struct Count;
 
 #[node(batch)]
@@ -11,6 +15,17 @@ impl Count {
     }
     fn exec(&self, word: &String) -> usize {
         word.len()
+    }
+    fn post(&self, store: &mut State, counts: Vec<usize>) {
+        store.total = counts.iter().sum();
+    }
+}
+
+// The node's one error is all: the flow that uses it reports nothing.
+flow! {
+    struct Pipeline: State {
+        node count: Count;
+        start count;
     }
 }
 
