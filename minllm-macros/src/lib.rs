@@ -256,3 +256,6 @@ pub fn node(args: TokenStream, input: TokenStream) -> TokenStream {
 pub fn flow(input: TokenStream) -> TokenStream {
     flow::flow(input.into()).into()
 }
+
+#[cfg(test)]
+mod fuzz;

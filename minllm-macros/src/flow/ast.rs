@@ -205,7 +205,7 @@ impl FlowDef {
                          derive `minllm::Action` on the enum, or build a flow with string actions at run time, with `Flow`",
                     ));
                 }
-                Some(input.parse::<Path>()?)
+                Some(action_path(input)?)
             } else {
                 None
             };
@@ -286,6 +286,27 @@ fn split_docs(attrs: Vec<Attribute>, is_node: bool) -> syn::Result<(Vec<String>,
         rest.push(attr);
     }
     Ok((docs, rest))
+}
+
+/// The variant an edge names, e.g. `Decision::Search` or `Choice::<T>::Go`:
+/// written with `::<` however it was typed, so that it is a valid pattern too.
+fn action_path(input: ParseStream) -> syn::Result<Path> {
+    let mut path: Path = input.parse()?;
+    for segment in &mut path.segments {
+        match &mut segment.arguments {
+            syn::PathArguments::None => {}
+            syn::PathArguments::AngleBracketed(args) => {
+                args.colon2_token.get_or_insert_with(Default::default);
+            }
+            syn::PathArguments::Parenthesized(args) => {
+                return Err(syn::Error::new_spanned(
+                    args,
+                    "expected a path to an enum variant, like `Decision::Search`",
+                ));
+            }
+        }
+    }
+    Ok(path)
 }
 
 fn semicolon(input: ParseStream, after: &str) -> syn::Result<()> {

@@ -53,13 +53,12 @@ fn borrowed_lifetime(item: &ItemImpl) -> Option<syn::Lifetime> {
     find(quote::ToTokens::to_token_stream(&item.self_ty))
 }
 
-/// The impl block with `'static` for each of its lifetime parameters (and `'_`).
+/// The impl block with `'static` for every other lifetime.
 fn without_lifetimes(item: &ItemImpl) -> TokenStream {
     let mut item = item.clone();
-    let names: Vec<String> = item.generics.lifetimes().map(|l| l.lifetime.ident.to_string()).collect();
     item.generics.params =
         item.generics.params.into_iter().filter(|p| !matches!(p, syn::GenericParam::Lifetime(_))).collect();
-    fn replace(tokens: TokenStream, names: &[String]) -> TokenStream {
+    fn replace(tokens: TokenStream) -> TokenStream {
         let mut out = Vec::new();
         let mut tokens = tokens.into_iter().peekable();
         while let Some(token) = tokens.next() {
@@ -67,7 +66,7 @@ fn without_lifetimes(item: &ItemImpl) -> TokenStream {
                 proc_macro2::TokenTree::Punct(p) if p.as_char() == '\'' => {
                     out.push(proc_macro2::TokenTree::Punct(p));
                     if let Some(proc_macro2::TokenTree::Ident(name)) = tokens.peek() {
-                        if name == "_" || names.iter().any(|n| name == n) {
+                        if name != "static" {
                             let name = proc_macro2::Ident::new("static", name.span());
                             tokens.next();
                             out.push(proc_macro2::TokenTree::Ident(name));
@@ -75,7 +74,7 @@ fn without_lifetimes(item: &ItemImpl) -> TokenStream {
                     }
                 }
                 proc_macro2::TokenTree::Group(g) => {
-                    let mut group = proc_macro2::Group::new(g.delimiter(), replace(g.stream(), names));
+                    let mut group = proc_macro2::Group::new(g.delimiter(), replace(g.stream()));
                     group.set_span(g.span());
                     out.push(proc_macro2::TokenTree::Group(group));
                 }
@@ -84,7 +83,7 @@ fn without_lifetimes(item: &ItemImpl) -> TokenStream {
         }
         out.into_iter().collect()
     }
-    replace(quote::ToTokens::to_token_stream(&item), &names)
+    replace(quote::ToTokens::to_token_stream(&item))
 }
 
 /// Passes `value` (of type `have`) to a parameter of type `want`, through a
@@ -111,8 +110,8 @@ pub(crate) fn expand(options: &Options, item: &ItemImpl, errors: &mut Errors) ->
         // The impl without bodies for the type made `'static`, so that a flow
         // of `Borrow<'static>` reports nothing more.
         return match syn::parse2::<ItemImpl>(without_lifetimes(item)) {
-            Ok(item) => expand(options, &item, errors),
-            Err(_) => TokenStream::new(),
+            Ok(item) if borrowed_lifetime(&item).is_none() => expand(options, &item, errors),
+            _ => TokenStream::new(),
         };
     }
     let hooks = Hooks::find(item, errors);

@@ -1,7 +1,30 @@
 //! A node generic over a type without `Send`/`Sync` bounds of its own, used
 //! with a type that has them; fallbacks that leave out the prep input, as
-//! `exec` may.
-use minllm::{BoxError, ExecContext, flow, node};
+//! `exec` may; a generic action enum, named with and without `::<`.
+use minllm::{Action, BoxError, ExecContext, flow, node};
+use std::marker::PhantomData;
+
+#[derive(Action)]
+enum Pick<T: Send + 'static> {
+    Again(PhantomData<T>),
+    Done,
+}
+
+#[derive(Default)]
+struct Choose;
+
+#[node]
+impl Choose {
+    fn prep(&self, store: &State) -> usize {
+        store.seen.len()
+    }
+    fn exec(&self, seen: &usize) -> Pick<u8> {
+        if *seen < 3 { Pick::Again(PhantomData) } else { Pick::Done }
+    }
+    fn post(&self, _: &mut State, pick: Pick<u8>) -> Pick<u8> {
+        pick
+    }
+}
 
 #[derive(Default)]
 struct State {
@@ -46,13 +69,17 @@ flow! {
     struct Pipeline: State {
         node echo: Echo<u32> = Echo { value: 7 };
         node attempts: Attempts;
+        node choose: Choose;
         start echo;
-        echo >> attempts;
+        max_steps 10;
+        echo >> attempts >> choose;
+        choose - Pick<u8>::Again >> echo;
+        choose - Pick::<u8>::Done >> end;
     }
 }
 
 fn main() {
     let mut store = State::default();
     Pipeline::new().run(&mut store).unwrap();
-    assert_eq!(store.seen, ["7", "attempt 2"]);
+    assert_eq!(store.seen, ["7", "attempt 2", "7", "attempt 2"]);
 }
