@@ -18,6 +18,7 @@ use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, ffi, intern};
+use std::ffi::c_int;
 
 type BoxFuture = Pin<Box<dyn Future<Output = PyResult<Py<PyAny>>> + Send>>;
 
@@ -67,16 +68,13 @@ pub(crate) struct AwaitPy {
 /// by `@types.coroutine` itself, else what `type(obj).__await__` returns.
 fn awaitable_iter<'py>(awaitable: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = awaitable.py();
-    // SAFETY: a type check on a live object, with the GIL held.
-    #[allow(unsafe_code)]
-    let native = unsafe { ffi::PyCoro_CheckExact(awaitable.as_ptr()) } != 0;
-    if native {
+    let types = awaitable_types(py)?;
+    // `types`' classes rather than `PyCoro_CheckExact` and `PyGen_Check`, which
+    // are not in the stable ABI the wheel is built for.
+    if awaitable.get_type().is(types.coroutine.bind(py)) {
         return Ok(awaitable);
     }
-    // SAFETY: a type check on a live object, with the GIL held.
-    #[allow(unsafe_code)]
-    let generator = unsafe { ffi::PyGen_Check(awaitable.as_ptr()) } != 0;
-    if generator
+    if awaitable.is_instance(types.generator.bind(py))?
         && let Ok(flags) = awaitable.getattr(intern!(py, "gi_code")).and_then(|c| c.getattr(intern!(py, "co_flags")))
         && flags.extract::<i64>().is_ok_and(|f| f & 0x100 != 0)
     {
@@ -91,29 +89,83 @@ fn awaitable_iter<'py>(awaitable: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAn
     }
 }
 
-/// Sends `value` into a Python iterator: `Ok(Ok(yielded))` when it yields,
-/// `Ok(Err(returned))` when it returns, `Err` when it raises.
-fn send(py: Python<'_>, iter: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<Result<Py<PyAny>, Py<PyAny>>> {
-    let mut result: *mut ffi::PyObject = std::ptr::null_mut();
-    // SAFETY: `iter` and `value` are live objects and the GIL is held (we have
-    // `py`); `PyIter_Send` writes a new (owned) reference to `result` on both
-    // PYGEN_NEXT and PYGEN_RETURN, and sets a Python error on PYGEN_ERROR.
+/// `types.CoroutineType` and `types.GeneratorType`.
+struct AwaitableTypes {
+    coroutine: Py<PyAny>,
+    generator: Py<PyAny>,
+}
+
+fn awaitable_types(py: Python<'_>) -> PyResult<&AwaitableTypes> {
+    static TYPES: pyo3::sync::PyOnceLock<AwaitableTypes> = pyo3::sync::PyOnceLock::new();
+    TYPES.get_or_try_init(py, || {
+        let types = py.import(intern!(py, "types"))?;
+        Ok(AwaitableTypes {
+            coroutine: types.getattr(intern!(py, "CoroutineType"))?.unbind(),
+            generator: types.getattr(intern!(py, "GeneratorType"))?.unbind(),
+        })
+    })
+}
+
+/// `PyIter_Send`: `int PyIter_Send(PyObject *iter, PyObject *arg, PyObject **presult)`.
+type IterSend = unsafe extern "C" fn(*mut ffi::PyObject, *mut ffi::PyObject, *mut *mut ffi::PyObject) -> c_int;
+
+/// `PyIter_Send` where the interpreter has it (Python 3.10 on, in the stable
+/// ABI), found at run time because the wheel also loads into 3.9, which lacks
+/// it; `None` there (and where `MINLLM_PORTABLE_AWAIT` is set).
+fn iter_send(py: Python<'_>) -> Option<IterSend> {
+    static SEND: pyo3::sync::PyOnceLock<Option<usize>> = pyo3::sync::PyOnceLock::new();
+    let address = *SEND.get_or_init(py, || {
+        // The variable makes 3.10+ take 3.9's path, for the tests of that path.
+        if py.version_info() < (3, 10) || std::env::var_os("MINLLM_PORTABLE_AWAIT").is_some() {
+            return None;
+        }
+        let ctypes = py.import(intern!(py, "ctypes")).ok()?;
+        let function = ctypes.getattr(intern!(py, "pythonapi")).ok()?.getattr(intern!(py, "PyIter_Send")).ok()?;
+        let pointer = ctypes.getattr(intern!(py, "c_void_p")).ok()?;
+        let cast = ctypes.getattr(intern!(py, "cast")).ok()?.call1((function, pointer)).ok()?;
+        cast.getattr(intern!(py, "value")).ok()?.extract::<usize>().ok()
+    });
+    // SAFETY: `address` is where the running interpreter's `PyIter_Send` is,
+    // as ctypes resolved it; its signature is fixed by the stable ABI.
     #[allow(unsafe_code)]
-    let status = unsafe { ffi::PyIter_Send(iter.as_ptr(), value.as_ptr(), &mut result) };
-    match status {
-        ffi::PySendResult::PYGEN_NEXT => {
-            // SAFETY: a new, non-null reference on PYGEN_NEXT.
+    address.map(|a| unsafe { std::mem::transmute::<usize, IterSend>(a) })
+}
+
+/// Sends `value` into a Python iterator: `Ok(Ok(yielded))` when it yields,
+/// `Ok(Err(returned))` when it returns, `Err` when it raises. As `await` does:
+/// `send(value)`, or `__next__()` for an iterator without `send` given `None`.
+fn send(py: Python<'_>, iter: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<Result<Py<PyAny>, Py<PyAny>>> {
+    if let Some(iter_send) = iter_send(py) {
+        let mut result: *mut ffi::PyObject = std::ptr::null_mut();
+        // SAFETY: `iter` and `value` are live objects and the GIL is held;
+        // `PyIter_Send` writes a new (owned) reference to `result` when it
+        // returns 0 (PYGEN_RETURN) or 1 (PYGEN_NEXT), and sets a Python error
+        // when it returns -1 (PYGEN_ERROR).
+        #[allow(unsafe_code)]
+        let status = unsafe { iter_send(iter.as_ptr(), value.as_ptr(), &mut result) };
+        return match status {
+            // SAFETY: a new, non-null reference, as above.
             #[allow(unsafe_code)]
-            let yielded = unsafe { Bound::from_owned_ptr(py, result) }.unbind();
-            Ok(Ok(yielded))
-        }
-        ffi::PySendResult::PYGEN_RETURN => {
-            // SAFETY: a new, non-null reference on PYGEN_RETURN.
+            1 => Ok(Ok(unsafe { Bound::from_owned_ptr(py, result) }.unbind())),
+            // SAFETY: as above.
             #[allow(unsafe_code)]
-            let returned = unsafe { Bound::from_owned_ptr(py, result) }.unbind();
-            Ok(Err(returned))
+            0 => Ok(Err(unsafe { Bound::from_owned_ptr(py, result) }.unbind())),
+            _ => Err(PyErr::fetch(py)),
+        };
+    }
+    let stepped = match iter.getattr(intern!(py, "send")) {
+        Ok(send) => send.call1((value,)),
+        Err(_) if value.is_none() => iter.call_method0(intern!(py, "__next__")),
+        Err(e) => Err(e),
+    };
+    match stepped {
+        Ok(yielded) => Ok(Ok(yielded.unbind())),
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
+            // The iterator returned: its value rides on the StopIteration.
+            let returned = e.value(py).getattr(intern!(py, "value"))?;
+            Ok(Err(returned.unbind()))
         }
-        _ => Err(PyErr::fetch(py)),
+        Err(e) => Err(e),
     }
 }
 

@@ -338,16 +338,20 @@ pub(crate) fn run_node<'py>(
 fn new_instance<'py>(ty: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
     let py = ty.py();
     let args = PyTuple::empty(py);
-    // SAFETY: the GIL is held; `ty` is a live type object whose `tp_new` slot is
-    // set (it is NodeCore's, or a Python subclass's); the slot receives valid
-    // `args` and a null `kwds`, and returns a new reference or null with an
-    // error set, which `from_owned_ptr_or_err` turns into a `PyErr`.
+    // SAFETY: the GIL is held; `ty` is a live heap type (NodeCore, a pyclass,
+    // or a Python subclass of it), for which `PyType_GetSlot` is in the stable
+    // ABI of every Python the wheel supports; the slot, when set, is a
+    // `newfunc`, called with valid `args` and a null `kwds`, and returns a new
+    // reference or null with an error set, which `from_owned_ptr_or_err`
+    // turns into a `PyErr`.
     #[allow(unsafe_code)]
     unsafe {
         let tp = ty.as_type_ptr();
-        let Some(tp_new) = (*tp).tp_new else {
+        let slot = ffi::PyType_GetSlot(tp, ffi::Py_tp_new);
+        if slot.is_null() {
             return Err(PyTypeError::new_err("cannot copy: the node's type has no __new__"));
-        };
+        }
+        let tp_new: ffi::newfunc = std::mem::transmute::<*mut std::ffi::c_void, ffi::newfunc>(slot);
         Bound::from_owned_ptr_or_err(py, tp_new(tp, args.as_ptr(), std::ptr::null_mut()))
     }
 }
@@ -396,12 +400,20 @@ pub(crate) fn sleep(py: Python<'_>, seconds: f64) -> PyResult<()> {
 /// Whether setting an attribute of `obj` is plain (its class has no
 /// `__setattr__` of its own), so the engine may write to `__dict__` directly.
 pub(crate) fn plain_setattr(obj: &Bound<'_, PyAny>) -> bool {
-    // SAFETY: reads a slot of the live type object of `obj`, with the GIL held.
+    // SAFETY: reads a slot of the live heap type of `obj` (node classes are
+    // Python classes or pyclasses), with the GIL held.
     #[allow(unsafe_code)]
     unsafe {
-        let setattro = (*obj.get_type().as_type_ptr()).tp_setattro;
-        setattro.is_some_and(|f| std::ptr::fn_addr_eq(f, ffi::PyObject_GenericSetAttr as ffi::setattrofunc))
+        let slot = ffi::PyType_GetSlot(obj.get_type().as_type_ptr(), ffi::Py_tp_setattro);
+        std::ptr::eq(slot, ffi::PyObject_GenericSetAttr as *mut std::ffi::c_void)
     }
+}
+
+// In the stable ABI from Python 3.10 on, and exported with this signature by
+// every CPython since 3.3: the wheel (abi3, for 3.9+) finds it in each.
+#[allow(unsafe_code)]
+unsafe extern "C" {
+    fn PyObject_GenericGetDict(obj: *mut ffi::PyObject, context: *mut std::ffi::c_void) -> *mut ffi::PyObject;
 }
 
 /// The instance `__dict__` of `obj` (made if it has none yet).
@@ -409,9 +421,8 @@ pub(crate) fn dict_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDic
     // SAFETY: the GIL is held and `obj` is live; `PyObject_GenericGetDict`
     // returns a new reference to the dict, or null with an error set.
     #[allow(unsafe_code)]
-    let dict = unsafe {
-        Bound::from_owned_ptr_or_err(obj.py(), ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()))?
-    };
+    let dict =
+        unsafe { Bound::from_owned_ptr_or_err(obj.py(), PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()))? };
     Ok(dict.cast_into::<PyDict>()?)
 }
 

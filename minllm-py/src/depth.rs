@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 
 use pyo3::exceptions::PyRecursionError;
 use pyo3::ffi;
+use pyo3::intern;
 use pyo3::prelude::*;
 
 /// Python frames a nested flow takes in the original: `_run` and `_orch`.
@@ -38,7 +39,8 @@ fn check_levels(py: Python<'_>, open: usize) -> PyResult<()> {
     // SAFETY: reads the interpreter's recursion limit, with the GIL held.
     #[allow(unsafe_code)]
     let limit = usize::try_from(unsafe { ffi::Py_GetRecursionLimit() }).unwrap_or(0);
-    if python_frames(py) + FRAMES_PER_LEVEL * open + FRAMES_AROUND > limit {
+    let room = limit.saturating_sub(FRAMES_PER_LEVEL * open + FRAMES_AROUND);
+    if FRAMES_PER_LEVEL * open + FRAMES_AROUND > limit || python_frames(py, room) > room {
         return Err(PyRecursionError::new_err(format!(
             "maximum recursion depth exceeded while running a flow nested {open} flows deep \
              (sys.getrecursionlimit() is {limit})"
@@ -129,27 +131,28 @@ impl<F: Future> Future for Holding<F> {
     }
 }
 
-/// How many Python frames are on this thread's stack now.
-fn python_frames(py: Python<'_>) -> usize {
-    let mut count = 0;
+/// How many Python frames are on this thread's stack now (counted up to
+/// `cap`: the caller only needs to know whether there are more).
+fn python_frames(py: Python<'_>, cap: usize) -> usize {
     // SAFETY: the GIL is held. `PyEval_GetFrame` returns a borrowed reference
-    // (or null), kept alive by the running code; `PyFrame_GetBack` returns a
-    // new reference (or null), released by the `Bound` that owns it.
+    // (or null), kept alive by the running code.
     #[allow(unsafe_code)]
-    unsafe {
-        let current = ffi::PyEval_GetFrame();
-        if current.is_null() {
-            return 0;
+    let current = unsafe { ffi::PyEval_GetFrame() };
+    if current.is_null() {
+        return 0;
+    }
+    // SAFETY: as above; the `Bound` takes its own reference.
+    #[allow(unsafe_code)]
+    let mut frame = unsafe { Bound::from_borrowed_ptr(py, current.cast::<ffi::PyObject>()) };
+    let mut count = 1;
+    // `f_back` rather than `PyFrame_GetBack`, which is not in the stable ABI
+    // of Python 3.9 (the wheel is built for it).
+    while count <= cap {
+        match frame.getattr(intern!(py, "f_back")) {
+            Ok(back) if !back.is_none() => frame = back,
+            _ => break,
         }
-        let mut frame = Bound::from_borrowed_ptr(py, current.cast::<ffi::PyObject>());
-        loop {
-            count += 1;
-            let back = ffi::PyFrame_GetBack(frame.as_ptr().cast::<ffi::PyFrameObject>());
-            if back.is_null() {
-                break;
-            }
-            frame = Bound::from_owned_ptr(py, back.cast::<ffi::PyObject>());
-        }
+        count += 1;
     }
     count
 }

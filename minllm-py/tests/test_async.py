@@ -303,3 +303,22 @@ def test_a_flow_can_be_cancelled():
         assert seen == ["started", "cancelled"]
 
     asyncio.run(main())
+
+
+def test_the_async_tests_pass_on_python_3_9s_await_path():
+    """Python 3.9 has no `PyIter_Send`: the engine steps coroutines with their
+    `send` method there. `MINLLM_PORTABLE_AWAIT` takes that path on this
+    interpreter; this file's other tests must pass on it too."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, MINLLM_PORTABLE_AWAIT="1")
+    child = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "not python_3_9s"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert child.returncode == 0, child.stdout + child.stderr
+    assert " passed" in child.stdout and "failed" not in child.stdout, child.stdout
