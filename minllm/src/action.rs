@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 /// The label of the edge a node takes when no label is given.
-pub const DEFAULT_ACTION: &str = "default";
+pub const DEFAULT_ACTION: &str = minllm_graph::DEFAULT_ACTION;
 
 /// What a node's `post` returns: the label of the edge to follow next.
 ///

@@ -89,7 +89,6 @@ mod batch_flow;
 mod checks;
 mod error;
 mod flow;
-pub mod graph;
 mod node;
 mod params;
 mod step;
@@ -102,12 +101,15 @@ pub use batch::{AsyncBatch, AsyncBatchNode, Batch, BatchMode, BatchNode, DEFAULT
 pub use batch_flow::BatchFlow;
 pub use error::{BoxError, Error, NodeResult, Panicked, Stage};
 pub use flow::Flow;
-pub use graph::Problem;
 pub use node::{AsyncNode, ExecContext, Node, Retry};
 pub use params::{ParamError, Params, Value};
 pub use step::{IntoStep, StepKind};
 pub use store::{SharedStore, StoreError};
 pub use wire::{Edge, End, Ended, NodeId, PendingEdge, Wire};
+
+/// A flow's shape and the rules it is checked by: validation problems and
+/// Mermaid diagrams (the `minllm-graph` crate).
+pub use minllm_graph as graph;
 
 pub use minllm_macros::{Action, flow, node};
 

@@ -128,7 +128,11 @@ fn the_first_error_cancels_a_parallel_batch() {
     let batch = Batch::parallel(GivesWay::default());
     let err = batch.run(&mut SharedStore::new()).unwrap_err();
     assert!(matches!(err, Error::Node { item: Some(0), stage: Stage::Exec, .. }), "{err:?}");
-    assert_eq!(batch.node().late.load(Ordering::SeqCst), 0, "items started after the failure");
+    // Between item 0 setting `failed` and the engine seeing its error, another
+    // thread may start an item (a window of a few instructions, wider on a
+    // loaded machine); without cancellation every one of the 999 would run.
+    let late = batch.node().late.load(Ordering::SeqCst);
+    assert!(late < 500, "{late} items started after the failure");
 }
 
 #[test]

@@ -5,7 +5,8 @@
 mod common;
 
 use common::{Mark, capture_logs, mark, trace};
-use minllm::{Action, End, Error, ExecContext, Flow, Node, NodeResult, Params, Problem, SharedStore};
+use minllm::graph::Problem;
+use minllm::{Action, End, Error, ExecContext, Flow, Node, NodeResult, Params, SharedStore};
 
 /// Records the params it sees under `seen:<name>`.
 struct SeeParams(&'static str);

@@ -216,7 +216,7 @@ fn a_typed_flow_in_a_runtime_flow_declares_its_outcomes() {
     outer.edge(agent.on("gave_up") >> after);
     assert_eq!(
         outer.validate(),
-        [minllm::Problem::UnknownAction {
+        [minllm::graph::Problem::UnknownAction {
             flow: "outer".into(),
             node: "agent".into(),
             action: "gave_up".into(),
@@ -230,6 +230,6 @@ fn a_typed_flow_in_a_runtime_flow_declares_its_outcomes() {
     outer.edge(agent.on("gave_up") >> after);
     assert!(matches!(
         &outer.validate()[..],
-        [minllm::Problem::MissingEdge { action, .. }, minllm::Problem::UnknownAction { .. }] if action == "answered"
+        [minllm::graph::Problem::MissingEdge { action, .. }, minllm::graph::Problem::UnknownAction { .. }] if action == "answered"
     ));
 }

@@ -7,9 +7,10 @@
 mod common;
 
 use common::{mark, trace};
+use minllm::graph::Problem;
 use minllm::{
     Action, AsyncBatch, AsyncBatchNode, AsyncNode, Batch, BatchFlow, BatchNode, End, Error, ExecContext, Flow, Node,
-    NodeResult, Params, Problem, SharedStore,
+    NodeResult, Params, SharedStore,
 };
 
 #[derive(Clone, Copy, Action)]

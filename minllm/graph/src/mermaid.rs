@@ -98,7 +98,7 @@ impl Mermaid {
         for (i, node) in flow.nodes.iter().enumerate() {
             let from = format!("n{}", self.first_id[f] + i);
             for edge in &node.edges {
-                let action = (edge.action != crate::action::DEFAULT_ACTION).then_some(edge.action.as_str());
+                let action = (edge.action != crate::DEFAULT_ACTION).then_some(edge.action.as_str());
                 self.edge(flow, f, depth, &from, action, &edge.to, &mut drew_end);
             }
         }

@@ -1,5 +1,9 @@
 //! A flow's shape, apart from what it runs: the model that validation and Mermaid
-//! diagrams work on. Runtime-built flows and the Python package both produce it.
+//! diagrams work on, and those rules, written once. The runtime (`minllm`, where
+//! this crate is `minllm::graph`) builds the model from a `Flow`, the Python
+//! package from its node objects, and the flow compiler (`flow!`) from its
+//! declarations while the program compiles; so one graph gets the same problems
+//! and the same diagram from all three. It has no dependencies.
 //!
 //! The model is flat: every flow, nested ones included, is one entry of
 //! [`Graph::flows`], and a node that holds a nested flow points at its entry.
@@ -8,6 +12,11 @@
 //! its size and never overflows the stack.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
+
+/// The action of a default edge (`a >> b`), which diagrams draw without a label.
+#[doc(hidden)]
+pub const DEFAULT_ACTION: &str = "default";
 
 mod mermaid;
 
@@ -76,18 +85,16 @@ pub enum Target {
     NotANode(String),
 }
 
-/// A problem [`Flow::validate`](crate::Flow::validate) found in a flow.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A problem [`Graph::validate`] found in a flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Problem {
     /// The flow has no start node.
-    #[error("flow `{flow}` has no start node")]
     NoStart {
         /// The flow path.
         flow: String,
     },
     /// An edge leads to a node of another flow.
-    #[error("flow `{flow}`: the edge from `{node}` on action `{action}` leads to a node of another flow")]
     UnknownTarget {
         /// The flow path.
         flow: String,
@@ -97,9 +104,6 @@ pub enum Problem {
         action: String,
     },
     /// An edge leads to something that is not a node.
-    #[error(
-        "flow `{flow}`: the successor of `{node}` for action `{action}` is `{target}`, and `{target}` is not a node"
-    )]
     NotANode {
         /// The flow path.
         flow: String,
@@ -111,13 +115,11 @@ pub enum Problem {
         target: String,
     },
     /// `Flow::start` was given a node of another flow.
-    #[error("flow `{flow}`: the start node given to `Flow::start` belongs to another flow")]
     ForeignStart {
         /// The flow path.
         flow: String,
     },
     /// The start is not a node.
-    #[error("flow `{flow}`: its start is `{start}`, and `{start}` is not a node")]
     StartNotANode {
         /// The flow path.
         flow: String,
@@ -126,9 +128,6 @@ pub enum Problem {
     },
     /// A flow contains itself, directly or through other flows: running it
     /// would never end.
-    #[error(
-        "flow `{flow}`: node `{node}` is the flow `{contained}`, which contains it; a flow that contains itself never ends"
-    )]
     ContainsItself {
         /// The path of the flow holding the node.
         flow: String,
@@ -138,7 +137,6 @@ pub enum Problem {
         contained: String,
     },
     /// An edge starts from a node of another flow; it was not added.
-    #[error("flow `{flow}`: an edge on action `{action}` starts from a node of another flow; it was not added")]
     ForeignEdge {
         /// The flow path.
         flow: String,
@@ -146,13 +144,11 @@ pub enum Problem {
         action: String,
     },
     /// A step limit of 0: no node can run.
-    #[error("flow `{flow}` has a step limit of 0, so no node can run")]
     ZeroStepLimit {
         /// The flow path.
         flow: String,
     },
     /// Two nodes share a name.
-    #[error("flow `{flow}`: the name `{node}` is given to more than one node")]
     DuplicateName {
         /// The flow path.
         flow: String,
@@ -160,7 +156,6 @@ pub enum Problem {
         node: String,
     },
     /// An edge was set twice for the same node and action; the later one is kept.
-    #[error("flow `{flow}`: node `{node}` has two edges for action `{action}`; the later one replaced the first")]
     DuplicateEdge {
         /// The flow path.
         flow: String,
@@ -170,7 +165,6 @@ pub enum Problem {
         action: String,
     },
     /// No path from the start node reaches this node.
-    #[error("flow `{flow}`: node `{node}` is unreachable from the start node `{start}`")]
     Unreachable {
         /// The flow path.
         flow: String,
@@ -181,7 +175,6 @@ pub enum Problem {
     },
     /// A node can return an action that has no edge, while it has other edges:
     /// a run that returns it fails, unless the action is declared an end.
-    #[error("flow `{flow}`: node `{node}` can return action `{action}` but has no edge for it (its edges: {})", edges.join(", "))]
     MissingEdge {
         /// The flow path.
         flow: String,
@@ -193,7 +186,6 @@ pub enum Problem {
         edges: Vec<String>,
     },
     /// An edge for an action the node never returns.
-    #[error("flow `{flow}`: node `{node}` has an edge for action `{action}`, which it never returns (it returns: {})", declared.join(", "))]
     UnknownAction {
         /// The flow path.
         flow: String,
@@ -205,7 +197,6 @@ pub enum Problem {
         declared: Vec<String>,
     },
     /// A cycle in a flow without a step limit.
-    #[error("flow `{flow}` has a cycle {} and no step limit; set one with `max_steps`, or mark the flow `unbounded`", path.join(" -> "))]
     UnboundedCycle {
         /// The flow path.
         flow: String,
@@ -213,6 +204,63 @@ pub enum Problem {
         path: Vec<String>,
     },
 }
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::NoStart { flow } => write!(f, "flow `{flow}` has no start node"),
+            Problem::UnknownTarget { action, flow, node } => {
+                write!(f, "flow `{flow}`: the edge from `{node}` on action `{action}` leads to a node of another flow")
+            }
+            Problem::NotANode { action, flow, node, target } => write!(
+                f,
+                "flow `{flow}`: the successor of `{node}` for action `{action}` is `{target}`, and `{target}` is not a node"
+            ),
+            Problem::ForeignStart { flow } => {
+                write!(f, "flow `{flow}`: the start node given to `Flow::start` belongs to another flow")
+            }
+            Problem::StartNotANode { flow, start } => {
+                write!(f, "flow `{flow}`: its start is `{start}`, and `{start}` is not a node")
+            }
+            Problem::ContainsItself { contained, flow, node } => write!(
+                f,
+                "flow `{flow}`: node `{node}` is the flow `{contained}`, which contains it; a flow that contains itself never ends"
+            ),
+            Problem::ForeignEdge { action, flow } => write!(
+                f,
+                "flow `{flow}`: an edge on action `{action}` starts from a node of another flow; it was not added"
+            ),
+            Problem::ZeroStepLimit { flow } => write!(f, "flow `{flow}` has a step limit of 0, so no node can run"),
+            Problem::DuplicateName { flow, node } => {
+                write!(f, "flow `{flow}`: the name `{node}` is given to more than one node")
+            }
+            Problem::DuplicateEdge { action, flow, node } => write!(
+                f,
+                "flow `{flow}`: node `{node}` has two edges for action `{action}`; the later one replaced the first"
+            ),
+            Problem::Unreachable { flow, node, start } => {
+                write!(f, "flow `{flow}`: node `{node}` is unreachable from the start node `{start}`")
+            }
+            Problem::MissingEdge { action, edges, flow, node } => write!(
+                f,
+                "flow `{flow}`: node `{node}` can return action `{action}` but has no edge for it (its edges: {})",
+                edges.join(", ")
+            ),
+            Problem::UnknownAction { action, declared, flow, node } => write!(
+                f,
+                "flow `{flow}`: node `{node}` has an edge for action `{action}`, which it never returns (it returns: {})",
+                declared.join(", ")
+            ),
+            Problem::UnboundedCycle { flow, path } => write!(
+                f,
+                "flow `{flow}` has a cycle {} and no step limit; set one with `max_steps`, or mark the flow `unbounded`",
+                path.join(" -> ")
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Problem {}
 
 impl Problem {
     /// Whether a run of the flow cannot work at all (the engine refuses it
