@@ -1,7 +1,7 @@
 //! `flow!`'s graph rules, one function each. Every rule reports on the user's own
 //! tokens, and all of them run, so one build shows every mistake.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 
 use quote::ToTokens;
 use syn::{Expr, Ident, Path, Type};
@@ -352,6 +352,49 @@ fn check_ends(def: &FlowDef, routes: &[Routes<'_>], errors: &mut Errors) -> Opti
     ok.then(|| syn::parse_quote!(#path))
 }
 
+/// A graph of the flow for the shared rules (`minllm-graph`): the first
+/// declaration of each name is a node, with the edges `edges` gives it.
+fn graph(
+    def: &FlowDef,
+    index: &HashMap<String, usize>,
+    start: usize,
+    limited: bool,
+    edges: impl Fn(usize) -> Vec<(String, Option<usize>)>,
+) -> minllm_graph::GraphFlow {
+    let nodes = def
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            // A name declared again is reported as such; its repeat has no name
+            // here, so that no rule reports it as well.
+            if index.get(&node.name.to_string()) != Some(&i) {
+                return minllm_graph::GraphNode::default();
+            }
+            let edges = edges(i)
+                .into_iter()
+                .map(|(action, to)| minllm_graph::GraphEdge {
+                    action,
+                    to: to.map_or(minllm_graph::Target::End, minllm_graph::Target::Node),
+                })
+                .collect();
+            minllm_graph::GraphNode { name: node.name.to_string(), edges, ..Default::default() }
+        })
+        .collect();
+    minllm_graph::GraphFlow {
+        name: def.name.to_string(),
+        nodes,
+        start: Some(minllm_graph::Target::Node(start)),
+        // The limit's value is an expression, unknown here; any limit bounds cycles.
+        max_steps: limited.then_some(u64::MAX),
+        ..Default::default()
+    }
+}
+
+fn action_name(edge: &Edge) -> String {
+    edge.action.as_ref().map_or_else(|| minllm_graph::DEFAULT_ACTION.to_owned(), tokens)
+}
+
 /// Every node can be reached from the start, following every edge written: a
 /// duplicate edge, or an edge to a misspelt node, still shows what the user
 /// meant to reach.
@@ -360,30 +403,28 @@ fn check_reachable(def: &FlowDef, index: &HashMap<String, usize>, start: usize, 
         let name = name.to_string();
         index.get(&name).copied().or_else(|| index.iter().find(|(n, _)| similar(&name, n)).map(|(_, &i)| i))
     };
-    let mut seen = vec![false; def.nodes.len()];
-    let mut queue = VecDeque::from([start]);
-    seen[start] = true;
-    while let Some(i) = queue.pop_front() {
+    let edges = |i: usize| {
         let name = def.nodes[i].name.to_string();
-        for edge in def.edges.iter().filter(|e| e.from == name) {
-            if let Target::Node(to) = &edge.to
-                && let Some(next) = resolve(to)
-                && !seen[next]
-            {
-                seen[next] = true;
-                queue.push_back(next);
-            }
-        }
-    }
+        def.edges
+            .iter()
+            .filter(|e| e.from == name)
+            .filter_map(|e| match &e.to {
+                Target::Node(to) => resolve(to).map(|to| (action_name(e), Some(to))),
+                Target::End { .. } => Some((action_name(e), None)),
+            })
+            .collect()
+    };
+    let flow = graph(def, index, start, true, edges);
     let start_name = &def.nodes[start].name;
-    for (i, node) in def.nodes.iter().enumerate() {
-        // Only the first declaration of a name counts; later ones are reported as duplicates.
-        if !seen[i] && index.get(&node.name.to_string()) == Some(&i) {
+    for problem in (minllm_graph::Graph { flows: vec![flow] }).validate() {
+        if let minllm_graph::Problem::Unreachable { node, .. } = problem
+            && let Some(&i) = index.get(&node)
+        {
+            let name = &def.nodes[i].name;
             errors.at(
-                &node.name,
+                name,
                 format!(
-                    "node `{}` is unreachable from the start node `{start_name}`; add an edge to it or remove it",
-                    node.name
+                    "node `{name}` is unreachable from the start node `{start_name}`; add an edge to it or remove it"
                 ),
             );
         }
@@ -398,12 +439,6 @@ fn check_cycles(
     start: usize,
     errors: &mut Errors,
 ) {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mark {
-        New,
-        OnStack,
-        Done,
-    }
     // The edges out of each node, in the order written.
     let out: Vec<Vec<(usize, &Edge)>> = routes
         .iter()
@@ -418,37 +453,23 @@ fn check_cycles(
                 .collect()
         })
         .collect();
-    let mut mark = vec![Mark::New; def.nodes.len()];
-    let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
-    mark[start] = Mark::OnStack;
-    while let Some(&mut (node, ref mut next_edge)) = stack.last_mut() {
-        if let Some(&(to, edge)) = out[node].get(*next_edge) {
-            *next_edge += 1;
-            match mark[to] {
-                Mark::OnStack => {
-                    let from = stack.iter().position(|(n, _)| *n == to).unwrap_or(0);
-                    let mut path: Vec<String> =
-                        stack[from..].iter().map(|(n, _)| def.nodes[*n].name.to_string()).collect();
-                    path.push(def.nodes[to].name.to_string());
-                    errors.push(syn::Error::new(
-                        edge.action_span(),
-                        format!(
-                            "this edge closes the cycle `{}`, and flow `{}` has no step limit; add `max_steps <limit>;` to bound its loops",
-                            path.join(" -> "),
-                            def.name
-                        ),
-                    ));
-                }
-                Mark::New => {
-                    mark[to] = Mark::OnStack;
-                    stack.push((to, 0));
-                }
-                Mark::Done => {}
-            }
-        } else {
-            mark[node] = Mark::Done;
-            stack.pop();
-        }
+    let edges = |i: usize| out[i].iter().map(|(to, e)| (action_name(e), Some(*to))).collect();
+    let flow = graph(def, index, start, false, edges);
+    for problem in (minllm_graph::Graph { flows: vec![flow] }).validate() {
+        let minllm_graph::Problem::UnboundedCycle { path, .. } = problem else { continue };
+        // The cycle's last edge, as the shared rules walk them: the first one
+        // written from its second-to-last node to its last.
+        let [.., from, to] = &path[..] else { continue };
+        let (Some(&from), Some(&to)) = (index.get(from), index.get(to)) else { continue };
+        let Some((_, edge)) = out[from].iter().find(|(t, _)| *t == to) else { continue };
+        errors.push(syn::Error::new(
+            edge.action_span(),
+            format!(
+                "this edge closes the cycle `{}`, and flow `{}` has no step limit; add `max_steps <limit>;` to bound its loops",
+                path.join(" -> "),
+                def.name
+            ),
+        ));
     }
 }
 
