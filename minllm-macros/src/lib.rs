@@ -176,8 +176,10 @@ pub fn node(args: TokenStream, input: TokenStream) -> TokenStream {
 /// tasks share it); a sync flow takes any store. Nodes are `#[node]` types,
 /// types implementing the node traits, or other `flow!` flows (a runtime-built
 /// `minllm::Flow` cannot be a node of a `flow!`). The struct gets `Default`
-/// from the macro, so do not derive it. `MERMAID` labels edges with variant
-/// names.
+/// from the macro, so do not derive it. `MERMAID` is drawn by the writer of
+/// runtime flows and Python (`minllm::graph`), so one graph gets one chart from
+/// all three; it labels an edge with its variant's default label (`GiveUp` is
+/// `give_up`: a `#[action(rename)]` on the enum is not visible to the macro).
 ///
 /// # What it checks, at compile time
 ///
@@ -249,7 +251,7 @@ pub fn node(args: TokenStream, input: TokenStream) -> TokenStream {
 /// let mut research = Research::default();
 /// assert_eq!(Agent::new().run(&mut research).unwrap(), Outcome::Answered);
 /// assert_eq!(research.answer.as_deref(), Some("2 facts"));
-/// assert!(Agent::MERMAID.contains("n_decide -->|\"Search\"| n_search"));
+/// assert!(Agent::MERMAID.contains("n0 -->|\"search\"| n1"));
 /// assert!(Agent::MERMAID.contains("%% Searches again until there are enough notes."));
 /// ```
 #[proc_macro]

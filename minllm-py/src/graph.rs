@@ -114,7 +114,7 @@ impl<'py> Builder<'py> {
                     Target::NotANode(shown(&target))
                 };
                 let action = action.str().map_or_else(|_| shown(&action), |a| a.to_string());
-                edges.push(GraphEdge { action, to });
+                edges.push(GraphEdge { action, to, doc: Vec::new() });
             }
             let run_sync = self.run_sync[f];
             let inner = if is_flow(&node)? {
@@ -125,7 +125,14 @@ impl<'py> Builder<'py> {
             if let Some(problem) = refused(run_sync, &node)? {
                 self.python_problems.push((f, Some(name.clone()), problem));
             }
-            self.graph.flows[f].nodes.push(GraphNode { name, note: None, declared: None, edges, inner });
+            self.graph.flows[f].nodes.push(GraphNode {
+                name,
+                note: None,
+                declared: None,
+                edges,
+                inner,
+                doc: Vec::new(),
+            });
         }
         Ok(())
     }

@@ -102,6 +102,31 @@ fn runtime_agent() -> Flow<Research> {
     flow
 }
 
+flow! {
+    /// The agent loop, with a plain end: the graph `runtime_agent` builds.
+    struct SameAgent: Research {
+        node decide: Decide;
+        node search: Search;
+        node answer: Answer;
+        start decide;
+        max_steps 50;
+        decide - Decision::Search >> search >> decide;
+        decide - Decision::Answer >> answer;
+    }
+}
+
+#[test]
+fn one_graph_gets_one_chart_and_one_verdict_both_ways() {
+    let runtime = runtime_agent();
+    assert_eq!(SameAgent::MERMAID, runtime.to_mermaid());
+    assert!(runtime.validate().is_empty(), "{:?}", runtime.validate());
+    assert_eq!(
+        SameAgent::MERMAID,
+        "flowchart TD\n    n0[\"decide\"]\n    n1[\"search\"]\n    n2[\"answer\"]\n    start(( )) --> n0\n    \
+         n0 -->|\"search\"| n1\n    n0 -->|\"answer\"| n2\n    n1 --> n0\n"
+    );
+}
+
 #[test]
 fn the_agent_loop_gives_the_same_results_both_ways() {
     let params = Params::new().with("lang", "en");

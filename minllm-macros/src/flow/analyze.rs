@@ -376,6 +376,7 @@ fn graph(
                 .map(|(action, to)| minllm_graph::GraphEdge {
                     action,
                     to: to.map_or(minllm_graph::Target::End, minllm_graph::Target::Node),
+                    ..Default::default()
                 })
                 .collect();
             minllm_graph::GraphNode { name: node.name.to_string(), edges, ..Default::default() }

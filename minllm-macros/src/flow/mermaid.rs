@@ -1,69 +1,61 @@
-//! The flow's graph as a Mermaid flowchart, computed while compiling.
+//! The flow's graph as a Mermaid flowchart, computed while compiling by the
+//! writer the runtime and the Python package use (`minllm-graph`), so that one
+//! graph gets the same chart from all three.
 
-use std::fmt::Write as _;
+use std::collections::HashMap;
 
+use minllm_graph::{Graph, GraphEdge, GraphFlow, GraphNode, Target as GraphTarget};
 use syn::ext::IdentExt;
 
 use super::analyze::tokens;
 use super::ast::{FlowDef, Target};
+use crate::action::snake_case;
 
-fn escape(text: &str) -> String {
-    text.replace('"', "#quot;").replace('<', "#lt;").replace('>', "#gt;")
-}
-
-/// The doc comment of a statement, as Mermaid comments above its line.
-fn comments(out: &mut String, docs: &[String]) {
-    for line in docs {
-        let _ = writeln!(out, "    %% {line}");
-    }
-}
-
-/// The chart of a flow; nodes are `n_<name>`, each distinct end an `end_<i>`.
-/// Doc comments of the statements become Mermaid comments (`%% ...`).
+/// The chart of a flow: edges are labelled with their variant's label, an end
+/// with an outcome is drawn once per outcome, and the doc comments of the
+/// statements are Mermaid comments. Also made for a flow with errors, so
+/// edges to undeclared nodes are drawn as what they are.
 pub(crate) fn mermaid(def: &FlowDef) -> String {
-    let mut out = String::from("flowchart TD\n");
-    comments(&mut out, &def.max_steps_docs);
-    for node in &def.nodes {
-        comments(&mut out, &node.docs);
-        let name = node.name.unraw();
-        let _ = writeln!(out, "    n_{name}[\"{name}\"]");
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (i, node) in def.nodes.iter().enumerate() {
+        index.entry(node.name.to_string()).or_insert(i);
     }
-    if let Some(start) = def.starts.first() {
-        comments(&mut out, &start.docs);
-        let _ = writeln!(out, "    start(( )) --> n_{}", start.name.unraw());
-    }
-
-    let mut ends: Vec<String> = Vec::new();
+    let target = |name: &syn::Ident| match index.get(&name.to_string()) {
+        Some(&i) => GraphTarget::Node(i),
+        None => GraphTarget::NotANode(name.unraw().to_string()),
+    };
+    let mut nodes: Vec<GraphNode> = def
+        .nodes
+        .iter()
+        .map(|node| GraphNode { name: node.name.unraw().to_string(), doc: node.docs.clone(), ..Default::default() })
+        .collect();
     for edge in &def.edges {
-        comments(&mut out, &edge.docs);
-        let from = edge.from.unraw();
-        let to = match &edge.to {
-            Target::Node(n) => format!("n_{}", n.unraw()),
-            Target::End { value, .. } => {
-                let label = match value {
-                    Some(v) => format!("end: {}", tokens(v)),
-                    None => "end".to_owned(),
-                };
-                let i = match ends.iter().position(|e| *e == label) {
-                    Some(i) => i,
-                    None => {
-                        ends.push(label.clone());
-                        let _ = writeln!(out, "    end_{}([\"{}\"])", ends.len() - 1, escape(&label));
-                        ends.len() - 1
-                    }
-                };
-                format!("end_{i}")
-            }
+        let Some(&from) = index.get(&edge.from.to_string()) else { continue };
+        let action = match &edge.action {
+            // The variant's label, as `#[derive(Action)]` makes it by default
+            // (a `rename` is not visible from here).
+            Some(path) => path.segments.last().map(|s| snake_case(&s.ident.unraw().to_string())).unwrap_or_default(),
+            None => minllm_graph::DEFAULT_ACTION.to_owned(),
         };
-        match &edge.action {
-            Some(action) => {
-                let variant = action.segments.last().map(|s| s.ident.to_string()).unwrap_or_default();
-                let _ = writeln!(out, "    n_{from} -->|\"{}\"| {to}", escape(&variant));
-            }
-            None => {
-                let _ = writeln!(out, "    n_{from} --> {to}");
-            }
-        }
+        let to = match &edge.to {
+            Target::Node(name) => target(name),
+            Target::End { value: Some(value), .. } => GraphTarget::Outcome(tokens(value)),
+            Target::End { value: None, .. } => GraphTarget::End,
+        };
+        nodes[from].edges.push(GraphEdge { action, to, doc: edge.docs.clone() });
     }
-    out
+    let mut doc = def.max_steps_docs.clone();
+    let start = def.starts.first().map(|start| {
+        doc.extend(start.docs.iter().cloned());
+        target(&start.name)
+    });
+    let flow = GraphFlow {
+        name: def.name.unraw().to_string(),
+        nodes,
+        start,
+        max_steps: (!def.max_steps.is_empty()).then_some(u64::MAX),
+        doc,
+        ..Default::default()
+    };
+    Graph { flows: vec![flow] }.to_mermaid()
 }

@@ -46,6 +46,9 @@ pub struct GraphFlow {
     pub max_steps: Option<u64>,
     /// The flow's loops are meant to run without a step limit.
     pub unbounded: bool,
+    /// Comment lines about the flow (its doc comments), drawn as Mermaid
+    /// comments at the top of the flow.
+    pub doc: Vec<String>,
 }
 
 /// One node of a [`GraphFlow`].
@@ -61,24 +64,32 @@ pub struct GraphNode {
     pub edges: Vec<GraphEdge>,
     /// The index in [`Graph::flows`] of the flow this node runs, for nested flows.
     pub inner: Option<usize>,
+    /// Comment lines about the node, drawn as Mermaid comments above it.
+    pub doc: Vec<String>,
 }
 
 /// One edge of a [`GraphNode`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GraphEdge {
     /// The action that selects the edge.
     pub action: String,
     /// Where it leads.
     pub to: Target,
+    /// Comment lines about the edge, drawn as Mermaid comments above it.
+    pub doc: Vec<String>,
 }
 
 /// Where an edge (or a flow's start) leads.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Target {
     /// The node at this index of the same flow.
     Node(usize),
     /// The end of the flow: the action is declared as one of its outcomes.
+    #[default]
     End,
+    /// The end of the flow with an outcome, as written (`flow!`'s
+    /// `end(Outcome::Found)`); each distinct outcome is its own end in diagrams.
+    Outcome(String),
     /// A node that belongs to another flow.
     Foreign,
     /// Something that is not a node at all, shown as written (e.g. `5`).
@@ -323,7 +334,7 @@ impl Graph {
             for edge in &node.edges {
                 match &edge.to {
                     Target::Node(i) if *i < flow.nodes.len() => {}
-                    Target::End => {}
+                    Target::End | Target::Outcome(_) => {}
                     Target::NotANode(target) => problems.push(Problem::NotANode {
                         flow: path(),
                         node: node.name.clone(),

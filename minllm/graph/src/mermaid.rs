@@ -26,6 +26,7 @@ impl Graph {
         let mut w = Mermaid { out, first_id, strays: 0 };
         let mut drawn = vec![false; self.flows.len()];
         drawn[0] = true;
+        w.comments(1, &self.flows[0].doc);
         // Each entry: a flow being written and the next of its nodes to write.
         let mut stack = vec![(0_usize, 0_usize)];
         loop {
@@ -47,11 +48,13 @@ impl Graph {
                 Some(note) => format!("{} ({})", escape(&node.name), escape(note)),
                 None => escape(&node.name),
             };
+            w.comments(depth, &node.doc);
             match node.inner.filter(|&k| k < self.flows.len()) {
                 // Drawn in place where the flow was first met.
                 Some(k) if self.flows[k].parent == Some((f, i)) && !drawn[k] => {
                     drawn[k] = true;
                     w.line(depth, format_args!("subgraph n{id} [\"{label}\"]"));
+                    w.comments(depth + 1, &self.flows[k].doc);
                     stack.push((k, 0));
                 }
                 Some(k) => {
@@ -86,20 +89,28 @@ impl Mermaid {
         self.out.push('\n');
     }
 
+    /// Doc lines as Mermaid comments.
+    fn comments(&mut self, depth: usize, doc: &[String]) {
+        for line in doc {
+            self.line(depth, format_args!("%% {line}"));
+        }
+    }
+
     /// The start marker and the edges of flow `f`.
     fn flow_edges(&mut self, graph: &Graph, f: usize, depth: usize) {
         let flow = &graph.flows[f];
         let marker = |name: &str| if f == 0 { name.to_owned() } else { format!("{name}{f}") };
-        let mut drew_end = false;
+        let mut ends = Ends { plain: false, outcomes: Vec::new() };
         if let Some(start) = &flow.start {
             let from = format!("{}(( ))", marker("start"));
-            self.edge(flow, f, depth, &from, None, start, &mut drew_end);
+            self.edge(flow, f, depth, &from, None, start, &mut ends);
         }
         for (i, node) in flow.nodes.iter().enumerate() {
             let from = format!("n{}", self.first_id[f] + i);
             for edge in &node.edges {
+                self.comments(depth, &edge.doc);
                 let action = (edge.action != crate::DEFAULT_ACTION).then_some(edge.action.as_str());
-                self.edge(flow, f, depth, &from, action, &edge.to, &mut drew_end);
+                self.edge(flow, f, depth, &from, action, &edge.to, &mut ends);
             }
         }
     }
@@ -113,7 +124,7 @@ impl Mermaid {
         from: &str,
         action: Option<&str>,
         to: &Target,
-        drew_end: &mut bool,
+        ends: &mut Ends,
     ) {
         let label = action.map(|a| format!("|\"{}\"| ", escape(a))).unwrap_or_else(|| " ".to_owned());
         let stray = |what: String, this: &mut Self| {
@@ -127,8 +138,18 @@ impl Mermaid {
             }
             Target::End => {
                 let end = format!("end{f}");
-                let to = if *drew_end { end } else { format!("{end}([\"end\"])") };
-                *drew_end = true;
+                let to = if ends.plain { end } else { format!("{end}([\"end\"])") };
+                ends.plain = true;
+                self.line(depth, format_args!("{from} -->{label}{to}"));
+            }
+            Target::Outcome(outcome) => {
+                let to = match ends.outcomes.iter().position(|o| o == outcome) {
+                    Some(k) => format!("end{f}_{k}"),
+                    None => {
+                        ends.outcomes.push(outcome.clone());
+                        format!("end{f}_{}([\"end: {}\"])", ends.outcomes.len() - 1, escape(outcome))
+                    }
+                };
                 self.line(depth, format_args!("{from} -->{label}{to}"));
             }
             Target::Node(_) | Target::Foreign => {
@@ -141,6 +162,12 @@ impl Mermaid {
             }
         }
     }
+}
+
+/// The ends of one flow drawn so far: the plain one, and one per outcome.
+struct Ends {
+    plain: bool,
+    outcomes: Vec<String>,
 }
 
 /// Escapes text for a quoted Mermaid label.

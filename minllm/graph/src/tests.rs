@@ -5,7 +5,10 @@ use super::*;
 fn node(name: &str, edges: &[(&str, usize)]) -> GraphNode {
     GraphNode {
         name: name.into(),
-        edges: edges.iter().map(|(a, t)| GraphEdge { action: (*a).into(), to: Target::Node(*t) }).collect(),
+        edges: edges
+            .iter()
+            .map(|(a, t)| GraphEdge { action: (*a).into(), to: Target::Node(*t), doc: Vec::new() })
+            .collect(),
         ..GraphNode::default()
     }
 }
@@ -59,10 +62,10 @@ fn mermaid_escapes_labels() {
 fn edges_that_lead_nowhere_are_drawn_and_reported() {
     let mut g = one("f", vec![node("a", &[]), node("b", &[])]);
     g.flows[0].nodes[0].edges = vec![
-        GraphEdge { action: "go".into(), to: Target::NotANode("5".into()) },
-        GraphEdge { action: "away".into(), to: Target::Foreign },
-        GraphEdge { action: "done".into(), to: Target::End },
-        GraphEdge { action: "default".into(), to: Target::Node(1) },
+        GraphEdge { action: "go".into(), to: Target::NotANode("5".into()), doc: Vec::new() },
+        GraphEdge { action: "away".into(), to: Target::Foreign, doc: Vec::new() },
+        GraphEdge { action: "done".into(), to: Target::End, doc: Vec::new() },
+        GraphEdge { action: "default".into(), to: Target::Node(1), doc: Vec::new() },
     ];
     let m = g.to_mermaid();
     assert!(m.contains(r#"n0 -.->|"go"| x0["5: not a node"]"#), "{m}");
@@ -169,4 +172,35 @@ fn deep_nesting_is_linear_and_needs_no_stack() {
     // Per level: `subgraph`, `end` and the start edge.
     assert_eq!(lines, 1 + 3 * 100_000 - 1);
     assert!(bytes < 200 * 100_000, "{bytes} bytes for 100k levels");
+}
+
+#[test]
+fn doc_lines_are_comments_and_each_outcome_is_its_own_end() {
+    let edge = |action: &str, to: Target, doc: &[&str]| GraphEdge {
+        action: action.into(),
+        to,
+        doc: doc.iter().map(|l| (*l).to_owned()).collect(),
+    };
+    let review = GraphNode {
+        name: "review".into(),
+        doc: vec!["Reads the draft.".into()],
+        edges: vec![
+            edge("ok", Target::Outcome("Verdict::Approved".into()), &["Good enough."]),
+            edge("bad", Target::Outcome("Verdict::Rejected".into()), &[]),
+            edge("again", Target::Outcome("Verdict::Approved".into()), &[]),
+            edge("stop", Target::End, &[]),
+        ],
+        ..GraphNode::default()
+    };
+    let mut g = one("review", vec![review]);
+    g.flows[0].doc = vec!["Reviews once.".into()];
+    // An outcome ends the flow as `End` does: nothing to report.
+    assert_eq!(g.validate(), []);
+    assert_eq!(
+        g.to_mermaid(),
+        "flowchart TD\n    %% Reviews once.\n    %% Reads the draft.\n    n0[\"review\"]\n    start(( )) --> n0\n    \
+         %% Good enough.\n    n0 -->|\"ok\"| end0_0([\"end: Verdict::Approved\"])\n    \
+         n0 -->|\"bad\"| end0_1([\"end: Verdict::Rejected\"])\n    n0 -->|\"again\"| end0_0\n    \
+         n0 -->|\"stop\"| end0([\"end\"])\n"
+    );
 }

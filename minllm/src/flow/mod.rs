@@ -283,9 +283,14 @@ impl<S: Send + Sync + 'static> Flow<S> {
                     edges: slot
                         .edges
                         .iter()
-                        .map(|(action, target)| GraphEdge { action: action.to_string(), to: target.shape() })
+                        .map(|(action, target)| GraphEdge {
+                            action: action.to_string(),
+                            to: target.shape(),
+                            doc: Vec::new(),
+                        })
                         .collect(),
                     inner: None,
+                    doc: Vec::new(),
                 })
                 .collect();
             // Reversed, so that nested flows come out in the order of their nodes.
@@ -301,6 +306,7 @@ impl<S: Send + Sync + 'static> Flow<S> {
                 start: flow.start.as_ref().map(Target::shape),
                 max_steps: flow.max_steps,
                 unbounded: flow.unbounded,
+                doc: Vec::new(),
             });
         }
         (Graph { flows }, wiring)

@@ -77,5 +77,5 @@ fn main() {
     Publish::new().run(&mut doc).unwrap();
     assert_eq!(doc.log, ["lint", "fix"]);
     assert_eq!(ReviewFlow::new().run(&mut doc).unwrap(), Review::Rejected);
-    assert!(Publish::MERMAID.contains("n_review -->|\"Approved\"| n_publish"), "{}", Publish::MERMAID);
+    assert!(Publish::MERMAID.contains("n0 -->|\"approved\"| n1"), "{}", Publish::MERMAID);
 }
