@@ -827,9 +827,15 @@ impl NodeCore {
 
     // ---- beyond the original: validation and diagrams ----
 
-    fn _validate(slf: &Bound<'_, Self>) -> PyResult<Vec<String>> {
+    /// The problems as (message, kind, flow, node); `Flow.validate` makes them
+    /// `minllm.Problem`s.
+    fn _validate(slf: &Bound<'_, Self>) -> PyResult<Vec<crate::graph::Described>> {
         let (graph, mut settings) = crate::graph::graph_of(slf.as_any())?;
-        let mut problems: Vec<String> = graph.validate().iter().map(described).collect();
+        let mut problems: Vec<crate::graph::Described> = graph
+            .validate()
+            .iter()
+            .map(|p| (described(p), p.kind(), p.flow().to_owned(), p.node().map(str::to_owned)))
+            .collect();
         problems.append(&mut settings);
         Ok(problems)
     }

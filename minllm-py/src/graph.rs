@@ -17,10 +17,13 @@ use pyo3::types::PyDict;
 use crate::core::{NodeCore, attempts_of, is_async_node, is_flow, registry, shown, uses};
 use crate::settings::{MAX_STEPS, MAX_WORKERS};
 
+/// A problem as `validate()` hands it to Python: (message, kind, flow, node).
+pub(crate) type Described = (String, &'static str, String, Option<String>);
+
 /// The model of `flow` and the flows nested in it, and the problems only the
 /// Python side can see (settings a run would refuse, async nodes in flows run
 /// synchronously).
-pub(crate) fn graph_of(flow: &Bound<'_, PyAny>) -> PyResult<(Graph, Vec<String>)> {
+pub(crate) fn graph_of(flow: &Bound<'_, PyAny>) -> PyResult<(Graph, Vec<Described>)> {
     let mut builder = Builder::default();
     builder.add_flow(flow, flow.get_type().name()?.to_string(), None, !is_async_node(flow)?);
     let mut next = 0;
@@ -32,9 +35,13 @@ pub(crate) fn graph_of(flow: &Bound<'_, PyAny>) -> PyResult<(Graph, Vec<String>)
     let settings = builder
         .python_problems
         .into_iter()
-        .map(|(f, node, message)| match node {
-            Some(node) => format!("flow `{}`: node `{node}`: {message}", builder.graph.path(f)),
-            None => format!("flow `{}`: {message}", builder.graph.path(f)),
+        .map(|(f, node, kind, message)| {
+            let flow = builder.graph.path(f);
+            let message = match &node {
+                Some(node) => format!("flow `{flow}`: node `{node}`: {message}"),
+                None => format!("flow `{flow}`: {message}"),
+            };
+            (message, kind, flow, node)
         })
         .collect();
     Ok((builder.graph, settings))
@@ -51,8 +58,8 @@ struct Builder<'py> {
     /// one (a sync flow runs a nested async flow with `_run`, not awaited).
     run_sync: Vec<bool>,
     /// What a run would refuse that only the Python side sees (settings, async
-    /// nodes in sync flows): (flow, node, what is wrong).
-    python_problems: Vec<(usize, Option<String>, String)>,
+    /// nodes in sync flows): (flow, node, kind, what is wrong).
+    python_problems: Vec<(usize, Option<String>, &'static str, String)>,
 }
 
 impl<'py> Builder<'py> {
@@ -80,7 +87,7 @@ impl<'py> Builder<'py> {
         self.graph.flows[f].max_steps = match MAX_STEPS.of(flow) {
             Ok(limit) => limit,
             Err(e) => {
-                self.python_problems.push((f, None, e.value(py).to_string()));
+                self.python_problems.push((f, None, BAD_SETTING, e.value(py).to_string()));
                 Some(u64::MAX) // a limit was meant: no cycle report on top
             }
         };
@@ -122,8 +129,8 @@ impl<'py> Builder<'py> {
             } else {
                 None
             };
-            if let Some(problem) = refused(run_sync, &node)? {
-                self.python_problems.push((f, Some(name.clone()), problem));
+            if let Some((kind, problem)) = refused(run_sync, &node)? {
+                self.python_problems.push((f, Some(name.clone()), kind, problem));
             }
             self.graph.flows[f].nodes.push(GraphNode {
                 name,
@@ -138,25 +145,30 @@ impl<'py> Builder<'py> {
     }
 }
 
-/// Why a run would fail at `node` before its hooks run, if it would: a
-/// setting the run refuses, or an async node in a flow run synchronously.
-fn refused(run_sync: bool, node: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+/// The kind of a problem with a setting (`max_steps`, `max_workers`, `max_retries`).
+const BAD_SETTING: &str = "bad_setting";
+
+/// Why a run would fail at `node` before its hooks run, if it would, and the
+/// kind of problem: a setting the run refuses, or an async node in a flow run
+/// synchronously.
+fn refused(run_sync: bool, node: &Bound<'_, PyAny>) -> PyResult<Option<(&'static str, String)>> {
     let py = node.py();
     if let Err(e) = MAX_WORKERS.of(node) {
-        return Ok(Some(e.value(py).to_string()));
+        return Ok(Some((BAD_SETTING, e.value(py).to_string())));
     }
     if node.cast::<NodeCore>().is_ok()
         && node.hasattr(intern!(py, "max_retries"))?
         && let Err(e) = attempts_of(node)
     {
-        return Ok(Some(format!("max_retries: {}", e.value(py))));
+        return Ok(Some((BAD_SETTING, format!("max_retries: {}", e.value(py)))));
     }
     if run_sync && is_async_node(node)? && uses(node, intern!(py, "_run"), &registry(py)?.async_run_refused) {
-        return Ok(Some(
+        return Ok(Some((
+            "async_in_sync_flow",
             "an async node in a flow run synchronously raises \"Use run_async.\"; \
              it needs an AsyncFlow, nested only in AsyncFlows"
                 .into(),
-        ));
+        )));
     }
     Ok(None)
 }

@@ -193,6 +193,37 @@ def test_validate_reports_cycles_without_a_limit_and_nothing_otherwise():
     assert Flow().validate() == ["flow `Flow` has no start node"]
 
 
+def test_problems_say_their_kind_flow_and_node_and_read_as_their_message():
+    import pickle
+
+    from minllm import Problem
+
+    class Decide(Node):
+        pass
+
+    class Orphan(Node):
+        pass
+
+    d = Decide()
+    d - "again" >> d
+    outer = Flow(start=Flow(start=d))
+    [cycle] = outer.validate()
+    assert isinstance(cycle, Problem) and isinstance(cycle, str)
+    assert (cycle.kind, cycle.flow, cycle.node) == ("unbounded_cycle", "Flow > Flow", "Decide")
+    assert str(cycle) == "flow `Flow > Flow` has a cycle Decide -> Decide and no step limit; set one with `max_steps`"
+    assert "cycle" in cycle and cycle.startswith("flow `Flow > Flow`")
+    assert pickle.loads(pickle.dumps(cycle)).kind == "unbounded_cycle"
+    assert "kind='unbounded_cycle'" in repr(cycle)
+
+    [setting] = Flow(start=Orphan(), max_steps=5).validate() or [None]  # a valid flow: nothing
+    assert setting is None
+    flow = Flow(start=Orphan())
+    flow.max_steps = -1  # set after the constructor, which would refuse it
+    [bad] = flow.validate()
+    assert (bad.kind, bad.flow, bad.node) == ("bad_setting", "Flow", None)
+    assert [p.kind for p in Flow().validate()] == ["no_start"]
+
+
 def test_to_mermaid_shows_class_names_and_actions():
     class Decide(Node):
         pass

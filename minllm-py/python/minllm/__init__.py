@@ -13,7 +13,8 @@ Beyond the original:
   clients run in parallel; results keep the input order; the first error wins.
 * ``cur_retry`` is right for each item even when items run at the same time.
 * ``Flow(start=a, max_steps=N)``: a loop past N steps raises :class:`FlowError`;
-  ``flow.validate()`` lists wiring problems; ``flow.to_mermaid()`` draws it.
+  ``flow.validate()`` lists wiring problems (:class:`Problem`, a ``str`` with a
+  ``kind``, ``flow`` and ``node``); ``flow.to_mermaid()`` draws it.
 * :class:`SharedStore`: a mapping to use as ``shared``.
 * Ctrl-C stops a running flow, parallel batches included.
 """
@@ -36,6 +37,30 @@ from ._minllm import FlowError, SharedStore
 _Core = _minllm.NodeCore
 _check_setting = _minllm._check_setting
 _T = _TypeVar("_T")
+
+
+class Problem(str):
+    """A problem ``Flow.validate()`` found: a ``str`` that reads as its message, with
+    what kind of problem it is (``kind``: ``"unbounded_cycle"``, ``"unreachable"``,
+    ``"no_start"``, ``"not_a_node"``, ``"bad_setting"``, ...), the path of the flow it is
+    in (``flow``) and the node it is about, if any (``node``)."""
+
+    kind: str
+    flow: str
+    node: str | None
+
+    def __new__(cls, message: str, kind: str, flow: str, node: str | None = None) -> Problem:
+        problem = super().__new__(cls, message)
+        problem.kind = kind
+        problem.flow = flow
+        problem.node = node
+        return problem
+
+    def __repr__(self) -> str:
+        return f"Problem({str(self)!r}, kind={self.kind!r}, flow={self.flow!r}, node={self.node!r})"
+
+    def __reduce__(self) -> tuple[_Any, ...]:
+        return (Problem, (str(self), self.kind, self.flow, self.node))
 
 
 class BaseNode(_Core):
@@ -138,7 +163,11 @@ class Flow(BaseNode):
     _orch = _Core._flow_orch
     _run = _Core._flow_run
     post = _Core._flow_post
-    validate = _Core._validate
+    def validate(self) -> list[Problem]:
+        """The flow's wiring problems, and the settings a run would refuse; empty when
+        there are none. Each :class:`Problem` reads as its message."""
+        return [Problem(*problem) for problem in _Core._validate(self)]
+
     to_mermaid = _Core._to_mermaid
 
 

@@ -274,6 +274,68 @@ impl fmt::Display for Problem {
 impl std::error::Error for Problem {}
 
 impl Problem {
+    /// What kind of problem it is, in snake_case (`"unbounded_cycle"`): the
+    /// variant's name, for code that sorts problems without matching on them
+    /// (the Python package gives it as `Problem.kind`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Problem::NoStart { .. } => "no_start",
+            Problem::UnknownTarget { .. } => "unknown_target",
+            Problem::NotANode { .. } => "not_a_node",
+            Problem::ForeignStart { .. } => "foreign_start",
+            Problem::StartNotANode { .. } => "start_not_a_node",
+            Problem::ContainsItself { .. } => "contains_itself",
+            Problem::ForeignEdge { .. } => "foreign_edge",
+            Problem::ZeroStepLimit { .. } => "zero_step_limit",
+            Problem::DuplicateName { .. } => "duplicate_name",
+            Problem::DuplicateEdge { .. } => "duplicate_edge",
+            Problem::Unreachable { .. } => "unreachable",
+            Problem::MissingEdge { .. } => "missing_edge",
+            Problem::UnknownAction { .. } => "unknown_action",
+            Problem::UnboundedCycle { .. } => "unbounded_cycle",
+        }
+    }
+
+    /// The path of the flow the problem is in.
+    pub fn flow(&self) -> &str {
+        match self {
+            Problem::NoStart { flow }
+            | Problem::UnknownTarget { flow, .. }
+            | Problem::NotANode { flow, .. }
+            | Problem::ForeignStart { flow }
+            | Problem::StartNotANode { flow, .. }
+            | Problem::ContainsItself { flow, .. }
+            | Problem::ForeignEdge { flow, .. }
+            | Problem::ZeroStepLimit { flow }
+            | Problem::DuplicateName { flow, .. }
+            | Problem::DuplicateEdge { flow, .. }
+            | Problem::Unreachable { flow, .. }
+            | Problem::MissingEdge { flow, .. }
+            | Problem::UnknownAction { flow, .. }
+            | Problem::UnboundedCycle { flow, .. } => flow,
+        }
+    }
+
+    /// The node the problem is about, if it is about one.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Problem::UnknownTarget { node, .. }
+            | Problem::NotANode { node, .. }
+            | Problem::ContainsItself { node, .. }
+            | Problem::DuplicateName { node, .. }
+            | Problem::DuplicateEdge { node, .. }
+            | Problem::Unreachable { node, .. }
+            | Problem::MissingEdge { node, .. }
+            | Problem::UnknownAction { node, .. } => Some(node),
+            Problem::UnboundedCycle { path, .. } => path.first().map(String::as_str),
+            Problem::NoStart { .. }
+            | Problem::ForeignStart { .. }
+            | Problem::StartNotANode { .. }
+            | Problem::ForeignEdge { .. }
+            | Problem::ZeroStepLimit { .. } => None,
+        }
+    }
+
     /// Whether a run of the flow cannot work at all (the engine refuses it
     /// before its first node), as opposed to a wiring smell that may never bite.
     pub fn is_fatal(&self) -> bool {

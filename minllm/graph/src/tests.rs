@@ -204,3 +204,12 @@ fn doc_lines_are_comments_and_each_outcome_is_its_own_end() {
          n0 -->|\"stop\"| end0([\"end\"])\n"
     );
 }
+
+#[test]
+fn problems_say_their_kind_flow_and_node() {
+    let g = one("agent", vec![node("decide", &[("again", 0)]), node("orphan", &[])]);
+    let problems = g.validate();
+    let described: Vec<(&str, &str, Option<&str>)> = problems.iter().map(|p| (p.kind(), p.flow(), p.node())).collect();
+    assert_eq!(described, [("unreachable", "agent", Some("orphan")), ("unbounded_cycle", "agent", Some("decide"))]);
+    assert_eq!(Problem::NoStart { flow: "f".into() }.node(), None);
+}
