@@ -115,7 +115,7 @@ struct Answer {
     llm: Option<Client>,
 }
 
-#[node(retries = 3, wait_ms = 500)]
+#[node(attempts = 3, wait_ms = 500)]
 impl Answer {
     fn prep(&self, r: &Research) -> (String, Vec<(String, String)>) {
         (r.question.clone(), r.notes.clone())

@@ -64,7 +64,8 @@ pub fn derive_action(input: TokenStream) -> TokenStream {
 /// parameter of the node (`impl<S: HasText> Summarize<S>`); the hooks cannot
 /// have generic parameters of their own.
 ///
-/// Options: `retries = N` (attempts of `exec`), `wait = <Duration>` or
+/// Options: `attempts = N` (how often `exec` runs at most, the first run
+/// included: PocketFlow's `max_retries`), `wait = <Duration>` or
 /// `wait_ms = N` (between attempts), `batch` (`prep` returns `Vec<Item>`, `exec`
 /// runs per item, `post` gets `Vec<Item>` and `Vec<Output>`), `parallel` (a batch
 /// on threads, for sync nodes), `concurrent` (a batch of concurrent futures, for
@@ -85,7 +86,7 @@ pub fn derive_action(input: TokenStream) -> TokenStream {
 ///
 /// struct Ask;
 ///
-/// #[node(retries = 3, wait_ms = 100)]
+/// #[node(attempts = 3, wait_ms = 100)]
 /// impl Ask {
 ///     fn prep(&self, chat: &Chat) -> String {
 ///         chat.question.clone()

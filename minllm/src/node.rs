@@ -15,26 +15,26 @@ use crate::store::SharedStore;
 /// use minllm::Retry;
 ///
 /// let retry = Retry::attempts(3).wait(Duration::from_millis(500));
-/// assert_eq!(retry.max_retries, 3);
+/// assert_eq!(retry.attempts, 3);
 /// assert_eq!(Retry::default(), Retry::attempts(1));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retry {
-    /// How many times `exec` runs at most, the first run included (PocketFlow's
-    /// `max_retries`). `0` counts as `1`.
-    pub max_retries: u32,
+    /// How many times `exec` runs at most, the first run included (what
+    /// PocketFlow calls `max_retries`). `0` counts as `1`.
+    pub attempts: u32,
     /// How long to wait after a failed attempt before the next one.
     pub wait: Duration,
 }
 
 impl Retry {
     /// One attempt, no wait: the default.
-    pub const ONCE: Retry = Retry { max_retries: 1, wait: Duration::ZERO };
+    pub const ONCE: Retry = Retry { attempts: 1, wait: Duration::ZERO };
 
     /// `n` attempts at most, no wait between them.
     #[inline]
     pub const fn attempts(n: u32) -> Retry {
-        Retry { max_retries: n, wait: Duration::ZERO }
+        Retry { attempts: n, wait: Duration::ZERO }
     }
 
     /// The same attempts, waiting `wait` after each failure.
@@ -45,7 +45,7 @@ impl Retry {
 
     #[inline]
     pub(crate) fn max_attempts(&self) -> u32 {
-        self.max_retries.max(1)
+        self.attempts.max(1)
     }
 }
 

@@ -45,7 +45,7 @@ struct Search {
     calls: AtomicU32,
 }
 
-#[node(retries = 3, wait_ms = 1)]
+#[node(attempts = 3, wait_ms = 1)]
 impl Search {
     fn prep(&self, store: &SharedStore, params: &Params) -> Result<String, BoxError> {
         let topic: String = params.get("topic")?;
@@ -86,7 +86,7 @@ fn macro_nodes_run_in_a_runtime_flow() {
     let mut store = SharedStore::new();
     flow.run(&mut store).unwrap();
     assert_eq!(store.get::<Vec<String>>("results").unwrap(), ["result for rust #0", "result for rust #1"]);
-    assert_eq!(Search { calls: AtomicU32::new(0) }.retry().max_retries, 3);
+    assert_eq!(Search { calls: AtomicU32::new(0) }.retry().attempts, 3);
 }
 
 /// Counts its runs; has neither `prep` nor `post`.

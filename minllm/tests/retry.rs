@@ -33,7 +33,7 @@ impl Node for Flaky {
     fn exec(&self, _: &(), ctx: &ExecContext) -> NodeResult<String> {
         let began = Instant::now();
         self.seen.lock().unwrap().push(ctx.attempt());
-        assert_eq!(ctx.max_attempts(), self.retry.max_retries.max(1));
+        assert_eq!(ctx.max_attempts(), self.retry.attempts.max(1));
         let outcome = if ctx.attempt() <= self.failures {
             Err(format!("attempt {} failed", ctx.attempt()).into())
         } else {

@@ -47,7 +47,7 @@ impl Decide {
 #[derive(Default)]
 struct Search;
 
-#[node(retries = 2)]
+#[node(attempts = 2)]
 impl Search {
     fn prep(&self, r: &Research, params: &Params) -> String {
         format!("{} ({}) #{}", r.question, params.get_str("lang").unwrap_or("?"), r.notes.len())

@@ -17,7 +17,7 @@ pub(crate) enum Batching {
 
 /// The options of `#[node(...)]`.
 pub(crate) struct Options {
-    pub(crate) retries: Option<Expr>,
+    pub(crate) attempts: Option<Expr>,
     pub(crate) wait: Option<Expr>,
     pub(crate) batching: Batching,
     /// `parallel` or `concurrent`, as written.
@@ -26,12 +26,12 @@ pub(crate) struct Options {
 }
 
 const OPTIONS: &str =
-    "`retries = N`, `wait = <Duration>`, `wait_ms = N`, `batch`, `parallel`, `concurrent`, `limit = N`";
+    "`attempts = N`, `wait = <Duration>`, `wait_ms = N`, `batch`, `parallel`, `concurrent`, `limit = N`";
 
 impl Options {
     pub(crate) fn parse(args: proc_macro2::TokenStream, errors: &mut Errors) -> Options {
         let mut options =
-            Options { retries: None, wait: None, batching: Batching::None, parallel_word: None, limit: None };
+            Options { attempts: None, wait: None, batching: Batching::None, parallel_word: None, limit: None };
         let mut seen: Vec<String> = Vec::new();
         let mut unknown: Vec<syn::Error> = Vec::new();
         let parser = syn::meta::parser(|meta| {
@@ -45,7 +45,7 @@ impl Options {
             }
             seen.push(canonical);
             match name.as_str() {
-                "retries" => options.retries = Some(meta.value()?.parse()?),
+                "attempts" => options.attempts = Some(meta.value()?.parse()?),
                 "wait" => options.wait = Some(meta.value()?.parse()?),
                 "wait_ms" => {
                     let ms: Expr = meta.value()?.parse()?;
@@ -66,12 +66,15 @@ impl Options {
                     options.parallel_word = Some(ident);
                 }
                 _ => {
-                    const NAMES: [&str; 7] = ["retries", "wait", "wait_ms", "batch", "parallel", "concurrent", "limit"];
+                    const NAMES: [&str; 7] =
+                        ["attempts", "wait", "wait_ms", "batch", "parallel", "concurrent", "limit"];
                     let hint = match name.as_str() {
-                        "retry" | "max_retries" | "attempts" => Some("retries"),
+                        // It counts attempts, the first included, as PocketFlow's `max_retries` does.
+                        "retry" | "retries" | "max_retries" | "max_attempts" | "tries" => Some("attempts"),
                         "delay" | "backoff" => Some("wait"),
                         "par" | "threads" => Some("parallel"),
                         "max_workers" | "concurrency" => Some("limit"),
+                        other if crate::flow::analyze::similar(other, "retries") => Some("attempts"),
                         other => NAMES.iter().copied().find(|n| crate::flow::analyze::similar(other, n)),
                     };
                     let hint = hint.map_or_else(String::new, |h| format!(" (did you mean `{h}`?)"));

@@ -310,12 +310,12 @@ pub(crate) fn expand(options: &Options, item: &ItemImpl, errors: &mut Errors) ->
     }
     let (impl_generics, _, where_clause) = generics.split_for_impl();
 
-    let retry = (options.retries.is_some() || options.wait.is_some()).then(|| {
-        let retries = options.retries.as_ref().map_or(quote!(1), |r| quote!(#r));
+    let retry = (options.attempts.is_some() || options.wait.is_some()).then(|| {
+        let attempts = options.attempts.as_ref().map_or(quote!(1), |r| quote!(#r));
         let wait = options.wait.as_ref().map_or(quote!(::core::time::Duration::ZERO), |w| quote!(#w));
         quote! {
             fn retry(&self) -> ::minllm::Retry {
-                ::minllm::Retry { max_retries: #retries, wait: #wait }
+                ::minllm::Retry { attempts: #attempts, wait: #wait }
             }
         }
     });

@@ -2,7 +2,7 @@ use minllm::node;
 
 struct Search;
 
-#[node(retries = 3, wait_ms = 10, retries = 5)]
+#[node(attempts = 3, wait_ms = 10, attempts = 5)]
 impl Search {
     fn exec(&self) {}
 }

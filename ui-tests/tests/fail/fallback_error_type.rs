@@ -2,7 +2,7 @@ use minllm::node;
 
 struct Ask;
 
-#[node(retries = 3)]
+#[node(attempts = 3)]
 impl Ask {
     fn exec(&self) -> Result<u32, String> {
         Err("down".into())

@@ -27,7 +27,7 @@ impl Square {
 #[derive(Default)]
 struct Halve;
 
-#[node(batch, retries = 2)]
+#[node(batch, attempts = 2)]
 impl Halve {
     fn prep(&self, s: &Numbers) -> Vec<u64> {
         s.squares.clone()

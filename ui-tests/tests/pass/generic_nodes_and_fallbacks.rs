@@ -52,7 +52,7 @@ impl<T: Clone + ToString> Echo<T> {
 #[derive(Default)]
 struct Attempts;
 
-#[node(retries = 2)]
+#[node(attempts = 2)]
 impl Attempts {
     fn exec(&self, _ctx: &ExecContext) -> Result<u32, BoxError> {
         Err("down".into())
