@@ -128,8 +128,8 @@ impl Action for Label {
 pub struct Label(Cow<'static, str>);
 
 impl Label {
-    /// The `"default"` label.
-    pub const DEFAULT: Label = Label(Cow::Borrowed(DEFAULT_ACTION));
+    /// The label of [`DEFAULT_ACTION`] (public as `Label::new_static(DEFAULT_ACTION)`).
+    pub(crate) const DEFAULT: Label = Label(Cow::Borrowed(DEFAULT_ACTION));
 
     /// A label from a static string, usable in `const` items.
     #[inline]
