@@ -97,6 +97,9 @@ fn malformed_graphs_are_reported_not_trusted() {
     g.flows[0].nodes[0].inner = Some(7);
     assert_eq!(g.validate(), [Problem::NoStart { flow: "f".into() }]);
     assert!(g.to_mermaid().contains(r#"n0["a"]"#));
+    // A flow index just past the last one is not there either.
+    g.flows[0].nodes[0].inner = Some(g.flows.len());
+    assert!(g.to_mermaid().contains(r#"n0["a"]"#));
     // Two nodes hold flow 1, which names the second as its place: drawn there, once.
     let mut g = one("f", vec![node("a", &[("default", 1)]), node("b", &[])]);
     g.flows[0].nodes[0].inner = Some(1);
