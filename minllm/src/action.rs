@@ -16,7 +16,12 @@ pub const DEFAULT_ACTION: &str = minllm_graph::DEFAULT_ACTION;
 /// `Option<S>` (`None` is `"default"`) and [`Label`]. An empty string also means
 /// `"default"`, as in PocketFlow.
 ///
-/// For an enum, implement it by hand or derive it with `#[derive(minllm::Action)]`:
+/// For an enum, derive it: `#[derive(minllm::Action)]`. The derive also lists
+/// the variants for `flow!`, which checks at compile time that each has an edge
+/// and `match`es on them; `flow!` accepts derived action enums (and `()`) only,
+/// and says so on the node when it meets another action type. A hand-written
+/// impl, like the one below, works in runtime-built flows, where labels are
+/// compared as strings:
 ///
 /// ```
 /// use minllm::Action;

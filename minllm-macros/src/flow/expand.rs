@@ -173,8 +173,11 @@ fn route(model: &Model<'_>, routes: &Routes<'_>, node: &syn::Ident) -> TokenStre
         "flow `{}`: an action of node `{node}` without an edge got past the compile-time check",
         model.def.name
     );
+    // Spanned on the node, where a node whose actions `flow!` cannot route on
+    // (strings, a hand-written `Action`) is reported.
+    let routed = quote_spanned!(node.span()=> ::minllm::__private::routed(__action));
     quote! {
-        match ::minllm::__private::routed(__action) {
+        match #routed {
             #(#arms,)*
             #[allow(unreachable_patterns)]
             _ => ::core::unreachable!(#message),
