@@ -160,7 +160,7 @@ fn send(py: Python<'_>, iter: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> Py
     };
     match stepped {
         Ok(yielded) => Ok(Ok(yielded.unbind())),
-        Err(e) if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
+        Err(e) if e.is_instance_of::<PyStopIteration>(py) => {
             // The iterator returned: its value rides on the StopIteration.
             let returned = e.value(py).getattr(intern!(py, "value"))?;
             Ok(Err(returned.unbind()))
