@@ -99,6 +99,10 @@ pub(crate) fn expand(options: &Options, item: &ItemImpl, errors: &mut Errors) ->
         return TokenStream::new();
     }
     let self_ty = &*item.self_ty;
+    if !matches!(self_ty, Type::Path(p) if p.qself.is_none()) {
+        errors.at(self_ty, "`#[node]` goes on the impl block of a named type: `impl MyNode { ... }`");
+        return TokenStream::new();
+    }
     if let Some(lifetime) = borrowed_lifetime(item) {
         errors.at(
             &lifetime,
