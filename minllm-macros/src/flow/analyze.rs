@@ -353,14 +353,16 @@ fn check_ends(def: &FlowDef, routes: &[Routes<'_>], errors: &mut Errors) -> Opti
 }
 
 /// A graph of the flow for the shared rules (`minllm-graph`): the first
-/// declaration of each name is a node, with the edges `edges` gives it.
+/// declaration of each name is a node, with the edges `targets` gives it (a
+/// node's index, or `None` for `end`). Only its shape matters to the rules
+/// used here (reachability and cycles), so edges carry no action and the flow
+/// no limit: each caller looks at the problems of its own rule.
 fn graph(
     def: &FlowDef,
     index: &HashMap<String, usize>,
     start: usize,
-    limited: bool,
-    edges: impl Fn(usize) -> Vec<(String, Option<usize>)>,
-) -> minllm_graph::GraphFlow {
+    targets: impl Fn(usize) -> Vec<Option<usize>>,
+) -> minllm_graph::Graph {
     let nodes = def
         .nodes
         .iter()
@@ -371,10 +373,9 @@ fn graph(
             if index.get(&node.name.to_string()) != Some(&i) {
                 return minllm_graph::GraphNode::default();
             }
-            let edges = edges(i)
+            let edges = targets(i)
                 .into_iter()
-                .map(|(action, to)| minllm_graph::GraphEdge {
-                    action,
+                .map(|to| minllm_graph::GraphEdge {
                     to: to.map_or(minllm_graph::Target::End, minllm_graph::Target::Node),
                     ..Default::default()
                 })
@@ -382,18 +383,8 @@ fn graph(
             minllm_graph::GraphNode { name: node.name.to_string(), edges, ..Default::default() }
         })
         .collect();
-    minllm_graph::GraphFlow {
-        name: def.name.to_string(),
-        nodes,
-        start: Some(minllm_graph::Target::Node(start)),
-        // The limit's value is an expression, unknown here; any limit bounds cycles.
-        max_steps: limited.then_some(u64::MAX),
-        ..Default::default()
-    }
-}
-
-fn action_name(edge: &Edge) -> String {
-    edge.action.as_ref().map_or_else(|| minllm_graph::DEFAULT_ACTION.to_owned(), tokens)
+    let flow = minllm_graph::GraphFlow { nodes, start: Some(minllm_graph::Target::Node(start)), ..Default::default() };
+    minllm_graph::Graph { flows: vec![flow] }
 }
 
 /// Every node can be reached from the start, following every edge written: a
@@ -404,20 +395,19 @@ fn check_reachable(def: &FlowDef, index: &HashMap<String, usize>, start: usize, 
         let name = name.to_string();
         index.get(&name).copied().or_else(|| index.iter().find(|(n, _)| similar(&name, n)).map(|(_, &i)| i))
     };
-    let edges = |i: usize| {
+    let targets = |i: usize| {
         let name = def.nodes[i].name.to_string();
         def.edges
             .iter()
             .filter(|e| e.from == name)
             .filter_map(|e| match &e.to {
-                Target::Node(to) => resolve(to).map(|to| (action_name(e), Some(to))),
-                Target::End { .. } => Some((action_name(e), None)),
+                Target::Node(to) => resolve(to).map(Some),
+                Target::End { .. } => Some(None),
             })
             .collect()
     };
-    let flow = graph(def, index, start, true, edges);
     let start_name = &def.nodes[start].name;
-    for problem in (minllm_graph::Graph { flows: vec![flow] }).validate() {
+    for problem in graph(def, index, start, targets).validate() {
         if let minllm_graph::Problem::Unreachable { node, .. } = problem
             && let Some(&i) = index.get(&node)
         {
@@ -454,9 +444,8 @@ fn check_cycles(
                 .collect()
         })
         .collect();
-    let edges = |i: usize| out[i].iter().map(|(to, e)| (action_name(e), Some(*to))).collect();
-    let flow = graph(def, index, start, false, edges);
-    for problem in (minllm_graph::Graph { flows: vec![flow] }).validate() {
+    let targets = |i: usize| out[i].iter().map(|(to, _)| Some(*to)).collect();
+    for problem in graph(def, index, start, targets).validate() {
         let minllm_graph::Problem::UnboundedCycle { path, .. } = problem else { continue };
         // The cycle's last edge, as the shared rules walk them: the first one
         // written from its second-to-last node to its last.
