@@ -103,6 +103,16 @@ pub(crate) struct StepCounter {
 /// never hands the GIL over by itself.
 const STEPS_PER_YIELD: u32 = 256;
 
+/// Runs a line of bytecode, so that the interpreter hands the GIL to a thread
+/// that asked for it, as it does between any two lines of Python. (Releasing
+/// and retaking the GIL from Rust does not: each retake counts as a switch,
+/// so a waiting thread never asks the holder to let go, and only wins the GIL
+/// by chance, seconds later.)
+fn let_other_threads_run(py: Python<'_>) -> PyResult<()> {
+    static NO_OP: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+    NO_OP.get_or_try_init(py, || py.eval(c"lambda: None", None, None).map(Bound::unbind))?.call0(py).map(drop)
+}
+
 impl StepCounter {
     pub(crate) fn new(flow: &Bound<'_, PyAny>) -> PyResult<Self> {
         let limit = MAX_STEPS.of(flow)?;
@@ -117,7 +127,7 @@ impl StepCounter {
         self.since_yield += 1;
         if self.since_yield == STEPS_PER_YIELD {
             self.since_yield = 0;
-            py.detach(|| ());
+            let_other_threads_run(py)?;
         }
         py.check_signals()?;
         let Some(limit) = self.limit else { return Ok(()) };
