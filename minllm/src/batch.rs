@@ -408,7 +408,7 @@ where
         (items, outputs)
     })
     .await
-    .map_err(|f| f.into_error(&cx, Stage::Exec, None))?;
+    .map_err(|f| f.into_error(cx.flow.to_string(), cx.node.to_owned(), Stage::Exec, None))?;
     let outputs = outputs.map_err(|h| batch_error(&cx, h))?;
     let mut guard = store.lock().await;
     call_stage(Stage::Post, || node.post(&mut guard, items, outputs)).map_err(|h| cx.error(h))

@@ -279,9 +279,8 @@ impl Failure {
         }
     }
 
-    pub(crate) fn into_error(self, at: &crate::step::StepCx<'_>, stage: Stage, item: Option<usize>) -> Error {
-        let flow = at.flow.to_string();
-        let node = at.node.to_owned();
+    /// The error of node `node` in flow `flow` (a path, as it prints).
+    pub(crate) fn into_error(self, flow: String, node: String, stage: Stage, item: Option<usize>) -> Error {
         match self {
             Failure::Returned { source, attempts } => Error::Node { flow, node, stage, item, attempts, source },
             Failure::Panicked { message, attempts } => Error::Panic { flow, node, stage, item, attempts, message },
@@ -302,8 +301,9 @@ impl HookError {
         HookError { stage, item, failure }
     }
 
-    pub(crate) fn into_error(self, at: &crate::step::StepCx<'_>) -> Error {
-        self.failure.into_error(at, self.stage, self.item)
+    /// The error of node `node` in flow `flow` (a path, as it prints).
+    pub(crate) fn into_error(self, flow: String, node: String) -> Error {
+        self.failure.into_error(flow, node, self.stage, self.item)
     }
 }
 

@@ -156,7 +156,7 @@ impl StepCx<'_> {
     }
 
     pub(crate) fn error(&self, hook: HookError) -> Error {
-        hook.into_error(self)
+        hook.into_error(self.flow.to_string(), self.node.to_owned())
     }
 }
 
@@ -523,7 +523,7 @@ where
         (prep, result)
     })
     .await
-    .map_err(|f| f.into_error(&cx, Stage::Exec, None))?;
+    .map_err(|f| f.into_error(cx.flow.to_string(), cx.node.to_owned(), Stage::Exec, None))?;
     let (exec, attempts) = result.map_err(|h| cx.error(h))?;
     cx.record_attempts(attempts);
     let mut guard = store.lock().await;
