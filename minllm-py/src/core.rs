@@ -1,6 +1,7 @@
 //! `NodeCore`: the base of every Python node and flow class, and the engine of
-//! sync runs: retries and fallback, batches, flows, node copies, warnings and
-//! step counting.
+//! sync runs: batches, flows, warnings and step counting; retries and the
+//! fallback are in [`retries`](crate::retries), node copies and run plans in
+//! [`copies`](crate::copies).
 //!
 //! A node's state (`params`, `successors`, `max_retries`, `wait`, `start_node`,
 //! ...) lives in its instance `__dict__`, as in the original, so `vars()`,
@@ -8,15 +9,17 @@
 //! The engine reads it, and calls the user's hooks, through normal Python
 //! attribute lookup: subclass methods and instance attributes win.
 
-use std::time::{Duration, Instant};
-
-use pyo3::exceptions::{PyAttributeError, PyException, PyRuntimeError, PyTypeError, PyUserWarning, PyValueError};
+use pyo3::exceptions::{PyAttributeError, PyRuntimeError, PyUserWarning, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
-use pyo3::{ffi, intern};
 
+pub(crate) use crate::copies::{Nested, Plan, Planner, dict_of, give_params, plain_setattr};
 use crate::depth::check_stack;
+pub(crate) use crate::retries::{
+    ON_WORKER, attempts_of, exec_with_retries, handling, is_last_attempt, reset_attempt, set_attempt, wait_of,
+};
 use crate::settings::MAX_WORKERS;
 use crate::threads::run_on_threads;
 
@@ -59,9 +62,9 @@ pub(crate) struct Registry {
     pub(crate) async_flow_run: Py<PyAny>,
     pub(crate) async_batch_flow_run: Py<PyAny>,
     /// What `object` itself gives, to tell plain classes (fast copies) apart.
-    object_reduce_ex: Py<PyAny>,
-    object_reduce: Py<PyAny>,
-    object_getstate: Option<Py<PyAny>>,
+    pub(crate) object_reduce_ex: Py<PyAny>,
+    pub(crate) object_reduce: Py<PyAny>,
+    pub(crate) object_getstate: Option<Py<PyAny>>,
 }
 
 static REGISTRY: PyOnceLock<Registry> = PyOnceLock::new();
@@ -184,140 +187,6 @@ pub(crate) fn uses(node: &Bound<'_, PyAny>, name: &Bound<'_, PyString>, builtin:
             .is_none_or(|d| !d.contains(name).unwrap_or(true))
 }
 
-/// Whether copies of instances of `ty` may skip `copy.copy`: it defines none of
-/// the hooks that customise copying, and no `__slots__`.
-fn plain_copy(ty: &Bound<'_, PyType>, reg: &Registry) -> bool {
-    let py = ty.py();
-    let same = |name: &Bound<'_, PyString>, default: Option<&Py<PyAny>>| match (ty.getattr(name), default) {
-        (Ok(found), Some(default)) => found.is(default.bind(py)),
-        (Ok(_), None) => false,
-        (Err(_), _) => true,
-    };
-    same(intern!(py, "__reduce_ex__"), Some(&reg.object_reduce_ex))
-        && same(intern!(py, "__reduce__"), Some(&reg.object_reduce))
-        && same(intern!(py, "__getstate__"), reg.object_getstate.as_ref())
-        && same(intern!(py, "__copy__"), None)
-        && same(intern!(py, "__setstate__"), None)
-        && same(intern!(py, "__slots__"), None)
-}
-
-/// How the engine runs a node, worked out once per node and run: which of the
-/// node's methods are the engine's own (not overridden by its class or the
-/// instance), so that the engine may run them in place.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Plan {
-    /// Copies may skip `copy.copy`.
-    plain_copy: bool,
-    /// `set_params` is the built-in one: set `params` directly.
-    pub(crate) own_set_params: bool,
-    /// `_run` and `_exec` are `BaseNode._run` and `Node._exec`.
-    pub(crate) own_run: bool,
-    /// An `AsyncNode`.
-    pub(crate) is_async: bool,
-    /// `_run_async` is `AsyncNode._run_async`.
-    pub(crate) own_run_async: bool,
-    /// `_exec` is `AsyncNode._exec`.
-    pub(crate) own_async_exec: bool,
-    /// A flow whose `_run` and `_orch` are the engine's: a sync run takes it
-    /// in place, as a level of its own.
-    pub(crate) nested: Option<Nested>,
-    /// An async flow whose `_run_async` and `_orch_async` are the engine's: an
-    /// async run takes it in place.
-    pub(crate) nested_async: Option<Nested>,
-}
-
-/// What a flow run in place does around its passes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Nested {
-    /// `Flow._run`: `prep`, one pass, `post`.
-    Flow,
-    /// `BatchFlow._run`: `prep`, a pass per params set it returns, `post`.
-    Batch,
-}
-
-/// Copies nodes as `copy.copy` does, and keeps each node's [`Plan`] for the run.
-#[derive(Default)]
-pub(crate) struct Planner {
-    plans: std::collections::HashMap<usize, Plan>,
-}
-
-impl Planner {
-    fn plan(&mut self, node: &Bound<'_, PyAny>) -> PyResult<Plan> {
-        let key = node.as_ptr() as usize;
-        if let Some(plan) = self.plans.get(&key) {
-            return Ok(*plan);
-        }
-        let py = node.py();
-        let reg = registry(py)?;
-        let ours = node.cast::<NodeCore>().is_ok();
-        let own = |name: &Bound<'_, PyString>, builtin: &Py<PyAny>| ours && uses(node, name, builtin);
-        let plan = Plan {
-            plain_copy: ours && plain_copy(&node.get_type(), reg),
-            own_set_params: own(intern!(py, "set_params"), &reg.set_params) && plain_setattr(node),
-            own_run: own(intern!(py, "_run"), &reg.base_run) && own(intern!(py, "_exec"), &reg.node_exec),
-            is_async: is_async_node(node)?,
-            own_run_async: own(intern!(py, "_run_async"), &reg.async_node_run),
-            own_async_exec: own(intern!(py, "_exec"), &reg.async_exec),
-            nested: if own(intern!(py, "_orch"), &reg.flow_orch) {
-                if own(intern!(py, "_run"), &reg.flow_run) {
-                    Some(Nested::Flow)
-                } else if own(intern!(py, "_run"), &reg.batch_flow_run) {
-                    Some(Nested::Batch)
-                } else {
-                    None
-                }
-            } else {
-                None
-            },
-            nested_async: if own(intern!(py, "_orch_async"), &reg.async_flow_orch) {
-                if own(intern!(py, "_run_async"), &reg.async_flow_run) {
-                    Some(Nested::Flow)
-                } else if own(intern!(py, "_run_async"), &reg.async_batch_flow_run) {
-                    Some(Nested::Batch)
-                } else {
-                    None
-                }
-            } else {
-                None
-            },
-        };
-        self.plans.insert(key, plan);
-        Ok(plan)
-    }
-
-    /// A copy of `node` and its plan.
-    pub(crate) fn copy<'py>(&mut self, node: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Plan)> {
-        let py = node.py();
-        let plan = self.plan(node)?;
-        if !plan.plain_copy {
-            return Ok((registry(py)?.copy.bind(py).call1((node,))?, plan));
-        }
-        let new = new_instance(&node.get_type())?;
-        let dict = dict_of(node)?;
-        if !dict.is_empty() {
-            let copy = dict.copy()?;
-            // SAFETY: the GIL is held; `new` and `copy` are live, and
-            // `PyObject_GenericSetDict` does not steal `copy`.
-            #[allow(unsafe_code)]
-            let status = unsafe { ffi::PyObject_GenericSetDict(new.as_ptr(), copy.as_ptr(), std::ptr::null_mut()) };
-            if status != 0 {
-                return Err(PyErr::fetch(py));
-            }
-        }
-        Ok((new, plan))
-    }
-}
-
-/// Gives a node copy the pass's params, as `curr.set_params(p)` does.
-pub(crate) fn give_params(node: &Bound<'_, PyAny>, plan: Plan, params: &Bound<'_, PyAny>) -> PyResult<()> {
-    let py = node.py();
-    if plan.own_set_params {
-        dict_of(node)?.set_item(intern!(py, "params"), params)
-    } else {
-        node.call_method1(intern!(py, "set_params"), (params,)).map(drop)
-    }
-}
-
 /// Runs a node copy, as `curr._run(shared)` does.
 pub(crate) fn run_node<'py>(
     node: &Bound<'py, PyAny>,
@@ -331,200 +200,6 @@ pub(crate) fn run_node<'py>(
     let p = node.call_method1(intern!(py, "prep"), (shared,))?;
     let e = exec_with_retries(node, &p, ON_WORKER.with(std::cell::Cell::get))?;
     node.call_method1(intern!(py, "post"), (shared, &p, &e))
-}
-
-/// A new instance of `ty` (a subclass of `NodeCore`), made as `ty.__new__(ty)`
-/// would make it, without calling `__init__`.
-fn new_instance<'py>(ty: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
-    let py = ty.py();
-    let args = PyTuple::empty(py);
-    // SAFETY: the GIL is held; `ty` is a live heap type (NodeCore, a pyclass,
-    // or a Python subclass of it), for which `PyType_GetSlot` is in the stable
-    // ABI of every Python the wheel supports; the slot, when set, is a
-    // `newfunc`, called with valid `args` and a null `kwds`, and returns a new
-    // reference or null with an error set, which `from_owned_ptr_or_err`
-    // turns into a `PyErr`.
-    #[allow(unsafe_code)]
-    unsafe {
-        let tp = ty.as_type_ptr();
-        let slot = ffi::PyType_GetSlot(tp, ffi::Py_tp_new);
-        if slot.is_null() {
-            return Err(PyTypeError::new_err("cannot copy: the node's type has no __new__"));
-        }
-        let tp_new: ffi::newfunc = std::mem::transmute::<*mut std::ffi::c_void, ffi::newfunc>(slot);
-        Bound::from_owned_ptr_or_err(py, tp_new(tp, args.as_ptr(), std::ptr::null_mut()))
-    }
-}
-
-/// Runs `f` as if inside `except exc:`: `sys.exc_info()` gives `exc`, and an
-/// exception raised meanwhile gets it as its `__context__`.
-pub(crate) fn handling<R>(exc: &Bound<'_, PyAny>, f: impl FnOnce() -> R) -> R {
-    let py = exc.py();
-    let ty = exc.get_type().into_any().unbind();
-    let tb = exc.getattr(intern!(py, "__traceback__")).map(Bound::unbind).unwrap_or_else(|_| py.None());
-    let (mut old_ty, mut old_value, mut old_tb) = (std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut());
-    // SAFETY: the GIL is held. `PyErr_GetExcInfo` hands out new references to
-    // the current handled exception; `PyErr_SetExcInfo` steals the references it
-    // is given, so each pointer passed to it is owned (`into_ptr`) or was
-    // obtained from `PyErr_GetExcInfo` and is passed back exactly once.
-    #[allow(unsafe_code)]
-    unsafe {
-        ffi::PyErr_GetExcInfo(&mut old_ty, &mut old_value, &mut old_tb);
-        ffi::PyErr_SetExcInfo(ty.into_ptr(), exc.clone().into_ptr(), tb.into_ptr());
-    }
-    let result = f();
-    // SAFETY: as above; restores the saved handled exception.
-    #[allow(unsafe_code)]
-    unsafe {
-        ffi::PyErr_SetExcInfo(old_ty, old_value, old_tb);
-    }
-    result
-}
-
-/// Sleeps `seconds` with the GIL released, checking for Ctrl-C as it goes.
-pub(crate) fn sleep(py: Python<'_>, seconds: f64) -> PyResult<()> {
-    if seconds.is_nan() || seconds <= 0.0 {
-        return Ok(());
-    }
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds.min(1e9));
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(());
-        }
-        py.detach(|| std::thread::sleep(left.min(Duration::from_millis(50))));
-        py.check_signals()?;
-    }
-}
-
-/// Whether setting an attribute of `obj` is plain (its class has no
-/// `__setattr__` of its own), so the engine may write to `__dict__` directly.
-pub(crate) fn plain_setattr(obj: &Bound<'_, PyAny>) -> bool {
-    // SAFETY: reads a slot of the live heap type of `obj` (node classes are
-    // Python classes or pyclasses), with the GIL held.
-    #[allow(unsafe_code)]
-    unsafe {
-        let slot = ffi::PyType_GetSlot(obj.get_type().as_type_ptr(), ffi::Py_tp_setattro);
-        std::ptr::eq(slot, ffi::PyObject_GenericSetAttr as *mut std::ffi::c_void)
-    }
-}
-
-// In the stable ABI from Python 3.10 on, and exported with this signature by
-// every CPython since 3.3: the wheel (abi3, for 3.9+) finds it in each.
-#[allow(unsafe_code)]
-unsafe extern "C" {
-    fn PyObject_GenericGetDict(obj: *mut ffi::PyObject, context: *mut std::ffi::c_void) -> *mut ffi::PyObject;
-}
-
-/// The instance `__dict__` of `obj` (made if it has none yet).
-pub(crate) fn dict_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
-    // SAFETY: the GIL is held and `obj` is live; `PyObject_GenericGetDict`
-    // returns a new reference to the dict, or null with an error set.
-    #[allow(unsafe_code)]
-    let dict =
-        unsafe { Bound::from_owned_ptr_or_err(obj.py(), PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()))? };
-    Ok(dict.cast_into::<PyDict>()?)
-}
-
-thread_local! {
-    /// Set on the worker threads of parallel batches, whose items share a node.
-    pub(crate) static ON_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Notes attempt `attempt` of the node's `exec` as `self.cur_retry`, as the
-/// original does. When items that share the node run at the same time
-/// (`concurrent`), also in a context variable that `cur_retry` reads first, so
-/// each item sees its own count; returns the token that undoes that.
-pub(crate) fn set_attempt<'py>(
-    node: &Bound<'py, PyAny>,
-    attempt: i64,
-    concurrent: bool,
-) -> PyResult<Option<Bound<'py, PyAny>>> {
-    let py = node.py();
-    if plain_setattr(node) {
-        dict_of(node)?.set_item(intern!(py, "cur_retry"), attempt)?;
-    } else {
-        node.setattr(intern!(py, "cur_retry"), attempt)?;
-    }
-    if !concurrent {
-        return Ok(None);
-    }
-    let key = (node.as_ptr() as usize, attempt);
-    registry(py)?.cur_retry.bind(py).call_method1(intern!(py, "set"), (key,)).map(Some)
-}
-
-pub(crate) fn reset_attempt(node: &Bound<'_, PyAny>, token: &Bound<'_, PyAny>) -> PyResult<()> {
-    let py = node.py();
-    registry(py)?.cur_retry.bind(py).call_method1(intern!(py, "reset"), (token,)).map(drop)
-}
-
-/// `range(self.max_retries)`'s bound, as an integer (counts past 64 bits are
-/// as good as endless).
-pub(crate) fn attempts_of(node: &Bound<'_, PyAny>) -> PyResult<i64> {
-    let py = node.py();
-    let max = node.getattr(intern!(py, "max_retries"))?;
-    match max.extract::<i64>() {
-        Ok(n) => Ok(n),
-        Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(py) => {
-            Ok(if max.lt(0)? { 0 } else { i64::MAX })
-        }
-        Err(e) if e.is_instance_of::<PyTypeError>(py) => Err(PyTypeError::new_err(format!(
-            "'{}' object cannot be interpreted as an integer",
-            max.get_type().name()?
-        ))),
-        Err(e) => Err(e),
-    }
-}
-
-/// Whether a failed attempt `attempt` is the last: `attempt == self.max_retries - 1`,
-/// read again after each failure as the original does.
-pub(crate) fn is_last_attempt(node: &Bound<'_, PyAny>, attempt: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let py = node.py();
-    let max = node.getattr(intern!(py, "max_retries"))?;
-    attempt.eq(max.sub(1)?)
-}
-
-/// `self.wait` if it is above zero (read after each failure).
-pub(crate) fn wait_of(node: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
-    let py = node.py();
-    let wait = node.getattr(intern!(py, "wait"))?;
-    if wait.gt(0)? { Ok(Some(wait.extract::<f64>()?)) } else { Ok(None) }
-}
-
-/// `Node._exec`: attempts of `exec`, `wait` seconds apart, then `exec_fallback`
-/// with the last exception.
-pub(crate) fn exec_with_retries<'py>(
-    node: &Bound<'py, PyAny>,
-    prep_res: &Bound<'py, PyAny>,
-    concurrent: bool,
-) -> PyResult<Bound<'py, PyAny>> {
-    let py = node.py();
-    let attempts = attempts_of(node)?;
-    let mut token = None;
-    let result = (|| {
-        for attempt in 0..attempts {
-            if let Some(t) = set_attempt(node, attempt, concurrent)? {
-                token.get_or_insert(t);
-            }
-            let error = match node.call_method1(intern!(py, "exec"), (prep_res,)) {
-                Ok(value) => return Ok(value),
-                Err(e) if e.is_instance_of::<PyException>(py) => e.into_value(py).into_bound(py).into_any(),
-                Err(e) => return Err(e),
-            };
-            let current = node.getattr(intern!(py, "cur_retry"))?;
-            if is_last_attempt(node, &current)? {
-                return handling(&error, || node.call_method1(intern!(py, "exec_fallback"), (prep_res, &error)));
-            }
-            if let Some(wait) = wait_of(node)? {
-                sleep(py, wait)?;
-            }
-        }
-        Ok(py.None().into_bound(py))
-    })();
-    if let Some(token) = token {
-        reset_attempt(node, &token)?;
-    }
-    result
 }
 
 /// The items of a batch: `prep`'s result, or none when it is falsy.

@@ -5,10 +5,12 @@
 
 mod asyncs;
 mod bridge;
+mod copies;
 mod core;
 mod depth;
 mod flows;
 mod graph;
+mod retries;
 mod settings;
 mod store;
 mod threads;
