@@ -83,8 +83,8 @@ pub(crate) fn _check_setting<'py>(
     Ok(value)
 }
 
-/// How many recent steps a step-limit error shows.
-const RECENT: usize = 8;
+/// How many recent steps a step-limit error shows: as many as the runtime's.
+const RECENT: usize = minllm::STEP_TRAIL;
 
 /// Counts a flow's steps and remembers the last few node classes, for the
 /// step-limit error; checks for Ctrl-C at each step.
@@ -132,16 +132,10 @@ impl StepCounter {
         py.check_signals()?;
         let Some(limit) = self.limit else { return Ok(()) };
         if self.taken >= limit {
-            let ran = if self.taken == 0 {
-                "no step ran".to_owned()
-            } else {
-                let prefix = if self.taken > RECENT as u64 { "... -> " } else { "" };
-                format!("last steps: {prefix}{}", Vec::from(self.recent.clone()).join(" -> "))
-            };
-            return Err(FlowError::new_err(format!(
-                "flow {} exceeded its step limit of {limit} steps (max_steps); {ran}",
-                self.flow
-            )));
+            // Worded by the runtime, as its own flows word it.
+            let last = self.recent.iter().map(String::as_str);
+            let error = minllm::Error::step_limit(self.flow.clone(), limit, self.taken, last);
+            return Err(FlowError::new_err(error.to_string()));
         }
         if self.recent.len() == RECENT {
             self.recent.pop_front();

@@ -319,7 +319,7 @@ def test_each_nested_pass_counts_its_own_steps():
     first >> inner()
     with pytest.raises(FlowError) as info:
         Flow(start=first, max_steps=1).run({})
-    assert str(info.value) == "flow Flow exceeded its step limit of 1 steps (max_steps); last steps: Flow"
+    assert str(info.value) == "flow `Flow` exceeded its step limit of 1 steps; last steps: Flow"
 
 
 # ---- validate() and to_mermaid() -----------------------------------------
@@ -601,7 +601,7 @@ def ping_pong():
 def test_the_step_limit_error_lists_exactly_the_steps_that_ran(limit, steps):
     with pytest.raises(FlowError) as info:
         Flow(start=ping_pong(), max_steps=limit).run({})
-    assert str(info.value) == f"flow Flow exceeded its step limit of {limit} steps (max_steps); {steps}"
+    assert str(info.value) == f"flow `Flow` exceeded its step limit of {limit} steps; {steps}"
 
 
 @pytest.mark.parametrize("limit", [0, 1, 3, 9])
@@ -616,7 +616,7 @@ def test_async_step_limit_errors_list_exactly_the_steps_that_ran(limit):
         asyncio.run(AsyncFlow(start=again, max_steps=limit).run_async({}))
     steps = "no step ran" if limit == 0 else "last steps: " + ("... -> " if limit > 8 else "")
     steps += " -> ".join(["Again"] * min(limit, 8))
-    assert str(info.value) == f"flow AsyncFlow exceeded its step limit of {limit} steps (max_steps); {steps}"
+    assert str(info.value) == f"flow `AsyncFlow` exceeded its step limit of {limit} steps; {steps}"
 
 
 # ---- threads -------------------------------------------------------------

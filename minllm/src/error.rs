@@ -112,7 +112,10 @@ pub enum Error {
         message: String,
     },
     /// A flow ran more steps than its `max_steps` allows.
-    #[error("flow `{flow}` exceeded its step limit of {limit} steps; last steps: {recent}")]
+    #[error(
+        "flow `{flow}` exceeded its step limit of {limit} steps; {}",
+        if recent.is_empty() { "no step ran".to_owned() } else { format!("last steps: {recent}") }
+    )]
     StepLimit {
         /// The flow path.
         flow: String,
@@ -288,6 +291,24 @@ impl Failure {
     }
 }
 
+/// How many of the last steps a step-limit error names.
+#[doc(hidden)]
+pub const STEP_TRAIL: usize = 8;
+
+impl Error {
+    /// The error of flow `flow` (a path) reaching its step limit after `taken`
+    /// steps, the last of which went into `last` (oldest first, at most
+    /// [`STEP_TRAIL`] of them). Every engine (runtime flows, `flow!`, the
+    /// Python package) words it with this.
+    #[doc(hidden)]
+    pub fn step_limit<'a>(flow: String, limit: u64, taken: u64, last: impl IntoIterator<Item = &'a str>) -> Error {
+        let names: Vec<&str> = last.into_iter().collect();
+        let prefix = if taken > names.len() as u64 { "... -> " } else { "" };
+        let recent = if names.is_empty() { String::new() } else { format!("{prefix}{}", names.join(" -> ")) };
+        Error::StepLimit { flow, limit, recent }
+    }
+}
+
 /// A hook failure tagged with its stage and batch item.
 #[derive(Debug)]
 pub(crate) struct HookError {
@@ -315,5 +336,20 @@ pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         s.clone()
     } else {
         "a panic with a non-string payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn a_step_limit_error_names_the_last_steps_or_says_none_ran() {
+        let none = Error::step_limit("f".into(), 0, 0, []);
+        assert_eq!(none.to_string(), "flow `f` exceeded its step limit of 0 steps; no step ran");
+        let all = Error::step_limit("f".into(), 2, 2, ["a", "b"]);
+        assert_eq!(all.to_string(), "flow `f` exceeded its step limit of 2 steps; last steps: a -> b");
+        let cut = Error::step_limit("f".into(), 9, 9, ["b", "a"]);
+        assert_eq!(cut.to_string(), "flow `f` exceeded its step limit of 9 steps; last steps: ... -> b -> a");
     }
 }

@@ -99,6 +99,8 @@ mod wire;
 pub use action::{Action, DEFAULT_ACTION, Label};
 pub use batch::{AsyncBatch, AsyncBatchNode, Batch, BatchMode, BatchNode, DEFAULT_CONCURRENCY};
 pub use batch_flow::BatchFlow;
+#[doc(hidden)]
+pub use error::STEP_TRAIL;
 pub use error::{BoxError, Error, NodeResult, Panicked, Stage};
 pub use flow::Flow;
 pub use node::{AsyncNode, ExecContext, Node, Retry};

@@ -312,7 +312,7 @@ pub struct Steps {
     recent: [&'static str; RECENT],
 }
 
-const RECENT: usize = 8;
+const RECENT: usize = crate::error::STEP_TRAIL;
 
 impl Steps {
     /// The limit of a run allowed `limit` steps.
@@ -335,13 +335,8 @@ impl Steps {
         if taken >= self.limit {
             let seen = (taken - self.watch_from).min(RECENT as u64);
             // The steps that ran, not the one refused.
-            let names: Vec<&str> = (0..seen).map(|i| self.recent[i as usize]).collect();
-            let prefix = if taken > seen { "... -> " } else { "" };
-            return Err(Error::StepLimit {
-                flow: flow.to_string(),
-                limit: self.limit,
-                recent: format!("{prefix}{}", names.join(" -> ")),
-            });
+            let last = (0..seen).map(|i| self.recent[i as usize]);
+            return Err(Error::step_limit(flow.to_string(), self.limit, taken, last));
         }
         self.recent[(taken - self.watch_from) as usize] = node;
         Ok(())

@@ -263,7 +263,7 @@ impl<'f, S: 'static> Frame<'f, S> {
 }
 
 /// How many recent steps a step-limit error shows.
-const RECENT: usize = 8;
+const RECENT: usize = crate::error::STEP_TRAIL;
 
 /// The state of one flow's run: where it is, how many steps it took, the last few nodes.
 #[derive(Clone, Copy)]
@@ -319,17 +319,10 @@ impl Run {
     #[cold]
     #[inline(never)]
     fn limit_reached<S>(&self, flow: &Flow<S>, path: &FlowPath<'_>, limit: u64) -> Error {
-        Error::StepLimit { flow: path.to_string(), limit, recent: self.describe_recent(flow) }
-    }
-
-    /// The nodes of the last steps, oldest first: `... -> a -> b`.
-    fn describe_recent<S>(&self, flow: &Flow<S>) -> String {
         let shown = self.steps.min(RECENT as u64);
-        let names: Vec<&str> = (self.steps - shown..self.steps)
-            .map(|step| flow.slots[self.recent[(step % RECENT as u64) as usize]].name.as_str())
-            .collect();
-        let prefix = if self.steps > RECENT as u64 { "... -> " } else { "" };
-        format!("{prefix}{}", names.join(" -> "))
+        let last = (self.steps - shown..self.steps)
+            .map(|step| flow.slots[self.recent[(step % RECENT as u64) as usize]].name.as_str());
+        Error::step_limit(path.to_string(), limit, self.steps, last)
     }
 }
 
