@@ -10,7 +10,7 @@ use crate::batch::{branches_on_threads, concurrent_map};
 use crate::error::{Error, NodeResult, Stage};
 use crate::flow::Flow;
 use crate::params::Params;
-use crate::step::{Cancel, DynStep, FlowPath, StepCx, StepKind, call_stage, is_cancelled};
+use crate::step::{Cancel, DynStep, Root, StepCx, StepKind, call_stage, is_cancelled};
 use crate::store::SharedStore;
 
 type ParamsFn<S> = dyn Fn(&S, &Params) -> NodeResult<Vec<Params>> + Send + Sync;
@@ -99,20 +99,14 @@ impl<S: Send + Sync + 'static> BatchFlow<S> {
 
     /// Runs the batch flow alone on `store`.
     pub fn run(&self, store: &mut S) -> Result<Label, Error> {
-        let root = FlowPath::root(self.flow.name());
-        let span = tracing::Span::none();
-        let params = Params::new();
-        let cx = StepCx { flow: &root, node: "batch", params: &params, cancel: None, span: &span };
-        DynStep::run(self, StoreRef::exclusive(store), cx)
+        let root = Root::new(self.flow.name());
+        DynStep::run(self, StoreRef::exclusive(store), root.cx("batch"))
     }
 
     /// Runs the batch flow alone on `store`, on the current tokio runtime.
     pub async fn run_async(&self, store: &mut S) -> Result<Label, Error> {
-        let root = FlowPath::root(self.flow.name());
-        let span = tracing::Span::none();
-        let params = Params::new();
-        let cx = StepCx { flow: &root, node: "batch", params: &params, cancel: None, span: &span };
-        DynStep::run_async(self, AsyncStoreRef::exclusive(store), cx).await
+        let root = Root::new(self.flow.name());
+        DynStep::run_async(self, AsyncStoreRef::exclusive(store), root.cx("batch")).await
     }
 
     fn finish(&self, store: &mut S, list: Vec<Params>) -> NodeResult<Label> {

@@ -348,11 +348,8 @@ impl<N, S> AsyncBatch<N, S> {
 impl<N: AsyncBatchNode<S>, S: Send + Sync + 'static> AsyncBatch<N, S> {
     /// Runs the batch node alone on `store` and returns its action.
     pub async fn run_async(&self, store: &mut S) -> Result<N::Action, Error> {
-        let path = crate::step::FlowPath::root(crate::step::NO_FLOW);
-        let params = Params::new();
-        let span = tracing::Span::none();
-        let cx = StepCx { flow: &path, node: short_type_name::<N>(), params: &params, cancel: None, span: &span };
-        self.run_hooks(AsyncStoreRef::exclusive(store), cx).await
+        let root = crate::step::Root::new(crate::step::NO_FLOW);
+        self.run_hooks(AsyncStoreRef::exclusive(store), root.cx(short_type_name::<N>())).await
     }
 
     async fn run_hooks(&self, mut store: AsyncStoreRef<'_, S>, cx: StepCx<'_>) -> Result<N::Action, Error> {

@@ -267,12 +267,29 @@ pub(crate) fn no_span() -> &'static tracing::Span {
 /// The flow name used in errors of nodes run outside any flow.
 pub(crate) const NO_FLOW: &str = "(no flow)";
 
+/// What a run started alone (a node, a batch or a batch flow, outside any
+/// flow) runs in: a root path, no params, no span, no cancel flag. Every such
+/// run builds its context here.
+pub(crate) struct Root<'a> {
+    path: FlowPath<'a>,
+    params: Params,
+}
+
+impl<'a> Root<'a> {
+    /// The root of a run of flow `flow` ([`NO_FLOW`] for a node run alone).
+    pub(crate) fn new(flow: &'a str) -> Self {
+        Root { path: FlowPath::root(flow), params: Params::new() }
+    }
+
+    /// The context of node `node` at this root.
+    pub(crate) fn cx<'b>(&'b self, node: &'b str) -> StepCx<'b> {
+        StepCx { flow: &self.path, node, params: &self.params, cancel: None, span: no_span() }
+    }
+}
+
 /// Runs `f` with the context of a node run outside any flow.
 pub(crate) fn standalone<R>(node: &str, f: impl FnOnce(StepCx<'_>) -> R) -> R {
-    let path = FlowPath::root(NO_FLOW);
-    let params = Params::new();
-    let span = tracing::Span::none();
-    f(StepCx { flow: &path, node, params: &params, cancel: None, span: &span })
+    f(Root::new(NO_FLOW).cx(node))
 }
 
 pub(crate) fn short_type_name<T: ?Sized>() -> &'static str {
@@ -290,11 +307,8 @@ where
     S: Send + Sync,
     N: AsyncNode<S>,
 {
-    let path = FlowPath::root(NO_FLOW);
-    let params = Params::new();
-    let span = tracing::Span::none();
-    let cx = StepCx { flow: &path, node: short_type_name::<N>(), params: &params, cancel: None, span: &span };
-    run_async_node(node, AsyncStoreRef::exclusive(store), cx).await
+    let root = Root::new(NO_FLOW);
+    run_async_node(node, AsyncStoreRef::exclusive(store), root.cx(short_type_name::<N>())).await
 }
 
 #[doc(hidden)]
