@@ -11,7 +11,7 @@ use crate::access::{AsyncStoreRef, StoreRef};
 use crate::action::Label;
 use crate::error::Error;
 use crate::params::Params;
-use crate::step::{Cancel, FlowPath, Seg, StepCx, check_stack, is_cancelled, no_span};
+use crate::step::{Cancel, FlowPath, Seg, StepCx, check_stack, finish_span, is_cancelled, no_span, node_span};
 
 impl<S: Send + Sync + 'static> Flow<S> {
     /// Runs the flow. Nested flows run in place, each as a frame on a stack of
@@ -77,7 +77,7 @@ impl<S: Send + Sync + 'static> Flow<S> {
                     None => slot.step.run_async(store.reborrow(), cx).await?,
                     Some((span, started)) => {
                         let label = slot.step.run_async(store.reborrow(), cx).instrument(span.clone()).await?;
-                        finish_span(span, *started, &label);
+                        finish_span(span, *started, label.as_str());
                         label
                     }
                 };
@@ -103,17 +103,6 @@ enum Exit<'f, S: 'static> {
 
 /// A node's span, and when the node started when anything records it.
 type NodeSpan = (tracing::Span, Option<Instant>);
-
-fn node_span(parent: &tracing::Span, name: &str) -> tracing::Span {
-    tracing::debug_span!(parent: parent, "node", node = %name, action = Empty, attempts = Empty, elapsed_us = Empty)
-}
-
-fn finish_span(span: &tracing::Span, started: Option<Instant>, label: &Label) {
-    if let Some(started) = started {
-        span.record("action", tracing::field::display(label));
-        span.record("elapsed_us", u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
-    }
-}
 
 /// The flows of one run, outermost first: the run's own stack, so that a flow
 /// nested a hundred thousand levels deep runs without native recursion. The
@@ -187,7 +176,7 @@ impl<'f, S: Send + Sync + 'static> Frames<'f, S> {
             let at = path.extended(segs);
             let top = self.top();
             if let Some((span, started)) = top.holder.take() {
-                finish_span(&span, started, &label);
+                finish_span(&span, started, label.as_str());
             }
             if top.run.follow(top.flow, &at, &label)? {
                 return Ok(None);
@@ -227,7 +216,7 @@ impl<'f, S: 'static> Frame<'f, S> {
                 let (span, started) = self.node_span(slot);
                 let cx = StepCx { flow: at, node: &slot.name, params: &self.params, cancel, span: &span };
                 let label = span.in_scope(|| slot.step.run(store.reborrow(), cx))?;
-                finish_span(&span, started, &label);
+                finish_span(&span, started, label.as_str());
                 label
             } else {
                 let cx = StepCx { flow: at, node: &slot.name, params: &self.params, cancel, span: no_span() };

@@ -264,6 +264,22 @@ pub(crate) fn no_span() -> &'static tracing::Span {
     &NO_SPAN
 }
 
+/// The span of node `name` run inside `parent` (a flow's span), with the
+/// target `minllm::node` in every engine: the node's action, attempts and
+/// time are recorded on it when it ends.
+pub(crate) fn node_span(parent: &tracing::Span, name: &str) -> tracing::Span {
+    tracing::debug_span!(target: "minllm::node", parent: parent, "node", node = %name, action = tracing::field::Empty, attempts = tracing::field::Empty, elapsed_us = tracing::field::Empty)
+}
+
+/// Records how a node's span ended: its action and, when anything records
+/// the span (`started` is set then), how long the node took.
+pub(crate) fn finish_span(span: &tracing::Span, started: Option<std::time::Instant>, action: &str) {
+    if let Some(started) = started {
+        span.record("action", tracing::field::display(action));
+        span.record("elapsed_us", u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+    }
+}
+
 /// The flow name used in errors of nodes run outside any flow.
 pub(crate) const NO_FLOW: &str = "(no flow)";
 
