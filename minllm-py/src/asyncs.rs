@@ -8,11 +8,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple, PyType};
 
 use crate::bridge::{Coroutine, await_py, await_py_handling};
-use crate::core::{
-    attempts_of, merged, registry, reset_attempt, set_attempt, super_method, truthy, uses, wait_of, warn,
-};
+use crate::core::{attempts_of, registry, reset_attempt, set_attempt, super_method, truthy, uses, wait_of, warn};
 use crate::depth::AsyncLevels;
-use crate::flows::{Level, Pass};
+use crate::flows::{Level, Pass, merged};
 
 /// Calls `obj.name(*args)` and returns the awaitable it gives.
 fn call<'py>(

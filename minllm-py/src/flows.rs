@@ -6,9 +6,11 @@
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyIterator, PyList, PyString};
+use pyo3::types::{PyDict, PyIterator, PyList, PyString};
 
-use crate::core::{Nested, NextNode, Plan, Planner, give_params, merged, pass_params, run_node, start_of, truthy};
+use crate::core::{
+    Nested, Plan, Planner, attr_or_none, formatted, give_params, registry, run_node, truthy, uses, warn,
+};
 use crate::depth::{Levels, check_stack};
 use crate::settings::StepCounter;
 
@@ -172,4 +174,75 @@ pub(crate) fn orchestrate<'py>(
             }
         }
     }
+}
+
+// ---- following edges, and the params of a pass ----
+
+/// Follows `action` from `curr`, as `Flow.get_next_node` does.
+pub(crate) fn next_node<'py>(curr: &Bound<'py, PyAny>, action: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = curr.py();
+    let successors = curr.getattr(intern!(py, "successors"))?;
+    let key = if truthy(action)? { action.clone() } else { intern!(py, "default").clone().into_any() };
+    let next = if successors.is_exact_instance_of::<PyDict>() {
+        let dict = successors.cast::<PyDict>()?;
+        dict.get_item(&key)?.unwrap_or_else(|| py.None().into_bound(py))
+    } else {
+        successors.call_method1(intern!(py, "get"), (&key,))?
+    };
+    if !truthy(&next)? && truthy(&successors)? {
+        let keys = PyList::new(py, successors.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
+        warn(py, &format!("Flow ends: '{}' not found in {}", formatted(action)?, keys.repr()?))?;
+    }
+    Ok(next)
+}
+
+/// The next node of a flow pass: through the flow's own `get_next_node` when it
+/// overrides the built-in one.
+pub(crate) struct NextNode {
+    custom: bool,
+}
+
+impl NextNode {
+    pub(crate) fn of(flow: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let py = flow.py();
+        Ok(NextNode { custom: !uses(flow, intern!(py, "get_next_node"), &registry(py)?.get_next_node) })
+    }
+
+    pub(crate) fn after<'py>(
+        &self,
+        flow: &Bound<'py, PyAny>,
+        curr: &Bound<'py, PyAny>,
+        action: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if self.custom {
+            flow.call_method1(intern!(flow.py(), "get_next_node"), (curr, action))
+        } else {
+            next_node(curr, action)
+        }
+    }
+}
+
+/// The params a flow pass starts with: `params or {**self.params}`.
+pub(crate) fn pass_params<'py>(
+    flow: &Bound<'py, PyAny>,
+    params: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = flow.py();
+    if let Some(p) = params
+        && truthy(p)?
+    {
+        return Ok(p.clone());
+    }
+    registry(py)?.spread.bind(py).call1((flow.getattr(intern!(py, "params"))?,))
+}
+
+/// `{**self.params, **item}`.
+pub(crate) fn merged<'py>(flow: &Bound<'py, PyAny>, item: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = flow.py();
+    registry(py)?.merge.bind(py).call1((flow.getattr(intern!(py, "params"))?, item))
+}
+
+/// The start node of a flow (`None` when unset).
+pub(crate) fn start_of<'py>(flow: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    attr_or_none(flow, intern!(flow.py(), "start_node"))
 }

@@ -10,6 +10,7 @@ mod core;
 mod depth;
 mod flows;
 mod graph;
+mod registry;
 mod retries;
 mod settings;
 mod store;
@@ -24,7 +25,7 @@ fn minllm_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::SharedStore>()?;
     m.add_class::<bridge::Coroutine>()?;
     m.add("FlowError", py.get_type::<core::FlowError>())?;
-    m.add_function(wrap_pyfunction!(core::_register, m)?)?;
+    m.add_function(wrap_pyfunction!(registry::_register, m)?)?;
     m.add_function(wrap_pyfunction!(settings::_check_setting, m)?)?;
     Ok(())
 }
