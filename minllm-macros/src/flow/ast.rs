@@ -291,19 +291,12 @@ fn split_docs(attrs: Vec<Attribute>, is_node: bool) -> syn::Result<(Vec<String>,
 /// The variant an edge names, e.g. `Decision::Search` or `Choice::<T>::Go`:
 /// written with `::<` however it was typed, so that it is a valid pattern too.
 fn action_path(input: ParseStream) -> syn::Result<Path> {
+    // (A path parsed here has no parenthesized arguments: `Choice(u8)` stops
+    // at the `(`, which the caller reports.)
     let mut path: Path = input.parse()?;
     for segment in &mut path.segments {
-        match &mut segment.arguments {
-            syn::PathArguments::None => {}
-            syn::PathArguments::AngleBracketed(args) => {
-                args.colon2_token.get_or_insert_with(Default::default);
-            }
-            syn::PathArguments::Parenthesized(args) => {
-                return Err(syn::Error::new_spanned(
-                    args,
-                    "expected a path to an enum variant, like `Decision::Search`",
-                ));
-            }
+        if let syn::PathArguments::AngleBracketed(args) = &mut segment.arguments {
+            args.colon2_token.get_or_insert_with(Default::default);
         }
     }
     Ok(path)
