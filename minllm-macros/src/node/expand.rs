@@ -29,28 +29,7 @@ fn borrowed_lifetime(item: &ItemImpl) -> Option<syn::Lifetime> {
     if let Some(param) = item.generics.lifetimes().next() {
         return Some(param.lifetime.clone());
     }
-    fn find(tokens: TokenStream) -> Option<syn::Lifetime> {
-        let mut tokens = tokens.into_iter().peekable();
-        while let Some(token) = tokens.next() {
-            match token {
-                proc_macro2::TokenTree::Punct(p) if p.as_char() == '\'' => {
-                    if let Some(proc_macro2::TokenTree::Ident(name)) = tokens.peek() {
-                        if name != "static" {
-                            return Some(syn::Lifetime { apostrophe: p.span(), ident: name.clone() });
-                        }
-                    }
-                }
-                proc_macro2::TokenTree::Group(g) => {
-                    if let Some(found) = find(g.stream()) {
-                        return Some(found);
-                    }
-                }
-                _ => {}
-            }
-        }
-        None
-    }
-    find(quote::ToTokens::to_token_stream(&item.self_ty))
+    made_static(quote::ToTokens::to_token_stream(&item.self_ty)).1
 }
 
 /// The impl block with `'static` for every other lifetime.
@@ -58,32 +37,42 @@ fn without_lifetimes(item: &ItemImpl) -> TokenStream {
     let mut item = item.clone();
     item.generics.params =
         item.generics.params.into_iter().filter(|p| !matches!(p, syn::GenericParam::Lifetime(_))).collect();
-    fn replace(tokens: TokenStream) -> TokenStream {
-        let mut out = Vec::new();
-        let mut tokens = tokens.into_iter().peekable();
-        while let Some(token) = tokens.next() {
-            match token {
-                proc_macro2::TokenTree::Punct(p) if p.as_char() == '\'' => {
-                    out.push(proc_macro2::TokenTree::Punct(p));
-                    if let Some(proc_macro2::TokenTree::Ident(name)) = tokens.peek() {
-                        if name != "static" {
-                            let name = proc_macro2::Ident::new("static", name.span());
-                            tokens.next();
-                            out.push(proc_macro2::TokenTree::Ident(name));
-                        }
-                    }
+    made_static(quote::ToTokens::to_token_stream(&item)).0
+}
+
+/// `tokens` with `'static` for every other lifetime, and the first lifetime
+/// replaced.
+fn made_static(tokens: TokenStream) -> (TokenStream, Option<syn::Lifetime>) {
+    let mut out = Vec::new();
+    let mut first = None;
+    let mut tokens = tokens.into_iter().peekable();
+    while let Some(token) = tokens.next() {
+        match token {
+            proc_macro2::TokenTree::Punct(p) if p.as_char() == '\'' => {
+                let apostrophe = p.span();
+                out.push(proc_macro2::TokenTree::Punct(p));
+                if let Some(proc_macro2::TokenTree::Ident(name)) = tokens.peek()
+                    && name != "static"
+                {
+                    first.get_or_insert_with(|| syn::Lifetime { apostrophe, ident: name.clone() });
+                    let name = proc_macro2::Ident::new("static", name.span());
+                    tokens.next();
+                    out.push(proc_macro2::TokenTree::Ident(name));
                 }
-                proc_macro2::TokenTree::Group(g) => {
-                    let mut group = proc_macro2::Group::new(g.delimiter(), replace(g.stream()));
-                    group.set_span(g.span());
-                    out.push(proc_macro2::TokenTree::Group(group));
-                }
-                other => out.push(other),
             }
+            proc_macro2::TokenTree::Group(g) => {
+                let (inner, found) = made_static(g.stream());
+                if first.is_none() {
+                    first = found;
+                }
+                let mut group = proc_macro2::Group::new(g.delimiter(), inner);
+                group.set_span(g.span());
+                out.push(proc_macro2::TokenTree::Group(group));
+            }
+            other => out.push(other),
         }
-        out.into_iter().collect()
     }
-    replace(quote::ToTokens::to_token_stream(&item))
+    (out.into_iter().collect(), first)
 }
 
 /// Passes `value` (of type `have`) to a parameter of type `want`, through a
