@@ -186,3 +186,25 @@ impl<'a, S> AsyncStoreRef<'a, S> {
         }
     }
 }
+
+/// How a node runner reaches the store in a sync run (async runs use an
+/// [`AsyncStoreRef`]): `&mut S` where the run
+/// owns it (`flow!` code, nodes run alone), a [`StoreRef`] in runtime flows.
+/// The runners are written once against this.
+pub(crate) trait Access<S> {
+    fn with_store<R>(&mut self, f: impl FnOnce(&mut S) -> R) -> R;
+}
+
+impl<S> Access<S> for &mut S {
+    #[inline(always)]
+    fn with_store<R>(&mut self, f: impl FnOnce(&mut S) -> R) -> R {
+        f(self)
+    }
+}
+
+impl<S> Access<S> for StoreRef<'_, S> {
+    #[inline]
+    fn with_store<R>(&mut self, f: impl FnOnce(&mut S) -> R) -> R {
+        self.with(f)
+    }
+}

@@ -7,10 +7,11 @@ use futures_util::future::BoxFuture;
 use crate::access::{AsyncStoreRef, StoreRef};
 use crate::action::{Action, Label};
 use crate::batch::{branches_on_threads, concurrent_map};
+use crate::context::{Cancel, NodeCx, Root, is_cancelled};
 use crate::error::{Error, NodeResult, Stage};
-use crate::flow::Flow;
+use crate::flow::{ErasedNode, Flow, NodeKind, Sealed};
+use crate::node::call_stage;
 use crate::params::Params;
-use crate::step::{Cancel, DynStep, Root, StepCx, StepKind, call_stage, is_cancelled};
 use crate::store::SharedStore;
 
 type ParamsFn<S> = dyn Fn(&S, &Params) -> NodeResult<Vec<Params>> + Send + Sync;
@@ -100,13 +101,13 @@ impl<S: Send + Sync + 'static> BatchFlow<S> {
     /// Runs the batch flow alone on `store`.
     pub fn run(&self, store: &mut S) -> Result<Label, Error> {
         let root = Root::new(self.flow.name());
-        DynStep::run(self, StoreRef::exclusive(store), root.cx("batch"))
+        ErasedNode::run(self, StoreRef::exclusive(store), root.cx("batch"))
     }
 
     /// Runs the batch flow alone on `store`, on the current tokio runtime.
     pub async fn run_async(&self, store: &mut S) -> Result<Label, Error> {
         let root = Root::new(self.flow.name());
-        DynStep::run_async(self, AsyncStoreRef::exclusive(store), root.cx("batch")).await
+        ErasedNode::run_async(self, AsyncStoreRef::exclusive(store), root.cx("batch")).await
     }
 
     fn finish(&self, store: &mut S, list: Vec<Params>) -> NodeResult<Label> {
@@ -117,8 +118,10 @@ impl<S: Send + Sync + 'static> BatchFlow<S> {
     }
 }
 
-impl<S: Send + Sync + 'static> DynStep<S> for BatchFlow<S> {
-    fn run(&self, mut store: StoreRef<'_, S>, cx: StepCx<'_>) -> Result<Label, Error> {
+impl<S> Sealed for BatchFlow<S> {}
+
+impl<S: Send + Sync + 'static> ErasedNode<S> for BatchFlow<S> {
+    fn run(&self, mut store: StoreRef<'_, S>, cx: NodeCx<'_>) -> Result<Label, Error> {
         let list =
             store.with(|s| call_stage(Stage::BatchParams, || (self.params)(s, cx.params))).map_err(|h| cx.error(h))?;
         let base = self.flow_params(cx.params);
@@ -143,7 +146,7 @@ impl<S: Send + Sync + 'static> DynStep<S> for BatchFlow<S> {
         store.with(|s| call_stage(Stage::Post, || self.finish(s, list))).map_err(|h| cx.error(h))
     }
 
-    fn run_async<'a>(&'a self, mut store: AsyncStoreRef<'a, S>, cx: StepCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
+    fn run_async<'a>(&'a self, mut store: AsyncStoreRef<'a, S>, cx: NodeCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
         Box::pin(async move {
             let list = {
                 let guard = store.lock().await;
@@ -175,8 +178,8 @@ impl<S: Send + Sync + 'static> DynStep<S> for BatchFlow<S> {
         })
     }
 
-    fn kind(&self) -> StepKind {
-        StepKind::BatchFlow
+    fn kind(&self) -> NodeKind {
+        NodeKind::BatchFlow
     }
 
     fn declared_actions(&self) -> Option<&'static [&'static str]> {
@@ -187,7 +190,7 @@ impl<S: Send + Sync + 'static> DynStep<S> for BatchFlow<S> {
         Some(&self.flow)
     }
 
-    fn detach_inner(&mut self, into: &mut Vec<std::sync::Arc<dyn DynStep<S>>>) {
+    fn detach_inner(&mut self, into: &mut Vec<std::sync::Arc<dyn ErasedNode<S>>>) {
         self.flow.detach_inner(into);
     }
 }

@@ -87,11 +87,13 @@ mod action;
 mod batch;
 mod batch_flow;
 mod checks;
+mod context;
 mod error;
 mod flow;
+#[doc(hidden)]
+pub mod marker;
 mod node;
 mod params;
-mod step;
 mod store;
 mod typed;
 mod wire;
@@ -102,10 +104,9 @@ pub use batch_flow::BatchFlow;
 #[doc(hidden)]
 pub use error::STEP_TRAIL;
 pub use error::{BoxError, Error, NodeResult, Panicked, Stage};
-pub use flow::Flow;
+pub use flow::{Flow, IntoNode, NodeKind};
 pub use node::{AsyncNode, ExecContext, Node, Retry};
 pub use params::{ParamError, Params, Value};
-pub use step::{IntoStep, StepKind};
 pub use store::{SharedStore, StoreError};
 pub use wire::{Edge, End, Ended, NodeId, PendingEdge, Wire};
 
@@ -129,12 +130,9 @@ pub mod __private {
         assert_store, default_edge, exec_input, exec_item, fallback_error, implicit_end, missing_edge, post_exec,
         post_prep, post_store, routed,
     };
-    pub use crate::step::{
-        AsyncBatchMarker, AsyncNodeMarker, BatchMarker, Cancel, DynStep, FlowPath, NodeMarker, StepCx, StepMarker,
-    };
+    pub use crate::context::{FlowPath, NodeCx, flow_span, tracing_on};
     pub use crate::typed::{
-        AsyncStep, AsyncTypedFlow, AsyncTypedFlowMarker, AsyncTypedFlowStep, Step, Steps, SyncKind, TypedFlow,
-        TypedFlowMarker, TypedFlowStep, flow_span, run_step, run_step_async, tracing_on,
+        AsyncTypedFlow, AsyncTypedNode, StepLimit, SyncKind, TypedFlow, TypedNode, run_typed_node, run_typed_node_async,
     };
     pub use futures_util::future::BoxFuture;
     pub use tracing::Instrument;

@@ -239,8 +239,8 @@ pub(crate) fn expand(model: &Model<'_>, mermaid: &str) -> TokenStream {
     let (steps_init, steps_enter) = match model.max_steps {
         Some(limit) => (
             quote_spanned! {limit.span()=>
-                let mut __steps = ::minllm::__private::Steps::new(#limit);
-                let __watch_from = __steps.watch_from();
+                let mut __limit = ::minllm::__private::StepLimit::new(#limit);
+                let __watch_from = __limit.watch_from();
                 let mut __taken: u64 = 0;
             },
             true,
@@ -253,15 +253,15 @@ pub(crate) fn expand(model: &Model<'_>, mermaid: &str) -> TokenStream {
         let enter = steps_enter.then(|| {
             quote! {
                 if __taken >= __watch_from {
-                    __steps.watch(__taken, #name, path)?;
+                    __limit.watch(__taken, #name, path)?;
                 }
                 __taken += 1;
             }
         });
         let run = if is_async {
-            quote_spanned!(ty.span()=> ::minllm::__private::run_step_async::<#store, _, _>(&self.#field, store, path, #name, params).await?)
+            quote_spanned!(ty.span()=> ::minllm::__private::run_typed_node_async::<#store, _, _>(&self.#field, store, path, #name, params).await?)
         } else {
-            quote_spanned!(ty.span()=> ::minllm::__private::run_step::<#store, _, _>(&self.#field, store, path, #name, params, TRACED)?)
+            quote_spanned!(ty.span()=> ::minllm::__private::run_typed_node::<#store, _, _>(&self.#field, store, path, #name, params, TRACED)?)
         };
         let route = route(model, routes, field);
         quote! {

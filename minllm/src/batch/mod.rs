@@ -1,26 +1,24 @@
 //! Batch nodes: `exec` once per item, sequentially, on threads or concurrently.
-//! How items spread over threads and futures is in [`spread`].
+//! The runners are in [`run`]; how items spread over threads and futures is in
+//! [`spread`].
 
+mod run;
 mod spread;
 
+pub(crate) use run::{run_async_batch, run_batch, run_offloaded_batch};
 pub use spread::DEFAULT_CONCURRENCY;
-pub(crate) use spread::{batch_error, branches_on_threads, concurrent_map, par_map};
+pub(crate) use spread::{branches_on_threads, concurrent_map};
 
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use futures_util::future::BoxFuture;
-
-use crate::access::{AsyncStoreRef, StoreRef};
-use crate::action::{Action, Label};
-use crate::error::{BoxError, Error, HookError, NodeResult, Stage};
+use crate::access::AsyncStoreRef;
+use crate::action::Action;
+use crate::context::{NO_FLOW, Root, short_type_name};
+use crate::error::{BoxError, Error, NodeResult};
 use crate::node::{ExecContext, Retry};
 use crate::params::Params;
-use crate::step::{
-    AsyncBatchMarker, BatchMarker, Cancel, DynStep, IntoStep, StepCx, StepKind, call_async, call_stage,
-    exec_with_retry, exec_with_retry_async, is_cancelled, offload, short_type_name, standalone,
-};
 use crate::store::SharedStore;
 
 /// A node whose `exec` runs once per item: `prep` returns the items, `post` gets
@@ -205,106 +203,19 @@ impl<N> Batch<N> {
         S: Send + Sync + 'static,
         N: BatchNode<S>,
     {
-        standalone(short_type_name::<N>(), |cx| {
-            let node = &*self.node;
-            let items = call_stage(Stage::Prep, || node.prep(store, cx.params)).map_err(|h| cx.error(h))?;
-            let mode = self.mode.unwrap_or_else(|| node.mode());
-            let outputs = exec_items(node, mode, &items, cx.node, None).map_err(|h| batch_error(&cx, h))?;
-            call_stage(Stage::Post, || node.post(store, items, outputs)).map_err(|h| cx.error(h))
-        })
-    }
-}
-
-pub(crate) fn exec_items<S, N: BatchNode<S>>(
-    node: &N,
-    mode: BatchMode,
-    items: &[N::Item],
-    name: &str,
-    cancel: Option<&Cancel<'_>>,
-) -> Result<Vec<N::Output>, Option<HookError>> {
-    let retry = node.retry();
-    let one = |i: usize, item: &N::Item, cancel: Option<&Cancel<'_>>| {
-        exec_with_retry(
-            retry,
-            name,
-            Some(i),
-            cancel,
-            item,
-            |it, c| node.exec(it, c),
-            |it, e, c| node.exec_fallback(it, e, c),
-        )
-        .map(|(out, _)| out)
-    };
-    match mode {
-        BatchMode::Sequential => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| if is_cancelled(cancel) { Err(None) } else { one(i, item, cancel).map_err(Some) })
-            .collect(),
-        BatchMode::Parallel { limit: None } => par_map(items, cancel, |i, item, c| one(i, item, Some(c))),
-        BatchMode::Parallel { limit: Some(threads) } => {
-            branches_on_threads(items, threads, cancel, |i, item, c| one(i, item, Some(c)))
-        }
-    }
-}
-
-/// Runs a sync batch node in an async run: `prep` and `post` on the task
-/// (holding the store), the items' `exec`s on tokio's blocking pool (in
-/// parallel when `mode` says so).
-pub(crate) async fn run_offloaded_batch<S, N>(
-    node: &Arc<N>,
-    mode: BatchMode,
-    mut store: AsyncStoreRef<'_, S>,
-    cx: StepCx<'_>,
-) -> Result<N::Action, Error>
-where
-    S: Send + Sync + 'static,
-    N: BatchNode<S>,
-{
-    let items = {
-        let guard = store.lock().await;
-        call_stage(Stage::Prep, || node.prep(&guard, cx.params))
-    }
-    .map_err(|h| cx.error(h))?;
-    let (shared, name) = (Arc::clone(node), cx.node.to_owned());
-    let (items, outputs) = offload(move |cancel| {
-        let outputs = exec_items(&*shared, mode, &items, &name, Some(cancel));
-        (items, outputs)
-    })
-    .await
-    .map_err(|f| f.into_error(cx.flow.to_string(), cx.node.to_owned(), Stage::Exec, None))?;
-    let outputs = outputs.map_err(|h| batch_error(&cx, h))?;
-    let mut guard = store.lock().await;
-    call_stage(Stage::Post, || node.post(&mut guard, items, outputs)).map_err(|h| cx.error(h))
-}
-
-impl<S: Send + Sync + 'static, N: BatchNode<S>> DynStep<S> for Batch<N> {
-    fn run(&self, mut store: StoreRef<'_, S>, cx: StepCx<'_>) -> Result<Label, Error> {
-        let node = &*self.node;
-        let items = store.with(|s| call_stage(Stage::Prep, || node.prep(s, cx.params))).map_err(|h| cx.error(h))?;
-        let mode = self.mode.unwrap_or_else(|| node.mode());
-        let outputs = exec_items(node, mode, &items, cx.node, cx.cancel).map_err(|h| batch_error(&cx, h))?;
-        let action =
-            store.with(|s| call_stage(Stage::Post, || node.post(s, items, outputs))).map_err(|h| cx.error(h))?;
-        Ok(action.into_label())
+        run_batch(&*self.node, self.mode(), store, Root::new(NO_FLOW).cx(short_type_name::<N>()))
     }
 
-    fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: StepCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
-        Box::pin(async move {
-            let mode = self.mode.unwrap_or_else(|| self.node.mode());
-            run_offloaded_batch(&self.node, mode, store, cx).await.map(Action::into_label)
-        })
+    /// How the items run: as the wrapper says, or as the node's `mode` does.
+    pub(crate) fn mode<S>(&self) -> BatchMode
+    where
+        N: BatchNode<S>,
+    {
+        self.mode.unwrap_or_else(|| self.node.mode())
     }
 
-    fn kind(&self) -> StepKind {
-        match self.mode.unwrap_or_else(|| self.node.mode()) {
-            BatchMode::Sequential => StepKind::Batch,
-            BatchMode::Parallel { .. } => StepKind::ParallelBatch,
-        }
-    }
-
-    fn declared_actions(&self) -> Option<&'static [&'static str]> {
-        N::Action::declared()
+    pub(crate) fn shared(&self) -> &Arc<N> {
+        &self.node
     }
 }
 
@@ -348,94 +259,19 @@ impl<N, S> AsyncBatch<N, S> {
 impl<N: AsyncBatchNode<S>, S: Send + Sync + 'static> AsyncBatch<N, S> {
     /// Runs the batch node alone on `store` and returns its action.
     pub async fn run_async(&self, store: &mut S) -> Result<N::Action, Error> {
-        let root = crate::step::Root::new(crate::step::NO_FLOW);
-        self.run_hooks(AsyncStoreRef::exclusive(store), root.cx(short_type_name::<N>())).await
+        let root = Root::new(NO_FLOW);
+        run_async_batch(&self.node, self.mode(), AsyncStoreRef::exclusive(store), root.cx(short_type_name::<N>())).await
     }
 
-    async fn run_hooks(&self, mut store: AsyncStoreRef<'_, S>, cx: StepCx<'_>) -> Result<N::Action, Error> {
-        let node = &self.node;
-        let items = {
-            let guard = store.lock().await;
-            call_async(Stage::Prep, node.prep(&guard, cx.params)).await
-        }
-        .map_err(|h| cx.error(h))?;
-        let outputs = exec_async_items(node, self.mode.unwrap_or_else(|| node.mode()), &items, cx).await?;
-        let mut guard = store.lock().await;
-        call_async(Stage::Post, node.post(&mut guard, items, outputs)).await.map_err(|h| cx.error(h))
-    }
-}
-
-pub(crate) async fn exec_async_items<S, N>(
-    node: &N,
-    mode: BatchMode,
-    items: &[N::Item],
-    cx: StepCx<'_>,
-) -> Result<Vec<N::Output>, Error>
-where
-    S: Send + Sync,
-    N: AsyncBatchNode<S>,
-{
-    match mode {
-        BatchMode::Parallel { limit } => {
-            concurrent_map(items.len(), limit, |i| exec_async_item(node, i, &items[i], cx)).await
-        }
-        BatchMode::Sequential => {
-            let mut outputs = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                outputs.push(exec_async_item(node, i, item, cx).await?);
-            }
-            Ok(outputs)
-        }
-    }
-}
-
-async fn exec_async_item<S, N>(node: &N, i: usize, item: &N::Item, cx: StepCx<'_>) -> Result<N::Output, Error>
-where
-    S: Send + Sync,
-    N: AsyncBatchNode<S>,
-{
-    let result: Result<_, HookError> =
-        exec_with_retry_async!(node.retry(), cx.node, Some(i), cx.cancel, |ctx| node.exec(item, ctx), |err, ctx| node
-            .exec_fallback(item, err, ctx),);
-    result.map(|(out, _)| out).map_err(|h| cx.error(h))
-}
-
-impl<S: Send + Sync + 'static, N: AsyncBatchNode<S>> DynStep<S> for AsyncBatch<N, S> {
-    fn run(&self, _: StoreRef<'_, S>, cx: StepCx<'_>) -> Result<Label, Error> {
-        Err(Error::AsyncInSyncRun { flow: cx.flow.to_string(), node: cx.node.to_owned() })
-    }
-
-    fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: StepCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
-        Box::pin(async move { self.run_hooks(store, cx).await.map(Action::into_label) })
-    }
-
-    fn kind(&self) -> StepKind {
-        match self.mode.unwrap_or_else(|| self.node.mode()) {
-            BatchMode::Sequential => StepKind::AsyncBatch,
-            BatchMode::Parallel { .. } => StepKind::ConcurrentBatch,
-        }
-    }
-
-    fn declared_actions(&self) -> Option<&'static [&'static str]> {
-        N::Action::declared()
-    }
-}
-
-impl<S: Send + Sync + 'static, N: BatchNode<S>> IntoStep<S, BatchMarker> for N {
-    fn into_step(self) -> Arc<dyn DynStep<S>> {
-        Arc::new(Batch::new(self))
-    }
-}
-
-impl<S: Send + Sync + 'static, N: AsyncBatchNode<S>> IntoStep<S, AsyncBatchMarker> for N {
-    fn into_step(self) -> Arc<dyn DynStep<S>> {
-        Arc::new(AsyncBatch::<N, S>::new(self))
+    /// How the items run: as the wrapper says, or as the node's `mode` does.
+    pub(crate) fn mode(&self) -> BatchMode {
+        self.mode.unwrap_or_else(|| self.node.mode())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::spread::{concurrent_map, par_map};
 
     #[test]
     fn par_map_keeps_order_and_reports_the_error() {

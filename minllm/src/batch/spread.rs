@@ -8,8 +8,8 @@ use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use rayon::prelude::*;
 
+use crate::context::{Cancel, NodeCx};
 use crate::error::{Error, HookError};
-use crate::step::{Cancel, StepCx};
 
 /// Runs `f` on every item on rayon's threads; results in input order. The first
 /// error cancels the rest: no item starts after it. `Err(None)` means the parent
@@ -105,7 +105,7 @@ where
 
 /// The error of a batch step: a hook's failure, or `None` when a failing sibling
 /// branch cancelled it.
-pub(crate) fn batch_error(cx: &StepCx<'_>, failure: Option<HookError>) -> Error {
+pub(crate) fn batch_error(cx: &NodeCx<'_>, failure: Option<HookError>) -> Error {
     match failure {
         Some(h) => cx.error(h),
         None => Error::Cancelled { flow: cx.flow.to_string() },

@@ -1,7 +1,11 @@
 //! `Flow`: a graph of nodes built at runtime: wiring, checks, shape, and the
 //! entry points of its runs (the engine itself is in [`run`]).
 
+mod erased;
 mod run;
+
+pub(crate) use erased::{ErasedNode, Sealed};
+pub use erased::{IntoNode, NodeKind};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -13,10 +17,10 @@ use futures_util::future::BoxFuture;
 
 use crate::access::{AsyncStoreRef, StoreRef};
 use crate::action::{Action, Label};
+use crate::context::{FlowPath, NodeCx};
 use crate::error::Error;
 use crate::graph::{Graph, GraphEdge, GraphFlow, GraphNode, Problem, Target as GraphTarget};
 use crate::params::Params;
-use crate::step::{DynStep, FlowPath, IntoStep, StepCx, StepKind};
 use crate::store::SharedStore;
 use crate::wire::{Edge, NodeId};
 
@@ -33,7 +37,7 @@ enum Target {
 
 struct Slot<S> {
     name: String,
-    step: Arc<dyn DynStep<S>>,
+    step: Arc<dyn ErasedNode<S>>,
     edges: Vec<(Label, Target)>,
     /// The step is a nested flow, which runs in place.
     nested: bool,
@@ -121,12 +125,12 @@ impl<S: Send + Sync + 'static> Flow<S> {
     /// [`AsyncBatch`](crate::AsyncBatch), a nested `Flow` or a
     /// [`BatchFlow`](crate::BatchFlow). The first node added is the start node
     /// until [`start`](Flow::start) says otherwise.
-    pub fn add<M>(&mut self, name: impl Into<String>, step: impl IntoStep<S, M>) -> NodeId {
+    pub fn add<M>(&mut self, name: impl Into<String>, step: impl IntoNode<S, M>) -> NodeId {
         let name = name.into();
         let index = self.slots.len();
         self.names.entry(name.clone()).or_insert(index);
-        let step = step.into_step();
-        let nested = step.kind() == StepKind::Flow && step.inner_flow().is_some();
+        let step = step.into_node();
+        let nested = step.kind() == NodeKind::Flow && step.inner_flow().is_some();
         self.slots.push(Slot { name, step, edges: Vec::new(), nested });
         if self.start.is_none() {
             self.start = Some(Target::Node(index));
@@ -395,34 +399,34 @@ impl Target {
     }
 }
 
-fn note(kind: StepKind) -> Option<String> {
+fn note(kind: NodeKind) -> Option<String> {
     let note = match kind {
-        StepKind::Node | StepKind::Flow | StepKind::Other => return None,
-        StepKind::AsyncNode => "async",
-        StepKind::Batch => "batch",
-        StepKind::ParallelBatch => "parallel batch",
-        StepKind::AsyncBatch => "async batch",
-        StepKind::ConcurrentBatch => "concurrent batch",
-        StepKind::BatchFlow => "batch flow",
+        NodeKind::Node | NodeKind::Flow | NodeKind::Other => return None,
+        NodeKind::AsyncNode => "async",
+        NodeKind::Batch => "batch",
+        NodeKind::ParallelBatch => "parallel batch",
+        NodeKind::AsyncBatch => "async batch",
+        NodeKind::ConcurrentBatch => "concurrent batch",
+        NodeKind::BatchFlow => "batch flow",
     };
     Some(note.to_owned())
 }
 
-impl<S: Send + Sync + 'static> DynStep<S> for Flow<S> {
-    fn run(&self, store: StoreRef<'_, S>, cx: StepCx<'_>) -> Result<Label, Error> {
+impl<S: Send + Sync + 'static> ErasedNode<S> for Flow<S> {
+    fn run(&self, store: StoreRef<'_, S>, cx: NodeCx<'_>) -> Result<Label, Error> {
         let path = cx.flow.child(cx.node, None);
         self.orchestrate(store, &path, &self.params.merged(cx.params), cx.cancel)
     }
 
-    fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: StepCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
+    fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: NodeCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
         Box::pin(async move {
             let path = cx.flow.child(cx.node, None);
             self.orchestrate_async(store, &path, &self.params.merged(cx.params), cx.cancel).await
         })
     }
 
-    fn kind(&self) -> StepKind {
-        StepKind::Flow
+    fn kind(&self) -> NodeKind {
+        NodeKind::Flow
     }
 
     fn declared_actions(&self) -> Option<&'static [&'static str]> {
@@ -433,7 +437,7 @@ impl<S: Send + Sync + 'static> DynStep<S> for Flow<S> {
         Some(self)
     }
 
-    fn detach_inner(&mut self, into: &mut Vec<Arc<dyn DynStep<S>>>) {
+    fn detach_inner(&mut self, into: &mut Vec<Arc<dyn ErasedNode<S>>>) {
         into.extend(self.slots.drain(..).map(|slot| slot.step));
     }
 }
@@ -442,7 +446,7 @@ impl<S: 'static> Drop for Flow<S> {
     /// Takes nested flows apart with a loop: dropping a flow nested a hundred
     /// thousand levels deep must not recurse once per level.
     fn drop(&mut self) {
-        let mut pending: Vec<Arc<dyn DynStep<S>>> = self.slots.drain(..).map(|slot| slot.step).collect();
+        let mut pending: Vec<Arc<dyn ErasedNode<S>>> = self.slots.drain(..).map(|slot| slot.step).collect();
         while let Some(mut step) = pending.pop() {
             if let Some(step) = Arc::get_mut(&mut step) {
                 step.detach_inner(&mut pending);

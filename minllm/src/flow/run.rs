@@ -9,9 +9,9 @@ use tracing::field::Empty;
 use super::{Flow, Slot, Target};
 use crate::access::{AsyncStoreRef, StoreRef};
 use crate::action::Label;
+use crate::context::{Cancel, FlowPath, NodeCx, Seg, check_stack, finish_span, is_cancelled, no_span, node_span};
 use crate::error::Error;
 use crate::params::Params;
-use crate::step::{Cancel, FlowPath, Seg, StepCx, check_stack, finish_span, is_cancelled, no_span, node_span};
 
 impl<S: Send + Sync + 'static> Flow<S> {
     /// Runs the flow. Nested flows run in place, each as a frame on a stack of
@@ -26,7 +26,7 @@ impl<S: Send + Sync + 'static> Flow<S> {
         check_stack(path)?;
         self.check(path)?;
         // Checked once per run: without a subscriber, no span is made per step.
-        let traced = crate::typed::tracing_on();
+        let traced = crate::context::tracing_on();
         let mut frames = Frames::new(self, path, params, traced);
         let mut segs = Vec::new();
         loop {
@@ -54,7 +54,7 @@ impl<S: Send + Sync + 'static> Flow<S> {
     ) -> Result<Label, Error> {
         check_stack(path)?;
         self.check(path)?;
-        let traced = crate::typed::tracing_on();
+        let traced = crate::context::tracing_on();
         let mut frames = Frames::new(self, path, params, traced);
         let mut segs = Vec::new();
         loop {
@@ -66,7 +66,7 @@ impl<S: Send + Sync + 'static> Flow<S> {
                     break Exit::Enter(slot, traced.then(|| frame.nested_spans(slot, &at)));
                 }
                 let span = traced.then(|| frame.node_span(slot));
-                let cx = StepCx {
+                let cx = NodeCx {
                     flow: &at,
                     node: &slot.name,
                     params: &frame.params,
@@ -214,12 +214,12 @@ impl<'f, S: 'static> Frame<'f, S> {
             }
             let label = if TRACED {
                 let (span, started) = self.node_span(slot);
-                let cx = StepCx { flow: at, node: &slot.name, params: &self.params, cancel, span: &span };
+                let cx = NodeCx { flow: at, node: &slot.name, params: &self.params, cancel, span: &span };
                 let label = span.in_scope(|| slot.step.run(store.reborrow(), cx))?;
                 finish_span(&span, started, label.as_str());
                 label
             } else {
-                let cx = StepCx { flow: at, node: &slot.name, params: &self.params, cancel, span: no_span() };
+                let cx = NodeCx { flow: at, node: &slot.name, params: &self.params, cancel, span: no_span() };
                 slot.step.run(store.reborrow(), cx)?
             };
             if !run.follow(flow, at, &label)? {

@@ -1,109 +1,22 @@
-//! The node contract: `prep -> exec -> post`, sync and async.
+//! Nodes: the contract (`prep -> exec -> post`, sync and async), the policy of
+//! `exec` ([`Retry`], [`ExecContext`]), the rules hooks are called by, and the
+//! one runner of each kind of node that every engine uses.
+
+mod hooks;
+mod retry;
+mod run;
+
+pub(crate) use hooks::{call_async, call_stage, offload};
+pub use retry::{ExecContext, Retry};
+pub(crate) use retry::{exec_with_retry, exec_with_retry_async};
+pub(crate) use run::{run_async_node, run_node, run_offloaded_node};
 
 use std::future::Future;
-use std::time::Duration;
 
 use crate::action::Action;
 use crate::error::{BoxError, Error, NodeResult};
 use crate::params::Params;
 use crate::store::SharedStore;
-
-/// How often a node's `exec` is attempted and how long to wait between attempts.
-///
-/// ```
-/// use std::time::Duration;
-/// use minllm::Retry;
-///
-/// let retry = Retry::attempts(3).wait(Duration::from_millis(500));
-/// assert_eq!(retry.attempts, 3);
-/// assert_eq!(Retry::default(), Retry::attempts(1));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retry {
-    /// How many times `exec` runs at most, the first run included (what
-    /// PocketFlow calls `max_retries`). `0` counts as `1`.
-    pub attempts: u32,
-    /// How long to wait after a failed attempt before the next one.
-    pub wait: Duration,
-}
-
-impl Retry {
-    /// One attempt, no wait: the default.
-    pub const ONCE: Retry = Retry { attempts: 1, wait: Duration::ZERO };
-
-    /// `n` attempts at most, no wait between them.
-    #[inline]
-    pub const fn attempts(n: u32) -> Retry {
-        Retry { attempts: n, wait: Duration::ZERO }
-    }
-
-    /// The same attempts, waiting `wait` after each failure.
-    #[inline]
-    pub const fn wait(self, wait: Duration) -> Retry {
-        Retry { wait, ..self }
-    }
-
-    #[inline]
-    pub(crate) fn max_attempts(&self) -> u32 {
-        self.attempts.max(1)
-    }
-}
-
-impl Default for Retry {
-    fn default() -> Self {
-        Retry::ONCE
-    }
-}
-
-/// What `exec` knows about the current attempt: its number (the Python
-/// `cur_retry` plus one), how many there can be, and the batch item.
-///
-/// Each item of a parallel batch gets its own context, so the attempt number is
-/// right even when items run at the same time.
-#[derive(Debug, Clone, Copy)]
-pub struct ExecContext<'a> {
-    pub(crate) node: &'a str,
-    pub(crate) attempt: u32,
-    pub(crate) max_attempts: u32,
-    pub(crate) item: Option<usize>,
-}
-
-impl<'a> ExecContext<'a> {
-    /// A context for calling `exec` by hand, e.g. in a unit test of a node.
-    #[inline]
-    pub fn new(node: &'a str, attempt: u32, max_attempts: u32, item: Option<usize>) -> Self {
-        ExecContext { node, attempt, max_attempts, item }
-    }
-
-    /// The attempt being made: 1 for the first run, 2 for the first retry, ...
-    #[inline]
-    pub fn attempt(&self) -> u32 {
-        self.attempt
-    }
-
-    /// How many attempts can be made in all.
-    pub fn max_attempts(&self) -> u32 {
-        self.max_attempts
-    }
-
-    /// Whether a failure now goes to `exec_fallback` instead of a retry.
-    #[inline]
-    pub fn is_last_attempt(&self) -> bool {
-        self.attempt >= self.max_attempts
-    }
-
-    /// The index of the batch item being processed, for batch nodes.
-    #[inline]
-    pub fn item(&self) -> Option<usize> {
-        self.item
-    }
-
-    /// The node's name in its flow.
-    #[inline]
-    pub fn node(&self) -> &str {
-        self.node
-    }
-}
 
 /// One step of work: `prep` reads the store, `exec` does the work (an LLM call, a
 /// computation) without seeing the store, `post` writes the store and picks the
@@ -177,7 +90,7 @@ pub trait Node<S = SharedStore>: Send + Sync + 'static {
     where
         Self: Sized,
     {
-        crate::step::run_node_alone(self, store)
+        run::run_node_alone(self, store)
     }
 }
 
@@ -264,20 +177,6 @@ where
         Self: Sized,
         S: 'static,
     {
-        crate::step::run_async_node_alone(self, store)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_exec_context_tells_the_attempt_and_where_it_runs() {
-        let first = ExecContext::new("ask", 1, 3, Some(4));
-        assert_eq!((first.attempt(), first.max_attempts(), first.item(), first.node()), (1, 3, Some(4), "ask"));
-        assert!(!first.is_last_attempt());
-        assert!(ExecContext::new("ask", 3, 3, None).is_last_attempt());
-        assert!(ExecContext::new("ask", 1, 1, None).is_last_attempt());
+        run::run_async_node_alone(self, store)
     }
 }

@@ -1,0 +1,153 @@
+//! The one runner of each kind of batch: `prep` returns the items, each item's
+//! `exec` runs with its retries and fallback (one after the other, on threads
+//! or as futures, as the mode says), `post` gets the outputs in order. Runtime
+//! flows, `flow!` code and batches run alone all call these.
+
+use std::sync::Arc;
+
+use super::spread::{batch_error, branches_on_threads, concurrent_map, par_map};
+use super::{AsyncBatchNode, BatchMode, BatchNode};
+use crate::access::{Access, AsyncStoreRef};
+use crate::context::{Cancel, NodeCx, is_cancelled};
+use crate::error::{Error, HookError, Stage};
+use crate::node::{call_async, call_stage, exec_with_retry, exec_with_retry_async, offload};
+
+/// Runs a sync batch node in a sync run.
+pub(crate) fn run_batch<S, N: BatchNode<S>>(
+    node: &N,
+    mode: BatchMode,
+    mut store: impl Access<S>,
+    cx: NodeCx<'_>,
+) -> Result<N::Action, Error> {
+    let items = store.with_store(|s| call_stage(Stage::Prep, || node.prep(s, cx.params))).map_err(|h| cx.error(h))?;
+    let outputs = exec_items(node, mode, &items, cx.node, cx.cancel).map_err(|h| batch_error(&cx, h))?;
+    store.with_store(|s| call_stage(Stage::Post, || node.post(s, items, outputs))).map_err(|h| cx.error(h))
+}
+
+/// Runs a sync batch node in an async run: `prep` and `post` on the task
+/// (holding the store), the items' `exec`s on tokio's blocking pool (in
+/// parallel when `mode` says so).
+pub(crate) async fn run_offloaded_batch<S, N>(
+    node: &Arc<N>,
+    mode: BatchMode,
+    mut store: AsyncStoreRef<'_, S>,
+    cx: NodeCx<'_>,
+) -> Result<N::Action, Error>
+where
+    S: Send + Sync + 'static,
+    N: BatchNode<S>,
+{
+    let items = {
+        let guard = store.lock().await;
+        call_stage(Stage::Prep, || node.prep(&guard, cx.params))
+    }
+    .map_err(|h| cx.error(h))?;
+    let (shared, name) = (Arc::clone(node), cx.node.to_owned());
+    let (items, outputs) = offload(move |cancel| {
+        let outputs = exec_items(&*shared, mode, &items, &name, Some(cancel));
+        (items, outputs)
+    })
+    .await
+    .map_err(|f| f.into_error(cx.flow.to_string(), cx.node.to_owned(), Stage::Exec, None))?;
+    let outputs = outputs.map_err(|h| batch_error(&cx, h))?;
+    let mut guard = store.lock().await;
+    call_stage(Stage::Post, || node.post(&mut guard, items, outputs)).map_err(|h| cx.error(h))
+}
+
+/// Runs an async batch node.
+pub(crate) async fn run_async_batch<S, N>(
+    node: &N,
+    mode: BatchMode,
+    mut store: AsyncStoreRef<'_, S>,
+    cx: NodeCx<'_>,
+) -> Result<N::Action, Error>
+where
+    S: Send + Sync,
+    N: AsyncBatchNode<S>,
+{
+    let items = {
+        let guard = store.lock().await;
+        call_async(Stage::Prep, node.prep(&guard, cx.params)).await
+    }
+    .map_err(|h| cx.error(h))?;
+    let outputs = exec_async_items(node, mode, &items, cx).await?;
+    let mut guard = store.lock().await;
+    call_async(Stage::Post, node.post(&mut guard, items, outputs)).await.map_err(|h| cx.error(h))
+}
+
+/// Every item's `exec` (with retries and fallback) of a sync batch node.
+fn exec_items<S, N: BatchNode<S>>(
+    node: &N,
+    mode: BatchMode,
+    items: &[N::Item],
+    name: &str,
+    cancel: Option<&Cancel<'_>>,
+) -> Result<Vec<N::Output>, Option<HookError>> {
+    let retry = node.retry();
+    let one = |i: usize, item: &N::Item, cancel: Option<&Cancel<'_>>| {
+        exec_with_retry(
+            retry,
+            name,
+            Some(i),
+            cancel,
+            item,
+            |it, c| node.exec(it, c),
+            |it, e, c| node.exec_fallback(it, e, c),
+        )
+        .map(|(out, _)| out)
+    };
+    match mode {
+        BatchMode::Sequential => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| if is_cancelled(cancel) { Err(None) } else { one(i, item, cancel).map_err(Some) })
+            .collect(),
+        BatchMode::Parallel { limit: None } => par_map(items, cancel, |i, item, c| one(i, item, Some(c))),
+        BatchMode::Parallel { limit: Some(threads) } => {
+            branches_on_threads(items, threads, cancel, |i, item, c| one(i, item, Some(c)))
+        }
+    }
+}
+
+/// Every item's `exec` (with retries and fallback) of an async batch node.
+async fn exec_async_items<S, N>(
+    node: &N,
+    mode: BatchMode,
+    items: &[N::Item],
+    cx: NodeCx<'_>,
+) -> Result<Vec<N::Output>, Error>
+where
+    S: Send + Sync,
+    N: AsyncBatchNode<S>,
+{
+    match mode {
+        BatchMode::Parallel { limit } => {
+            concurrent_map(items.len(), limit, |i| exec_async_item(node, i, &items[i], cx)).await
+        }
+        BatchMode::Sequential => {
+            let mut outputs = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                outputs.push(exec_async_item(node, i, item, cx).await?);
+            }
+            Ok(outputs)
+        }
+    }
+}
+
+async fn exec_async_item<S, N>(node: &N, i: usize, item: &N::Item, cx: NodeCx<'_>) -> Result<N::Output, Error>
+where
+    S: Send + Sync,
+    N: AsyncBatchNode<S>,
+{
+    exec_with_retry_async(
+        node.retry(),
+        cx.node,
+        Some(i),
+        cx.cancel,
+        |ctx| async move { node.exec(item, &ctx).await },
+        |err, ctx| async move { node.exec_fallback(item, err, &ctx).await },
+    )
+    .await
+    .map(|(out, _)| out)
+    .map_err(|h| cx.error(h))
+}

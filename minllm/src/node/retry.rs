@@ -1,0 +1,260 @@
+//! How `exec` is attempted: the [`Retry`] policy, what each attempt knows
+//! ([`ExecContext`]), and the one retry loop (sync and async): a failure or a
+//! panic is retried as the policy says, waits end early when the run is
+//! cancelled, then the fallback runs.
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt as _;
+
+use super::hooks::call;
+use crate::context::{Cancel, is_cancelled};
+use crate::error::{BoxError, Failure, HookError, NodeResult, Panicked, Stage, panic_message};
+
+/// How often a node's `exec` is attempted and how long to wait between attempts.
+///
+/// ```
+/// use std::time::Duration;
+/// use minllm::Retry;
+///
+/// let retry = Retry::attempts(3).wait(Duration::from_millis(500));
+/// assert_eq!(retry.attempts, 3);
+/// assert_eq!(Retry::default(), Retry::attempts(1));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// How many times `exec` runs at most, the first run included (what
+    /// PocketFlow calls `max_retries`). `0` counts as `1`.
+    pub attempts: u32,
+    /// How long to wait after a failed attempt before the next one.
+    pub wait: Duration,
+}
+
+impl Retry {
+    /// One attempt, no wait: the default.
+    pub const ONCE: Retry = Retry { attempts: 1, wait: Duration::ZERO };
+
+    /// `n` attempts at most, no wait between them.
+    #[inline]
+    pub const fn attempts(n: u32) -> Retry {
+        Retry { attempts: n, wait: Duration::ZERO }
+    }
+
+    /// The same attempts, waiting `wait` after each failure.
+    #[inline]
+    pub const fn wait(self, wait: Duration) -> Retry {
+        Retry { wait, ..self }
+    }
+
+    #[inline]
+    pub(crate) fn max_attempts(&self) -> u32 {
+        self.attempts.max(1)
+    }
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry::ONCE
+    }
+}
+
+/// What `exec` knows about the current attempt: its number (the Python
+/// `cur_retry` plus one), how many there can be, and the batch item.
+///
+/// Each item of a parallel batch gets its own context, so the attempt number is
+/// right even when items run at the same time.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecContext<'a> {
+    pub(crate) node: &'a str,
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) item: Option<usize>,
+}
+
+impl<'a> ExecContext<'a> {
+    /// A context for calling `exec` by hand, e.g. in a unit test of a node.
+    #[inline]
+    pub fn new(node: &'a str, attempt: u32, max_attempts: u32, item: Option<usize>) -> Self {
+        ExecContext { node, attempt, max_attempts, item }
+    }
+
+    /// The attempt being made: 1 for the first run, 2 for the first retry, ...
+    #[inline]
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// How many attempts can be made in all.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// Whether a failure now goes to `exec_fallback` instead of a retry.
+    #[inline]
+    pub fn is_last_attempt(&self) -> bool {
+        self.attempt >= self.max_attempts
+    }
+
+    /// The index of the batch item being processed, for batch nodes.
+    #[inline]
+    pub fn item(&self) -> Option<usize> {
+        self.item
+    }
+
+    /// The node's name in its flow.
+    #[inline]
+    pub fn node(&self) -> &str {
+        self.node
+    }
+}
+
+/// Runs `exec` up to `retry.max_attempts()` times, then the fallback.
+/// Returns the value and the number of attempts made.
+///
+/// The first attempt is inlined into the caller; retries, waits and the
+/// fallback live in a cold function, so a node that succeeds costs no more than
+/// the call itself.
+#[inline(always)]
+pub(crate) fn exec_with_retry<I: ?Sized, O>(
+    retry: Retry,
+    node: &str,
+    item: Option<usize>,
+    cancel: Option<&Cancel<'_>>,
+    input: &I,
+    exec: impl Fn(&I, &ExecContext<'_>) -> NodeResult<O>,
+    fallback: impl FnOnce(&I, BoxError, &ExecContext<'_>) -> NodeResult<O>,
+) -> Result<(O, u32), HookError> {
+    let ctx = ExecContext { node, attempt: 1, max_attempts: retry.max_attempts(), item };
+    match call(|| exec(input, &ctx)) {
+        Ok(v) => Ok((v, 1)),
+        Err(failure) => retry_after(failure, retry, node, item, cancel, input, exec, fallback),
+    }
+}
+
+/// Attempts 2.. and the fallback, after the first attempt failed.
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn retry_after<I: ?Sized, O>(
+    first: Failure,
+    retry: Retry,
+    node: &str,
+    item: Option<usize>,
+    cancel: Option<&Cancel<'_>>,
+    input: &I,
+    exec: impl Fn(&I, &ExecContext<'_>) -> NodeResult<O>,
+    fallback: impl FnOnce(&I, BoxError, &ExecContext<'_>) -> NodeResult<O>,
+) -> Result<(O, u32), HookError> {
+    let max_attempts = retry.max_attempts();
+    let mut attempt = 1;
+    let mut failure = first;
+    loop {
+        let ctx = ExecContext { node, attempt, max_attempts, item };
+        let source = failure.into_source();
+        if is_cancelled(cancel) {
+            // A sibling failed: this item's result will be thrown away, so no
+            // fallback (which may cost a call) runs for it.
+            return Err(HookError::new(Stage::Exec, item, Failure::from_fallback(source, attempt)));
+        }
+        if attempt >= max_attempts {
+            return match catch_unwind(AssertUnwindSafe(|| fallback(input, source, &ctx))) {
+                Ok(Ok(v)) => Ok((v, attempt)),
+                Ok(Err(source)) => Err(HookError::new(Stage::Exec, item, Failure::from_fallback(source, attempt))),
+                Err(payload) => Err(HookError::new(Stage::Fallback, item, Failure::panicked(payload))),
+            };
+        }
+        tracing::debug!(node, attempt, error = %source, "exec failed; retrying");
+        pause(retry.wait, cancel);
+        if is_cancelled(cancel) {
+            // Cancelled during the wait: no further attempt.
+            return Err(HookError::new(Stage::Exec, item, Failure::from_fallback(source, attempt)));
+        }
+        attempt += 1;
+        let ctx = ExecContext { node, attempt, max_attempts, item };
+        match call(|| exec(input, &ctx)) {
+            Ok(v) => return Ok((v, attempt)),
+            Err(f) => failure = f,
+        }
+    }
+}
+
+/// The async twin of [`exec_with_retry`]. `exec` and `fallback` make the
+/// attempt's future from its context (which they own, so the futures may
+/// borrow the node and its input for `'a`).
+pub(crate) async fn exec_with_retry_async<'a, O, E, EF, F, FF>(
+    retry: Retry,
+    node: &'a str,
+    item: Option<usize>,
+    cancel: Option<&Cancel<'_>>,
+    exec: E,
+    fallback: F,
+) -> Result<(O, u32), HookError>
+where
+    E: Fn(ExecContext<'a>) -> EF,
+    EF: Future<Output = NodeResult<O>>,
+    F: FnOnce(BoxError, ExecContext<'a>) -> FF,
+    FF: Future<Output = NodeResult<O>>,
+{
+    let max_attempts = retry.max_attempts();
+    let mut attempt = 1;
+    loop {
+        let ctx = ExecContext { node, attempt, max_attempts, item };
+        let source: BoxError = match AssertUnwindSafe(exec(ctx)).catch_unwind().await {
+            Ok(Ok(v)) => return Ok((v, attempt)),
+            Ok(Err(source)) => source,
+            // A panicking attempt is retried like a failing one.
+            Err(payload) => Box::new(Panicked(panic_message(payload))),
+        };
+        if is_cancelled(cancel) {
+            return Err(HookError::new(Stage::Exec, item, Failure::from_fallback(source, attempt)));
+        }
+        if attempt >= max_attempts {
+            return match AssertUnwindSafe(fallback(source, ctx)).catch_unwind().await {
+                Ok(Ok(v)) => Ok((v, attempt)),
+                Ok(Err(source)) => Err(HookError::new(Stage::Exec, item, Failure::from_fallback(source, attempt))),
+                Err(payload) => Err(HookError::new(Stage::Fallback, item, Failure::panicked(payload))),
+            };
+        }
+        tracing::debug!(node, attempt, error = %source, "exec failed; retrying");
+        if !retry.wait.is_zero() {
+            tokio::time::sleep(retry.wait).await;
+        }
+        attempt += 1;
+    }
+}
+
+/// Waits `wait` before a retry; returns early when `cancel` is set, so that a
+/// cancelled run does not sit out its retry waits.
+fn pause(wait: Duration, cancel: Option<&Cancel<'_>>) {
+    /// How often a wait looks at the cancel flag.
+    const SLICE: Duration = Duration::from_millis(10);
+    let Some(cancel) = cancel else {
+        std::thread::sleep(wait);
+        return;
+    };
+    // A wait too long to add to the clock is a wait until cancelled.
+    let deadline = Instant::now().checked_add(wait);
+    loop {
+        let left = deadline.map_or(SLICE, |d| d.saturating_duration_since(Instant::now()));
+        if left.is_zero() || cancel.is_cancelled() {
+            return;
+        }
+        std::thread::sleep(left.min(SLICE));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exec_context_tells_the_attempt_and_where_it_runs() {
+        let first = ExecContext::new("ask", 1, 3, Some(4));
+        assert_eq!((first.attempt(), first.max_attempts(), first.item(), first.node()), (1, 3, Some(4), "ask"));
+        assert!(!first.is_last_attempt());
+        assert!(ExecContext::new("ask", 3, 3, None).is_last_attempt());
+        assert!(ExecContext::new("ask", 1, 1, None).is_last_attempt());
+    }
+}

@@ -1,0 +1,132 @@
+//! The one runner of each kind of node: `prep`, then `exec` with its retries
+//! and fallback, then `post`, every hook's panic caught. Runtime flows,
+//! `flow!` code and nodes run alone all call these; only how the store is
+//! reached differs (an [`Access`] or an [`AsyncStoreRef`]).
+
+use std::sync::Arc;
+
+use super::hooks::{call, call_async, call_stage, offload};
+use super::retry::{exec_with_retry, exec_with_retry_async, retry_after};
+use super::{AsyncNode, ExecContext, Node, Retry};
+use crate::access::{Access, AsyncStoreRef};
+use crate::context::{NO_FLOW, NodeCx, Root, short_type_name};
+use crate::error::{Error, Failure, Stage};
+
+/// Runs a sync node in a sync run.
+#[inline(always)]
+pub(crate) fn run_node<S, N: Node<S>>(node: &N, mut store: impl Access<S>, cx: NodeCx<'_>) -> Result<N::Action, Error> {
+    let prep = store.with_store(|s| call_stage(Stage::Prep, || node.prep(s, cx.params))).map_err(|h| cx.error(h))?;
+    // The first attempt inline; retries and the fallback in a cold function.
+    let retry = node.retry();
+    let first = ExecContext::new(cx.node, 1, retry.max_attempts(), None);
+    let (prep, exec) = match call(|| node.exec(&prep, &first)) {
+        Ok(exec) => {
+            cx.record_attempts(1);
+            (prep, exec)
+        }
+        Err(failure) => retry_node(node, failure, retry, prep, cx)?,
+    };
+    store.with_store(|s| call_stage(Stage::Post, || node.post(s, prep, exec))).map_err(|h| cx.error(h))
+}
+
+/// Attempts 2.. and the fallback of a sync node. It owns `prep` while it works
+/// so that the hot path never takes its address.
+#[cold]
+#[inline(never)]
+fn retry_node<S, N: Node<S>>(
+    node: &N,
+    failure: Failure,
+    retry: Retry,
+    prep: N::Prep,
+    cx: NodeCx<'_>,
+) -> Result<(N::Prep, N::Exec), Error> {
+    let exec = |p: &N::Prep, c: &ExecContext<'_>| node.exec(p, c);
+    let fallback = |p: &N::Prep, e, c: &ExecContext<'_>| node.exec_fallback(p, e, c);
+    let (exec, attempts) =
+        retry_after(failure, retry, cx.node, None, cx.cancel, &prep, exec, fallback).map_err(|h| cx.error(h))?;
+    cx.record_attempts(attempts);
+    Ok((prep, exec))
+}
+
+/// Runs an async node's three hooks.
+pub(crate) async fn run_async_node<S, N>(
+    node: &N,
+    mut store: AsyncStoreRef<'_, S>,
+    cx: NodeCx<'_>,
+) -> Result<N::Action, Error>
+where
+    S: Send + Sync,
+    N: AsyncNode<S>,
+{
+    let prep = {
+        let guard = store.lock().await;
+        call_async(Stage::Prep, node.prep(&guard, cx.params)).await
+    }
+    .map_err(|h| cx.error(h))?;
+    let input = &prep;
+    let (exec, attempts) = exec_with_retry_async(
+        node.retry(),
+        cx.node,
+        None,
+        cx.cancel,
+        |ctx| async move { node.exec(input, &ctx).await },
+        |err, ctx| async move { node.exec_fallback(input, err, &ctx).await },
+    )
+    .await
+    .map_err(|h| cx.error(h))?;
+    cx.record_attempts(attempts);
+    let mut guard = store.lock().await;
+    call_async(Stage::Post, node.post(&mut guard, prep, exec)).await.map_err(|h| cx.error(h))
+}
+
+/// Runs a sync node in an async run: `prep` and `post` on the task (holding the
+/// store), `exec` with its retries on tokio's blocking pool.
+pub(crate) async fn run_offloaded_node<S, N>(
+    node: &Arc<N>,
+    mut store: AsyncStoreRef<'_, S>,
+    cx: NodeCx<'_>,
+) -> Result<N::Action, Error>
+where
+    S: Send + Sync + 'static,
+    N: Node<S>,
+{
+    let prep = {
+        let guard = store.lock().await;
+        call_stage(Stage::Prep, || node.prep(&guard, cx.params))
+    }
+    .map_err(|h| cx.error(h))?;
+    let (shared, name) = (Arc::clone(node), cx.node.to_owned());
+    let (prep, result) = offload(move |cancel| {
+        let result = exec_with_retry(
+            shared.retry(),
+            &name,
+            None,
+            Some(cancel),
+            &prep,
+            |p, c| shared.exec(p, c),
+            |p, e, c| shared.exec_fallback(p, e, c),
+        );
+        (prep, result)
+    })
+    .await
+    .map_err(|f| f.into_error(cx.flow.to_string(), cx.node.to_owned(), Stage::Exec, None))?;
+    let (exec, attempts) = result.map_err(|h| cx.error(h))?;
+    cx.record_attempts(attempts);
+    let mut guard = store.lock().await;
+    call_stage(Stage::Post, || node.post(&mut guard, prep, exec)).map_err(|h| cx.error(h))
+}
+
+/// [`Node::run`]: the node outside any flow.
+pub(crate) fn run_node_alone<S, N: Node<S>>(node: &N, store: &mut S) -> Result<N::Action, Error> {
+    run_node(node, store, Root::new(NO_FLOW).cx(short_type_name::<N>()))
+}
+
+/// [`AsyncNode::run_async`]: the node outside any flow.
+pub(crate) async fn run_async_node_alone<S, N>(node: &N, store: &mut S) -> Result<N::Action, Error>
+where
+    S: Send + Sync,
+    N: AsyncNode<S>,
+{
+    let root = Root::new(NO_FLOW);
+    run_async_node(node, AsyncStoreRef::exclusive(store), root.cx(short_type_name::<N>())).await
+}
