@@ -47,6 +47,7 @@ impl<'a, S> StoreRef<'a, S> {
     }
 
     /// Runs `f` with exclusive access to the store.
+    #[inline]
     pub fn with<R>(&mut self, f: impl FnOnce(&mut S) -> R) -> R {
         match &mut self.inner {
             Inner::Exclusive(s) => f(s),
@@ -203,7 +204,7 @@ impl<S> Access<S> for &mut S {
 }
 
 impl<S> Access<S> for StoreRef<'_, S> {
-    #[inline]
+    #[inline(always)]
     fn with_store<R>(&mut self, f: impl FnOnce(&mut S) -> R) -> R {
         self.with(f)
     }

@@ -124,6 +124,7 @@ impl<'a> Cancel<'a> {
     }
 }
 
+#[inline]
 pub(crate) fn is_cancelled(cancel: Option<&Cancel<'_>>) -> bool {
     cancel.is_some_and(Cancel::is_cancelled)
 }
