@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use minllm::{Batch, BatchNode, ExecContext, Flow, Node, NodeResult, Params};
+use minllm::{BatchMode, BatchNode, ExecContext, Flow, Node, NodeResult, Params};
 use minllm_examples::llm;
 
 /// The flow's store: a struct of our own.
@@ -88,6 +88,11 @@ impl BatchNode<Corpus> for Summarize {
         corpus.summaries = summaries;
         Ok(())
     }
+
+    /// Every document at once, on all cores.
+    fn mode(&self) -> BatchMode {
+        BatchMode::Parallel { threads: None }
+    }
 }
 
 /// Reduce: one report from every summary.
@@ -124,7 +129,7 @@ impl Node<Corpus> for Report {
 fn main() -> Result<(), minllm::Error> {
     let mut flow = Flow::new("map_reduce");
     let load = flow.add("load", Load);
-    let map = flow.add("summarize", Batch::parallel(Summarize));
+    let map = flow.add("summarize", Summarize);
     let reduce = flow.add("report", Report);
     flow.edge(load >> map >> reduce);
     assert!(flow.validate().is_empty(), "{:?}", flow.validate());

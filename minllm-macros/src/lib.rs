@@ -69,7 +69,9 @@ pub fn derive_action(input: TokenStream) -> TokenStream {
 /// `wait_ms = N` (between attempts), `batch` (`prep` returns `Vec<Item>`, `exec`
 /// runs per item, `post` gets `Vec<Item>` and `Vec<Output>`), `parallel` (a batch
 /// on threads, for sync nodes), `concurrent` (a batch of concurrent futures, for
-/// async nodes), `limit = N` (at most N items at once).
+/// async nodes), `limit = N` (at most N items at once). These write the node's `mode`
+/// (`BatchMode::Parallel { threads }`, `AsyncBatchMode::Concurrent { limit }`):
+/// a batch node says itself how its items run, in `flow!` and runtime flows alike.
 ///
 /// Mistakes are compile errors on your own tokens: `exec` taking something other
 /// than what `prep` returns, `post` taking the wrong prep or exec value, `prep`

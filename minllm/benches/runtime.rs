@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use minllm::{
-    Action, AsyncBatch, AsyncBatchNode, Batch, BatchNode, End, ExecContext, Flow, Node, NodeResult, Params, flow,
+    Action, AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode, End, ExecContext, Flow, Node, NodeResult, Params,
+    flow,
 };
 
 /// The store of the loop benchmark: a counter and a budget of transitions.
@@ -140,8 +141,9 @@ fn transitions(c: &mut Criterion) {
     group.finish();
 }
 
-/// CPU-bound work per item: a few hundred microseconds of integer mixing.
-struct Crunch;
+/// CPU-bound work per item: a few hundred microseconds of integer mixing, its
+/// items run as the mode says.
+struct Crunch(BatchMode);
 
 fn crunch(seed: u64) -> u64 {
     let mut x = seed | 1;
@@ -154,6 +156,9 @@ fn crunch(seed: u64) -> u64 {
 }
 
 impl BatchNode<Vec<u64>> for Crunch {
+    fn mode(&self) -> BatchMode {
+        self.0
+    }
     type Item = u64;
     type Output = u64;
     type Action = ();
@@ -173,7 +178,9 @@ fn parallel_batch(c: &mut Criterion) {
     let mut group = c.benchmark_group("cpu_batch_64_items");
     group.sample_size(10);
     let seeds: Vec<u64> = (1..=64).collect();
-    for (name, batch) in [("sequential", Batch::sequential(Crunch)), ("parallel", Batch::parallel(Crunch))] {
+    for (name, batch) in
+        [("sequential", Crunch(BatchMode::Sequential)), ("parallel", Crunch(BatchMode::Parallel { threads: None }))]
+    {
         group.bench_function(BenchmarkId::new(name, rayon::current_num_threads()), |b| {
             b.iter(|| {
                 let mut store = seeds.clone();
@@ -189,6 +196,10 @@ fn parallel_batch(c: &mut Criterion) {
 struct Sleep50;
 
 impl AsyncBatchNode<usize> for Sleep50 {
+    fn mode(&self) -> AsyncBatchMode {
+        // All 10,000 in flight at once (the default keeps 1024).
+        AsyncBatchMode::Concurrent { limit: Some(10_000) }
+    }
     type Item = usize;
     type Output = usize;
     type Action = ();
@@ -209,8 +220,7 @@ fn concurrent_async(c: &mut Criterion) {
     let mut group = c.benchmark_group("async_10k_execs_sleeping_50ms");
     group.sample_size(10);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    // All 10,000 in flight at once (the default keeps 1024).
-    let batch = AsyncBatch::concurrent(Sleep50).limit(10_000);
+    let batch = Sleep50;
     group.bench_function("concurrent_batch_wall_time", |b| {
         b.iter(|| {
             runtime.block_on(async {

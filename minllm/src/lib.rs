@@ -7,8 +7,8 @@
 //! returns an action with no edge. The store is [`SharedStore`] (a string-keyed
 //! map of typed values) or any struct of your own.
 //!
-//! Beyond single nodes: [`Batch`] runs `exec` once per item (sequentially or on
-//! all cores), [`AsyncNode`] and [`AsyncBatch`] run on tokio (thousands of
+//! Beyond single nodes: a [`BatchNode`] runs `exec` once per item (sequentially
+//! or on all cores), [`AsyncNode`] and [`AsyncBatchNode`] run on tokio (thousands of
 //! concurrent calls), [`BatchFlow`] runs a whole flow once per params, and flows
 //! nest. [`Flow::validate`] finds wiring mistakes, [`Flow::to_mermaid`] draws the
 //! graph, and every failure is an [`Error`] that names the flow, node and item.
@@ -99,7 +99,7 @@ mod typed;
 mod wire;
 
 pub use action::{Action, DEFAULT_ACTION, Label};
-pub use batch::{AsyncBatch, AsyncBatchNode, Batch, BatchMode, BatchNode, DEFAULT_CONCURRENCY};
+pub use batch::{AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode, DEFAULT_CONCURRENCY};
 pub use batch_flow::BatchFlow;
 #[doc(hidden)]
 pub use error::STEP_TRAIL;

@@ -14,6 +14,5 @@ pub struct AsyncBatch;
 pub struct Flow;
 /// An async flow made by `flow!`.
 pub struct AsyncFlow;
-/// A node that a runtime flow holds as it is (a nested flow, a batch flow, a
-/// batch wrapper).
+/// A node that a runtime flow holds as it is (a nested flow, a batch flow).
 pub struct Erased;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{PATIENCE, mark, trace, wait_until_async};
 use minllm::{
-    AsyncBatch, AsyncBatchNode, AsyncNode, BatchFlow, BoxError, Error, ExecContext, Flow, Node, NodeResult, Params,
+    AsyncBatchMode, AsyncBatchNode, AsyncNode, BatchFlow, BoxError, Error, ExecContext, Flow, Node, NodeResult, Params,
     Retry, SharedStore,
 };
 
@@ -45,9 +45,10 @@ struct Tally {
 /// any has finished waits until `target` were in flight at once (or PATIENCE
 /// passes), so that a cap below the target shows as a peak below it and a
 /// missing cap as a peak above it. Item `fail_at` fails once every item is in
-/// flight.
+/// flight. Its items run as `mode` says.
 #[derive(Default)]
 struct Gathering {
+    mode: AsyncBatchMode,
     count: usize,
     target: usize,
     fail_at: Option<usize>,
@@ -55,7 +56,7 @@ struct Gathering {
 }
 
 fn gathering(count: usize, target: usize) -> Gathering {
-    Gathering { count, target, ..Gathering::default() }
+    Gathering { count, target, mode: AsyncBatchMode::Concurrent { limit: None }, ..Gathering::default() }
 }
 
 impl AsyncBatchNode for Gathering {
@@ -89,33 +90,36 @@ impl AsyncBatchNode for Gathering {
         store.set("out", out);
         Ok(())
     }
+    fn mode(&self) -> AsyncBatchMode {
+        self.mode
+    }
 }
 
 #[tokio::test]
 async fn a_concurrent_batch_runs_all_its_items_at_once_and_keeps_their_order() {
-    let batch = AsyncBatch::concurrent(gathering(100, 100));
+    let batch = gathering(100, 100);
     let mut store = SharedStore::new();
     batch.run_async(&mut store).await.unwrap();
-    assert_eq!(batch.node().tally.peak.load(Ordering::SeqCst), 100);
+    assert_eq!(batch.tally.peak.load(Ordering::SeqCst), 100);
     assert_eq!(store.get::<Vec<usize>>("out").unwrap(), (0..100).map(|i| i * 10).collect::<Vec<_>>());
 }
 
 #[tokio::test]
 async fn the_limit_caps_items_in_flight() {
-    let batch = AsyncBatch::concurrent(gathering(50, 7)).limit(7);
+    let batch = Gathering { mode: AsyncBatchMode::Concurrent { limit: Some(7) }, ..gathering(50, 7) };
     let mut store = SharedStore::new();
     batch.run_async(&mut store).await.unwrap();
     assert_eq!(store.get::<Vec<usize>>("out").unwrap().len(), 50);
-    assert_eq!(batch.node().tally.peak.load(Ordering::SeqCst), 7);
-    assert_eq!(batch.node().tally.finished.load(Ordering::SeqCst), 50);
+    assert_eq!(batch.tally.peak.load(Ordering::SeqCst), 7);
+    assert_eq!(batch.tally.finished.load(Ordering::SeqCst), 50);
 }
 
 #[tokio::test]
 async fn a_sequential_async_batch_runs_one_item_at_a_time() {
-    let batch = AsyncBatch::sequential(gathering(10, 1));
+    let batch = Gathering { mode: AsyncBatchMode::Sequential, ..gathering(10, 1) };
     batch.run_async(&mut SharedStore::new()).await.unwrap();
-    assert_eq!(batch.node().tally.peak.load(Ordering::SeqCst), 1);
-    assert_eq!(batch.node().tally.finished.load(Ordering::SeqCst), 10);
+    assert_eq!(batch.tally.peak.load(Ordering::SeqCst), 1);
+    assert_eq!(batch.tally.finished.load(Ordering::SeqCst), 10);
 }
 
 #[tokio::test]
@@ -124,7 +128,7 @@ async fn the_first_async_error_cancels_items_in_flight() {
     let node = Gathering { fail_at: Some(5), ..gathering(20, usize::MAX) };
     let tally = Arc::clone(&node.tally);
     let mut flow = Flow::new("f");
-    flow.add("batch", AsyncBatch::concurrent(node));
+    flow.add("batch", node);
     let err = flow.run_async(&mut SharedStore::new()).await.unwrap_err();
     assert_eq!(err.item(), Some(5));
     assert_eq!(err.to_string(), "exec of node `batch` in flow `f` failed (item 5): item 5 failed");

@@ -11,13 +11,17 @@ use std::time::Duration;
 
 use common::{Gauge, MARGIN, PATIENCE, trace, wait_until};
 use minllm::{
-    Batch, BatchFlow, BatchNode, Error, ExecContext, Flow, Node, NodeResult, Params, Retry, SharedStore, Stage,
+    BatchFlow, BatchMode, BatchNode, Error, ExecContext, Flow, Node, NodeResult, Params, Retry, SharedStore, Stage,
 };
 
-/// Squares numbers; fails on `fail_at`, panics on `panic_at`; counts the items
-/// that started.
+/// On all cores.
+const PARALLEL: BatchMode = BatchMode::Parallel { threads: None };
+
+/// Squares numbers, its items run as `mode` says; fails on `fail_at`, panics
+/// on `panic_at`; counts the items that started.
 #[derive(Default)]
 struct Squares {
+    mode: BatchMode,
     fail_at: Option<usize>,
     panic_at: Option<usize>,
     started: Arc<AtomicUsize>,
@@ -46,6 +50,9 @@ impl BatchNode for Squares {
         store.set("squares", outputs);
         Ok(())
     }
+    fn mode(&self) -> BatchMode {
+        self.mode
+    }
 }
 
 fn numbers(n: u64) -> SharedStore {
@@ -56,7 +63,7 @@ fn numbers(n: u64) -> SharedStore {
 
 #[test]
 fn sequential_and_parallel_batches_keep_input_order() {
-    for batch in [Batch::sequential(Squares::default()), Batch::parallel(Squares::default())] {
+    for batch in [Squares::default(), Squares { mode: PARALLEL, ..Squares::default() }] {
         let mut flow = Flow::new("f");
         flow.add("squares", batch);
         let mut store = numbers(1000);
@@ -68,7 +75,7 @@ fn sequential_and_parallel_batches_keep_input_order() {
 
 #[test]
 fn a_pool_of_its_own_also_keeps_order() {
-    let batch = Batch::parallel(Squares::default()).threads(3);
+    let batch = Squares { mode: BatchMode::Parallel { threads: Some(3) }, ..Squares::default() };
     let mut store = numbers(100);
     batch.run(&mut store).unwrap();
     assert_eq!(store.get::<Vec<u64>>("squares").unwrap()[99], 99 * 99);
@@ -79,7 +86,7 @@ fn the_first_error_stops_a_sequential_batch_at_its_item() {
     let node = Squares { fail_at: Some(4), ..Squares::default() };
     let started = Arc::clone(&node.started);
     let mut flow = Flow::new("f");
-    flow.add("squares", Batch::sequential(node));
+    flow.add("squares", node);
     let mut store = numbers(100);
     let err = flow.run(&mut store).unwrap_err();
     assert_eq!(err.item(), Some(4));
@@ -88,7 +95,7 @@ fn the_first_error_stops_a_sequential_batch_at_its_item() {
     assert!(!store.contains("squares"), "post does not run after a failure");
 }
 
-/// Item 0 fails at once. The items that start before that failure wait for
+/// A parallel batch. Item 0 fails at once. The items that start before that failure wait for
 /// it (and MARGIN) and succeed; an item that starts after it counts itself
 /// late and returns at once.
 #[derive(Default)]
@@ -120,26 +127,29 @@ impl BatchNode for GivesWay {
     fn post(&self, _: &mut SharedStore, _: Vec<usize>, _: Vec<()>) -> NodeResult<()> {
         Ok(())
     }
+    fn mode(&self) -> BatchMode {
+        PARALLEL
+    }
 }
 
 #[test]
 fn the_first_error_cancels_a_parallel_batch() {
     // On rayon's threads, however many: the thread that takes the batch runs item 0 first.
-    let batch = Batch::parallel(GivesWay::default());
+    let batch = GivesWay::default();
     let err = batch.run(&mut SharedStore::new()).unwrap_err();
     assert!(matches!(err, Error::Node { item: Some(0), stage: Stage::Exec, .. }), "{err:?}");
     // Between item 0 setting `failed` and the engine seeing its error, another
     // thread may start an item (a window of a few instructions, wider on a
     // loaded machine); without cancellation every one of the 999 would run.
-    let late = batch.node().late.load(Ordering::SeqCst);
+    let late = batch.late.load(Ordering::SeqCst);
     assert!(late < 500, "{late} items started after the failure");
 }
 
 #[test]
 fn a_panicking_item_becomes_an_error_with_its_index() {
     for batch in [
-        Batch::sequential(Squares { panic_at: Some(3), ..Squares::default() }),
-        Batch::parallel(Squares { panic_at: Some(3), ..Squares::default() }),
+        Squares { panic_at: Some(3), ..Squares::default() },
+        Squares { panic_at: Some(3), mode: PARALLEL, ..Squares::default() },
     ] {
         let mut store = numbers(8);
         let err = batch.run(&mut store).unwrap_err();
@@ -170,12 +180,15 @@ impl BatchNode for FirstTryFails {
     fn retry(&self) -> Retry {
         Retry::attempts(2)
     }
+    fn mode(&self) -> BatchMode {
+        PARALLEL
+    }
 }
 
 #[test]
 fn retries_count_per_item_in_parallel() {
     let mut store = SharedStore::new();
-    Batch::parallel(FirstTryFails).run(&mut store).unwrap();
+    FirstTryFails.run(&mut store).unwrap();
     let out: Vec<(usize, u32)> = store.get("out").unwrap();
     assert_eq!(out, (0..64).map(|i| (i, 2)).collect::<Vec<_>>());
 }
@@ -360,9 +373,9 @@ fn batch_params_errors_are_reported() {
     assert!(err.to_string().contains("store has no key `missing`"), "{err}");
 }
 
-/// Runs in parallel on its own, at most 3 items at a time; each item visits
-/// the gauge.
-struct SelfParallel(Gauge);
+/// Runs as its mode says (in `flow!` code, as `#[node(parallel, limit = N)]`
+/// says); each item visits the gauge.
+struct SelfParallel(Gauge, BatchMode);
 
 impl BatchNode for SelfParallel {
     type Item = usize;
@@ -380,26 +393,29 @@ impl BatchNode for SelfParallel {
         store.set("out", out);
         Ok(())
     }
-    fn mode(&self) -> minllm::BatchMode {
-        minllm::BatchMode::Parallel { limit: Some(3) }
+    fn mode(&self) -> BatchMode {
+        self.1
     }
 }
 
 #[test]
 fn a_bare_batch_node_runs_as_its_mode_says() {
     let mut flow = Flow::new("f");
-    flow.add("par", SelfParallel(Gauge::new(3)));
+    flow.add("par", SelfParallel(Gauge::new(3), BatchMode::Parallel { threads: Some(3) }));
     assert!(flow.to_mermaid().contains(r#"n0["par (parallel batch)"]"#), "{}", flow.to_mermaid());
     let mut store = SharedStore::new();
     flow.run(&mut store).unwrap();
     assert_eq!(store.get::<Vec<usize>>("out").unwrap(), (0..12).collect::<Vec<_>>());
 
-    let batch = Batch::new(SelfParallel(Gauge::new(3)));
+    let batch = SelfParallel(Gauge::new(3), BatchMode::Parallel { threads: Some(3) });
     batch.run(&mut SharedStore::new()).unwrap();
-    assert_eq!(batch.node().0.peak(), 3, "the limit of 3 threads holds and is reached");
-    let batch = Batch::sequential(SelfParallel(Gauge::new(1)));
+    assert_eq!(batch.0.peak(), 3, "the limit of 3 threads holds and is reached");
+    let batch = SelfParallel(Gauge::new(1), BatchMode::Sequential);
     batch.run(&mut SharedStore::new()).unwrap();
-    assert_eq!(batch.node().0.peak(), 1, "a wrapper overrides the mode");
+    assert_eq!(batch.0.peak(), 1, "one item at a time");
+    let mut flow = Flow::new("f");
+    flow.add("seq", SelfParallel(Gauge::new(1), BatchMode::Sequential));
+    assert!(flow.to_mermaid().contains(r#"n0["seq (batch)"]"#), "{}", flow.to_mermaid());
 }
 
 /// Every item fails all its attempts. On its last attempt, item 0 waits until
@@ -444,14 +460,16 @@ impl BatchNode for FailingSiblings {
     fn retry(&self) -> Retry {
         Retry::attempts(3)
     }
+    fn mode(&self) -> BatchMode {
+        BatchMode::Parallel { threads: Some(4) }
+    }
 }
 
 #[test]
 fn items_cancelled_by_a_failing_sibling_skip_their_fallback() {
-    let batch = Batch::parallel(FailingSiblings::default()).threads(4);
-    let err = batch.run(&mut SharedStore::new()).unwrap_err();
+    let node = FailingSiblings::default();
+    let err = node.run(&mut SharedStore::new()).unwrap_err();
     assert_eq!(err.item(), Some(0), "{err}");
-    let node = batch.node();
     // All four failed their last attempt; only item 0, not cancelled, had its fallback.
     let attempts: Vec<u32> = node.attempts.iter().map(|a| a.load(Ordering::SeqCst)).collect();
     assert_eq!(attempts, [3, 3, 3, 3]);

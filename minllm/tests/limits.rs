@@ -12,20 +12,24 @@ use std::time::Duration;
 use common::{Gauge, MARGIN, wait_until};
 
 use minllm::{
-    AsyncBatch, AsyncBatchNode, AsyncNode, Batch, BatchFlow, BatchMode, BatchNode, DEFAULT_CONCURRENCY, ExecContext,
-    Flow, Node, NodeResult, Params, Retry, SharedStore,
+    AsyncBatchMode, AsyncBatchNode, AsyncNode, BatchFlow, BatchMode, BatchNode, DEFAULT_CONCURRENCY, ExecContext, Flow,
+    Node, NodeResult, Params, Retry, SharedStore,
 };
 
 /// How long a visitor stays after the target was reached: time for one more
 /// to come in, if a cap let it.
 const HOLD: Duration = Duration::from_millis(20);
 
-/// A batch node over `items` items that visits the gauge once per item.
+/// A batch node over `items` items that visits the gauge once per item, run
+/// as `mode` says.
 struct Items {
     items: usize,
     gauge: Arc<Gauge>,
     mode: BatchMode,
 }
+
+/// [`Items`] as an async batch node, run as its mode says.
+struct AsyncItems(Items, AsyncBatchMode);
 
 impl BatchNode for Items {
     type Item = usize;
@@ -46,19 +50,22 @@ impl BatchNode for Items {
     }
 }
 
-impl AsyncBatchNode for Items {
+impl AsyncBatchNode for AsyncItems {
     type Item = usize;
     type Output = ();
     type Action = ();
     async fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<Vec<usize>> {
-        Ok((0..self.items).collect())
+        Ok((0..self.0.items).collect())
     }
     async fn exec(&self, _: &usize, _: &ExecContext<'_>) -> NodeResult<()> {
-        self.gauge.visit_async(HOLD).await;
+        self.0.gauge.visit_async(HOLD).await;
         Ok(())
     }
     async fn post(&self, _: &mut SharedStore, _: Vec<usize>, _: Vec<()>) -> NodeResult<()> {
         Ok(())
+    }
+    fn mode(&self) -> AsyncBatchMode {
+        self.1
     }
 }
 
@@ -72,17 +79,17 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn batch_threads_n_runs_exactly_n_items_at_once() {
-    let node = items(24, 6);
+    let node = Items { mode: BatchMode::Parallel { threads: Some(6) }, ..items(24, 6) };
     let gauge = Arc::clone(&node.gauge);
-    Batch::parallel(node).threads(6).run(&mut SharedStore::new()).unwrap();
+    node.run(&mut SharedStore::new()).unwrap();
     assert_eq!(gauge.peak(), 6);
     assert_eq!(gauge.visits(), 24);
 
-    // The same cap when the node's own mode asks for it, in a flow, sync and async.
-    let node = Items { mode: BatchMode::Parallel { limit: Some(5) }, ..items(20, 5) };
+    // The same cap in a flow, sync and async.
+    let node = Items { mode: BatchMode::Parallel { threads: Some(5) }, ..items(20, 5) };
     let gauge = Arc::clone(&node.gauge);
     let mut flow = Flow::new("f");
-    flow.add("batch", Batch::new(node));
+    flow.add("batch", node);
     flow.run(&mut SharedStore::new()).unwrap();
     assert_eq!(gauge.peak(), 5);
     gauge.reset();
@@ -92,20 +99,19 @@ fn batch_threads_n_runs_exactly_n_items_at_once() {
 
 #[test]
 fn async_batch_limit_n_keeps_exactly_n_items_in_flight() {
-    let node = items(40, 7);
-    let gauge = Arc::clone(&node.gauge);
-    let batch = AsyncBatch::concurrent(node).limit(7);
-    runtime().block_on(batch.run_async(&mut SharedStore::new())).unwrap();
+    let node = AsyncItems(items(40, 7), AsyncBatchMode::Concurrent { limit: Some(7) });
+    let gauge = Arc::clone(&node.0.gauge);
+    runtime().block_on(node.run_async(&mut SharedStore::new())).unwrap();
     assert_eq!(gauge.peak(), 7);
     assert_eq!(gauge.visits(), 40);
 }
 
 #[test]
 fn a_concurrent_async_batch_without_a_limit_keeps_the_default_in_flight() {
-    let node = items(DEFAULT_CONCURRENCY + 500, DEFAULT_CONCURRENCY);
-    let gauge = Arc::clone(&node.gauge);
-    let batch = AsyncBatch::concurrent(node);
-    runtime().block_on(batch.run_async(&mut SharedStore::new())).unwrap();
+    let node =
+        AsyncItems(items(DEFAULT_CONCURRENCY + 500, DEFAULT_CONCURRENCY), AsyncBatchMode::Concurrent { limit: None });
+    let gauge = Arc::clone(&node.0.gauge);
+    runtime().block_on(node.run_async(&mut SharedStore::new())).unwrap();
     assert_eq!(gauge.peak(), DEFAULT_CONCURRENCY);
 }
 

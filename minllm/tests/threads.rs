@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)] // tests unwrap what they expect to succeed
 #![cfg(target_os = "linux")]
 
-use minllm::{Batch, BatchMode, BatchNode, ExecContext, Flow, NodeResult, Params, SharedStore};
+use minllm::{BatchMode, BatchNode, ExecContext, Flow, NodeResult, Params, SharedStore};
 
 /// The number of threads of this process.
 fn threads() -> usize {
@@ -37,14 +37,13 @@ impl BatchNode for Double {
 #[test]
 fn batches_with_forty_thread_limits_leave_no_thread_behind() {
     // rayon's global pool is made once, on first use: make it before counting.
-    Batch::parallel(Double(BatchMode::Sequential)).run(&mut SharedStore::new()).unwrap();
+    Double(BatchMode::Parallel { threads: None }).run(&mut SharedStore::new()).unwrap();
     let before = threads();
     for limit in 1..=40 {
         let mut store = SharedStore::new();
-        Batch::new(Double(BatchMode::Parallel { limit: Some(limit) })).run(&mut store).unwrap();
-        Batch::parallel(Double(BatchMode::Sequential)).threads(limit).run(&mut store).unwrap();
+        Double(BatchMode::Parallel { threads: Some(limit) }).run(&mut store).unwrap();
         let mut flow = Flow::new("f");
-        flow.add("double", Double(BatchMode::Parallel { limit: Some(limit) }));
+        flow.add("double", Double(BatchMode::Parallel { threads: Some(limit) }));
         flow.run(&mut store).unwrap();
         assert_eq!(store.get::<Vec<u32>>("out").unwrap(), [2, 4, 6, 8]);
     }

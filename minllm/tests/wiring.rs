@@ -9,8 +9,8 @@ mod common;
 use common::{mark, trace};
 use minllm::graph::Problem;
 use minllm::{
-    Action, AsyncBatch, AsyncBatchNode, AsyncNode, Batch, BatchFlow, BatchNode, End, Error, ExecContext, Flow, Node,
-    NodeResult, Params, SharedStore,
+    Action, AsyncBatchNode, AsyncNode, BatchFlow, BatchNode, End, Error, ExecContext, Flow, Node, NodeResult, Params,
+    SharedStore,
 };
 
 #[derive(Clone, Copy, Action)]
@@ -110,7 +110,7 @@ fn an_async_node_returning_an_action_without_an_edge_fails_the_run() {
 #[test]
 fn a_batch_node_returning_an_action_without_an_edge_fails_the_run_sync_and_async() {
     let mut flow = Flow::new("numbers");
-    let double = flow.add("double", Batch::parallel(Double));
+    let double = flow.add("double", Double);
     let next = flow.add("next", mark("next"));
     flow.edge(double.on(Verdict::Accept) >> next);
     assert!(matches!(&flow.validate()[..], [Problem::MissingEdge { action, .. }] if action == "reject"));
@@ -123,7 +123,7 @@ fn a_batch_node_returning_an_action_without_an_edge_fails_the_run_sync_and_async
 #[test]
 fn an_async_batch_node_with_a_typo_in_its_action_fails_the_run() {
     let mut flow = Flow::new("typo");
-    let typo = flow.add("typo", AsyncBatch::concurrent(Typo));
+    let typo = flow.add("typo", Typo);
     let next = flow.add("next", mark("next"));
     flow.edge(typo.on("reject") >> next);
     // A string action: nothing is known before the run.
@@ -139,7 +139,7 @@ fn an_async_batch_node_with_a_typo_in_its_action_fails_the_run() {
 fn edges_for_actions_a_node_never_returns_are_reported_for_every_kind() {
     let mut flow = Flow::new("f");
     let judge = flow.add("judge", Judge);
-    let double = flow.add("double", Batch::sequential(Double));
+    let double = flow.add("double", Double);
     flow.edge(judge.on(Verdict::Accept) >> double)
         .edge(judge.on(Verdict::Reject) >> double)
         .edge(judge.on("maybe") >> double)
@@ -246,7 +246,7 @@ impl AsyncBatchNode for Vote {
 #[test]
 fn an_async_batch_node_declares_its_actions() {
     let mut flow = Flow::new("votes");
-    let vote = flow.add("vote", AsyncBatch::concurrent(Vote));
+    let vote = flow.add("vote", Vote);
     let next = flow.add("next", mark("next"));
     flow.edge(vote.on(Verdict::Accept) >> next);
     assert_eq!(

@@ -318,9 +318,17 @@ pub(crate) fn expand(options: &Options, item: &ItemImpl, errors: &mut Errors) ->
                 Some(l) => quote!(::core::option::Option::Some(#l)),
                 None => quote!(::core::option::Option::None),
             };
-            Some(quote! {
-                fn mode(&self) -> ::minllm::BatchMode {
-                    ::minllm::BatchMode::Parallel { limit: #limit }
+            Some(if is_async {
+                quote! {
+                    fn mode(&self) -> ::minllm::AsyncBatchMode {
+                        ::minllm::AsyncBatchMode::Concurrent { limit: #limit }
+                    }
+                }
+            } else {
+                quote! {
+                    fn mode(&self) -> ::minllm::BatchMode {
+                        ::minllm::BatchMode::Parallel { threads: #limit }
+                    }
                 }
             })
         }

@@ -10,8 +10,6 @@ pub use spread::DEFAULT_CONCURRENCY;
 pub(crate) use spread::{branches_on_threads, concurrent_map};
 
 use std::future::Future;
-use std::marker::PhantomData;
-use std::sync::Arc;
 
 use crate::access::AsyncStoreRef;
 use crate::action::Action;
@@ -24,12 +22,15 @@ use crate::store::SharedStore;
 /// A node whose `exec` runs once per item: `prep` returns the items, `post` gets
 /// every output, in the items' order.
 ///
-/// Add it to a flow wrapped in [`Batch::sequential`] or [`Batch::parallel`]. Retries
-/// and the fallback apply to each item on its own. The first failing item stops
-/// the batch (items not yet started never start) and the error names its index.
+/// How the items run is the node's [`mode`](BatchNode::mode): one after the
+/// other (the default), or in parallel on threads. Add it to a flow as it is.
+/// Retries and the fallback apply to each item on its own. The first failing
+/// item stops the batch (items not yet started never start) and the error
+/// names its index. In an async run, the items' `exec`s run on tokio's blocking
+/// pool, so they never stall the runtime.
 ///
 /// ```
-/// use minllm::{Batch, BatchNode, ExecContext, NodeResult, Params, SharedStore};
+/// use minllm::{BatchMode, BatchNode, ExecContext, NodeResult, Params, SharedStore};
 ///
 /// struct WordCount;
 ///
@@ -48,11 +49,14 @@ use crate::store::SharedStore;
 ///         store.set("counts", counts);
 ///         Ok(())
 ///     }
+///     fn mode(&self) -> BatchMode {
+///         BatchMode::Parallel { threads: None } // on all cores
+///     }
 /// }
 ///
 /// let mut store = SharedStore::new();
 /// store.set("docs", vec!["a b".to_string(), "c d e".to_string()]);
-/// Batch::parallel(WordCount).run(&mut store).unwrap();
+/// WordCount.run(&mut store).unwrap();
 /// assert_eq!(store.get::<Vec<usize>>("counts"), Some(vec![2, 3]));
 /// ```
 pub trait BatchNode<S = SharedStore>: Send + Sync + 'static {
@@ -83,32 +87,42 @@ pub trait BatchNode<S = SharedStore>: Send + Sync + 'static {
         Retry::ONCE
     }
 
-    /// How the items run when the node is added to a flow as it is (without a
-    /// [`Batch`] wrapper that says otherwise): one by one unless overridden.
+    /// How the items run: one after the other unless overridden (in `flow!`
+    /// code, `#[node(parallel)]` writes this method).
     fn mode(&self) -> BatchMode {
         BatchMode::Sequential
     }
+
+    /// Runs the batch node alone on `store` and returns its action.
+    fn run(&self, store: &mut S) -> Result<Self::Action, Error>
+    where
+        Self: Sized,
+    {
+        run_batch(self, self.mode(), store, Root::new(NO_FLOW).cx(short_type_name::<Self>()))
+    }
 }
 
-/// How the items of a batch node run.
+/// How the items of a [`BatchNode`] run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum BatchMode {
-    /// One item after the other.
+    /// One item after the other, on the thread of the run.
     #[default]
     Sequential,
-    /// Items at the same time. For a [`BatchNode`]: on all cores (rayon's
-    /// global pool), or on `limit` threads of the batch's own when set. For an
-    /// [`AsyncBatchNode`]: as concurrent futures, at most `limit` in flight, or
-    /// [`DEFAULT_CONCURRENCY`] when unset.
+    /// Items at the same time, on threads. Outputs keep the items' order.
     Parallel {
-        /// The most items in flight at once.
-        limit: Option<usize>,
+        /// `None`: on all cores (rayon's global pool). `Some(n)`: on `n`
+        /// threads of the batch's own, started for each run and gone when it
+        /// ends, e.g. to cap how many calls go to an LLM server at once
+        /// (blocking calls then overlap even on few cores). `Some(0)` counts
+        /// as `Some(1)`.
+        threads: Option<usize>,
     },
 }
 
-/// The async form of [`BatchNode`]. Add it to a flow wrapped in
-/// [`AsyncBatch::sequential`] or [`AsyncBatch::concurrent`].
+/// The async form of [`BatchNode`]: `exec` is an `async fn`, and the items run
+/// one after the other or as concurrent futures, as its
+/// [`mode`](AsyncBatchNode::mode) says.
 pub trait AsyncBatchNode<S = SharedStore>: Send + Sync + 'static
 where
     S: Send + Sync,
@@ -150,123 +164,41 @@ where
         Retry::ONCE
     }
 
-    /// How the items run when the node is added to a flow as it is (without an
-    /// [`AsyncBatch`] wrapper that says otherwise): one by one unless overridden.
-    fn mode(&self) -> BatchMode {
-        BatchMode::Sequential
+    /// How the items run: one after the other unless overridden (in `flow!`
+    /// code, `#[node(concurrent)]` writes this method).
+    fn mode(&self) -> AsyncBatchMode {
+        AsyncBatchMode::Sequential
+    }
+
+    /// Runs the batch node alone on `store`, on the current tokio runtime, and
+    /// returns its action.
+    fn run_async(&self, store: &mut S) -> impl Future<Output = Result<Self::Action, Error>> + Send
+    where
+        Self: Sized,
+        S: 'static,
+    {
+        async move {
+            let root = Root::new(NO_FLOW);
+            let cx = root.cx(short_type_name::<Self>());
+            run_async_batch(self, self.mode(), AsyncStoreRef::exclusive(store), cx).await
+        }
     }
 }
 
-/// A [`BatchNode`] ready to add to a flow: run item by item, or in parallel on
-/// rayon's threads (all cores).
-///
-/// A batch node can also be added to a flow as it is; it then runs the way its
-/// [`mode`](BatchNode::mode) says. In an async run, the items' `exec`s run on
-/// tokio's blocking pool, so they never stall the runtime.
-pub struct Batch<N> {
-    node: Arc<N>,
-    mode: Option<BatchMode>,
-}
-
-impl<N> Batch<N> {
-    /// Runs the way the node's [`mode`](BatchNode::mode) says.
-    pub fn new(node: N) -> Self {
-        Batch { node: Arc::new(node), mode: None }
-    }
-
-    /// Runs `exec` on one item after the other.
-    pub fn sequential(node: N) -> Self {
-        Batch { node: Arc::new(node), mode: Some(BatchMode::Sequential) }
-    }
-
-    /// Runs `exec` on all cores at once (rayon's global pool). Outputs keep the
+/// How the items of an [`AsyncBatchNode`] run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AsyncBatchMode {
+    /// Each item's `exec` awaited before the next starts.
+    #[default]
+    Sequential,
+    /// Items' `exec`s as concurrent futures on the run's task. Outputs keep the
     /// items' order.
-    pub fn parallel(node: N) -> Self {
-        Batch { node: Arc::new(node), mode: Some(BatchMode::Parallel { limit: None }) }
-    }
-
-    /// Runs `exec` in parallel on `threads` threads of its own, started for each
-    /// run of the batch and gone when it ends, e.g. to cap how many calls go to
-    /// an LLM server at once (blocking calls then overlap even on few cores).
-    pub fn threads(self, threads: usize) -> Self {
-        Batch { mode: Some(BatchMode::Parallel { limit: Some(threads.max(1)) }), ..self }
-    }
-
-    /// The wrapped node.
-    pub fn node(&self) -> &N {
-        &self.node
-    }
-
-    /// Runs the batch node alone on `store` and returns its action.
-    pub fn run<S>(&self, store: &mut S) -> Result<N::Action, Error>
-    where
-        S: Send + Sync + 'static,
-        N: BatchNode<S>,
-    {
-        run_batch(&*self.node, self.mode(), store, Root::new(NO_FLOW).cx(short_type_name::<N>()))
-    }
-
-    /// How the items run: as the wrapper says, or as the node's `mode` does.
-    pub(crate) fn mode<S>(&self) -> BatchMode
-    where
-        N: BatchNode<S>,
-    {
-        self.mode.unwrap_or_else(|| self.node.mode())
-    }
-
-    pub(crate) fn shared(&self) -> &Arc<N> {
-        &self.node
-    }
-}
-
-/// An [`AsyncBatchNode`] ready to add to a flow: items one after the other, or
-/// all at once as concurrent futures, optionally at most `limit` at a time.
-pub struct AsyncBatch<N, S = SharedStore> {
-    node: N,
-    mode: Option<BatchMode>,
-    store: PhantomData<fn(&mut S)>,
-}
-
-impl<N, S> AsyncBatch<N, S> {
-    /// Runs the way the node's [`mode`](AsyncBatchNode::mode) says.
-    pub fn new(node: N) -> Self {
-        AsyncBatch { node, mode: None, store: PhantomData }
-    }
-
-    /// Awaits each item's `exec` before starting the next.
-    pub fn sequential(node: N) -> Self {
-        AsyncBatch { node, mode: Some(BatchMode::Sequential), store: PhantomData }
-    }
-
-    /// Runs the items' `exec`s concurrently, at most [`DEFAULT_CONCURRENCY`] in
-    /// flight unless [`limit`](AsyncBatch::limit) says otherwise (outputs keep
-    /// the items' order).
-    pub fn concurrent(node: N) -> Self {
-        AsyncBatch { node, mode: Some(BatchMode::Parallel { limit: None }), store: PhantomData }
-    }
-
-    /// Runs concurrently, at most `limit` items in flight at once.
-    pub fn limit(self, limit: usize) -> Self {
-        AsyncBatch { mode: Some(BatchMode::Parallel { limit: Some(limit.max(1)) }), ..self }
-    }
-
-    /// The wrapped node.
-    pub fn node(&self) -> &N {
-        &self.node
-    }
-}
-
-impl<N: AsyncBatchNode<S>, S: Send + Sync + 'static> AsyncBatch<N, S> {
-    /// Runs the batch node alone on `store` and returns its action.
-    pub async fn run_async(&self, store: &mut S) -> Result<N::Action, Error> {
-        let root = Root::new(NO_FLOW);
-        run_async_batch(&self.node, self.mode(), AsyncStoreRef::exclusive(store), root.cx(short_type_name::<N>())).await
-    }
-
-    /// How the items run: as the wrapper says, or as the node's `mode` does.
-    pub(crate) fn mode(&self) -> BatchMode {
-        self.mode.unwrap_or_else(|| self.node.mode())
-    }
+    Concurrent {
+        /// The most in flight at once: [`DEFAULT_CONCURRENCY`] when `None`.
+        /// `Some(0)` counts as `Some(1)`.
+        limit: Option<usize>,
+    },
 }
 
 #[cfg(test)]

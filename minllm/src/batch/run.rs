@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::spread::{batch_error, branches_on_threads, concurrent_map, par_map};
-use super::{AsyncBatchNode, BatchMode, BatchNode};
+use super::{AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode};
 use crate::access::{Access, AsyncStoreRef};
 use crate::context::{Cancel, NodeCx, is_cancelled};
 use crate::error::{Error, HookError, Stage};
@@ -57,7 +57,7 @@ where
 /// Runs an async batch node.
 pub(crate) async fn run_async_batch<S, N>(
     node: &N,
-    mode: BatchMode,
+    mode: AsyncBatchMode,
     mut store: AsyncStoreRef<'_, S>,
     cx: NodeCx<'_>,
 ) -> Result<N::Action, Error>
@@ -102,8 +102,8 @@ fn exec_items<S, N: BatchNode<S>>(
             .enumerate()
             .map(|(i, item)| if is_cancelled(cancel) { Err(None) } else { one(i, item, cancel).map_err(Some) })
             .collect(),
-        BatchMode::Parallel { limit: None } => par_map(items, cancel, |i, item, c| one(i, item, Some(c))),
-        BatchMode::Parallel { limit: Some(threads) } => {
+        BatchMode::Parallel { threads: None } => par_map(items, cancel, |i, item, c| one(i, item, Some(c))),
+        BatchMode::Parallel { threads: Some(threads) } => {
             branches_on_threads(items, threads, cancel, |i, item, c| one(i, item, Some(c)))
         }
     }
@@ -112,7 +112,7 @@ fn exec_items<S, N: BatchNode<S>>(
 /// Every item's `exec` (with retries and fallback) of an async batch node.
 async fn exec_async_items<S, N>(
     node: &N,
-    mode: BatchMode,
+    mode: AsyncBatchMode,
     items: &[N::Item],
     cx: NodeCx<'_>,
 ) -> Result<Vec<N::Output>, Error>
@@ -121,10 +121,10 @@ where
     N: AsyncBatchNode<S>,
 {
     match mode {
-        BatchMode::Parallel { limit } => {
+        AsyncBatchMode::Concurrent { limit } => {
             concurrent_map(items.len(), limit, |i| exec_async_item(node, i, &items[i], cx)).await
         }
-        BatchMode::Sequential => {
+        AsyncBatchMode::Sequential => {
             let mut outputs = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 outputs.push(exec_async_item(node, i, item, cx).await?);

@@ -112,7 +112,7 @@ pub(crate) fn batch_error(cx: &NodeCx<'_>, failure: Option<HookError>) -> Error 
     }
 }
 
-/// How many futures a concurrent batch (an [`AsyncBatch`](crate::AsyncBatch) or a parallel
+/// How many futures a concurrent batch (an [`AsyncBatchNode`](crate::AsyncBatchNode) or a parallel
 /// [`BatchFlow`](crate::BatchFlow) in an async run) keeps in flight when no
 /// limit is set: enough for thousands of slow calls to overlap, while a batch
 /// of a million items holds only this many futures at once.

@@ -13,7 +13,7 @@ use super::Flow;
 use crate::access::{AsyncStoreRef, StoreRef};
 use crate::action::{Action, Label};
 use crate::batch::{
-    AsyncBatch, AsyncBatchNode, Batch, BatchMode, BatchNode, run_async_batch, run_batch, run_offloaded_batch,
+    AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode, run_async_batch, run_batch, run_offloaded_batch,
 };
 use crate::context::NodeCx;
 use crate::error::Error;
@@ -78,9 +78,8 @@ pub trait ErasedNode<S>: Sealed + Send + Sync + 'static {
 }
 
 /// Anything [`Flow::add`] accepts: a [`Node`], an [`AsyncNode`], a
-/// [`BatchNode`] or [`AsyncBatchNode`] (run as its `mode` says), a [`Batch`] or
-/// [`AsyncBatch`], a nested [`Flow`], a [`BatchFlow`](crate::BatchFlow), or a
-/// flow made by `flow!`.
+/// [`BatchNode`] or [`AsyncBatchNode`] (run as its `mode` says), a nested
+/// [`Flow`], a [`BatchFlow`](crate::BatchFlow), or a flow made by `flow!`.
 ///
 /// `M` only tells the implementations apart; type inference picks it.
 pub trait IntoNode<S, M> {
@@ -163,27 +162,33 @@ impl<S: Send + Sync + 'static, N: AsyncNode<S>> ErasedNode<S> for AsyncNodeAdapt
     }
 }
 
+/// A [`BatchNode`] as an erased node.
+struct BatchAdapter<N, S> {
+    node: Arc<N>,
+    store: PhantomData<fn(&mut S)>,
+}
+
 impl<S: Send + Sync + 'static, N: BatchNode<S>> IntoNode<S, marker::Batch> for N {
     fn into_node(self) -> Arc<dyn ErasedNode<S>> {
-        Arc::new(Batch::new(self))
+        Arc::new(BatchAdapter { node: Arc::new(self), store: PhantomData })
     }
 }
 
-impl<N> Sealed for Batch<N> {}
+impl<N, S> Sealed for BatchAdapter<N, S> {}
 
-impl<S: Send + Sync + 'static, N: BatchNode<S>> ErasedNode<S> for Batch<N> {
+impl<S: Send + Sync + 'static, N: BatchNode<S>> ErasedNode<S> for BatchAdapter<N, S> {
     fn run(&self, store: StoreRef<'_, S>, cx: NodeCx<'_>) -> Result<Label, Error> {
-        run_batch(&**self.shared(), self.mode(), store, cx).map(Action::into_label)
+        run_batch(&*self.node, self.node.mode(), store, cx).map(Action::into_label)
     }
 
     fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: NodeCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
         Box::pin(
-            async move { run_offloaded_batch(self.shared(), self.mode(), store, cx).await.map(Action::into_label) },
+            async move { run_offloaded_batch(&self.node, self.node.mode(), store, cx).await.map(Action::into_label) },
         )
     }
 
     fn kind(&self) -> NodeKind {
-        match self.mode() {
+        match self.node.mode() {
             BatchMode::Sequential => NodeKind::Batch,
             BatchMode::Parallel { .. } => NodeKind::ParallelBatch,
         }
@@ -194,27 +199,33 @@ impl<S: Send + Sync + 'static, N: BatchNode<S>> ErasedNode<S> for Batch<N> {
     }
 }
 
+/// An [`AsyncBatchNode`] as an erased node.
+struct AsyncBatchAdapter<N, S> {
+    node: N,
+    store: PhantomData<fn(&mut S)>,
+}
+
 impl<S: Send + Sync + 'static, N: AsyncBatchNode<S>> IntoNode<S, marker::AsyncBatch> for N {
     fn into_node(self) -> Arc<dyn ErasedNode<S>> {
-        Arc::new(AsyncBatch::<N, S>::new(self))
+        Arc::new(AsyncBatchAdapter { node: self, store: PhantomData })
     }
 }
 
-impl<N, S> Sealed for AsyncBatch<N, S> {}
+impl<N, S> Sealed for AsyncBatchAdapter<N, S> {}
 
-impl<S: Send + Sync + 'static, N: AsyncBatchNode<S>> ErasedNode<S> for AsyncBatch<N, S> {
+impl<S: Send + Sync + 'static, N: AsyncBatchNode<S>> ErasedNode<S> for AsyncBatchAdapter<N, S> {
     fn run(&self, _: StoreRef<'_, S>, cx: NodeCx<'_>) -> Result<Label, Error> {
         Err(async_in_sync(&cx))
     }
 
     fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: NodeCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
-        Box::pin(async move { run_async_batch(self.node(), self.mode(), store, cx).await.map(Action::into_label) })
+        Box::pin(async move { run_async_batch(&self.node, self.node.mode(), store, cx).await.map(Action::into_label) })
     }
 
     fn kind(&self) -> NodeKind {
-        match self.mode() {
-            BatchMode::Sequential => NodeKind::AsyncBatch,
-            BatchMode::Parallel { .. } => NodeKind::ConcurrentBatch,
+        match self.node.mode() {
+            AsyncBatchMode::Sequential => NodeKind::AsyncBatch,
+            AsyncBatchMode::Concurrent { .. } => NodeKind::ConcurrentBatch,
         }
     }
 

@@ -37,9 +37,9 @@ enum Target {
 
 struct Slot<S> {
     name: String,
-    step: Arc<dyn ErasedNode<S>>,
+    node: Arc<dyn ErasedNode<S>>,
     edges: Vec<(Label, Target)>,
-    /// The step is a nested flow, which runs in place.
+    /// The node is a nested flow, which runs in place.
     nested: bool,
 }
 
@@ -57,7 +57,7 @@ enum Wiring {
 /// by the action its `post` returned, until it reaches a node without edges or
 /// an action that leads to [`End`](crate::End). The result is that last
 /// action, so a parent flow can branch on how a nested flow ended. A flow is
-/// itself a step: add it to another flow with [`add`](Flow::add); nested flows
+/// itself a node: add it to another flow with [`add`](Flow::add); nested flows
 /// run in place, so nesting depth costs no stack.
 ///
 /// ```
@@ -120,18 +120,18 @@ impl<S: Send + Sync + 'static> Flow<S> {
         }
     }
 
-    /// Adds a step under `name` and returns its id for wiring: a [`Node`](crate::Node),
-    /// an [`AsyncNode`](crate::AsyncNode), a [`Batch`](crate::Batch), an
-    /// [`AsyncBatch`](crate::AsyncBatch), a nested `Flow` or a
-    /// [`BatchFlow`](crate::BatchFlow). The first node added is the start node
-    /// until [`start`](Flow::start) says otherwise.
-    pub fn add<M>(&mut self, name: impl Into<String>, step: impl IntoNode<S, M>) -> NodeId {
+    /// Adds a node under `name` and returns its id for wiring: a [`Node`](crate::Node),
+    /// an [`AsyncNode`](crate::AsyncNode), a [`BatchNode`](crate::BatchNode), an
+    /// [`AsyncBatchNode`](crate::AsyncBatchNode), a nested `Flow`, a
+    /// [`BatchFlow`](crate::BatchFlow) or a flow made by `flow!`. The first node
+    /// added is the start node until [`start`](Flow::start) says otherwise.
+    pub fn add<M>(&mut self, name: impl Into<String>, node: impl IntoNode<S, M>) -> NodeId {
         let name = name.into();
         let index = self.slots.len();
         self.names.entry(name.clone()).or_insert(index);
-        let step = step.into_node();
-        let nested = step.kind() == NodeKind::Flow && step.inner_flow().is_some();
-        self.slots.push(Slot { name, step, edges: Vec::new(), nested });
+        let node = node.into_node();
+        let nested = node.kind() == NodeKind::Flow && node.inner_flow().is_some();
+        self.slots.push(Slot { name, node, edges: Vec::new(), nested });
         if self.start.is_none() {
             self.start = Some(Target::Node(index));
         }
@@ -282,8 +282,8 @@ impl<S: Send + Sync + 'static> Flow<S> {
                 .iter()
                 .map(|slot| GraphNode {
                     name: slot.name.clone(),
-                    note: note(slot.step.kind()),
-                    declared: slot.step.declared_actions().map(|a| a.iter().map(|s| (*s).to_owned()).collect()),
+                    note: note(slot.node.kind()),
+                    declared: slot.node.declared_actions().map(|a| a.iter().map(|s| (*s).to_owned()).collect()),
                     edges: slot
                         .edges
                         .iter()
@@ -299,7 +299,7 @@ impl<S: Send + Sync + 'static> Flow<S> {
                 .collect();
             // Reversed, so that nested flows come out in the order of their nodes.
             for (i, slot) in flow.slots.iter().enumerate().rev() {
-                if let Some(inner) = slot.step.inner_flow() {
+                if let Some(inner) = slot.node.inner_flow() {
                     todo.push((inner, &slot.name, Some((f, i))));
                 }
             }
@@ -349,11 +349,11 @@ impl<S: Send + Sync + 'static> Flow<S> {
     /// looked at them all, so none of them needs a check of its own later (a
     /// batch flow runs its inner flow as a run of its own).
     fn checked_inside(&self) {
-        let mut todo: Vec<&Flow<S>> = self.slots.iter().filter_map(|slot| slot.step.inner_flow()).collect();
+        let mut todo: Vec<&Flow<S>> = self.slots.iter().filter_map(|slot| slot.node.inner_flow()).collect();
         while let Some(flow) = todo.pop() {
             // A flow already known to be fine was marked with all it holds.
             if flow.refusal.set(None).is_ok() {
-                todo.extend(flow.slots.iter().filter_map(|slot| slot.step.inner_flow()));
+                todo.extend(flow.slots.iter().filter_map(|slot| slot.node.inner_flow()));
             }
         }
     }
@@ -438,7 +438,7 @@ impl<S: Send + Sync + 'static> ErasedNode<S> for Flow<S> {
     }
 
     fn detach_inner(&mut self, into: &mut Vec<Arc<dyn ErasedNode<S>>>) {
-        into.extend(self.slots.drain(..).map(|slot| slot.step));
+        into.extend(self.slots.drain(..).map(|slot| slot.node));
     }
 }
 
@@ -446,10 +446,10 @@ impl<S: 'static> Drop for Flow<S> {
     /// Takes nested flows apart with a loop: dropping a flow nested a hundred
     /// thousand levels deep must not recurse once per level.
     fn drop(&mut self) {
-        let mut pending: Vec<Arc<dyn ErasedNode<S>>> = self.slots.drain(..).map(|slot| slot.step).collect();
-        while let Some(mut step) = pending.pop() {
-            if let Some(step) = Arc::get_mut(&mut step) {
-                step.detach_inner(&mut pending);
+        let mut pending: Vec<Arc<dyn ErasedNode<S>>> = self.slots.drain(..).map(|slot| slot.node).collect();
+        while let Some(mut node) = pending.pop() {
+            if let Some(node) = Arc::get_mut(&mut node) {
+                node.detach_inner(&mut pending);
             }
         }
     }

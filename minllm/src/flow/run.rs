@@ -74,9 +74,9 @@ impl<S: Send + Sync + 'static> Flow<S> {
                     span: span.as_ref().map_or(no_span(), |(span, _)| span),
                 };
                 let label = match &span {
-                    None => slot.step.run_async(store.reborrow(), cx).await?,
+                    None => slot.node.run_async(store.reborrow(), cx).await?,
                     Some((span, started)) => {
-                        let label = slot.step.run_async(store.reborrow(), cx).instrument(span.clone()).await?;
+                        let label = slot.node.run_async(store.reborrow(), cx).instrument(span.clone()).await?;
                         finish_span(span, *started, label.as_str());
                         label
                     }
@@ -153,7 +153,7 @@ impl<'f, S: Send + Sync + 'static> Frames<'f, S> {
 
     /// Enters the flow nested in `slot`.
     fn enter(&mut self, slot: &'f Slot<S>, spans: Option<(NodeSpan, tracing::Span)>) {
-        let Some(inner) = slot.step.inner_flow() else { return };
+        let Some(inner) = slot.node.inner_flow() else { return };
         let (holder, span) = spans.map_or((None, tracing::Span::none()), |(holder, span)| (Some(holder), span));
         let top = self.top();
         let params = inner.params.merged(&top.params);
@@ -215,12 +215,12 @@ impl<'f, S: 'static> Frame<'f, S> {
             let label = if TRACED {
                 let (span, started) = self.node_span(slot);
                 let cx = NodeCx { flow: at, node: &slot.name, params: &self.params, cancel, span: &span };
-                let label = span.in_scope(|| slot.step.run(store.reborrow(), cx))?;
+                let label = span.in_scope(|| slot.node.run(store.reborrow(), cx))?;
                 finish_span(&span, started, label.as_str());
                 label
             } else {
                 let cx = NodeCx { flow: at, node: &slot.name, params: &self.params, cancel, span: no_span() };
-                slot.step.run(store.reborrow(), cx)?
+                slot.node.run(store.reborrow(), cx)?
             };
             if !run.follow(flow, at, &label)? {
                 self.run = run;
