@@ -2,7 +2,10 @@
 //! parallel branches share it, so that `prep` and `post` of different branches
 //! never overlap while their `exec`s do.
 
+use std::future::Future;
 use std::ops::{Deref, DerefMut};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
 
@@ -130,11 +133,38 @@ impl<'a, S> AsyncStoreRef<'a, S> {
         }
     }
 
-    /// Exclusive access to the store until the guard drops.
-    pub async fn lock(&mut self) -> StoreGuard<'_, S> {
+    /// Exclusive access to the store until the guard drops: at once for a
+    /// store the run owns, after the lock for one shared by parallel branches.
+    #[inline]
+    pub fn lock(&mut self) -> Lock<'_, S> {
         match &mut self.inner {
-            AsyncInner::Exclusive(s) => StoreGuard::Exclusive(s),
-            AsyncInner::Shared(l) => StoreGuard::Shared(l.lock().await),
+            AsyncInner::Exclusive(s) => Lock::Ready(Some(s)),
+            AsyncInner::Shared(l) => Lock::Waiting(l.lock()),
+        }
+    }
+}
+
+/// The future of [`AsyncStoreRef::lock`]. A plain enum rather than an `async
+/// fn`, so that locking a store the run owns costs a branch, twice per node.
+#[doc(hidden)]
+pub enum Lock<'g, S> {
+    Ready(Option<&'g mut S>),
+    Waiting(BoxFuture<'g, tokio::sync::MappedMutexGuard<'g, S>>),
+}
+
+impl<'g, S> Future for Lock<'g, S> {
+    type Output = StoreGuard<'g, S>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<StoreGuard<'g, S>> {
+        match self.get_mut() {
+            Lock::Ready(store) => match store.take() {
+                Some(store) => Poll::Ready(StoreGuard::Exclusive(store)),
+                // Polled again after it was ready: a bug in the caller, which
+                // never completes rather than hand out the store twice.
+                None => Poll::Pending,
+            },
+            Lock::Waiting(lock) => lock.as_mut().poll(cx).map(StoreGuard::Shared),
         }
     }
 }

@@ -144,12 +144,7 @@ pub struct NodeCx<'a> {
 impl<'a> NodeCx<'a> {
     /// The context of node `node` in flow `flow`, untraced.
     #[inline]
-    pub(crate) fn new(
-        flow: &'a FlowPath<'a>,
-        node: &'a str,
-        params: &'a Params,
-        cancel: Option<&'a Cancel<'a>>,
-    ) -> Self {
+    pub fn new(flow: &'a FlowPath<'a>, node: &'a str, params: &'a Params, cancel: Option<&'a Cancel<'a>>) -> Self {
         NodeCx { flow, node, params, cancel, span: no_span() }
     }
 
@@ -163,6 +158,11 @@ impl<'a> NodeCx<'a> {
     /// A hook's failure as the run's error, naming this flow and node.
     pub(crate) fn error(&self, hook: HookError) -> Error {
         hook.into_error(self.flow.to_string(), self.node.to_owned())
+    }
+
+    /// [`error`](NodeCx::error), boxed, for the async runners.
+    pub(crate) fn fail(&self, hook: HookError) -> Box<Error> {
+        Box::new(self.error(hook))
     }
 }
 

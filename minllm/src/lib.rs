@@ -132,7 +132,8 @@ pub mod __private {
     };
     pub use crate::context::{FlowPath, NodeCx, flow_span, tracing_on};
     pub use crate::typed::{
-        AsyncTypedFlow, AsyncTypedNode, StepLimit, SyncKind, TypedFlow, TypedNode, run_typed_node, run_typed_node_async,
+        AsyncTypedFlow, AsyncTypedNode, StepLimit, SyncKind, TypedFlow, TypedNode, run_typed_node,
+        run_typed_node_async, run_typed_node_traced,
     };
     pub use futures_util::future::BoxFuture;
     pub use tracing::Instrument;

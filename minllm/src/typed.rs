@@ -74,8 +74,8 @@ pub trait AsyncTypedNode<S, M>: Send + Sync + 'static {
     fn run_typed_async<'a>(
         this: &'a Arc<Self>,
         store: &'a mut S,
-        cx: NodeCx<'a>,
-    ) -> impl Future<Output = Result<Self::Action, Error>> + Send + 'a;
+        cx: &'a NodeCx<'a>,
+    ) -> impl Future<Output = Result<Self::Action, Box<Error>>> + Send + 'a;
 }
 
 impl<S, N: Node<S>> TypedNode<S, marker::Node> for N {
@@ -139,45 +139,69 @@ impl<S, F: TypedFlow<S>> TypedNode<S, marker::Flow> for F {
 
 impl<S: Send + Sync + 'static, N: Node<S>> AsyncTypedNode<S, marker::Node> for N {
     type Action = N::Action;
-    async fn run_typed_async<'a>(this: &'a Arc<Self>, store: &'a mut S, cx: NodeCx<'a>) -> Result<N::Action, Error> {
-        run_offloaded_node(this, AsyncStoreRef::exclusive(store), cx).await
+    fn run_typed_async<'a>(
+        this: &'a Arc<Self>,
+        store: &'a mut S,
+        cx: &'a NodeCx<'a>,
+    ) -> impl Future<Output = Result<N::Action, Box<Error>>> + Send + 'a {
+        run_offloaded_node(this, AsyncStoreRef::exclusive(store), cx)
     }
 }
 
 impl<S: Send + Sync + 'static, N: AsyncNode<S>> AsyncTypedNode<S, marker::AsyncNode> for N {
     type Action = N::Action;
-    async fn run_typed_async<'a>(this: &'a Arc<Self>, store: &'a mut S, cx: NodeCx<'a>) -> Result<N::Action, Error> {
-        run_async_node(&**this, AsyncStoreRef::exclusive(store), cx).await
+    fn run_typed_async<'a>(
+        this: &'a Arc<Self>,
+        store: &'a mut S,
+        cx: &'a NodeCx<'a>,
+    ) -> impl Future<Output = Result<N::Action, Box<Error>>> + Send + 'a {
+        run_async_node(&**this, AsyncStoreRef::exclusive(store), cx)
     }
 }
 
 impl<S: Send + Sync + 'static, N: BatchNode<S>> AsyncTypedNode<S, marker::Batch> for N {
     type Action = N::Action;
-    async fn run_typed_async<'a>(this: &'a Arc<Self>, store: &'a mut S, cx: NodeCx<'a>) -> Result<N::Action, Error> {
-        run_offloaded_batch(this, this.mode(), AsyncStoreRef::exclusive(store), cx).await
+    fn run_typed_async<'a>(
+        this: &'a Arc<Self>,
+        store: &'a mut S,
+        cx: &'a NodeCx<'a>,
+    ) -> impl Future<Output = Result<N::Action, Box<Error>>> + Send + 'a {
+        run_offloaded_batch(this, this.mode(), AsyncStoreRef::exclusive(store), cx)
     }
 }
 
 impl<S: Send + Sync + 'static, N: AsyncBatchNode<S>> AsyncTypedNode<S, marker::AsyncBatch> for N {
     type Action = N::Action;
-    async fn run_typed_async<'a>(this: &'a Arc<Self>, store: &'a mut S, cx: NodeCx<'a>) -> Result<N::Action, Error> {
-        run_async_batch(&**this, this.mode(), AsyncStoreRef::exclusive(store), cx).await
+    fn run_typed_async<'a>(
+        this: &'a Arc<Self>,
+        store: &'a mut S,
+        cx: &'a NodeCx<'a>,
+    ) -> impl Future<Output = Result<N::Action, Box<Error>>> + Send + 'a {
+        run_async_batch(&**this, this.mode(), AsyncStoreRef::exclusive(store), cx)
     }
 }
 
 impl<S: Send + Sync + 'static, F: TypedFlow<S>> AsyncTypedNode<S, marker::Flow> for F {
     type Action = F::Outcome;
-    async fn run_typed_async<'a>(this: &'a Arc<Self>, store: &'a mut S, cx: NodeCx<'a>) -> Result<F::Outcome, Error> {
+    async fn run_typed_async<'a>(
+        this: &'a Arc<Self>,
+        store: &'a mut S,
+        cx: &'a NodeCx<'a>,
+    ) -> Result<F::Outcome, Box<Error>> {
         let path = cx.flow.child(cx.node, None);
-        block_in_place(|| this.run_in(store, &path, cx.params))
+        Ok(block_in_place(|| this.run_in(store, &path, cx.params))?)
     }
 }
 
 impl<S: Send + Sync + 'static, F: AsyncTypedFlow<S>> AsyncTypedNode<S, marker::AsyncFlow> for F {
     type Action = F::Outcome;
-    async fn run_typed_async<'a>(this: &'a Arc<Self>, store: &'a mut S, cx: NodeCx<'a>) -> Result<F::Outcome, Error> {
+    async fn run_typed_async<'a>(
+        this: &'a Arc<Self>,
+        store: &'a mut S,
+        cx: &'a NodeCx<'a>,
+    ) -> Result<F::Outcome, Box<Error>> {
         let path = cx.flow.child(cx.node, None);
-        this.run_in(store, &path, cx.params).await
+        Ok(this.run_in(store, &path, cx.params).await?)
     }
 }
 
@@ -221,19 +245,33 @@ fn run_traced<S, M, T: TypedNode<S, M>>(
     Ok(action)
 }
 
-/// Runs the node `name` of an async typed flow, in its tracing span.
+/// Runs a node of an async typed flow: the node's own future, with nothing
+/// around it (the generated machine for untraced runs calls this, with a
+/// context it keeps in its own state).
 #[doc(hidden)]
-pub async fn run_typed_node_async<S, M, T: AsyncTypedNode<S, M>>(
+#[inline(always)]
+pub fn run_typed_node_async<'a, S, M, T: AsyncTypedNode<S, M>>(
+    node: &'a Arc<T>,
+    store: &'a mut S,
+    cx: &'a NodeCx<'a>,
+) -> impl Future<Output = Result<T::Action, Box<Error>>> + Send + 'a {
+    T::run_typed_async(node, store, cx)
+}
+
+/// [`run_typed_node_async`] in the node's tracing span (the generated machine
+/// for traced runs calls this).
+#[doc(hidden)]
+pub async fn run_typed_node_traced<S, M, T: AsyncTypedNode<S, M>>(
     node: &Arc<T>,
     store: &mut S,
     flow: &FlowPath<'_>,
     name: &str,
     params: &Params,
-) -> Result<T::Action, Error> {
+) -> Result<T::Action, Box<Error>> {
     let span = node_span(&tracing::Span::current(), name);
     let started = (!span.is_disabled()).then(Instant::now);
     let cx = NodeCx { span: &span, ..NodeCx::new(flow, name, params, None) };
-    let action = T::run_typed_async(node, store, cx).instrument(span.clone()).await?;
+    let action = T::run_typed_async(node, store, &cx).instrument(span.clone()).await?;
     finish_span(&span, started, action.label());
     Ok(action)
 }

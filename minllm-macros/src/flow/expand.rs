@@ -259,7 +259,14 @@ pub(crate) fn expand(model: &Model<'_>, mermaid: &str) -> TokenStream {
             }
         });
         let run = if is_async {
-            quote_spanned!(ty.span()=> ::minllm::__private::run_typed_node_async::<#store, _, _>(&self.#field, store, path, #name, params).await?)
+            // The context lives in the machine's state, and the node's future
+            // holds a pointer to it: fewer bytes to move into each future.
+            quote_spanned!(ty.span()=> if TRACED {
+                ::minllm::__private::run_typed_node_traced::<#store, _, _>(&self.#field, store, path, #name, params).await?
+            } else {
+                let __cx = ::minllm::__private::NodeCx::new(path, #name, params, ::core::option::Option::None);
+                ::minllm::__private::run_typed_node_async::<#store, _, _>(&self.#field, store, &__cx).await?
+            })
         } else {
             quote_spanned!(ty.span()=> ::minllm::__private::run_typed_node::<#store, _, _>(&self.#field, store, path, #name, params, TRACED)?)
         };
@@ -292,26 +299,28 @@ pub(crate) fn expand(model: &Model<'_>, mermaid: &str) -> TokenStream {
         checks.extend(quote_spanned! {store_span=> ::minllm::__private::assert_store::<#store>();});
     }
     let cfgs = cfgs(def);
-    let machine_fn = (!is_async).then(|| {
-        quote! {
-            #(#cfgs)*
-            #[automatically_derived]
-            impl #impl_generics #name #ty_generics #where_clause {
-                /// The state machine, compiled once with node spans (`TRACED`) and
-                /// once without, so that an untraced run pays nothing for them.
-                #[doc(hidden)]
-                #[allow(unreachable_code, clippy::diverging_sub_expression)]
-                fn __minllm_machine<const TRACED: bool>(
-                    &self,
-                    store: &mut #store,
-                    path: &::minllm::__private::FlowPath<'_>,
-                    params: &::minllm::Params,
-                ) -> ::core::result::Result<#outcome, ::minllm::Error> {
-                    #machine
-                }
+    let asyncness = is_async.then(|| quote!(async));
+    // An async machine's nodes fail with a boxed error, which moves through
+    // their futures faster; the run unboxes it once, at its end.
+    let machine_error = if is_async { quote!(::std::boxed::Box<::minllm::Error>) } else { quote!(::minllm::Error) };
+    let machine_fn = quote! {
+        #(#cfgs)*
+        #[automatically_derived]
+        impl #impl_generics #name #ty_generics #where_clause {
+            /// The state machine, compiled once with node spans (`TRACED`) and
+            /// once without, so that an untraced run pays nothing for them.
+            #[doc(hidden)]
+            #[allow(unreachable_code, clippy::diverging_sub_expression)]
+            #asyncness fn __minllm_machine<const TRACED: bool>(
+                &self,
+                store: &mut #store,
+                path: &::minllm::__private::FlowPath<'_>,
+                params: &::minllm::Params,
+            ) -> ::core::result::Result<#outcome, #machine_error> {
+                #machine
             }
         }
-    });
+    };
     let trait_impl = if is_async {
         quote! {
             #(#cfgs)*
@@ -328,11 +337,15 @@ pub(crate) fn expand(model: &Model<'_>, mermaid: &str) -> TokenStream {
                     params: &'a ::minllm::Params,
                 ) -> ::core::result::Result<#outcome, ::minllm::Error> {
                     #checks
-                    ::minllm::__private::Instrument::instrument(
-                        async move { #machine },
-                        ::minllm::__private::flow_span(path),
-                    )
-                    .await
+                    // Checked once per run: an untraced run makes no span.
+                    if ::minllm::__private::tracing_on() {
+                        let __span = ::minllm::__private::flow_span(path);
+                        ::minllm::__private::Instrument::instrument(self.__minllm_machine::<true>(store, path, params), __span)
+                            .await
+                            .map_err(|__error| *__error)
+                    } else {
+                        self.__minllm_machine::<false>(store, path, params).await.map_err(|__error| *__error)
+                    }
                 }
             }
         }

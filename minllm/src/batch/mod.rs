@@ -180,7 +180,7 @@ where
         async move {
             let root = Root::new(NO_FLOW);
             let cx = root.cx(short_type_name::<Self>());
-            run_async_batch(self, self.mode(), AsyncStoreRef::exclusive(store), cx).await
+            run_async_batch(self, self.mode(), AsyncStoreRef::exclusive(store), &cx).await.map_err(|e| *e)
         }
     }
 }

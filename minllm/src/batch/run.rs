@@ -10,7 +10,7 @@ use super::{AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode};
 use crate::access::{Access, AsyncStoreRef};
 use crate::context::{Cancel, NodeCx, is_cancelled};
 use crate::error::{Error, HookError, Stage};
-use crate::node::{call_async, call_stage, exec_with_retry, exec_with_retry_async, offload};
+use crate::node::{call_stage, caught, exec_with_retry, exec_with_retry_async, guarded, offload};
 
 /// Runs a sync batch node in a sync run.
 pub(crate) fn run_batch<S, N: BatchNode<S>>(
@@ -31,8 +31,8 @@ pub(crate) async fn run_offloaded_batch<S, N>(
     node: &Arc<N>,
     mode: BatchMode,
     mut store: AsyncStoreRef<'_, S>,
-    cx: NodeCx<'_>,
-) -> Result<N::Action, Error>
+    cx: &NodeCx<'_>,
+) -> Result<N::Action, Box<Error>>
 where
     S: Send + Sync + 'static,
     N: BatchNode<S>,
@@ -49,9 +49,9 @@ where
     })
     .await
     .map_err(|f| f.into_error(cx.flow.to_string(), cx.node.to_owned(), Stage::Exec, None))?;
-    let outputs = outputs.map_err(|h| batch_error(&cx, h))?;
+    let outputs = outputs.map_err(|h| batch_error(cx, h))?;
     let mut guard = store.lock().await;
-    call_stage(Stage::Post, || node.post(&mut guard, items, outputs)).map_err(|h| cx.error(h))
+    call_stage(Stage::Post, || node.post(&mut guard, items, outputs)).map_err(|h| cx.fail(h))
 }
 
 /// Runs an async batch node.
@@ -59,20 +59,20 @@ pub(crate) async fn run_async_batch<S, N>(
     node: &N,
     mode: AsyncBatchMode,
     mut store: AsyncStoreRef<'_, S>,
-    cx: NodeCx<'_>,
-) -> Result<N::Action, Error>
+    cx: &NodeCx<'_>,
+) -> Result<N::Action, Box<Error>>
 where
     S: Send + Sync,
     N: AsyncBatchNode<S>,
 {
     let items = {
         let guard = store.lock().await;
-        call_async(Stage::Prep, node.prep(&guard, cx.params)).await
+        caught(Stage::Prep, guarded(node.prep(&guard, cx.params)).await)
     }
     .map_err(|h| cx.error(h))?;
     let outputs = exec_async_items(node, mode, &items, cx).await?;
     let mut guard = store.lock().await;
-    call_async(Stage::Post, node.post(&mut guard, items, outputs)).await.map_err(|h| cx.error(h))
+    caught(Stage::Post, guarded(node.post(&mut guard, items, outputs)).await).map_err(|h| cx.fail(h))
 }
 
 /// Every item's `exec` (with retries and fallback) of a sync batch node.
@@ -114,8 +114,8 @@ async fn exec_async_items<S, N>(
     node: &N,
     mode: AsyncBatchMode,
     items: &[N::Item],
-    cx: NodeCx<'_>,
-) -> Result<Vec<N::Output>, Error>
+    cx: &NodeCx<'_>,
+) -> Result<Vec<N::Output>, Box<Error>>
 where
     S: Send + Sync,
     N: AsyncBatchNode<S>,
@@ -134,7 +134,7 @@ where
     }
 }
 
-async fn exec_async_item<S, N>(node: &N, i: usize, item: &N::Item, cx: NodeCx<'_>) -> Result<N::Output, Error>
+async fn exec_async_item<S, N>(node: &N, i: usize, item: &N::Item, cx: &NodeCx<'_>) -> Result<N::Output, Box<Error>>
 where
     S: Send + Sync,
     N: AsyncBatchNode<S>,
@@ -149,5 +149,5 @@ where
     )
     .await
     .map(|(out, _)| out)
-    .map_err(|h| cx.error(h))
+    .map_err(|h| cx.fail(h))
 }

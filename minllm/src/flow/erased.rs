@@ -118,7 +118,9 @@ impl<S: Send + Sync + 'static, N: Node<S>> ErasedNode<S> for NodeAdapter<N, S> {
     }
 
     fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: NodeCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
-        Box::pin(async move { run_offloaded_node(&self.node, store, cx).await.map(Action::into_label) })
+        Box::pin(
+            async move { run_offloaded_node(&self.node, store, &cx).await.map(Action::into_label).map_err(|e| *e) },
+        )
     }
 
     fn kind(&self) -> NodeKind {
@@ -150,7 +152,7 @@ impl<S: Send + Sync + 'static, N: AsyncNode<S>> ErasedNode<S> for AsyncNodeAdapt
     }
 
     fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: NodeCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
-        Box::pin(async move { run_async_node(&self.node, store, cx).await.map(Action::into_label) })
+        Box::pin(async move { run_async_node(&self.node, store, &cx).await.map(Action::into_label).map_err(|e| *e) })
     }
 
     fn kind(&self) -> NodeKind {
@@ -182,9 +184,9 @@ impl<S: Send + Sync + 'static, N: BatchNode<S>> ErasedNode<S> for BatchAdapter<N
     }
 
     fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: NodeCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
-        Box::pin(
-            async move { run_offloaded_batch(&self.node, self.node.mode(), store, cx).await.map(Action::into_label) },
-        )
+        Box::pin(async move {
+            run_offloaded_batch(&self.node, self.node.mode(), store, &cx).await.map(Action::into_label).map_err(|e| *e)
+        })
     }
 
     fn kind(&self) -> NodeKind {
@@ -219,7 +221,9 @@ impl<S: Send + Sync + 'static, N: AsyncBatchNode<S>> ErasedNode<S> for AsyncBatc
     }
 
     fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: NodeCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
-        Box::pin(async move { run_async_batch(&self.node, self.node.mode(), store, cx).await.map(Action::into_label) })
+        Box::pin(async move {
+            run_async_batch(&self.node, self.node.mode(), store, &cx).await.map(Action::into_label).map_err(|e| *e)
+        })
     }
 
     fn kind(&self) -> NodeKind {

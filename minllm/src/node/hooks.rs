@@ -23,13 +23,19 @@ pub(crate) fn call_stage<T>(stage: Stage, hook: impl FnOnce() -> NodeResult<T>) 
     call(hook).map_err(|f| HookError::new(stage, None, f))
 }
 
-/// Calls an async hook, turning an error or a panic into a [`HookError`].
-pub(crate) async fn call_async<T>(
-    stage: Stage,
-    hook: impl std::future::Future<Output = NodeResult<T>>,
-) -> Result<T, HookError> {
+/// An async hook's future with its panics caught: await it and hand the
+/// result to [`caught`]. No state machine of its own, so a node's future is
+/// its hooks' futures and little else.
+#[inline(always)]
+pub(crate) fn guarded<F: std::future::Future>(hook: F) -> futures_util::future::CatchUnwind<AssertUnwindSafe<F>> {
     use futures_util::FutureExt as _;
-    match AssertUnwindSafe(hook).catch_unwind().await {
+    AssertUnwindSafe(hook).catch_unwind()
+}
+
+/// What a [`guarded`] hook gave, as a [`HookError`] of `stage` when it failed.
+#[inline(always)]
+pub(crate) fn caught<T>(stage: Stage, result: std::thread::Result<NodeResult<T>>) -> Result<T, HookError> {
+    match result {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(source)) => Err(HookError::new(stage, None, Failure::Returned { source, attempts: 1 })),
         Err(payload) => Err(HookError::new(stage, None, Failure::panicked(payload))),

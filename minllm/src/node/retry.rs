@@ -8,6 +8,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
 
 use super::hooks::call;
 use crate::context::{Cancel, is_cancelled};
@@ -183,11 +184,41 @@ pub(crate) fn retry_after<I: ?Sized, O>(
 /// The async twin of [`exec_with_retry`]. `exec` and `fallback` make the
 /// attempt's future from its context (which they own, so the futures may
 /// borrow the node and its input for `'a`).
+///
+/// The first attempt is awaited in place; retries, waits and the fallback are
+/// a boxed future made only after a failure, so that the future of a node (or
+/// of each item of a concurrent batch) stays as small as its first attempt.
 pub(crate) async fn exec_with_retry_async<'a, O, E, EF, F, FF>(
     retry: Retry,
     node: &'a str,
     item: Option<usize>,
-    cancel: Option<&Cancel<'_>>,
+    cancel: Option<&'a Cancel<'a>>,
+    exec: E,
+    fallback: F,
+) -> Result<(O, u32), HookError>
+where
+    O: 'a,
+    E: Fn(ExecContext<'a>) -> EF + Send + 'a,
+    EF: Future<Output = NodeResult<O>> + Send + 'a,
+    F: FnOnce(BoxError, ExecContext<'a>) -> FF + Send + 'a,
+    FF: Future<Output = NodeResult<O>> + Send + 'a,
+{
+    let ctx = ExecContext { node, attempt: 1, max_attempts: retry.max_attempts(), item };
+    let failure = match AssertUnwindSafe(exec(ctx)).catch_unwind().await {
+        Ok(Ok(v)) => return Ok((v, 1)),
+        Ok(Err(source)) => Failure::Returned { source, attempts: 1 },
+        Err(payload) => Failure::panicked(payload),
+    };
+    let rest: BoxFuture<'a, _> = Box::pin(retry_after_async(failure, retry, ctx, cancel, exec, fallback));
+    rest.await
+}
+
+/// Attempts 2.. and the fallback, after the first attempt (`ctx`) failed.
+pub(crate) async fn retry_after_async<'a, O, E, EF, F, FF>(
+    first: Failure,
+    retry: Retry,
+    ctx: ExecContext<'a>,
+    cancel: Option<&'a Cancel<'a>>,
     exec: E,
     fallback: F,
 ) -> Result<(O, u32), HookError>
@@ -197,20 +228,16 @@ where
     F: FnOnce(BoxError, ExecContext<'a>) -> FF,
     FF: Future<Output = NodeResult<O>>,
 {
-    let max_attempts = retry.max_attempts();
+    let ExecContext { node, item, max_attempts, .. } = ctx;
     let mut attempt = 1;
+    // A panicking attempt is retried like a failing one.
+    let mut source = first.into_source();
     loop {
-        let ctx = ExecContext { node, attempt, max_attempts, item };
-        let source: BoxError = match AssertUnwindSafe(exec(ctx)).catch_unwind().await {
-            Ok(Ok(v)) => return Ok((v, attempt)),
-            Ok(Err(source)) => source,
-            // A panicking attempt is retried like a failing one.
-            Err(payload) => Box::new(Panicked(panic_message(payload))),
-        };
         if is_cancelled(cancel) {
             return Err(HookError::new(Stage::Exec, item, Failure::from_fallback(source, attempt)));
         }
         if attempt >= max_attempts {
+            let ctx = ExecContext { node, attempt, max_attempts, item };
             return match AssertUnwindSafe(fallback(source, ctx)).catch_unwind().await {
                 Ok(Ok(v)) => Ok((v, attempt)),
                 Ok(Err(source)) => Err(HookError::new(Stage::Exec, item, Failure::from_fallback(source, attempt))),
@@ -222,6 +249,12 @@ where
             tokio::time::sleep(retry.wait).await;
         }
         attempt += 1;
+        let ctx = ExecContext { node, attempt, max_attempts, item };
+        source = match AssertUnwindSafe(exec(ctx)).catch_unwind().await {
+            Ok(Ok(v)) => return Ok((v, attempt)),
+            Ok(Err(source)) => source,
+            Err(payload) => Box::new(Panicked(panic_message(payload))),
+        };
     }
 }
 

@@ -3,10 +3,13 @@
 //! `flow!` code and nodes run alone all call these; only how the store is
 //! reached differs (an [`Access`] or an [`AsyncStoreRef`]).
 
+use std::future::Future;
 use std::sync::Arc;
 
-use super::hooks::{call, call_async, call_stage, offload};
-use super::retry::{exec_with_retry, exec_with_retry_async, retry_after};
+use futures_util::future::BoxFuture;
+
+use super::hooks::{call, call_stage, caught, guarded, offload};
+use super::retry::{exec_with_retry, retry_after, retry_after_async};
 use super::{AsyncNode, ExecContext, Node, Retry};
 use crate::access::{Access, AsyncStoreRef};
 use crate::context::{NO_FLOW, NodeCx, Root, short_type_name};
@@ -48,35 +51,80 @@ fn retry_node<S, N: Node<S>>(
     Ok((prep, exec))
 }
 
-/// Runs an async node's three hooks.
-pub(crate) async fn run_async_node<S, N>(
-    node: &N,
-    mut store: AsyncStoreRef<'_, S>,
-    cx: NodeCx<'_>,
-) -> Result<N::Action, Error>
+/// Runs an async node's three hooks. The first attempt of `exec` is awaited
+/// in place; retries and the fallback are a boxed future made after a failure.
+///
+/// The async runners fail with a boxed [`Error`]: a node's result moves
+/// through every future around it, and a pointer moves faster than the error.
+///
+/// A plain `fn` returning an `async move` block rather than an `async fn`: the
+/// block uses its captures where they are, where an `async fn` would first
+/// move every argument into the future's locals (a copy per node, read back
+/// at once, which stalls the CPU's store forwarding).
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn run_async_node<'a, S, N>(
+    node: &'a N,
+    mut store: AsyncStoreRef<'a, S>,
+    cx: &'a NodeCx<'a>,
+) -> impl Future<Output = Result<N::Action, Box<Error>>> + 'a
 where
     S: Send + Sync,
     N: AsyncNode<S>,
 {
-    let prep = {
-        let guard = store.lock().await;
-        call_async(Stage::Prep, node.prep(&guard, cx.params)).await
+    async move {
+        let prep = {
+            let guard = store.lock().await;
+            caught(Stage::Prep, guarded(node.prep(&guard, cx.params)).await)
+        }
+        .map_err(|h| cx.error(h))?;
+        let retry = node.retry();
+        let first = ExecContext::new(cx.node, 1, retry.max_attempts(), None);
+        let failure = match guarded(node.exec(&prep, &first)).await {
+            Ok(Ok(exec)) => {
+                cx.record_attempts(1);
+                Ok(exec)
+            }
+            Ok(Err(source)) => Err(Failure::Returned { source, attempts: 1 }),
+            Err(payload) => Err(Failure::panicked(payload)),
+        };
+        let exec = match failure {
+            Ok(exec) => exec,
+            Err(failure) => retry_async_node(node, failure, retry, first, &prep, cx).await?,
+        };
+        let mut guard = store.lock().await;
+        caught(Stage::Post, guarded(node.post(&mut guard, prep, exec)).await).map_err(|h| cx.fail(h))
     }
-    .map_err(|h| cx.error(h))?;
-    let input = &prep;
-    let (exec, attempts) = exec_with_retry_async(
-        node.retry(),
-        cx.node,
-        None,
-        cx.cancel,
-        |ctx| async move { node.exec(input, &ctx).await },
-        |err, ctx| async move { node.exec_fallback(input, err, &ctx).await },
-    )
-    .await
-    .map_err(|h| cx.error(h))?;
-    cx.record_attempts(attempts);
-    let mut guard = store.lock().await;
-    call_async(Stage::Post, node.post(&mut guard, prep, exec)).await.map_err(|h| cx.error(h))
+}
+
+/// Attempts 2.. and the fallback of an async node, boxed: the node's own
+/// future holds only its first attempt.
+#[cold]
+fn retry_async_node<'a, S, N>(
+    node: &'a N,
+    failure: Failure,
+    retry: Retry,
+    first: ExecContext<'a>,
+    prep: &'a N::Prep,
+    cx: &'a NodeCx<'a>,
+) -> BoxFuture<'a, Result<N::Exec, Box<Error>>>
+where
+    S: Send + Sync,
+    N: AsyncNode<S>,
+{
+    Box::pin(async move {
+        let (exec, attempts) = retry_after_async(
+            failure,
+            retry,
+            first,
+            cx.cancel,
+            |ctx| async move { node.exec(prep, &ctx).await },
+            |err, ctx| async move { node.exec_fallback(prep, err, &ctx).await },
+        )
+        .await
+        .map_err(|h| cx.error(h))?;
+        cx.record_attempts(attempts);
+        Ok(exec)
+    })
 }
 
 /// Runs a sync node in an async run: `prep` and `post` on the task (holding the
@@ -84,8 +132,8 @@ where
 pub(crate) async fn run_offloaded_node<S, N>(
     node: &Arc<N>,
     mut store: AsyncStoreRef<'_, S>,
-    cx: NodeCx<'_>,
-) -> Result<N::Action, Error>
+    cx: &NodeCx<'_>,
+) -> Result<N::Action, Box<Error>>
 where
     S: Send + Sync + 'static,
     N: Node<S>,
@@ -113,7 +161,7 @@ where
     let (exec, attempts) = result.map_err(|h| cx.error(h))?;
     cx.record_attempts(attempts);
     let mut guard = store.lock().await;
-    call_stage(Stage::Post, || node.post(&mut guard, prep, exec)).map_err(|h| cx.error(h))
+    call_stage(Stage::Post, || node.post(&mut guard, prep, exec)).map_err(|h| cx.fail(h))
 }
 
 /// [`Node::run`]: the node outside any flow.
@@ -128,5 +176,5 @@ where
     N: AsyncNode<S>,
 {
     let root = Root::new(NO_FLOW);
-    run_async_node(node, AsyncStoreRef::exclusive(store), root.cx(short_type_name::<N>())).await
+    run_async_node(node, AsyncStoreRef::exclusive(store), &root.cx(short_type_name::<N>())).await.map_err(|e| *e)
 }

@@ -1,0 +1,350 @@
+//! The async path against the sync one, and batches against bare rayon and
+//! bare futures, each in the same run; results in BENCHMARKS.md.
+//!
+//! `cargo bench -p minllm --bench async_path`
+//!
+//! `MINLLM_ASYNC=<variant>:<n>` runs one variant once and exits, for counting
+//! instructions under callgrind; `MINLLM_ASYNC=memory:<n>` prints the peak heap
+//! of a concurrent batch of `n` sleeping items and of a bare `FuturesUnordered`
+//! of the same futures.
+
+#![allow(clippy::unwrap_used)]
+// a benchmark that fails should stop loudly
+// A counting allocator needs `unsafe impl GlobalAlloc`; it only forwards to `System`.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group};
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+use minllm::{
+    Action, AsyncBatchMode, AsyncBatchNode, AsyncNode, BatchMode, BatchNode, End, ExecContext, Flow, Node, NodeId,
+    NodeResult, Params, flow,
+};
+use rayon::prelude::*;
+
+/// Counts the bytes on the heap and their peak, for the memory comparison.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call goes to the system allocator with the same arguments; the
+// counters only observe.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        PEAK.fetch_max(now, Ordering::Relaxed);
+        // SAFETY: the caller upholds `alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller upholds `dealloc`'s contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// The peak heap (above what was live before) while `f` runs.
+fn peak_of(f: impl FnOnce()) -> usize {
+    let before = LIVE.load(Ordering::SeqCst);
+    PEAK.store(before, Ordering::SeqCst);
+    f();
+    PEAK.load(Ordering::SeqCst) - before
+}
+
+/// The store of the loops: a counter and a budget of transitions.
+#[derive(Default)]
+struct Counter {
+    value: u64,
+    left: u64,
+}
+
+#[derive(Clone, Copy, Action)]
+enum Go {
+    Next,
+    Done,
+}
+
+/// A sync node: adds its step to the counter.
+struct Add(u64);
+
+impl Node<Counter> for Add {
+    type Prep = u64;
+    type Exec = u64;
+    type Action = Go;
+    fn prep(&self, store: &Counter, _: &Params) -> NodeResult<u64> {
+        Ok(store.value)
+    }
+    fn exec(&self, value: &u64, _: &ExecContext) -> NodeResult<u64> {
+        Ok(black_box(*value).wrapping_add(self.0))
+    }
+    fn post(&self, store: &mut Counter, _: u64, value: u64) -> NodeResult<Go> {
+        store.value = value;
+        store.left -= 1;
+        Ok(if store.left == 0 { Go::Done } else { Go::Next })
+    }
+}
+
+/// The same node with async hooks that complete at once.
+struct AsyncAdd(u64);
+
+impl AsyncNode<Counter> for AsyncAdd {
+    type Prep = u64;
+    type Exec = u64;
+    type Action = Go;
+    async fn prep(&self, store: &Counter, _: &Params) -> NodeResult<u64> {
+        Ok(store.value)
+    }
+    async fn exec(&self, value: &u64, _: &ExecContext<'_>) -> NodeResult<u64> {
+        Ok(black_box(*value).wrapping_add(self.0))
+    }
+    async fn post(&self, store: &mut Counter, _: u64, value: u64) -> NodeResult<Go> {
+        store.value = value;
+        store.left -= 1;
+        Ok(if store.left == 0 { Go::Done } else { Go::Next })
+    }
+}
+
+const TRANSITIONS: u64 = 100_000;
+
+flow! {
+    /// The sync loop, compiled by `flow!`.
+    struct SyncLoop: Counter {
+        node a: Add = Add(1);
+        node b: Add = Add(2);
+        node c: Add = Add(3);
+        start a;
+        max_steps u64::MAX;
+        a - Go::Next >> b;
+        a - Go::Done >> end;
+        b - Go::Next >> c;
+        b - Go::Done >> end;
+        c - Go::Next >> a;
+        c - Go::Done >> end;
+    }
+}
+
+flow! {
+    /// The same loop of async nodes, compiled by `flow!`.
+    async struct AsyncLoop: Counter {
+        node a: AsyncAdd = AsyncAdd(1);
+        node b: AsyncAdd = AsyncAdd(2);
+        node c: AsyncAdd = AsyncAdd(3);
+        start a;
+        max_steps u64::MAX;
+        a - Go::Next >> b;
+        a - Go::Done >> end;
+        b - Go::Next >> c;
+        b - Go::Done >> end;
+        c - Go::Next >> a;
+        c - Go::Done >> end;
+    }
+}
+
+/// A runtime flow over three nodes that `add` adds, in a loop.
+fn loop_flow(add: impl Fn(&mut Flow<Counter>, &str, u64) -> NodeId) -> Flow<Counter> {
+    let mut flow = Flow::new("loop");
+    let a = add(&mut flow, "a", 1);
+    let b = add(&mut flow, "b", 2);
+    let c = add(&mut flow, "c", 3);
+    flow.edge(a.on(Go::Next) >> b.on(Go::Next) >> c.on(Go::Next) >> a)
+        .edge(a.on(Go::Done) >> End)
+        .edge(b.on(Go::Done) >> End)
+        .edge(c.on(Go::Done) >> End)
+        .unbounded();
+    flow
+}
+
+fn sync_nodes() -> Flow<Counter> {
+    loop_flow(|flow, name, step| flow.add(name, Add(step)))
+}
+
+fn async_nodes() -> Flow<Counter> {
+    loop_flow(|flow, name, step| flow.add(name, AsyncAdd(step)))
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+fn fresh(n: u64) -> Counter {
+    Counter { value: 0, left: n.max(1) }
+}
+
+/// Runs one variant over `n` transitions (or items).
+fn run_variant(variant: &str, n: u64) {
+    let rt = current_thread();
+    let mut store = fresh(n);
+    match variant {
+        "flow_macro_sync" => SyncLoop::new().run(&mut store).unwrap(),
+        "flow_macro_async" => rt.block_on(AsyncLoop::new().run(&mut store)).unwrap(),
+        "runtime_sync" => drop(sync_nodes().run(&mut store).unwrap()),
+        "runtime_async" => drop(rt.block_on(async_nodes().run_async(&mut store)).unwrap()),
+        "runtime_async_sync_nodes" => drop(rt.block_on(sync_nodes().run_async(&mut store)).unwrap()),
+        "rayon_tiny" => drop(black_box(rayon_tiny(n as usize))),
+        "batch_tiny" => drop(black_box(batch_tiny(n as usize))),
+        other => panic!("unknown variant {other}"),
+    }
+    black_box(store.value);
+}
+
+/// What each tiny item does.
+#[inline(always)]
+fn tiny(x: u64) -> u64 {
+    black_box(x).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17)
+}
+
+/// The baseline of a parallel batch: make the items, then rayon's `par_iter`
+/// over them, collected in order.
+fn rayon_tiny(n: usize) -> Vec<u64> {
+    let items: Vec<u64> = (0..n as u64).collect();
+    items.par_iter().map(|x| tiny(*x)).collect()
+}
+
+/// A parallel batch node over tiny items: `prep` makes them, `post` keeps the
+/// outputs. The store is the number of items and the outputs.
+struct Tiny;
+
+impl BatchNode<(usize, Vec<u64>)> for Tiny {
+    type Item = u64;
+    type Output = u64;
+    type Action = ();
+    fn prep(&self, store: &(usize, Vec<u64>), _: &Params) -> NodeResult<Vec<u64>> {
+        Ok((0..store.0 as u64).collect())
+    }
+    fn exec(&self, x: &u64, _: &ExecContext) -> NodeResult<u64> {
+        Ok(tiny(*x))
+    }
+    fn post(&self, store: &mut (usize, Vec<u64>), _: Vec<u64>, out: Vec<u64>) -> NodeResult<()> {
+        store.1 = out;
+        Ok(())
+    }
+    fn mode(&self) -> BatchMode {
+        BatchMode::Parallel { threads: None }
+    }
+}
+
+fn batch_tiny(n: usize) -> Vec<u64> {
+    let mut store = (n, Vec::new());
+    Tiny.run(&mut store).unwrap();
+    store.1
+}
+
+/// Sleeps a millisecond per item; all items in flight at once.
+struct Sleepers;
+
+impl AsyncBatchNode<usize> for Sleepers {
+    type Item = usize;
+    type Output = usize;
+    type Action = ();
+    async fn prep(&self, n: &usize, _: &Params) -> NodeResult<Vec<usize>> {
+        Ok((0..*n).collect())
+    }
+    async fn exec(&self, i: &usize, _: &ExecContext<'_>) -> NodeResult<usize> {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        Ok(*i)
+    }
+    async fn post(&self, n: &mut usize, _: Vec<usize>, out: Vec<usize>) -> NodeResult<()> {
+        *n = out.len();
+        Ok(())
+    }
+    fn mode(&self) -> AsyncBatchMode {
+        AsyncBatchMode::Concurrent { limit: Some(usize::MAX) }
+    }
+}
+
+/// Peak heap of `n` sleeping items: a concurrent batch, and the baseline of a
+/// bare `FuturesUnordered` of the same futures collected in order.
+fn memory(n: usize) -> (usize, usize) {
+    let rt = current_thread();
+    let bare = peak_of(|| {
+        rt.block_on(async {
+            let items: Vec<usize> = (0..n).collect();
+            let mut running: FuturesUnordered<_> = items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| async move {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    (i, *item)
+                })
+                .collect();
+            let mut out = vec![0; n];
+            while let Some((i, v)) = running.next().await {
+                out[i] = v;
+            }
+            black_box(out);
+        })
+    });
+    let batch = peak_of(|| {
+        rt.block_on(async {
+            let mut count = n;
+            Sleepers.run_async(&mut count).await.unwrap();
+            assert_eq!(count, n);
+        })
+    });
+    (bare, batch)
+}
+
+fn async_transitions(c: &mut Criterion) {
+    let mut group = c.benchmark_group("async_vs_sync_100k_transitions");
+    group.throughput(Throughput::Elements(TRANSITIONS));
+    let rt = current_thread();
+    let sync_macro = SyncLoop::new();
+    group.bench_function("flow_macro_sync", |b| {
+        b.iter(|| sync_macro.run(&mut fresh(TRANSITIONS)).unwrap());
+    });
+    let async_macro = AsyncLoop::new();
+    group.bench_function("flow_macro_async", |b| {
+        b.iter(|| rt.block_on(async_macro.run(&mut fresh(TRANSITIONS))).unwrap());
+    });
+    let sync_flow = sync_nodes();
+    group.bench_function("runtime_sync", |b| {
+        b.iter(|| sync_flow.run(&mut fresh(TRANSITIONS)).unwrap());
+    });
+    let async_flow = async_nodes();
+    group.bench_function("runtime_async", |b| {
+        b.iter(|| rt.block_on(async_flow.run_async(&mut fresh(TRANSITIONS))).unwrap());
+    });
+    group.bench_function("runtime_async_sync_nodes", |b| {
+        b.iter(|| rt.block_on(sync_flow.run_async(&mut fresh(TRANSITIONS))).unwrap());
+    });
+    group.finish();
+}
+
+fn tiny_items(c: &mut Criterion) {
+    let mut group = c.benchmark_group("parallel_1m_tiny_items");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(1_000_000));
+    group.bench_function("rayon_par_iter", |b| b.iter(|| black_box(rayon_tiny(1_000_000))));
+    group.bench_function("batch_parallel", |b| b.iter(|| black_box(batch_tiny(1_000_000))));
+    group.finish();
+}
+
+criterion_group!(benches, async_transitions, tiny_items);
+
+fn main() {
+    if let Ok(spec) = std::env::var("MINLLM_ASYNC") {
+        let (variant, n) = spec.split_once(':').expect("MINLLM_ASYNC=<variant>:<n>");
+        let n: u64 = n.parse().expect("a number");
+        if variant == "memory" {
+            let (bare, batch) = memory(n as usize);
+            println!(
+                "peak heap, {n} sleeping items: FuturesUnordered {bare} B, concurrent batch {batch} B ({:.2}x)",
+                batch as f64 / bare as f64
+            );
+        } else {
+            run_variant(variant, n);
+        }
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
