@@ -262,7 +262,8 @@ impl AsyncBatchNode<usize> for Sleepers {
 }
 
 /// Peak heap of `n` sleeping items: a concurrent batch, and the baseline of a
-/// bare `FuturesUnordered` of the same futures collected in order.
+/// bare `FuturesUnordered` of the same futures (the node's `exec` with its
+/// context) collected in order.
 fn memory(n: usize) -> (usize, usize) {
     let rt = current_thread();
     let bare = peak_of(|| {
@@ -272,8 +273,9 @@ fn memory(n: usize) -> (usize, usize) {
                 .iter()
                 .enumerate()
                 .map(|(i, item)| async move {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                    (i, *item)
+                    // The node's own exec future, with its context.
+                    let ctx = ExecContext::new("sleepers", 1, 1, Some(i));
+                    (i, Sleepers.exec(item, &ctx).await.unwrap())
                 })
                 .collect();
             let mut out = vec![0; n];

@@ -3,14 +3,17 @@
 //! or as futures, as the mode says), `post` gets the outputs in order. Runtime
 //! flows, `flow!` code and batches run alone all call these.
 
+use std::future::Future;
 use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
 
 use super::spread::{batch_error, branches_on_threads, concurrent_map, par_map};
 use super::{AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode};
 use crate::access::{Access, AsyncStoreRef};
 use crate::context::{Cancel, NodeCx, is_cancelled};
-use crate::error::{Error, HookError, Stage};
-use crate::node::{call_stage, caught, exec_with_retry, exec_with_retry_async, guarded, offload};
+use crate::error::{Error, Failure, HookError, Stage};
+use crate::node::{ExecContext, Retry, call_stage, caught, exec_with_retry, guarded, offload, retry_after_async};
 
 /// Runs a sync batch node in a sync run.
 pub(crate) fn run_batch<S, N: BatchNode<S>>(
@@ -120,34 +123,74 @@ where
     S: Send + Sync,
     N: AsyncBatchNode<S>,
 {
+    let retry = node.retry();
     match mode {
         AsyncBatchMode::Concurrent { limit } => {
-            concurrent_map(items.len(), limit, |i| exec_async_item(node, i, &items[i], cx)).await
+            concurrent_map(items.len(), limit, |i| exec_async_item(node, i, &items[i], cx, retry)).await
         }
         AsyncBatchMode::Sequential => {
             let mut outputs = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
-                outputs.push(exec_async_item(node, i, item, cx).await?);
+                outputs.push(exec_async_item(node, i, item, cx, retry).await?);
             }
             Ok(outputs)
         }
     }
 }
 
-async fn exec_async_item<S, N>(node: &N, i: usize, item: &N::Item, cx: &NodeCx<'_>) -> Result<N::Output, Box<Error>>
+/// One item's `exec`: the first attempt in place, retries and the fallback in
+/// a boxed future made after a failure. A concurrent batch holds one of these
+/// per item in flight, so it is kept small: a plain `fn` returning an `async
+/// move` block (whose captures are not copied again into its locals, as an
+/// `async fn`'s arguments are), holding pointers and the user's own future.
+#[allow(clippy::manual_async_fn)]
+fn exec_async_item<'a, S, N>(
+    node: &'a N,
+    i: usize,
+    item: &'a N::Item,
+    cx: &'a NodeCx<'a>,
+    retry: Retry,
+) -> impl Future<Output = Result<N::Output, Box<Error>>> + 'a
 where
     S: Send + Sync,
     N: AsyncBatchNode<S>,
 {
-    exec_with_retry_async(
-        node.retry(),
-        cx.node,
-        Some(i),
-        cx.cancel,
-        |ctx| async move { node.exec(item, &ctx).await },
-        |err, ctx| async move { node.exec_fallback(item, err, &ctx).await },
-    )
-    .await
-    .map(|(out, _)| out)
-    .map_err(|h| cx.fail(h))
+    async move {
+        let first = ExecContext::new(cx.node, 1, retry.max_attempts(), Some(i));
+        let failure = match guarded(node.exec(item, &first)).await {
+            Ok(Ok(out)) => return Ok(out),
+            Ok(Err(source)) => Failure::Returned { source, attempts: 1 },
+            Err(payload) => Failure::panicked(payload),
+        };
+        retry_async_item(node, failure, retry, first, item, cx).await
+    }
+}
+
+/// Attempts 2.. and the fallback of one item of an async batch, boxed.
+#[cold]
+fn retry_async_item<'a, S, N>(
+    node: &'a N,
+    failure: Failure,
+    retry: Retry,
+    first: ExecContext<'a>,
+    item: &'a N::Item,
+    cx: &'a NodeCx<'a>,
+) -> BoxFuture<'a, Result<N::Output, Box<Error>>>
+where
+    S: Send + Sync,
+    N: AsyncBatchNode<S>,
+{
+    Box::pin(async move {
+        retry_after_async(
+            failure,
+            retry,
+            first,
+            cx.cancel,
+            |ctx| async move { node.exec(item, &ctx).await },
+            |err, ctx| async move { node.exec_fallback(item, err, &ctx).await },
+        )
+        .await
+        .map(|(out, _)| out)
+        .map_err(|h| cx.fail(h))
+    })
 }

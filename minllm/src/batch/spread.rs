@@ -4,6 +4,7 @@
 
 use parking_lot::Mutex;
 
+use futures_util::FutureExt as _;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use rayon::prelude::*;
@@ -135,8 +136,10 @@ where
     loop {
         while running.len() < limit && next < count {
             let i = next;
-            let fut = make(i);
-            running.push(async move { (i, fut.await) });
+            // A combinator, not an `async` block: awaiting the future from an
+            // `async` block would hold it twice (the capture and the awaited
+            // copy), and a batch holds one per item in flight.
+            running.push(make(i).map(move |out| (i, out)));
             next += 1;
         }
         match running.next().await {

@@ -8,7 +8,7 @@ mod run;
 
 pub(crate) use hooks::{call_stage, caught, guarded, offload};
 pub use retry::{ExecContext, Retry};
-pub(crate) use retry::{exec_with_retry, exec_with_retry_async};
+pub(crate) use retry::{exec_with_retry, retry_after_async};
 pub(crate) use run::{run_async_node, run_node, run_offloaded_node};
 
 use std::future::Future;

@@ -8,7 +8,6 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
-use futures_util::future::BoxFuture;
 
 use super::hooks::call;
 use crate::context::{Cancel, is_cancelled};
@@ -181,39 +180,11 @@ pub(crate) fn retry_after<I: ?Sized, O>(
     }
 }
 
-/// The async twin of [`exec_with_retry`]. `exec` and `fallback` make the
-/// attempt's future from its context (which they own, so the futures may
-/// borrow the node and its input for `'a`).
-///
-/// The first attempt is awaited in place; retries, waits and the fallback are
-/// a boxed future made only after a failure, so that the future of a node (or
-/// of each item of a concurrent batch) stays as small as its first attempt.
-pub(crate) async fn exec_with_retry_async<'a, O, E, EF, F, FF>(
-    retry: Retry,
-    node: &'a str,
-    item: Option<usize>,
-    cancel: Option<&'a Cancel<'a>>,
-    exec: E,
-    fallback: F,
-) -> Result<(O, u32), HookError>
-where
-    O: 'a,
-    E: Fn(ExecContext<'a>) -> EF + Send + 'a,
-    EF: Future<Output = NodeResult<O>> + Send + 'a,
-    F: FnOnce(BoxError, ExecContext<'a>) -> FF + Send + 'a,
-    FF: Future<Output = NodeResult<O>> + Send + 'a,
-{
-    let ctx = ExecContext { node, attempt: 1, max_attempts: retry.max_attempts(), item };
-    let failure = match AssertUnwindSafe(exec(ctx)).catch_unwind().await {
-        Ok(Ok(v)) => return Ok((v, 1)),
-        Ok(Err(source)) => Failure::Returned { source, attempts: 1 },
-        Err(payload) => Failure::panicked(payload),
-    };
-    let rest: BoxFuture<'a, _> = Box::pin(retry_after_async(failure, retry, ctx, cancel, exec, fallback));
-    rest.await
-}
-
-/// Attempts 2.. and the fallback, after the first attempt (`ctx`) failed.
+/// The async twin of [`retry_after`]: attempts 2.. and the fallback, after the
+/// first attempt (`ctx`) failed. The async runners make their first attempt in
+/// place and call this, boxed, only after a failure, so that their futures stay
+/// as small as the first attempt. `exec` and `fallback` make each attempt's
+/// future from its context, which they own.
 pub(crate) async fn retry_after_async<'a, O, E, EF, F, FF>(
     first: Failure,
     retry: Retry,
