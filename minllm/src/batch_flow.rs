@@ -2,14 +2,12 @@
 
 use std::fmt;
 
-use futures_util::future::BoxFuture;
-
 use crate::access::{AsyncStoreRef, StoreRef};
 use crate::action::{Action, Label};
 use crate::batch::{branches_on_threads, concurrent_map};
 use crate::context::{Cancel, NodeCx, Root, is_cancelled};
 use crate::error::{Error, NodeResult, Stage};
-use crate::flow::{ErasedNode, Flow, NodeKind, Sealed};
+use crate::flow::{AsyncRun, ErasedNode, Flow, NodeKind, Sealed};
 use crate::node::call_stage;
 use crate::params::Params;
 use crate::store::SharedStore;
@@ -107,7 +105,7 @@ impl<S: Send + Sync + 'static> BatchFlow<S> {
     /// Runs the batch flow alone on `store`, on the current tokio runtime.
     pub async fn run_async(&self, store: &mut S) -> Result<Label, Error> {
         let root = Root::new(self.flow.name());
-        ErasedNode::run_async(self, AsyncStoreRef::exclusive(store), root.cx("batch")).await
+        ErasedNode::run_async(self, AsyncStoreRef::exclusive(store), &root.cx("batch")).await.map_err(|e| *e)
     }
 
     fn finish(&self, store: &mut S, list: Vec<Params>) -> NodeResult<Label> {
@@ -146,7 +144,7 @@ impl<S: Send + Sync + 'static> ErasedNode<S> for BatchFlow<S> {
         store.with(|s| call_stage(Stage::Post, || self.finish(s, list))).map_err(|h| cx.error(h))
     }
 
-    fn run_async<'a>(&'a self, mut store: AsyncStoreRef<'a, S>, cx: NodeCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
+    fn run_async<'a>(&'a self, mut store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
         Box::pin(async move {
             let list = {
                 let guard = store.lock().await;
@@ -174,7 +172,7 @@ impl<S: Send + Sync + 'static> ErasedNode<S> for BatchFlow<S> {
                 }
             }
             let mut guard = store.lock().await;
-            call_stage(Stage::Post, || self.finish(&mut guard, list)).map_err(|h| cx.error(h))
+            call_stage(Stage::Post, || self.finish(&mut guard, list)).map_err(|h| cx.fail(h))
         })
     }
 

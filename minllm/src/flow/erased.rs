@@ -7,6 +7,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
 
 use super::Flow;
@@ -58,13 +59,18 @@ mod sealed {
 }
 pub(crate) use sealed::Sealed;
 
+/// What [`ErasedNode::run_async`] returns.
+pub(crate) type AsyncRun<'a> = BoxFuture<'a, Result<Label, Box<Error>>>;
+
 /// A node of a runtime flow with its types erased. Sealed: users implement
 /// [`Node`], [`AsyncNode`] and the batch traits, and add those with
 /// [`Flow::add`].
 #[doc(hidden)]
 pub trait ErasedNode<S>: Sealed + Send + Sync + 'static {
     fn run(&self, store: StoreRef<'_, S>, cx: NodeCx<'_>) -> Result<Label, Error>;
-    fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: NodeCx<'a>) -> BoxFuture<'a, Result<Label, Error>>;
+    /// The node's future, boxed; it fails with a boxed error, which moves
+    /// through the engine's futures faster.
+    fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a>;
     fn kind(&self) -> NodeKind;
     fn declared_actions(&self) -> Option<&'static [&'static str]>;
     /// The flow this node runs: itself for a nested flow, the inner flow of a
@@ -117,10 +123,8 @@ impl<S: Send + Sync + 'static, N: Node<S>> ErasedNode<S> for NodeAdapter<N, S> {
         run_node(&*self.node, store, cx).map(Action::into_label)
     }
 
-    fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: NodeCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
-        Box::pin(
-            async move { run_offloaded_node(&self.node, store, &cx).await.map(Action::into_label).map_err(|e| *e) },
-        )
+    fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
+        Box::pin(run_offloaded_node(&self.node, store, cx).map(|r| r.map(Action::into_label)))
     }
 
     fn kind(&self) -> NodeKind {
@@ -151,8 +155,8 @@ impl<S: Send + Sync + 'static, N: AsyncNode<S>> ErasedNode<S> for AsyncNodeAdapt
         Err(async_in_sync(&cx))
     }
 
-    fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: NodeCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
-        Box::pin(async move { run_async_node(&self.node, store, &cx).await.map(Action::into_label).map_err(|e| *e) })
+    fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
+        Box::pin(run_async_node(&self.node, store, cx).map(|r| r.map(Action::into_label)))
     }
 
     fn kind(&self) -> NodeKind {
@@ -183,10 +187,8 @@ impl<S: Send + Sync + 'static, N: BatchNode<S>> ErasedNode<S> for BatchAdapter<N
         run_batch(&*self.node, self.node.mode(), store, cx).map(Action::into_label)
     }
 
-    fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: NodeCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
-        Box::pin(async move {
-            run_offloaded_batch(&self.node, self.node.mode(), store, &cx).await.map(Action::into_label).map_err(|e| *e)
-        })
+    fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
+        Box::pin(run_offloaded_batch(&self.node, self.node.mode(), store, cx).map(|r| r.map(Action::into_label)))
     }
 
     fn kind(&self) -> NodeKind {
@@ -220,10 +222,8 @@ impl<S: Send + Sync + 'static, N: AsyncBatchNode<S>> ErasedNode<S> for AsyncBatc
         Err(async_in_sync(&cx))
     }
 
-    fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: NodeCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
-        Box::pin(async move {
-            run_async_batch(&self.node, self.node.mode(), store, &cx).await.map(Action::into_label).map_err(|e| *e)
-        })
+    fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
+        Box::pin(run_async_batch(&self.node, self.node.mode(), store, cx).map(|r| r.map(Action::into_label)))
     }
 
     fn kind(&self) -> NodeKind {
@@ -255,13 +255,13 @@ impl<S: Send + Sync + 'static, F: TypedFlow<S>> ErasedNode<S> for TypedFlowAdapt
         store.with(|s| self.0.run_in(s, &path, cx.params)).map(Action::into_label)
     }
 
-    fn run_async<'a>(&'a self, mut store: AsyncStoreRef<'a, S>, cx: NodeCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
+    fn run_async<'a>(&'a self, mut store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
         Box::pin(async move {
             // In place on the task's thread, as in a `flow!` async flow (see
             // `typed.rs`): make the flow `async struct` to offload its execs.
             let path = cx.flow.child(cx.node, None);
             let mut guard = store.lock().await;
-            self.0.run_in(&mut guard, &path, cx.params).map(Action::into_label)
+            Ok(self.0.run_in(&mut guard, &path, cx.params).map(Action::into_label)?)
         })
     }
 
@@ -290,11 +290,11 @@ impl<S: Send + Sync + 'static, F: AsyncTypedFlow<S>> ErasedNode<S> for AsyncType
         Err(async_in_sync(&cx))
     }
 
-    fn run_async<'a>(&'a self, mut store: AsyncStoreRef<'a, S>, cx: NodeCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
+    fn run_async<'a>(&'a self, mut store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
         Box::pin(async move {
             let path = cx.flow.child(cx.node, None);
             let mut guard = store.lock().await;
-            self.0.run_in(&mut guard, &path, cx.params).await.map(Action::into_label)
+            Ok(self.0.run_in(&mut guard, &path, cx.params).await.map(Action::into_label)?)
         })
     }
 

@@ -4,7 +4,7 @@
 mod erased;
 mod run;
 
-pub(crate) use erased::{ErasedNode, Sealed};
+pub(crate) use erased::{AsyncRun, ErasedNode, Sealed};
 pub use erased::{IntoNode, NodeKind};
 
 use std::collections::HashMap;
@@ -12,8 +12,6 @@ use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-
-use futures_util::future::BoxFuture;
 
 use crate::access::{AsyncStoreRef, StoreRef};
 use crate::action::{Action, Label};
@@ -384,7 +382,7 @@ impl<S: Send + Sync + 'static> Flow<S> {
     pub fn run_async<'a>(&'a self, store: &'a mut S) -> impl Future<Output = Result<Label, Error>> + Send + 'a {
         async move {
             let path = FlowPath::root(&self.name);
-            self.orchestrate_async(AsyncStoreRef::exclusive(store), &path, &self.params, None).await
+            self.orchestrate_async(AsyncStoreRef::exclusive(store), &path, &self.params, None).await.map_err(|e| *e)
         }
     }
 }
@@ -418,7 +416,7 @@ impl<S: Send + Sync + 'static> ErasedNode<S> for Flow<S> {
         self.orchestrate(store, &path, &self.params.merged(cx.params), cx.cancel)
     }
 
-    fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: NodeCx<'a>) -> BoxFuture<'a, Result<Label, Error>> {
+    fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
         Box::pin(async move {
             let path = cx.flow.child(cx.node, None);
             self.orchestrate_async(store, &path, &self.params.merged(cx.params), cx.cancel).await

@@ -44,14 +44,14 @@ impl<S: Send + Sync + 'static> Flow<S> {
     }
 
     /// [`orchestrate`](Flow::orchestrate) on an async store: the same frames,
-    /// awaiting each step.
+    /// awaiting each node. Fails with a boxed error, as the nodes' futures do.
     pub(crate) async fn orchestrate_async(
         &self,
         mut store: AsyncStoreRef<'_, S>,
         path: &FlowPath<'_>,
         params: &Params,
         cancel: Option<&Cancel<'_>>,
-    ) -> Result<Label, Error> {
+    ) -> Result<Label, Box<Error>> {
         check_stack(path)?;
         self.check(path)?;
         let traced = crate::context::tracing_on();
@@ -74,9 +74,9 @@ impl<S: Send + Sync + 'static> Flow<S> {
                     span: span.as_ref().map_or(no_span(), |(span, _)| span),
                 };
                 let label = match &span {
-                    None => slot.node.run_async(store.reborrow(), cx).await?,
+                    None => slot.node.run_async(store.reborrow(), &cx).await?,
                     Some((span, started)) => {
-                        let label = slot.node.run_async(store.reborrow(), cx).instrument(span.clone()).await?;
+                        let label = slot.node.run_async(store.reborrow(), &cx).instrument(span.clone()).await?;
                         finish_span(span, *started, label.as_str());
                         label
                     }
