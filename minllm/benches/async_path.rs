@@ -175,6 +175,10 @@ fn current_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
 fn fresh(n: u64) -> Counter {
     Counter { value: 0, left: n.max(1) }
 }
@@ -189,6 +193,27 @@ fn run_variant(variant: &str, n: u64) {
         "runtime_sync" => drop(sync_nodes().run(&mut store).unwrap()),
         "runtime_async" => drop(rt.block_on(async_nodes().run_async(&mut store)).unwrap()),
         "runtime_async_sync_nodes" => drop(rt.block_on(sync_nodes().run_async(&mut store)).unwrap()),
+        "runtime_async_sync_nodes_mt" => drop(multi_thread().block_on(sync_nodes().run_async(&mut store)).unwrap()),
+        "runtime_async_mt" => drop(multi_thread().block_on(async_nodes().run_async(&mut store)).unwrap()),
+        // On a worker thread: in a spawned task.
+        "runtime_async_sync_nodes_mt_task" => {
+            let mt = multi_thread();
+            let task = mt.spawn(async move {
+                let mut store = fresh(n);
+                sync_nodes().run_async(&mut store).await.unwrap();
+                store.value
+            });
+            black_box(mt.block_on(task).unwrap());
+        }
+        "runtime_async_mt_task" => {
+            let mt = multi_thread();
+            let task = mt.spawn(async move {
+                let mut store = fresh(n);
+                async_nodes().run_async(&mut store).await.unwrap();
+                store.value
+            });
+            black_box(mt.block_on(task).unwrap());
+        }
         "rayon_tiny" => drop(black_box(rayon_tiny(n as usize))),
         "batch_tiny" => drop(black_box(batch_tiny(n as usize))),
         other => panic!("unknown variant {other}"),
@@ -315,8 +340,23 @@ fn async_transitions(c: &mut Criterion) {
     group.bench_function("runtime_async", |b| {
         b.iter(|| rt.block_on(async_flow.run_async(&mut fresh(TRANSITIONS))).unwrap());
     });
+    let mt = multi_thread();
+    group.bench_function("runtime_async_multi_thread", |b| {
+        b.iter(|| mt.block_on(async_flow.run_async(&mut fresh(TRANSITIONS))).unwrap());
+    });
+    // Sync nodes in async runs: in place on a multi-thread runtime...
+    group.bench_function("runtime_async_sync_nodes_multi_thread", |b| {
+        b.iter(|| mt.block_on(sync_flow.run_async(&mut fresh(TRANSITIONS))).unwrap());
+    });
+    group.finish();
+
+    // ... and on the blocking pool on a current-thread runtime (a thread
+    // handoff per exec: fewer transitions).
+    let mut group = c.benchmark_group("async_10k_sync_node_transitions_current_thread");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(10_000));
     group.bench_function("runtime_async_sync_nodes", |b| {
-        b.iter(|| rt.block_on(sync_flow.run_async(&mut fresh(TRANSITIONS))).unwrap());
+        b.iter(|| rt.block_on(sync_flow.run_async(&mut fresh(10_000))).unwrap());
     });
     group.finish();
 }

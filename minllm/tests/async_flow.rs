@@ -233,9 +233,22 @@ impl Node for AwaitsTicks {
 #[test]
 fn a_sync_node_in_an_async_flow_does_not_block_the_runtime() {
     // One thread: if the node blocked it, the ticker could not tick while the
-    // node waits for its ticks.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(async {
+    // node waits for its ticks. On a current-thread runtime the exec goes to
+    // the blocking pool.
+    let current = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime_keeps_ticking(&current, false);
+    // On a multi-thread runtime of one worker the exec runs in place, and the
+    // worker's other tasks move to another thread meanwhile: from a task on the
+    // worker, and from the thread that blocks on the runtime.
+    let multi = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    runtime_keeps_ticking(&multi, true);
+    runtime_keeps_ticking(&multi, false);
+}
+
+/// Runs a flow of [`AwaitsTicks`] while a ticker task ticks, on `runtime`
+/// (in a task of its own when `spawned`), and checks that the ticker ticked.
+fn runtime_keeps_ticking(runtime: &tokio::runtime::Runtime, spawned: bool) {
+    let run = async {
         let ticks = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = tokio::spawn({
@@ -255,7 +268,12 @@ fn a_sync_node_in_an_async_flow_does_not_block_the_runtime() {
         ticker.await.unwrap();
         let seen = store.get::<usize>("ticks seen").unwrap();
         assert!(seen >= 3, "the runtime thread was blocked: {seen} ticks while the node ran");
-    });
+    };
+    if spawned {
+        runtime.block_on(runtime.spawn(run)).unwrap();
+    } else {
+        runtime.block_on(run);
+    }
 }
 
 /// What the branches of a batch flow did: whether two were ever inside prep or

@@ -259,13 +259,13 @@ pub(crate) fn expand(model: &Model<'_>, mermaid: &str) -> TokenStream {
             }
         });
         let run = if is_async {
-            // The context lives in the machine's state, and the node's future
-            // holds a pointer to it: fewer bytes to move into each future.
+            // The node's context is made once per run, before the loop, and
+            // its future holds a pointer to it.
+            let cx = format_ident!("__cx_{}", field);
             quote_spanned!(ty.span()=> if TRACED {
                 ::minllm::__private::run_typed_node_traced::<#store, _, _>(&self.#field, store, path, #name, params).await?
             } else {
-                let __cx = ::minllm::__private::NodeCx::new(path, #name, params, ::core::option::Option::None);
-                ::minllm::__private::run_typed_node_async::<#store, _, _>(&self.#field, store, &__cx).await?
+                ::minllm::__private::run_typed_node_async::<#store, _, _>(&self.#field, store, &#cx).await?
             })
         } else {
             quote_spanned!(ty.span()=> ::minllm::__private::run_typed_node::<#store, _, _>(&self.#field, store, path, #name, params, TRACED)?)
@@ -279,10 +279,19 @@ pub(crate) fn expand(model: &Model<'_>, mermaid: &str) -> TokenStream {
             }
         }
     });
+    let contexts = is_async.then(|| {
+        let made = def.nodes.iter().map(|node| {
+            let cx = format_ident!("__cx_{}", node.name);
+            let name = node.name.to_string();
+            quote!(let #cx = ::minllm::__private::NodeCx::new(path, #name, params, ::core::option::Option::None);)
+        });
+        quote!(#(#made)*)
+    });
     let machine = quote! {
         #[derive(Clone, Copy)]
         #[allow(non_camel_case_types)]
         enum __State { #(#states),* }
+        #contexts
         #steps_init
         let mut __state = __State::#start;
         loop {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use super::hooks::{call, call_stage, caught, guarded, offload};
+use super::hooks::{blocks_in_place, call, call_stage, caught, guarded, offload};
 use super::retry::{exec_with_retry, retry_after, retry_after_async};
 use super::{AsyncNode, ExecContext, Node, Retry};
 use crate::access::{Access, AsyncStoreRef};
@@ -127,8 +127,16 @@ where
     })
 }
 
-/// Runs a sync node in an async run: `prep` and `post` on the task (holding the
-/// store), `exec` with its retries on tokio's blocking pool.
+/// Runs a sync node in an async run: `prep` and `post` in place on the task
+/// (holding the store), `exec` where it may block without stalling the
+/// runtime's other tasks:
+///
+/// - on a multi-thread runtime, in place through
+///   [`tokio::task::block_in_place`] (the worker's other tasks move to another
+///   thread while it runs), attempt by attempt: the waits between attempts are
+///   async, so dropping the run ends them;
+/// - on a current-thread runtime, on tokio's blocking pool with its retries;
+///   dropping the run lets the attempt in flight finish and stops the rest.
 pub(crate) async fn run_offloaded_node<S, N>(
     node: &Arc<N>,
     mut store: AsyncStoreRef<'_, S>,
@@ -143,25 +151,78 @@ where
         call_stage(Stage::Prep, || node.prep(&guard, cx.params))
     }
     .map_err(|h| cx.error(h))?;
-    let (shared, name) = (Arc::clone(node), cx.node.to_owned());
-    let (prep, result) = offload(move |cancel| {
-        let result = exec_with_retry(
-            shared.retry(),
-            &name,
-            None,
-            Some(cancel),
-            &prep,
-            |p, c| shared.exec(p, c),
-            |p, e, c| shared.exec_fallback(p, e, c),
-        );
-        (prep, result)
-    })
-    .await
-    .map_err(|f| f.into_error(cx.flow.to_string(), cx.node.to_owned(), Stage::Exec, None))?;
-    let (exec, attempts) = result.map_err(|h| cx.error(h))?;
-    cx.record_attempts(attempts);
+    let (prep, exec) = if blocks_in_place() {
+        let retry = node.retry();
+        let first = ExecContext::new(cx.node, 1, retry.max_attempts(), None);
+        match tokio::task::block_in_place(|| call(|| node.exec(&prep, &first))) {
+            Ok(exec) => {
+                cx.record_attempts(1);
+                (prep, exec)
+            }
+            Err(failure) => retry_in_place(&**node, failure, retry, first, prep, cx).await?,
+        }
+    } else {
+        let (shared, name) = (Arc::clone(node), cx.node.to_owned());
+        let (prep, result) = offload(move |cancel| {
+            let result = exec_with_retry(
+                shared.retry(),
+                &name,
+                None,
+                Some(cancel),
+                &prep,
+                |p, c| shared.exec(p, c),
+                |p, e, c| shared.exec_fallback(p, e, c),
+            );
+            (prep, result)
+        })
+        .await
+        .map_err(|f| f.into_error(cx.flow.to_string(), cx.node.to_owned(), Stage::Exec, None))?;
+        let (exec, attempts) = result.map_err(|h| cx.error(h))?;
+        cx.record_attempts(attempts);
+        (prep, exec)
+    };
     let mut guard = store.lock().await;
     call_stage(Stage::Post, || node.post(&mut guard, prep, exec)).map_err(|h| cx.fail(h))
+}
+
+/// A sync node's `prep` given back with its `exec` result.
+type PrepExec<S, N> = (<N as Node<S>>::Prep, <N as Node<S>>::Exec);
+
+/// Attempts 2.. and the fallback of a sync node run in place on a
+/// multi-thread runtime: each attempt in `block_in_place`, the waits async.
+/// `prep` is held in a lock (uncontended) so that the future is `Send` with a
+/// `Prep` that is only `Send`.
+#[cold]
+fn retry_in_place<'a, S, N>(
+    node: &'a N,
+    failure: Failure,
+    retry: Retry,
+    first: ExecContext<'a>,
+    prep: N::Prep,
+    cx: &'a NodeCx<'a>,
+) -> BoxFuture<'a, Result<PrepExec<S, N>, Box<Error>>>
+where
+    S: Send + Sync,
+    N: Node<S>,
+{
+    Box::pin(async move {
+        let prep = parking_lot::Mutex::new(prep);
+        let held = &prep;
+        let (exec, attempts) = retry_after_async(
+            failure,
+            retry,
+            first,
+            cx.cancel,
+            // Lazy: the attempt runs when its future is polled, inside the
+            // loop's panic guard.
+            |ctx| async move { tokio::task::block_in_place(|| node.exec(&held.lock(), &ctx)) },
+            |err, ctx| async move { tokio::task::block_in_place(|| node.exec_fallback(&held.lock(), err, &ctx)) },
+        )
+        .await
+        .map_err(|h| cx.error(h))?;
+        cx.record_attempts(attempts);
+        Ok((prep.into_inner(), exec))
+    })
 }
 
 /// [`Node::run`]: the node outside any flow.
