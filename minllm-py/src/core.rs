@@ -58,11 +58,12 @@ fn items<'py>(value: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
     value.try_iter()?.collect()
 }
 
-/// How many threads a parallel batch uses: `max_workers`, else one per item up to 32.
+/// How many threads a parallel batch uses: `max_workers`, else the runtime's
+/// default for a pool of a batch's own (one per item, up to 32).
 fn workers_of(node: &Bound<'_, PyAny>, count: usize) -> PyResult<usize> {
     Ok(match MAX_WORKERS.of(node)? {
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
-        None => count.clamp(1, 32),
+        None => minllm::__private::default_threads(count),
     })
 }
 

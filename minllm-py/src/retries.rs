@@ -3,7 +3,7 @@
 //! (per item when items share the node), then `exec_fallback` inside
 //! `except`, with the last exception.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::prelude::*;
@@ -36,20 +36,24 @@ pub(crate) fn handling<R>(exc: &Bound<'_, PyAny>, f: impl FnOnce() -> R) -> R {
     result
 }
 
-/// Sleeps `seconds` with the GIL released, checking for Ctrl-C as it goes.
+/// Sleeps `seconds` with the GIL released, ending at once on Ctrl-C: the
+/// runtime's wait between attempts, stopped by a pending signal.
 pub(crate) fn sleep(py: Python<'_>, seconds: f64) -> PyResult<()> {
     if seconds.is_nan() || seconds <= 0.0 {
         return Ok(());
     }
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds.min(1e9));
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(());
-        }
-        py.detach(|| std::thread::sleep(left.min(Duration::from_millis(50))));
-        py.check_signals()?;
-    }
+    let wait = Duration::from_secs_f64(seconds.min(1e9));
+    let mut interrupt = None;
+    py.detach(|| {
+        minllm::__private::wait_between_attempts(wait, || match Python::attach(|py| py.check_signals()) {
+            Ok(()) => false,
+            Err(e) => {
+                interrupt = Some(e);
+                true
+            }
+        })
+    });
+    interrupt.map_or(Ok(()), Err)
 }
 
 thread_local! {

@@ -1,10 +1,11 @@
-//! A small thread pool for parallel batches: items run on worker threads that
-//! take the GIL only while they call Python, so blocking calls overlap.
+//! Parallel batches: items run on worker threads that take the GIL only while
+//! they call Python, so blocking calls overlap. How items spread (the order,
+//! the first error, cancellation) is the runtime's [`Spread`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use minllm::__private::Spread;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
@@ -17,68 +18,32 @@ fn stack_size(py: Python<'_>) -> PyResult<usize> {
 }
 
 /// Runs `work` for every item on `workers` threads; results in input order.
-/// The first error wins (it keeps its Python type) and no item starts after
-/// it. Ctrl-C stops the wait at once; items already running finish on their own.
+/// The items spread as the runtime's parallel batches spread theirs
+/// ([`Spread`]: the first error wins, keeping its Python type, and no item
+/// starts after it); here the threads are not scoped, so that Ctrl-C stops the
+/// wait at once while items already running finish on their own.
 pub(crate) fn run_on_threads(
     py: Python<'_>,
     count: usize,
     workers: usize,
     work: impl Fn(Python<'_>, usize) -> PyResult<Py<PyAny>> + Send + Sync + 'static,
 ) -> PyResult<Vec<Py<PyAny>>> {
-    struct Shared {
-        next: AtomicUsize,
-        done: AtomicUsize,
-        cancelled: AtomicBool,
-        results: parking_lot::Mutex<Vec<Option<Py<PyAny>>>>,
-        error: parking_lot::Mutex<Option<PyErr>>,
-        finished: parking_lot::Condvar,
-        finished_lock: parking_lot::Mutex<()>,
-    }
     if count == 0 {
         return Ok(Vec::new());
     }
-    let shared = Arc::new(Shared {
-        next: AtomicUsize::new(0),
-        done: AtomicUsize::new(0),
-        cancelled: AtomicBool::new(false),
-        results: parking_lot::Mutex::new((0..count).map(|_| None).collect()),
-        error: parking_lot::Mutex::new(None),
-        finished: parking_lot::Condvar::new(),
-        finished_lock: parking_lot::Mutex::new(()),
-    });
+    let spread: Arc<Spread<'static, Py<PyAny>, PyErr>> = Arc::new(Spread::new(count));
     let work = Arc::new(work);
     let workers = workers.clamp(1, count);
     let stack_size = stack_size(py)?;
     for _ in 0..workers {
-        let (state, work) = (Arc::clone(&shared), Arc::clone(&work));
+        let (items, work) = (Arc::clone(&spread), Arc::clone(&work));
         let builder = std::thread::Builder::new().name("minllm-worker".into()).stack_size(stack_size);
         let spawned = builder.spawn(move || {
-            loop {
-                let i = state.next.fetch_add(1, Ordering::SeqCst);
-                if i >= count {
-                    break;
-                }
-                if !state.cancelled.load(Ordering::SeqCst) {
-                    crate::core::ON_WORKER.with(|w| w.set(true));
-                    let outcome = Python::attach(|py| work(py, i));
-                    match outcome {
-                        Ok(value) => state.results.lock()[i] = Some(value),
-                        Err(e) => {
-                            state.error.lock().get_or_insert(e);
-                            state.cancelled.store(true, Ordering::SeqCst);
-                            let _guard = state.finished_lock.lock();
-                            state.finished.notify_all();
-                        }
-                    }
-                }
-                if state.done.fetch_add(1, Ordering::SeqCst) + 1 == count {
-                    let _guard = state.finished_lock.lock();
-                    state.finished.notify_all();
-                }
-            }
+            crate::core::ON_WORKER.with(|w| w.set(true));
+            items.work(|i, _| Python::attach(|py| work(py, i)));
         });
         if let Err(e) = spawned {
-            shared.cancelled.store(true, Ordering::SeqCst);
+            spread.cancel();
             return Err(PyRuntimeError::new_err(format!("minllm could not start a worker thread: {e}")));
         }
     }
@@ -86,36 +51,19 @@ pub(crate) fn run_on_threads(
     // threads (a parallel batch inside another's item) sleep until the end.
     let threading = py.import("threading")?;
     let on_main = threading.call_method0("current_thread")?.is(threading.call_method0("main_thread")?);
+    let slice = on_main.then_some(Duration::from_millis(50));
     loop {
-        let all_done = py.detach(|| {
-            let mut guard = shared.finished_lock.lock();
-            let waiting = || shared.done.load(Ordering::SeqCst) < count && !shared.cancelled.load(Ordering::SeqCst);
-            if on_main {
-                if waiting() {
-                    shared.finished.wait_for(&mut guard, Duration::from_millis(50));
-                }
-            } else {
-                while waiting() {
-                    shared.finished.wait(&mut guard);
-                }
-            }
-            shared.done.load(Ordering::SeqCst) >= count
-        });
+        let settled = py.detach(|| spread.wait(slice));
         if let Err(interrupt) = py.check_signals() {
-            shared.cancelled.store(true, Ordering::SeqCst);
+            spread.cancel();
             return Err(interrupt);
         }
-        if let Some(e) = shared.error.lock().take() {
-            shared.cancelled.store(true, Ordering::SeqCst);
+        if let Some(e) = spread.take_error() {
             return Err(e);
         }
-        if all_done {
+        if settled {
             break;
         }
     }
-    let results = std::mem::take(&mut *shared.results.lock());
-    results
-        .into_iter()
-        .map(|r| r.ok_or_else(|| PyRuntimeError::new_err("minllm: a batch item produced no result")))
-        .collect()
+    spread.finish().map_err(|e| e.unwrap_or_else(|| PyRuntimeError::new_err("minllm: a batch item produced no result")))
 }

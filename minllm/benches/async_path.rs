@@ -93,6 +93,27 @@ impl Node<Counter> for Add {
     }
 }
 
+/// [`Add`] saying that its `exec` is quick: in async runs it runs in place.
+struct QuickAdd(u64);
+
+impl Node<Counter> for QuickAdd {
+    type Prep = u64;
+    type Exec = u64;
+    type Action = Go;
+    fn prep(&self, store: &Counter, params: &Params) -> NodeResult<u64> {
+        Add(self.0).prep(store, params)
+    }
+    fn exec(&self, value: &u64, ctx: &ExecContext) -> NodeResult<u64> {
+        Add(self.0).exec(value, ctx)
+    }
+    fn post(&self, store: &mut Counter, prep: u64, value: u64) -> NodeResult<Go> {
+        Add(self.0).post(store, prep, value)
+    }
+    fn exec_blocks(&self) -> bool {
+        false
+    }
+}
+
 /// The same node with async hooks that complete at once.
 struct AsyncAdd(u64);
 
@@ -167,16 +188,16 @@ fn sync_nodes() -> Flow<Counter> {
     loop_flow(|flow, name, step| flow.add(name, Add(step)))
 }
 
+fn quick_sync_nodes() -> Flow<Counter> {
+    loop_flow(|flow, name, step| flow.add(name, QuickAdd(step)))
+}
+
 fn async_nodes() -> Flow<Counter> {
     loop_flow(|flow, name, step| flow.add(name, AsyncAdd(step)))
 }
 
 fn current_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
-
-fn multi_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
 fn fresh(n: u64) -> Counter {
@@ -193,27 +214,7 @@ fn run_variant(variant: &str, n: u64) {
         "runtime_sync" => drop(sync_nodes().run(&mut store).unwrap()),
         "runtime_async" => drop(rt.block_on(async_nodes().run_async(&mut store)).unwrap()),
         "runtime_async_sync_nodes" => drop(rt.block_on(sync_nodes().run_async(&mut store)).unwrap()),
-        "runtime_async_sync_nodes_mt" => drop(multi_thread().block_on(sync_nodes().run_async(&mut store)).unwrap()),
-        "runtime_async_mt" => drop(multi_thread().block_on(async_nodes().run_async(&mut store)).unwrap()),
-        // On a worker thread: in a spawned task.
-        "runtime_async_sync_nodes_mt_task" => {
-            let mt = multi_thread();
-            let task = mt.spawn(async move {
-                let mut store = fresh(n);
-                sync_nodes().run_async(&mut store).await.unwrap();
-                store.value
-            });
-            black_box(mt.block_on(task).unwrap());
-        }
-        "runtime_async_mt_task" => {
-            let mt = multi_thread();
-            let task = mt.spawn(async move {
-                let mut store = fresh(n);
-                async_nodes().run_async(&mut store).await.unwrap();
-                store.value
-            });
-            black_box(mt.block_on(task).unwrap());
-        }
+        "runtime_async_quick_sync_nodes" => drop(rt.block_on(quick_sync_nodes().run_async(&mut store)).unwrap()),
         "rayon_tiny" => drop(black_box(rayon_tiny(n as usize))),
         "batch_tiny" => drop(black_box(batch_tiny(n as usize))),
         other => panic!("unknown variant {other}"),
@@ -340,18 +341,15 @@ fn async_transitions(c: &mut Criterion) {
     group.bench_function("runtime_async", |b| {
         b.iter(|| rt.block_on(async_flow.run_async(&mut fresh(TRANSITIONS))).unwrap());
     });
-    let mt = multi_thread();
-    group.bench_function("runtime_async_multi_thread", |b| {
-        b.iter(|| mt.block_on(async_flow.run_async(&mut fresh(TRANSITIONS))).unwrap());
-    });
-    // Sync nodes in async runs: in place on a multi-thread runtime...
-    group.bench_function("runtime_async_sync_nodes_multi_thread", |b| {
-        b.iter(|| mt.block_on(sync_flow.run_async(&mut fresh(TRANSITIONS))).unwrap());
+    // Sync nodes whose exec is quick (`exec_blocks` false) run in place...
+    let quick_flow = quick_sync_nodes();
+    group.bench_function("runtime_async_quick_sync_nodes", |b| {
+        b.iter(|| rt.block_on(quick_flow.run_async(&mut fresh(TRANSITIONS))).unwrap());
     });
     group.finish();
 
-    // ... and on the blocking pool on a current-thread runtime (a thread
-    // handoff per exec: fewer transitions).
+    // ... the others go to the blocking pool (a thread hand-off per exec:
+    // fewer transitions).
     let mut group = c.benchmark_group("async_10k_sync_node_transitions_current_thread");
     group.sample_size(10);
     group.throughput(Throughput::Elements(10_000));

@@ -4,7 +4,7 @@ use std::fmt;
 
 use crate::access::{AsyncStoreRef, StoreRef};
 use crate::action::{Action, Label};
-use crate::batch::{branches_on_threads, concurrent_map};
+use crate::batch::{branches_on_threads, concurrent_map, default_threads};
 use crate::context::{Cancel, NodeCx, Root, is_cancelled};
 use crate::error::{Error, NodeResult, Stage};
 use crate::flow::{AsyncRun, ErasedNode, Flow, NodeKind, Sealed};
@@ -20,8 +20,11 @@ type PostFn<S> = dyn Fn(&mut S, Vec<Params>) -> NodeResult<Label> + Send + Sync;
 /// parent's params (the entry wins).
 ///
 /// Sequential by default; [`parallel`](BatchFlow::parallel) runs the inner flows
-/// at the same time: on threads of their own in [`Flow::run`] (one per core, or
-/// [`limit`](BatchFlow::limit)), as concurrent futures in [`Flow::run_async`]. Their `exec`s overlap; the `prep`s and `post`s of
+/// at the same time: on threads of their own in [`Flow::run`] (one per run, up
+/// to [`DEFAULT_THREADS`](crate::DEFAULT_THREADS), or
+/// [`limit`](BatchFlow::limit)), as concurrent futures in [`Flow::run_async`]
+/// ([`DEFAULT_CONCURRENCY`](crate::DEFAULT_CONCURRENCY) at most, or `limit`).
+/// Their `exec`s overlap; the `prep`s and `post`s of
 /// different runs never overlap on the store. The first failing run cancels the
 /// others and its error names the item: `outer > batch[3] > node`.
 ///
@@ -126,7 +129,7 @@ impl<S: Send + Sync + 'static> ErasedNode<S> for BatchFlow<S> {
         if self.parallel {
             let share = store.reborrow().share();
             let access = share.access();
-            let threads = self.limit.unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get()));
+            let threads = self.limit.unwrap_or_else(|| default_threads(list.len()));
             branches_on_threads(&list, threads, cx.cancel, |i, item, cancel| {
                 let path = cx.flow.child(cx.node, Some(i));
                 self.flow.orchestrate(StoreRef::shared(access), &path, &base.merged(item), Some(cancel))

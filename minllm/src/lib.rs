@@ -99,7 +99,7 @@ mod typed;
 mod wire;
 
 pub use action::{Action, DEFAULT_ACTION, Label};
-pub use batch::{AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode, DEFAULT_CONCURRENCY};
+pub use batch::{AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode, DEFAULT_CONCURRENCY, DEFAULT_THREADS};
 pub use batch_flow::BatchFlow;
 #[doc(hidden)]
 pub use error::STEP_TRAIL;
@@ -125,12 +125,14 @@ pub struct ReadmeDoctests;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::access::{AsyncStoreRef, StoreGuard, StoreRef};
+    pub use crate::batch::{Spread, default_threads};
     pub use crate::checks::{
         DefaultEdge, ExecInput, ExecItem, FallbackError, ImplicitEnd, PostExec, PostPrep, PostStore, Routable, as_str,
         assert_store, default_edge, exec_input, exec_item, fallback_error, implicit_end, missing_edge, post_exec,
         post_prep, post_store, routed,
     };
     pub use crate::context::{FlowPath, NodeCx, flow_span, tracing_on};
+    pub use crate::node::wait_between_attempts;
     pub use crate::typed::{
         AsyncTypedFlow, AsyncTypedNode, StepLimit, SyncKind, TypedFlow, TypedNode, run_typed_node,
         run_typed_node_async, run_typed_node_traced,

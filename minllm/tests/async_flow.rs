@@ -407,3 +407,75 @@ async fn flows_run_on_spawned_tasks() {
     });
     assert_eq!(handle.await.unwrap().unwrap(), ["a"]);
 }
+
+/// A sync node that notes the thread its `exec` ran on, failing its first
+/// `fail` attempts (with `wait` between attempts); its `exec` blocks or not as
+/// `blocks` says.
+struct NotesThread {
+    blocks: bool,
+    fail: usize,
+    wait: Duration,
+    attempts: Arc<AtomicUsize>,
+}
+
+impl Node for NotesThread {
+    type Prep = ();
+    type Exec = String;
+    type Action = ();
+    fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<()> {
+        Ok(())
+    }
+    fn exec(&self, _: &(), _: &ExecContext) -> NodeResult<String> {
+        if self.attempts.fetch_add(1, Ordering::SeqCst) < self.fail {
+            return Err("not yet".into());
+        }
+        Ok(format!("{:?}", std::thread::current().id()))
+    }
+    fn post(&self, store: &mut SharedStore, _: (), thread: String) -> NodeResult<()> {
+        store.set("exec thread", thread);
+        Ok(())
+    }
+    fn retry(&self) -> Retry {
+        Retry::attempts(5).wait(self.wait)
+    }
+    fn exec_blocks(&self) -> bool {
+        self.blocks
+    }
+}
+
+fn notes_thread(blocks: bool, fail: usize, wait: Duration) -> (Flow, Arc<AtomicUsize>) {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let mut flow = Flow::new("f");
+    flow.add("note", NotesThread { blocks, fail, wait, attempts: Arc::clone(&attempts) });
+    (flow, attempts)
+}
+
+#[test]
+fn a_quick_sync_exec_runs_in_place_and_a_blocking_one_on_the_blocking_pool() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let here = format!("{:?}", std::thread::current().id());
+    for (blocks, in_place) in [(false, true), (true, false)] {
+        // Two failed attempts first: the retries run where the first did.
+        let (flow, attempts) = notes_thread(blocks, 2, Duration::from_millis(1));
+        let mut store = SharedStore::new();
+        runtime.block_on(flow.run_async(&mut store)).unwrap();
+        assert_eq!(attempts.load(Ordering::SeqCst), 3);
+        let thread = store.get::<String>("exec thread").unwrap();
+        assert_eq!(thread == here, in_place, "blocks: {blocks}, exec ran on {thread}, the run on {here}");
+    }
+}
+
+#[test]
+fn a_dropped_run_ends_the_retry_wait_of_a_quick_sync_exec() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // Every attempt fails; the 30 s wait after the first is under way when the
+    // timeout drops the run.
+    let (flow, attempts) = notes_thread(false, usize::MAX, Duration::from_secs(30));
+    let started = Instant::now();
+    let result = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_millis(100), flow.run_async(&mut SharedStore::new())).await
+    });
+    assert!(result.is_err(), "the run ended before the timeout: {result:?}");
+    assert!(started.elapsed() < PATIENCE, "the wait outlived the run");
+    assert_eq!(attempts.load(Ordering::SeqCst), 1, "an attempt ran after the run was dropped");
+}

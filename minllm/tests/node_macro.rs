@@ -158,3 +158,18 @@ fn batch_items_may_be_borrowed_as_str_and_slices() {
     assert_eq!(store.get::<Vec<usize>>("lengths").unwrap(), [5, 0, 3]);
     assert_eq!(store.get::<Vec<u32>>("sums").unwrap(), [6, 0, 10]);
 }
+
+struct Quick;
+
+#[node(blocking = false)]
+impl Quick {
+    fn exec(&self) -> u32 {
+        1
+    }
+}
+
+#[test]
+fn blocking_false_says_the_exec_is_quick_and_the_default_says_it_may_block() {
+    assert!(!Node::<SharedStore>::exec_blocks(&Quick));
+    assert!(Node::<SharedStore>::exec_blocks(&Answer));
+}

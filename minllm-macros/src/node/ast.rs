@@ -23,15 +23,22 @@ pub(crate) struct Options {
     /// `parallel` or `concurrent`, as written.
     pub(crate) parallel_word: Option<Ident>,
     pub(crate) limit: Option<Expr>,
+    /// `blocking = <bool>`: whether a sync node's `exec` may block.
+    pub(crate) blocking: Option<Expr>,
 }
 
-const OPTIONS: &str =
-    "`attempts = N`, `wait = <Duration>`, `wait_ms = N`, `batch`, `parallel`, `concurrent`, `limit = N`";
+const OPTIONS: &str = "`attempts = N`, `wait = <Duration>`, `wait_ms = N`, `batch`, `parallel`, `concurrent`, `limit = N`, `blocking = <bool>`";
 
 impl Options {
     pub(crate) fn parse(args: proc_macro2::TokenStream, errors: &mut Errors) -> Options {
-        let mut options =
-            Options { attempts: None, wait: None, batching: Batching::None, parallel_word: None, limit: None };
+        let mut options = Options {
+            attempts: None,
+            wait: None,
+            batching: Batching::None,
+            parallel_word: None,
+            limit: None,
+            blocking: None,
+        };
         let mut seen: Vec<String> = Vec::new();
         let mut unknown: Vec<syn::Error> = Vec::new();
         let parser = syn::meta::parser(|meta| {
@@ -53,6 +60,7 @@ impl Options {
                         Some(syn::parse_quote_spanned!(ms.span()=> ::core::time::Duration::from_millis(#ms)));
                 }
                 "limit" => options.limit = Some(meta.value()?.parse()?),
+                "blocking" => options.blocking = Some(meta.value()?.parse()?),
                 "batch" => {
                     if let Batching::None = options.batching {
                         options.batching = Batching::Sequential;
@@ -66,14 +74,15 @@ impl Options {
                     options.parallel_word = Some(ident);
                 }
                 _ => {
-                    const NAMES: [&str; 7] =
-                        ["attempts", "wait", "wait_ms", "batch", "parallel", "concurrent", "limit"];
+                    const NAMES: [&str; 8] =
+                        ["attempts", "wait", "wait_ms", "batch", "parallel", "concurrent", "limit", "blocking"];
                     let hint = match name.as_str() {
                         // It counts attempts, the first included, as PocketFlow's `max_retries` does.
                         "retry" | "retries" | "max_retries" | "max_attempts" | "tries" => Some("attempts"),
                         "delay" | "backoff" => Some("wait"),
                         "par" | "threads" => Some("parallel"),
                         "max_workers" | "concurrency" => Some("limit"),
+                        "blocks" | "inline" | "offload" | "quick" => Some("blocking"),
                         other if crate::flow::analyze::similar(other, "retries") => Some("attempts"),
                         other => NAMES.iter().copied().find(|n| crate::flow::analyze::similar(other, n)),
                     };

@@ -119,6 +119,14 @@ pub(crate) fn expand(options: &Options, item: &ItemImpl, errors: &mut Errors) ->
             _ => {}
         }
     }
+    if let Some(blocking) = &options.blocking {
+        if is_async || batch {
+            errors.at(
+                blocking,
+                "`blocking` is for sync nodes: it says whether `exec` may block an async run (an async node never does, and batch items always run off the runtime); remove it",
+            );
+        }
+    }
 
     // The store: from `prep`'s `&S`, else `post`'s `&mut S`, else any store.
     let prep_store = hooks.prep.as_ref().and_then(|p| match p.params.first() {
@@ -334,6 +342,13 @@ pub(crate) fn expand(options: &Options, item: &ItemImpl, errors: &mut Errors) ->
         }
         _ => None,
     };
+    let blocking = options.blocking.as_ref().filter(|_| !is_async && !batch).map(|blocking| {
+        quote_spanned! {blocking.span()=>
+            fn exec_blocks(&self) -> bool {
+                #blocking
+            }
+        }
+    });
     let asyncness = is_async.then(|| quote!(async));
 
     let (trait_name, input_assoc, output_assoc, post_params) = match (batch, is_async) {
@@ -398,6 +413,7 @@ pub(crate) fn expand(options: &Options, item: &ItemImpl, errors: &mut Errors) ->
 
             #retry
             #mode
+            #blocking
         }
     }
 }

@@ -6,7 +6,7 @@ mod run;
 mod spread;
 
 pub(crate) use run::{run_async_batch, run_batch, run_offloaded_batch};
-pub use spread::DEFAULT_CONCURRENCY;
+pub use spread::{DEFAULT_CONCURRENCY, DEFAULT_THREADS, Spread, default_threads};
 pub(crate) use spread::{branches_on_threads, concurrent_map};
 
 use std::future::Future;

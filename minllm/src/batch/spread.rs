@@ -2,7 +2,10 @@
 //! of the batch's own, or over concurrent futures. Everywhere, results keep the
 //! items' order and the first error cancels the rest.
 
-use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
 
 use futures_util::FutureExt as _;
 use futures_util::StreamExt as _;
@@ -72,36 +75,145 @@ where
     E: Send,
     F: Fn(usize, &I, &Cancel<'_>) -> Result<O, E> + Sync,
 {
-    let cancel = Cancel::new(parent);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let first_error = parking_lot::Mutex::new(None);
-    let outputs: Mutex<Vec<Option<O>>> = Mutex::new((0..items.len()).map(|_| None).collect());
-    let worker = || {
-        loop {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            if i >= items.len() || cancel.is_cancelled() {
-                return;
-            }
-            match f(i, &items[i], &cancel) {
-                Ok(out) => outputs.lock()[i] = Some(out),
-                Err(e) => {
-                    first_error.lock().get_or_insert(e);
-                    cancel.cancel();
-                }
-            }
-        }
-    };
+    let spread = Spread::within(items.len(), parent);
+    let work = |i: usize, cancel: &Cancel<'_>| f(i, &items[i], cancel);
     let threads = threads.clamp(1, items.len().max(1));
     std::thread::scope(|scope| {
         for _ in 1..threads {
-            scope.spawn(worker);
+            scope.spawn(|| spread.work(work));
         }
-        worker();
+        spread.work(work);
     });
-    if let Some(e) = first_error.into_inner() {
-        return Err(Some(e));
+    spread.finish()
+}
+
+/// How many threads a pool of a batch's own starts when no limit is set: one
+/// per item, up to [`DEFAULT_THREADS`]. Parallel [`BatchFlow`](crate::BatchFlow)s
+/// and the Python package's parallel batches use it: their items mostly wait
+/// on blocking calls (an LLM server), which overlap on threads whatever the
+/// number of cores.
+#[doc(hidden)]
+pub fn default_threads(items: usize) -> usize {
+    items.clamp(1, DEFAULT_THREADS)
+}
+
+/// The most threads [`default_threads`] gives a batch.
+pub const DEFAULT_THREADS: usize = 32;
+
+/// Items spread over worker threads: the next item to take, the outputs in
+/// the items' order, the first error and the cancel flag it sets (no item
+/// starts after it). Each worker thread calls [`work`](Spread::work); whoever
+/// waits calls [`wait`](Spread::wait) and then [`finish`](Spread::finish).
+///
+/// The runtime runs its workers on scoped threads ([`branches_on_threads`]);
+/// the Python package runs them on threads of its own and waits in slices, so
+/// that Ctrl-C ends the wait at once.
+#[doc(hidden)]
+pub struct Spread<'a, O, E> {
+    count: usize,
+    next: AtomicUsize,
+    done: AtomicUsize,
+    cancel: Cancel<'a>,
+    failed: AtomicBool,
+    outputs: Mutex<Vec<Option<O>>>,
+    first_error: Mutex<Option<E>>,
+    settled: Condvar,
+    settled_lock: Mutex<()>,
+}
+
+impl<O, E> Spread<'static, O, E> {
+    /// A spread of `count` items that nothing outside cancels.
+    pub fn new(count: usize) -> Self {
+        Spread::within(count, None)
     }
-    outputs.into_inner().into_iter().collect::<Option<Vec<O>>>().ok_or(None)
+}
+
+impl<'a, O, E> Spread<'a, O, E> {
+    /// A spread of `count` items, cancelled with `parent` too.
+    pub(crate) fn within(count: usize, parent: Option<&'a Cancel<'a>>) -> Self {
+        Spread {
+            count,
+            next: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            cancel: Cancel::new(parent),
+            failed: AtomicBool::new(false),
+            outputs: Mutex::new((0..count).map(|_| None).collect()),
+            first_error: Mutex::new(None),
+            settled: Condvar::new(),
+            settled_lock: Mutex::new(()),
+        }
+    }
+
+    /// What a worker thread does: takes the next item and runs `f` on it,
+    /// until no item is left; items taken after a failure (or a cancel) are
+    /// skipped. `f` gets the spread's cancel flag, for the waits inside it.
+    pub fn work(&self, f: impl Fn(usize, &Cancel<'_>) -> Result<O, E>) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::SeqCst);
+            if i >= self.count {
+                return;
+            }
+            if !self.cancel.is_cancelled() {
+                match f(i, &self.cancel) {
+                    Ok(out) => self.outputs.lock()[i] = Some(out),
+                    Err(e) => {
+                        self.first_error.lock().get_or_insert(e);
+                        self.failed.store(true, Ordering::SeqCst);
+                        self.cancel.cancel();
+                        self.wake();
+                    }
+                }
+            }
+            if self.done.fetch_add(1, Ordering::SeqCst) + 1 == self.count {
+                self.wake();
+            }
+        }
+    }
+
+    fn wake(&self) {
+        let _guard = self.settled_lock.lock();
+        self.settled.notify_all();
+    }
+
+    /// Waits until every item is done or one failed, at most `timeout` when
+    /// given; whether that happened.
+    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+        let settled = || self.done.load(Ordering::SeqCst) >= self.count || self.failed.load(Ordering::SeqCst);
+        let mut guard = self.settled_lock.lock();
+        match timeout {
+            Some(timeout) => {
+                if !settled() {
+                    self.settled.wait_for(&mut guard, timeout);
+                }
+            }
+            None => {
+                while !settled() {
+                    self.settled.wait(&mut guard);
+                }
+            }
+        }
+        settled()
+    }
+
+    /// Stops the spread: no item starts after this.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// The first error, if an item failed; the others are cancelled.
+    pub fn take_error(&self) -> Option<E> {
+        self.first_error.lock().take()
+    }
+
+    /// The outputs in the items' order, or the first error; `Err(None)` when
+    /// items were skipped without an error (the spread was cancelled).
+    pub fn finish(&self) -> Result<Vec<O>, Option<E>> {
+        if let Some(e) = self.take_error() {
+            return Err(Some(e));
+        }
+        let outputs = std::mem::take(&mut *self.outputs.lock());
+        outputs.into_iter().collect::<Option<Vec<O>>>().ok_or(None)
+    }
 }
 
 /// The error of a batch step: a hook's failure, or `None` when a failing sibling

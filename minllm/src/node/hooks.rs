@@ -42,15 +42,6 @@ pub(crate) fn caught<T>(stage: Stage, result: std::thread::Result<NodeResult<T>>
     }
 }
 
-/// Whether blocking work may run in place, through
-/// [`tokio::task::block_in_place`]: on a multi-thread runtime, whose other
-/// tasks then move to another thread. Elsewhere it goes to [`offload`].
-#[inline]
-pub(crate) fn blocks_in_place() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-}
-
 /// Runs blocking work on tokio's blocking pool, so a sync node in an async flow
 /// does not stall the runtime's workers. Outside a runtime it runs in place.
 ///

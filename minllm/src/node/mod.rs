@@ -7,6 +7,8 @@ mod retry;
 mod run;
 
 pub(crate) use hooks::{call_stage, caught, guarded, offload};
+#[doc(hidden)]
+pub use retry::wait_between_attempts;
 pub use retry::{ExecContext, Retry};
 pub(crate) use retry::{exec_with_retry, retry_after_async};
 pub(crate) use run::{run_async_node, run_node, run_offloaded_node};
@@ -82,6 +84,17 @@ pub trait Node<S = SharedStore>: Send + Sync + 'static {
     /// The retry policy of `exec`: one attempt unless overridden.
     fn retry(&self) -> Retry {
         Retry::ONCE
+    }
+
+    /// Whether `exec` may block its thread for long (a blocking network call,
+    /// a long computation): `true` unless overridden. In an async run such an
+    /// `exec` goes to tokio's blocking pool, so that it never stalls the
+    /// runtime's other tasks; that hand-off costs microseconds per call.
+    /// Return `false` for an `exec` that is quick: it then runs in place on
+    /// the run's task, at about the cost of an async node (`#[node(blocking =
+    /// false)]` in `flow!` code). Sync runs ignore it.
+    fn exec_blocks(&self) -> bool {
+        true
     }
 
     /// Runs this node alone on `store` (as PocketFlow's `node.run(shared)`), with

@@ -232,22 +232,35 @@ where
 /// Waits `wait` before a retry; returns early when `cancel` is set, so that a
 /// cancelled run does not sit out its retry waits.
 fn pause(wait: Duration, cancel: Option<&Cancel<'_>>) {
-    /// How often a wait looks at the cancel flag.
-    const SLICE: Duration = Duration::from_millis(10);
-    let Some(cancel) = cancel else {
-        std::thread::sleep(wait);
-        return;
-    };
-    // A wait too long to add to the clock is a wait until cancelled.
-    let deadline = Instant::now().checked_add(wait);
-    loop {
-        let left = deadline.map_or(SLICE, |d| d.saturating_duration_since(Instant::now()));
-        if left.is_zero() || cancel.is_cancelled() {
-            return;
+    match cancel {
+        None => std::thread::sleep(wait),
+        Some(cancel) => {
+            wait_between_attempts(wait, || cancel.is_cancelled());
         }
-        std::thread::sleep(left.min(SLICE));
     }
 }
+
+/// The wait between two attempts, ended early by `stop`, which it asks every
+/// [`WAIT_SLICE`]; returns whether `stop` ended it. Sync runs stop on their
+/// cancel flag; the Python package stops on Ctrl-C. A wait too long to add to
+/// the clock lasts until stopped.
+#[doc(hidden)]
+pub fn wait_between_attempts(wait: Duration, mut stop: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now().checked_add(wait);
+    loop {
+        let left = deadline.map_or(WAIT_SLICE, |d| d.saturating_duration_since(Instant::now()));
+        if stop() {
+            return true;
+        }
+        if left.is_zero() {
+            return false;
+        }
+        std::thread::sleep(left.min(WAIT_SLICE));
+    }
+}
+
+/// How often a wait between attempts asks whether to stop.
+const WAIT_SLICE: Duration = Duration::from_millis(10);
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use super::hooks::{blocks_in_place, call, call_stage, caught, guarded, offload};
+use super::hooks::{call, call_stage, caught, guarded, offload};
 use super::retry::{exec_with_retry, retry_after, retry_after_async};
 use super::{AsyncNode, ExecContext, Node, Retry};
 use crate::access::{Access, AsyncStoreRef};
@@ -128,15 +128,13 @@ where
 }
 
 /// Runs a sync node in an async run: `prep` and `post` in place on the task
-/// (holding the store), `exec` where it may block without stalling the
-/// runtime's other tasks:
+/// (holding the store), `exec` as [`Node::exec_blocks`] says:
 ///
-/// - on a multi-thread runtime, in place through
-///   [`tokio::task::block_in_place`] (the worker's other tasks move to another
-///   thread while it runs), attempt by attempt: the waits between attempts are
-///   async, so dropping the run ends them;
-/// - on a current-thread runtime, on tokio's blocking pool with its retries;
-///   dropping the run lets the attempt in flight finish and stops the rest.
+/// - a blocking `exec` on tokio's blocking pool with its retries, so that it
+///   never stalls the runtime's other tasks; dropping the run lets the attempt
+///   in flight finish and stops the rest;
+/// - a quick one in place on the task, attempt by attempt, the waits between
+///   attempts async (dropping the run ends them).
 pub(crate) async fn run_offloaded_node<S, N>(
     node: &Arc<N>,
     mut store: AsyncStoreRef<'_, S>,
@@ -151,10 +149,10 @@ where
         call_stage(Stage::Prep, || node.prep(&guard, cx.params))
     }
     .map_err(|h| cx.error(h))?;
-    let (prep, exec) = if blocks_in_place() {
+    let (prep, exec) = if !node.exec_blocks() {
         let retry = node.retry();
         let first = ExecContext::new(cx.node, 1, retry.max_attempts(), None);
-        match tokio::task::block_in_place(|| call(|| node.exec(&prep, &first))) {
+        match call(|| node.exec(&prep, &first)) {
             Ok(exec) => {
                 cx.record_attempts(1);
                 (prep, exec)
@@ -188,10 +186,10 @@ where
 /// A sync node's `prep` given back with its `exec` result.
 type PrepExec<S, N> = (<N as Node<S>>::Prep, <N as Node<S>>::Exec);
 
-/// Attempts 2.. and the fallback of a sync node run in place on a
-/// multi-thread runtime: each attempt in `block_in_place`, the waits async.
-/// `prep` is held in a lock (uncontended) so that the future is `Send` with a
-/// `Prep` that is only `Send`.
+/// Attempts 2.. and the fallback of a sync node whose `exec` runs in place in
+/// an async run: the waits between attempts are async. `prep` is held in a
+/// lock (uncontended) so that the future is `Send` with a `Prep` that is only
+/// `Send`.
 #[cold]
 fn retry_in_place<'a, S, N>(
     node: &'a N,
@@ -215,8 +213,8 @@ where
             cx.cancel,
             // Lazy: the attempt runs when its future is polled, inside the
             // loop's panic guard.
-            |ctx| async move { tokio::task::block_in_place(|| node.exec(&held.lock(), &ctx)) },
-            |err, ctx| async move { tokio::task::block_in_place(|| node.exec_fallback(&held.lock(), err, &ctx)) },
+            |ctx| async move { node.exec(&held.lock(), &ctx) },
+            |err, ctx| async move { node.exec_fallback(&held.lock(), err, &ctx) },
         )
         .await
         .map_err(|h| cx.error(h))?;
