@@ -72,6 +72,8 @@ pub fn derive_action(input: TokenStream) -> TokenStream {
 /// async nodes), `limit = N` (at most N items at once). These write the node's `mode`
 /// (`BatchMode::Parallel { threads }`, `AsyncBatchMode::Concurrent { limit }`):
 /// a batch node says itself how its items run, in `flow!` and runtime flows alike.
+/// `blocking = false` (sync nodes) says that `exec` is quick: in async runs it
+/// then runs in place instead of on tokio's blocking pool (`Node::exec_blocks`).
 ///
 /// Mistakes are compile errors on your own tokens: `exec` taking something other
 /// than what `prep` returns, `post` taking the wrong prep or exec value, `prep`

@@ -370,7 +370,9 @@ impl<S: Send + Sync + 'static> Flow<S> {
     }
 
     /// Runs the flow on `store` on the current tokio runtime and returns the last
-    /// action. Sync nodes run too: their `exec` goes to tokio's blocking pool.
+    /// action. Sync nodes run too: their `prep` and `post` in place, their
+    /// `exec` on tokio's blocking pool, or in place when
+    /// [`Node::exec_blocks`](crate::Node::exec_blocks) says it is quick.
     ///
     /// Dropping the future (a timeout, a cancelled task, a runtime shutting
     /// down) stops the run at its next `await`: a sync `exec` already on the
