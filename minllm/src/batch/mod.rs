@@ -203,7 +203,7 @@ pub enum AsyncBatchMode {
 
 #[cfg(test)]
 mod tests {
-    use super::spread::{concurrent_map, par_map};
+    use super::spread::{Spread, concurrent_map, default_threads, par_map};
 
     #[test]
     fn par_map_keeps_order_and_reports_the_error() {
@@ -232,5 +232,37 @@ mod tests {
         .await;
         assert_eq!(out.unwrap(), (0..20).collect::<Vec<_>>());
         assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_spread_keeps_order_skips_items_after_the_first_error_and_settles() {
+        let spread: Spread<'static, usize, String> = Spread::new(50);
+        spread.work(|i, _| Ok(i * 3));
+        assert!(spread.wait(Some(std::time::Duration::ZERO)), "every item is done");
+        assert_eq!(spread.finish().unwrap(), (0..50).map(|i| i * 3).collect::<Vec<_>>());
+
+        let ran = std::sync::atomic::AtomicUsize::new(0);
+        let spread: Spread<'static, usize, String> = Spread::new(50);
+        spread.work(|i, cancel| {
+            ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            assert!(!cancel.is_cancelled());
+            if i == 4 { Err(format!("item {i}")) } else { Ok(i) }
+        });
+        // One thread took the items in order: none started after item 4 failed.
+        assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 5);
+        assert!(spread.wait(None), "a failure settles the spread");
+        assert_eq!(spread.finish(), Err(Some("item 4".to_owned())));
+
+        let spread: Spread<'static, usize, String> = Spread::new(3);
+        spread.cancel();
+        spread.work(|i, _| Ok(i));
+        assert_eq!(spread.finish(), Err(None), "items skipped without an error");
+    }
+
+    #[test]
+    fn a_pool_of_its_own_has_a_thread_per_item_up_to_the_default() {
+        assert_eq!(default_threads(0), 1);
+        assert_eq!(default_threads(5), 5);
+        assert_eq!(default_threads(10_000), super::DEFAULT_THREADS);
     }
 }

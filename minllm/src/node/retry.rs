@@ -274,4 +274,26 @@ mod tests {
         assert!(ExecContext::new("ask", 3, 3, None).is_last_attempt());
         assert!(ExecContext::new("ask", 1, 1, None).is_last_attempt());
     }
+
+    #[test]
+    fn a_wait_between_attempts_ends_when_told_to_stop() {
+        let started = Instant::now();
+        let mut asked = 0;
+        let stopped = wait_between_attempts(Duration::from_secs(3600), || {
+            asked += 1;
+            asked == 3
+        });
+        assert!(stopped);
+        assert_eq!(asked, 3);
+        assert!(started.elapsed() < Duration::from_secs(60), "it waited out the hour");
+        // A wait that is never stopped runs to its end, asking on the way.
+        let mut asked = 0;
+        assert!(!wait_between_attempts(Duration::from_millis(30), || {
+            asked += 1;
+            false
+        }));
+        assert!(asked >= 2, "asked {asked} times");
+        // Too long to add to the clock: waits until stopped.
+        assert!(wait_between_attempts(Duration::MAX, || true));
+    }
 }
