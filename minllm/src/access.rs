@@ -142,6 +142,17 @@ impl<'a, S> AsyncStoreRef<'a, S> {
             AsyncInner::Shared(l) => Lock::Waiting(l.lock()),
         }
     }
+
+    /// [`lock`](AsyncStoreRef::lock) without a future when the run owns the
+    /// store: `Ok` with the guard at once, else `Err` with the lock to await.
+    /// The runners call this twice per node, so the common case awaits nothing.
+    #[inline]
+    pub(crate) fn lock_now(&mut self) -> Result<StoreGuard<'_, S>, Lock<'_, S>> {
+        match &mut self.inner {
+            AsyncInner::Exclusive(s) => Ok(StoreGuard::Exclusive(s)),
+            AsyncInner::Shared(l) => Err(Lock::Waiting(l.lock())),
+        }
+    }
 }
 
 /// The future of [`AsyncStoreRef::lock`]. A plain enum rather than an `async

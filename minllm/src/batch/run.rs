@@ -41,7 +41,10 @@ where
     N: BatchNode<S>,
 {
     let items = {
-        let guard = store.lock().await;
+        let guard = match store.lock_now() {
+            Ok(guard) => guard,
+            Err(waiting) => waiting.await,
+        };
         call_stage(Stage::Prep, || node.prep(&guard, cx.params))
     }
     .map_err(|h| cx.error(h))?;
@@ -53,7 +56,10 @@ where
     .await
     .map_err(|f| f.into_error(cx.flow.to_string(), cx.node.to_owned(), Stage::Exec, None))?;
     let outputs = outputs.map_err(|h| batch_error(cx, h))?;
-    let mut guard = store.lock().await;
+    let mut guard = match store.lock_now() {
+        Ok(guard) => guard,
+        Err(waiting) => waiting.await,
+    };
     call_stage(Stage::Post, || node.post(&mut guard, items, outputs)).map_err(|h| cx.fail(h))
 }
 
@@ -69,12 +75,18 @@ where
     N: AsyncBatchNode<S>,
 {
     let items = {
-        let guard = store.lock().await;
+        let guard = match store.lock_now() {
+            Ok(guard) => guard,
+            Err(waiting) => waiting.await,
+        };
         caught(Stage::Prep, guarded(node.prep(&guard, cx.params)).await)
     }
     .map_err(|h| cx.error(h))?;
     let outputs = exec_async_items(node, mode, &items, cx).await?;
-    let mut guard = store.lock().await;
+    let mut guard = match store.lock_now() {
+        Ok(guard) => guard,
+        Err(waiting) => waiting.await,
+    };
     caught(Stage::Post, guarded(node.post(&mut guard, items, outputs)).await).map_err(|h| cx.fail(h))
 }
 

@@ -73,7 +73,10 @@ where
 {
     async move {
         let prep = {
-            let guard = store.lock().await;
+            let guard = match store.lock_now() {
+                Ok(guard) => guard,
+                Err(waiting) => waiting.await,
+            };
             caught(Stage::Prep, guarded(node.prep(&guard, cx.params)).await)
         }
         .map_err(|h| cx.error(h))?;
@@ -91,7 +94,10 @@ where
             Ok(exec) => exec,
             Err(failure) => retry_async_node(node, failure, retry, first, &prep, cx).await?,
         };
-        let mut guard = store.lock().await;
+        let mut guard = match store.lock_now() {
+            Ok(guard) => guard,
+            Err(waiting) => waiting.await,
+        };
         caught(Stage::Post, guarded(node.post(&mut guard, prep, exec)).await).map_err(|h| cx.fail(h))
     }
 }
@@ -145,7 +151,10 @@ where
     N: Node<S>,
 {
     let prep = {
-        let guard = store.lock().await;
+        let guard = match store.lock_now() {
+            Ok(guard) => guard,
+            Err(waiting) => waiting.await,
+        };
         call_stage(Stage::Prep, || node.prep(&guard, cx.params))
     }
     .map_err(|h| cx.error(h))?;
@@ -179,7 +188,10 @@ where
         cx.record_attempts(attempts);
         (prep, exec)
     };
-    let mut guard = store.lock().await;
+    let mut guard = match store.lock_now() {
+        Ok(guard) => guard,
+        Err(waiting) => waiting.await,
+    };
     call_stage(Stage::Post, || node.post(&mut guard, prep, exec)).map_err(|h| cx.fail(h))
 }
 
