@@ -250,3 +250,24 @@ impl<S> Access<S> for StoreRef<'_, S> {
         self.with(f)
     }
 }
+
+/// How an async runner reaches the store: `&mut S` where the run owns it
+/// (`flow!` code, nodes run alone), an [`AsyncStoreRef`] in runtime flows.
+pub(crate) trait AsyncAccess<S>: Send {
+    /// The guard at once, or the lock to await (a store shared by branches).
+    fn lock_now(&mut self) -> Result<StoreGuard<'_, S>, Lock<'_, S>>;
+}
+
+impl<S: Send + Sync> AsyncAccess<S> for &mut S {
+    #[inline(always)]
+    fn lock_now(&mut self) -> Result<StoreGuard<'_, S>, Lock<'_, S>> {
+        Ok(StoreGuard::Exclusive(self))
+    }
+}
+
+impl<S: Send + Sync> AsyncAccess<S> for AsyncStoreRef<'_, S> {
+    #[inline(always)]
+    fn lock_now(&mut self) -> Result<StoreGuard<'_, S>, Lock<'_, S>> {
+        AsyncStoreRef::lock_now(self)
+    }
+}

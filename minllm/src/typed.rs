@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use tracing::Instrument as _;
 
-use crate::access::AsyncStoreRef;
 use crate::action::Action;
 use crate::batch::{AsyncBatchNode, BatchNode, run_async_batch, run_batch, run_offloaded_batch};
 use crate::context::{FlowPath, NodeCx, finish_span, node_span};
@@ -144,7 +143,7 @@ impl<S: Send + Sync + 'static, N: Node<S>> AsyncTypedNode<S, marker::Node> for N
         store: &'a mut S,
         cx: &'a NodeCx<'a>,
     ) -> impl Future<Output = Result<N::Action, Box<Error>>> + Send + 'a {
-        run_offloaded_node(this, AsyncStoreRef::exclusive(store), cx)
+        run_offloaded_node(this, store, cx)
     }
 }
 
@@ -155,7 +154,7 @@ impl<S: Send + Sync + 'static, N: AsyncNode<S>> AsyncTypedNode<S, marker::AsyncN
         store: &'a mut S,
         cx: &'a NodeCx<'a>,
     ) -> impl Future<Output = Result<N::Action, Box<Error>>> + Send + 'a {
-        run_async_node(&**this, AsyncStoreRef::exclusive(store), cx)
+        run_async_node(&**this, store, cx)
     }
 }
 
@@ -166,7 +165,7 @@ impl<S: Send + Sync + 'static, N: BatchNode<S>> AsyncTypedNode<S, marker::Batch>
         store: &'a mut S,
         cx: &'a NodeCx<'a>,
     ) -> impl Future<Output = Result<N::Action, Box<Error>>> + Send + 'a {
-        run_offloaded_batch(this, this.mode(), AsyncStoreRef::exclusive(store), cx)
+        run_offloaded_batch(this, this.mode(), store, cx)
     }
 }
 
@@ -177,7 +176,7 @@ impl<S: Send + Sync + 'static, N: AsyncBatchNode<S>> AsyncTypedNode<S, marker::A
         store: &'a mut S,
         cx: &'a NodeCx<'a>,
     ) -> impl Future<Output = Result<N::Action, Box<Error>>> + Send + 'a {
-        run_async_batch(&**this, this.mode(), AsyncStoreRef::exclusive(store), cx)
+        run_async_batch(&**this, this.mode(), store, cx)
     }
 }
 

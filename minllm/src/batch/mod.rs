@@ -11,7 +11,6 @@ pub(crate) use spread::{branches_on_threads, concurrent_map};
 
 use std::future::Future;
 
-use crate::access::AsyncStoreRef;
 use crate::action::Action;
 use crate::context::{NO_FLOW, Root, short_type_name};
 use crate::error::{BoxError, Error, NodeResult};
@@ -180,7 +179,7 @@ where
         async move {
             let root = Root::new(NO_FLOW);
             let cx = root.cx(short_type_name::<Self>());
-            run_async_batch(self, self.mode(), AsyncStoreRef::exclusive(store), &cx).await.map_err(|e| *e)
+            run_async_batch(self, self.mode(), store, &cx).await.map_err(|e| *e)
         }
     }
 }

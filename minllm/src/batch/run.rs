@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 
 use super::spread::{batch_error, branches_on_threads, concurrent_map, par_map};
 use super::{AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode};
-use crate::access::{Access, AsyncStoreRef};
+use crate::access::{Access, AsyncAccess};
 use crate::context::{Cancel, NodeCx, is_cancelled};
 use crate::error::{Error, Failure, HookError, Stage};
 use crate::node::{ExecContext, Retry, call_stage, caught, exec_with_retry, guarded, offload, retry_after_async};
@@ -33,7 +33,7 @@ pub(crate) fn run_batch<S, N: BatchNode<S>>(
 pub(crate) async fn run_offloaded_batch<S, N>(
     node: &Arc<N>,
     mode: BatchMode,
-    mut store: AsyncStoreRef<'_, S>,
+    mut store: impl AsyncAccess<S>,
     cx: &NodeCx<'_>,
 ) -> Result<N::Action, Box<Error>>
 where
@@ -67,7 +67,7 @@ where
 pub(crate) async fn run_async_batch<S, N>(
     node: &N,
     mode: AsyncBatchMode,
-    mut store: AsyncStoreRef<'_, S>,
+    mut store: impl AsyncAccess<S>,
     cx: &NodeCx<'_>,
 ) -> Result<N::Action, Box<Error>>
 where

@@ -1,7 +1,7 @@
 //! The one runner of each kind of node: `prep`, then `exec` with its retries
 //! and fallback, then `post`, every hook's panic caught. Runtime flows,
 //! `flow!` code and nodes run alone all call these; only how the store is
-//! reached differs (an [`Access`] or an [`AsyncStoreRef`]).
+//! reached differs (an [`Access`] or an [`AsyncAccess`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 use super::hooks::{call, call_stage, caught, guarded, offload};
 use super::retry::{exec_with_retry, retry_after, retry_after_async};
 use super::{AsyncNode, ExecContext, Node, Retry};
-use crate::access::{Access, AsyncStoreRef};
+use crate::access::{Access, AsyncAccess};
 use crate::context::{NO_FLOW, NodeCx, Root, short_type_name};
 use crate::error::{Error, Failure, Stage};
 
@@ -64,7 +64,7 @@ fn retry_node<S, N: Node<S>>(
 #[allow(clippy::manual_async_fn)]
 pub(crate) fn run_async_node<'a, S, N>(
     node: &'a N,
-    mut store: AsyncStoreRef<'a, S>,
+    mut store: impl AsyncAccess<S> + 'a,
     cx: &'a NodeCx<'a>,
 ) -> impl Future<Output = Result<N::Action, Box<Error>>> + 'a
 where
@@ -80,8 +80,9 @@ where
             caught(Stage::Prep, guarded(node.prep(&guard, cx.params)).await)
         }
         .map_err(|h| cx.error(h))?;
-        let retry = node.retry();
-        let first = ExecContext::new(cx.node, 1, retry.max_attempts(), None);
+        // The policy is asked again after a failure rather than kept in the
+        // future while the first attempt runs.
+        let first = ExecContext::new(cx.node, 1, node.retry().max_attempts(), None);
         let failure = match guarded(node.exec(&prep, &first)).await {
             Ok(Ok(exec)) => {
                 cx.record_attempts(1);
@@ -92,7 +93,7 @@ where
         };
         let exec = match failure {
             Ok(exec) => exec,
-            Err(failure) => retry_async_node(node, failure, retry, first, &prep, cx).await?,
+            Err(failure) => retry_async_node(node, failure, node.retry(), first, &prep, cx).await?,
         };
         let mut guard = match store.lock_now() {
             Ok(guard) => guard,
@@ -143,7 +144,7 @@ where
 ///   attempts async (dropping the run ends them).
 pub(crate) async fn run_offloaded_node<S, N>(
     node: &Arc<N>,
-    mut store: AsyncStoreRef<'_, S>,
+    mut store: impl AsyncAccess<S>,
     cx: &NodeCx<'_>,
 ) -> Result<N::Action, Box<Error>>
 where
@@ -247,5 +248,5 @@ where
     N: AsyncNode<S>,
 {
     let root = Root::new(NO_FLOW);
-    run_async_node(node, AsyncStoreRef::exclusive(store), &root.cx(short_type_name::<N>())).await.map_err(|e| *e)
+    run_async_node(node, store, &root.cx(short_type_name::<N>())).await.map_err(|e| *e)
 }
