@@ -143,7 +143,7 @@ impl<S: Send + Sync + 'static, N: Node<S>> AsyncTypedNode<S, marker::Node> for N
         store: &'a mut S,
         cx: &'a NodeCx<'a>,
     ) -> impl Future<Output = Result<N::Action, Box<Error>>> + Send + 'a {
-        run_offloaded_node(this, store, cx)
+        run_offloaded_node(this, store, cx, |action| action)
     }
 }
 
@@ -154,7 +154,7 @@ impl<S: Send + Sync + 'static, N: AsyncNode<S>> AsyncTypedNode<S, marker::AsyncN
         store: &'a mut S,
         cx: &'a NodeCx<'a>,
     ) -> impl Future<Output = Result<N::Action, Box<Error>>> + Send + 'a {
-        run_async_node(&**this, store, cx)
+        run_async_node(&**this, store, cx, |action| action)
     }
 }
 

@@ -124,7 +124,7 @@ impl<S: Send + Sync + 'static, N: Node<S>> ErasedNode<S> for NodeAdapter<N, S> {
     }
 
     fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
-        Box::pin(run_offloaded_node(&self.node, store, cx).map(|r| r.map(Action::into_label)))
+        Box::pin(run_offloaded_node(&self.node, store, cx, Action::into_label))
     }
 
     fn kind(&self) -> NodeKind {
@@ -156,7 +156,7 @@ impl<S: Send + Sync + 'static, N: AsyncNode<S>> ErasedNode<S> for AsyncNodeAdapt
     }
 
     fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
-        Box::pin(run_async_node(&self.node, store, cx).map(|r| r.map(Action::into_label)))
+        Box::pin(run_async_node(&self.node, store, cx, Action::into_label))
     }
 
     fn kind(&self) -> NodeKind {

@@ -56,17 +56,20 @@ fn retry_node<S, N: Node<S>>(
 ///
 /// The async runners fail with a boxed [`Error`]: a node's result moves
 /// through every future around it, and a pointer moves faster than the error.
+/// `finish` turns the action into what the caller wants (a label for runtime
+/// flows), inside the node's own future rather than in one wrapped around it.
 ///
 /// A plain `fn` returning an `async move` block rather than an `async fn`: the
 /// block uses its captures where they are, where an `async fn` would first
 /// move every argument into the future's locals (a copy per node, read back
 /// at once, which stalls the CPU's store forwarding).
 #[allow(clippy::manual_async_fn)]
-pub(crate) fn run_async_node<'a, S, N>(
+pub(crate) fn run_async_node<'a, S, N, T>(
     node: &'a N,
     mut store: impl AsyncAccess<S> + 'a,
     cx: &'a NodeCx<'a>,
-) -> impl Future<Output = Result<N::Action, Box<Error>>> + 'a
+    finish: impl FnOnce(N::Action) -> T + 'a,
+) -> impl Future<Output = Result<T, Box<Error>>> + 'a
 where
     S: Send + Sync,
     N: AsyncNode<S>,
@@ -99,7 +102,10 @@ where
             Ok(guard) => guard,
             Err(waiting) => waiting.await,
         };
-        caught(Stage::Post, guarded(node.post(&mut guard, prep, exec)).await).map_err(|h| cx.fail(h))
+        match caught(Stage::Post, guarded(node.post(&mut guard, prep, exec)).await) {
+            Ok(action) => Ok(finish(action)),
+            Err(h) => Err(cx.fail(h)),
+        }
     }
 }
 
@@ -142,11 +148,12 @@ where
 ///   in flight finish and stops the rest;
 /// - a quick one in place on the task, attempt by attempt, the waits between
 ///   attempts async (dropping the run ends them).
-pub(crate) async fn run_offloaded_node<S, N>(
+pub(crate) async fn run_offloaded_node<S, N, T>(
     node: &Arc<N>,
     mut store: impl AsyncAccess<S>,
     cx: &NodeCx<'_>,
-) -> Result<N::Action, Box<Error>>
+    finish: impl FnOnce(N::Action) -> T,
+) -> Result<T, Box<Error>>
 where
     S: Send + Sync + 'static,
     N: Node<S>,
@@ -193,7 +200,7 @@ where
         Ok(guard) => guard,
         Err(waiting) => waiting.await,
     };
-    call_stage(Stage::Post, || node.post(&mut guard, prep, exec)).map_err(|h| cx.fail(h))
+    call_stage(Stage::Post, || node.post(&mut guard, prep, exec)).map(finish).map_err(|h| cx.fail(h))
 }
 
 /// A sync node's `prep` given back with its `exec` result.
@@ -248,5 +255,5 @@ where
     N: AsyncNode<S>,
 {
     let root = Root::new(NO_FLOW);
-    run_async_node(node, store, &root.cx(short_type_name::<N>())).await.map_err(|e| *e)
+    run_async_node(node, store, &root.cx(short_type_name::<N>()), |action| action).await.map_err(|e| *e)
 }
