@@ -60,30 +60,10 @@ impl<S: Send + Sync + 'static> Flow<S> {
         loop {
             let at = path.extended(&segs);
             let frame = frames.top();
-            let exit = loop {
-                let slot = frame.next_slot(&at, cancel)?;
-                if slot.nested {
-                    break Exit::Enter(slot, traced.then(|| frame.nested_spans(slot, &at)));
-                }
-                let span = traced.then(|| frame.node_span(slot));
-                let cx = NodeCx {
-                    flow: &at,
-                    node: &slot.name,
-                    params: &frame.params,
-                    cancel,
-                    span: span.as_ref().map_or(no_span(), |(span, _)| span),
-                };
-                let label = match &span {
-                    None => slot.node.run_async(store.reborrow(), &cx).await?,
-                    Some((span, started)) => {
-                        let label = slot.node.run_async(store.reborrow(), &cx).instrument(span.clone()).await?;
-                        finish_span(span, *started, label.as_str());
-                        label
-                    }
-                };
-                if !frame.run.follow(frame.flow, &at, &label)? {
-                    break Exit::End(label);
-                }
+            let exit = if traced {
+                frame.run_nodes_async::<true>(store.reborrow(), &at, cancel).await?
+            } else {
+                frame.run_nodes_async::<false>(store.reborrow(), &at, cancel).await?
             };
             if let Some(label) = frames.after(exit, path, &mut segs)? {
                 return Ok(label);
@@ -229,10 +209,40 @@ impl<'f, S: 'static> Frame<'f, S> {
         }
     }
 
-    /// The slot to run next, after checking the step limit and cancellation.
-    fn next_slot(&mut self, path: &FlowPath<'_>, cancel: Option<&Cancel<'_>>) -> Result<&'f Slot<S>, Error> {
-        self.run.next(self.flow, path, cancel)?;
-        Ok(&self.flow.slots[self.run.current])
+    /// [`run_nodes`](Frame::run_nodes) of an async run, awaiting each node.
+    async fn run_nodes_async<const TRACED: bool>(
+        &mut self,
+        mut store: AsyncStoreRef<'_, S>,
+        at: &FlowPath<'_>,
+        cancel: Option<&Cancel<'_>>,
+    ) -> Result<Exit<'f, S>, Box<Error>>
+    where
+        S: Send + Sync,
+    {
+        let mut run = self.run;
+        let flow = self.flow;
+        loop {
+            run.next(flow, at, cancel)?;
+            let slot = &flow.slots[run.current];
+            if slot.nested {
+                self.run = run;
+                return Ok(Exit::Enter(slot, TRACED.then(|| self.nested_spans(slot, at))));
+            }
+            let label = if TRACED {
+                let (span, started) = self.node_span(slot);
+                let cx = NodeCx { flow: at, node: &slot.name, params: &self.params, cancel, span: &span };
+                let label = slot.node.run_async(store.reborrow(), &cx).instrument(span.clone()).await?;
+                finish_span(&span, started, label.as_str());
+                label
+            } else {
+                let cx = NodeCx { flow: at, node: &slot.name, params: &self.params, cancel, span: no_span() };
+                slot.node.run_async(store.reborrow(), &cx).await?
+            };
+            if !run.follow(flow, at, &label)? {
+                self.run = run;
+                return Ok(Exit::End(label));
+            }
+        }
     }
 
     /// The span of the node in `slot`, which holds a nested flow, and the
