@@ -129,8 +129,26 @@ impl Action for Label {
 /// An owned action label; cheap for static labels (no allocation).
 ///
 /// An empty label reads as `"default"`.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Eq, PartialOrd, Ord)]
 pub struct Label(Cow<'static, str>);
+
+impl PartialEq for Label {
+    /// Labels are equal when their strings are. A node's action and the edge
+    /// made from the same action share their static string, so the common
+    /// case is one pointer compare, not a string compare per transition.
+    #[inline]
+    fn eq(&self, other: &Label) -> bool {
+        let (a, b) = (self.as_str(), other.as_str());
+        a.len() == b.len() && (std::ptr::eq(a.as_ptr(), b.as_ptr()) || a == b)
+    }
+}
+
+impl std::hash::Hash for Label {
+    /// As the string hashes, so that equal labels hash alike.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
 
 impl Label {
     /// The label of [`DEFAULT_ACTION`] (public as `Label::new_static(DEFAULT_ACTION)`).
@@ -221,6 +239,22 @@ mod tests {
         assert!(label == "search" && label != "answer");
         assert_eq!(format!("{label:?}"), "\"search\"");
         assert_eq!(format!("{label}"), "search");
+    }
+
+    #[test]
+    fn labels_are_equal_when_their_text_is_wherever_it_lives() {
+        use std::hash::{BuildHasher, RandomState};
+        let stat = Label::new_static("search");
+        let owned = Label::from(String::from("search"));
+        let other_static = Label::new_static(&"research"[2..]);
+        for (a, b) in [(&stat, &owned), (&owned, &stat), (&stat, &other_static), (&stat, &stat)] {
+            assert!(a == b, "{a} == {b}");
+            let hasher = RandomState::new();
+            assert_eq!(hasher.hash_one(a), hasher.hash_one(b), "equal labels hash alike");
+        }
+        // The same length and a different text, or a shared start.
+        assert!(stat != Label::new_static("answer") && Label::from(String::from("sea")) != stat);
+        assert!(Label::new_static(&"searching"[..6]) == stat && Label::new_static(&"searching"[..5]) != stat);
     }
 
     #[test]
