@@ -286,5 +286,20 @@ mod tests {
         assert!(spread.wait(None));
         worker.join().expect("the worker");
         assert_eq!(spread.finish().unwrap(), [0, 1]);
+
+        // With a timeout (as the Python package waits, in slices), the wait
+        // lasts until the item is done, well before the hour.
+        let spread: std::sync::Arc<Spread<'static, usize, String>> = std::sync::Arc::new(Spread::new(1));
+        let worker = {
+            let spread = std::sync::Arc::clone(&spread);
+            std::thread::spawn(move || {
+                spread.work(|i, _| {
+                    std::thread::sleep(Duration::from_millis(50));
+                    Ok(i)
+                })
+            })
+        };
+        assert!(spread.wait(Some(Duration::from_secs(3600))), "the wait returned before the item was done");
+        worker.join().expect("the worker");
     }
 }
