@@ -21,7 +21,7 @@ impl<S: Send> SharedAccess<S> for parking_lot::Mutex<&mut S> {
     }
 }
 
-/// The store as a step of a sync run sees it.
+/// The store as a node of a sync run sees it.
 #[doc(hidden)]
 pub struct StoreRef<'a, S> {
     inner: Inner<'a, S>,
@@ -79,7 +79,7 @@ impl<S: Send + Sync> AsyncSharedAccess<S> for tokio::sync::Mutex<&mut S> {
     }
 }
 
-/// The store as a step of an async run sees it.
+/// The store as a node of an async run sees it.
 #[doc(hidden)]
 pub struct AsyncStoreRef<'a, S> {
     inner: AsyncInner<'a, S>,

@@ -27,7 +27,7 @@ impl fmt::Display for Seg<'_> {
     }
 }
 
-/// The path of flows a step runs in, printed as `outer > batch[3] > inner`.
+/// The path of flows a node runs in, printed as `outer > batch[3] > inner`.
 ///
 /// A path links to its parent's; the flows a run enters in place (nested
 /// flows, without native recursion) are a slice of the runner's own.

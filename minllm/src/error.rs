@@ -179,7 +179,7 @@ pub enum Error {
         /// What is wrong, with the path of the flow it is in.
         problem: Box<crate::graph::Problem>,
     },
-    /// Flows nest so deeply through steps that recurse (batch flows inside
+    /// Flows nest so deeply through nodes that recurse (batch flows inside
     /// batch flows) that the thread's stack would run out.
     #[error(
         "flow `{flow}` is nested too deeply for the thread's stack ({left} bytes left); nest fewer batch flows, or run on a thread with a bigger stack"

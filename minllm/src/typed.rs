@@ -188,7 +188,7 @@ impl<S: Send + Sync + 'static, F: TypedFlow<S>> AsyncTypedNode<S, marker::Flow> 
         cx: &'a NodeCx<'a>,
     ) -> Result<F::Outcome, Box<Error>> {
         let path = cx.flow.child(cx.node, None);
-        Ok(block_in_place(|| this.run_in(store, &path, cx.params))?)
+        Ok(run_in_place(|| this.run_in(store, &path, cx.params))?)
     }
 }
 
@@ -207,7 +207,7 @@ impl<S: Send + Sync + 'static, F: AsyncTypedFlow<S>> AsyncTypedNode<S, marker::A
 /// Runs a sync typed flow nested in an async run, in place on the task's thread
 /// (`tokio::task::block_in_place` would panic inside a `LocalSet`). Its nodes'
 /// `exec`s are not offloaded: make the flow `async struct` for that.
-fn block_in_place<R>(work: impl FnOnce() -> R) -> R {
+fn run_in_place<R>(work: impl FnOnce() -> R) -> R {
     work()
 }
 

@@ -361,7 +361,7 @@ impl<S: Send + Sync + 'static> Flow<S> {
     /// Before the first node, the flow is checked once (the result is kept
     /// until the flow changes): a flow without a start, or with a cycle and
     /// neither a step limit nor [`unbounded`](Flow::unbounded), here or in a
-    /// nested flow, does not run. Async steps cannot run here: they make the
+    /// nested flow, does not run. Async nodes cannot run here: they make the
     /// run fail with [`Error::AsyncInSyncRun`]; use [`run_async`](Flow::run_async)
     /// for them.
     pub fn run(&self, store: &mut S) -> Result<Label, Error> {
