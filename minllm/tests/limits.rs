@@ -12,8 +12,8 @@ use std::time::Duration;
 use common::{Gauge, MARGIN, wait_until};
 
 use minllm::{
-    AsyncBatchMode, AsyncBatchNode, AsyncNode, BatchFlow, BatchMode, BatchNode, DEFAULT_CONCURRENCY, ExecContext, Flow,
-    Node, NodeResult, Params, Retry, SharedStore,
+    AsyncBatchMode, AsyncBatchNode, AsyncNode, BatchFlow, BatchMode, BatchNode, DEFAULT_CONCURRENCY, DEFAULT_THREADS,
+    ExecContext, Flow, Node, NodeResult, Params, Retry, SharedStore,
 };
 
 /// How long a visitor stays after the target was reached: time for one more
@@ -172,6 +172,27 @@ fn batch_flow_limit_n_runs_exactly_n_branches_at_once() {
     let batch = BatchFlow::new(inner, branches(12)).limit(3);
     runtime().block_on(batch.run_async(&mut SharedStore::new())).unwrap();
     assert_eq!(gauge.peak(), 3);
+}
+
+#[test]
+fn a_parallel_batch_flow_without_a_limit_runs_a_thread_per_branch_up_to_the_default() {
+    // More branches at once than this machine may have cores: their execs
+    // mostly wait on blocking calls, which overlap on threads.
+    let gauge = Arc::new(Gauge::new(12));
+    let mut inner = Flow::new("branch");
+    inner.add("visit", Visit(Arc::clone(&gauge)));
+    let batch = BatchFlow::new(inner, branches(12)).parallel();
+    batch.run(&mut SharedStore::new()).unwrap();
+    assert_eq!(gauge.peak(), 12);
+
+    // Past the default, the default: never more threads than it.
+    let gauge = Arc::new(Gauge::new(DEFAULT_THREADS));
+    let mut inner = Flow::new("branch");
+    inner.add("visit", Visit(Arc::clone(&gauge)));
+    let batch = BatchFlow::new(inner, branches(DEFAULT_THREADS + 8)).parallel();
+    batch.run(&mut SharedStore::new()).unwrap();
+    assert_eq!(gauge.peak(), DEFAULT_THREADS);
+    assert_eq!(gauge.visits(), DEFAULT_THREADS + 8);
 }
 
 /// Fails at once in branch 0; the other branches count themselves and wait
