@@ -99,12 +99,21 @@ mod typed;
 mod wire;
 
 pub use action::{Action, DEFAULT_ACTION, Label};
+#[doc(hidden)]
+#[allow(deprecated)]
+pub use batch::{AsyncBatch, Batch};
 pub use batch::{AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode, DEFAULT_CONCURRENCY, DEFAULT_THREADS};
 pub use batch_flow::BatchFlow;
 #[doc(hidden)]
 pub use error::STEP_TRAIL;
 pub use error::{BoxError, Error, NodeResult, Panicked, Stage};
 pub use flow::{Flow, IntoNode, NodeKind};
+/// The name of [`NodeKind`] before it was renamed.
+#[deprecated(since = "0.1.0", note = "renamed `NodeKind`")]
+#[doc(hidden)]
+pub type StepKind = NodeKind;
+#[doc(hidden)]
+pub use flow::IntoNode as IntoStep;
 pub use node::{AsyncNode, ExecContext, Node, Retry};
 pub use params::{ParamError, Params, Value};
 pub use store::{SharedStore, StoreError};
