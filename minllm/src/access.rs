@@ -229,10 +229,9 @@ impl<'a, S> AsyncStoreRef<'a, S> {
     }
 }
 
-/// How a node runner reaches the store in a sync run (async runs use an
-/// [`AsyncStoreRef`]): `&mut S` where the run
+/// How a node runner reaches the store in a sync run: `&mut S` where the run
 /// owns it (`flow!` code, nodes run alone), a [`StoreRef`] in runtime flows.
-/// The runners are written once against this.
+/// The runners are written once against this ([`AsyncAccess`] in async runs).
 pub(crate) trait Access<S> {
     fn with_store<R>(&mut self, f: impl FnOnce(&mut S) -> R) -> R;
 }
