@@ -76,6 +76,23 @@ impl Planner {
         let reg = registry(py)?;
         let ours = node.cast::<NodeCore>().is_ok();
         let own = |name: &Bound<'_, PyString>, builtin: &Py<PyAny>| ours && uses(node, name, builtin);
+        // A flow the engine runs in place: its own orchestration, and the run
+        // of a flow or of a batch flow.
+        let nested = |orch: &Bound<'_, PyString>,
+                      own_orch: &Py<PyAny>,
+                      run: &Bound<'_, PyString>,
+                      flow_run: &Py<PyAny>,
+                      batch_run: &Py<PyAny>| {
+            if !own(orch, own_orch) {
+                None
+            } else if own(run, flow_run) {
+                Some(Nested::Flow)
+            } else if own(run, batch_run) {
+                Some(Nested::Batch)
+            } else {
+                None
+            }
+        };
         let plan = Plan {
             plain_copy: ours && plain_copy(&node.get_type(), reg),
             own_set_params: own(intern!(py, "set_params"), &reg.set_params) && plain_setattr(node),
@@ -83,28 +100,20 @@ impl Planner {
             is_async: is_async_node(node)?,
             own_run_async: own(intern!(py, "_run_async"), &reg.async_node_run),
             own_async_exec: own(intern!(py, "_exec"), &reg.async_exec),
-            nested: if own(intern!(py, "_orch"), &reg.flow_orch) {
-                if own(intern!(py, "_run"), &reg.flow_run) {
-                    Some(Nested::Flow)
-                } else if own(intern!(py, "_run"), &reg.batch_flow_run) {
-                    Some(Nested::Batch)
-                } else {
-                    None
-                }
-            } else {
-                None
-            },
-            nested_async: if own(intern!(py, "_orch_async"), &reg.async_flow_orch) {
-                if own(intern!(py, "_run_async"), &reg.async_flow_run) {
-                    Some(Nested::Flow)
-                } else if own(intern!(py, "_run_async"), &reg.async_batch_flow_run) {
-                    Some(Nested::Batch)
-                } else {
-                    None
-                }
-            } else {
-                None
-            },
+            nested: nested(
+                intern!(py, "_orch"),
+                &reg.flow_orch,
+                intern!(py, "_run"),
+                &reg.flow_run,
+                &reg.batch_flow_run,
+            ),
+            nested_async: nested(
+                intern!(py, "_orch_async"),
+                &reg.async_flow_orch,
+                intern!(py, "_run_async"),
+                &reg.async_flow_run,
+                &reg.async_batch_flow_run,
+            ),
         };
         self.plans.insert(key, plan);
         Ok(plan)

@@ -10,14 +10,17 @@
 // A counting allocator needs `unsafe impl GlobalAlloc`; it only forwards to `System`.
 #![allow(unsafe_code)]
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::{Sleepers, current_thread};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
-use minllm::{AsyncBatchMode, AsyncBatchNode, ExecContext, NodeResult, Params};
+use minllm::{AsyncBatchNode, ExecContext};
 
 /// Counts the bytes on the heap and their peak, for the memory comparison.
 struct Counting;
@@ -52,38 +55,14 @@ fn peak_of(f: impl FnOnce()) -> usize {
     PEAK.load(Ordering::SeqCst) - before
 }
 
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
-
-/// Sleeps a millisecond per item; all items in flight at once.
-struct Sleepers;
-
-impl AsyncBatchNode<usize> for Sleepers {
-    type Item = usize;
-    type Output = usize;
-    type Action = ();
-    async fn prep(&self, n: &usize, _: &Params) -> NodeResult<Vec<usize>> {
-        Ok((0..*n).collect())
-    }
-    async fn exec(&self, i: &usize, _: &ExecContext<'_>) -> NodeResult<usize> {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        Ok(*i)
-    }
-    async fn post(&self, n: &mut usize, _: Vec<usize>, out: Vec<usize>) -> NodeResult<()> {
-        *n = out.len();
-        Ok(())
-    }
-    fn mode(&self) -> AsyncBatchMode {
-        AsyncBatchMode::Concurrent { limit: Some(usize::MAX) }
-    }
-}
-
 /// Peak heap of `n` sleeping items: a concurrent batch, and the baseline of a
 /// bare `FuturesUnordered` of the same futures (the node's `exec` with its
 /// context) collected in order.
 fn memory(n: usize) -> (usize, usize) {
     let rt = current_thread();
+    // All items in flight at once.
+    let node = Sleepers { wait: Duration::from_millis(1), limit: usize::MAX };
+    let node = &node;
     let bare = peak_of(|| {
         rt.block_on(async {
             let items: Vec<usize> = (0..n).collect();
@@ -93,7 +72,7 @@ fn memory(n: usize) -> (usize, usize) {
                 .map(|(i, item)| async move {
                     // The node's own exec future, with its context.
                     let ctx = ExecContext::new("sleepers", 1, 1, Some(i));
-                    (i, Sleepers.exec(item, &ctx).await.unwrap())
+                    (i, node.exec(item, &ctx).await.unwrap())
                 })
                 .collect();
             let mut out = vec![0; n];
@@ -106,7 +85,7 @@ fn memory(n: usize) -> (usize, usize) {
     let batch = peak_of(|| {
         rt.block_on(async {
             let mut count = n;
-            Sleepers.run_async(&mut count).await.unwrap();
+            node.run_async(&mut count).await.unwrap();
             assert_eq!(count, n);
         })
     });

@@ -9,44 +9,14 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark that fails should stop loudly
 
+mod common;
+
 use std::hint::black_box;
 
+use common::{Add, Counter, Go, current_thread, loop_flow};
 use criterion::{Criterion, Throughput, criterion_group};
-use minllm::{Action, AsyncNode, BatchMode, BatchNode, End, ExecContext, Flow, Node, NodeId, NodeResult, Params, flow};
+use minllm::{AsyncNode, BatchMode, BatchNode, ExecContext, Flow, Node, NodeId, NodeResult, Params, flow};
 use rayon::prelude::*;
-
-/// The store of the loops: a counter and a budget of transitions.
-#[derive(Default)]
-struct Counter {
-    value: u64,
-    left: u64,
-}
-
-#[derive(Clone, Copy, Action)]
-enum Go {
-    Next,
-    Done,
-}
-
-/// A sync node: adds its step to the counter.
-struct Add(u64);
-
-impl Node<Counter> for Add {
-    type Prep = u64;
-    type Exec = u64;
-    type Action = Go;
-    fn prep(&self, store: &Counter, _: &Params) -> NodeResult<u64> {
-        Ok(store.value)
-    }
-    fn exec(&self, value: &u64, _: &ExecContext) -> NodeResult<u64> {
-        Ok(black_box(*value).wrapping_add(self.0))
-    }
-    fn post(&self, store: &mut Counter, _: u64, value: u64) -> NodeResult<Go> {
-        store.value = value;
-        store.left -= 1;
-        Ok(if store.left == 0 { Go::Done } else { Go::Next })
-    }
-}
 
 /// [`Add`] saying that its `exec` is quick: in async runs it runs in place.
 struct QuickAdd(u64);
@@ -125,38 +95,27 @@ flow! {
     }
 }
 
-/// A runtime flow over three nodes that `add` adds, in a loop.
-fn loop_flow(add: impl Fn(&mut Flow<Counter>, &str, u64) -> NodeId) -> Flow<Counter> {
-    let mut flow = Flow::new("loop");
-    let a = add(&mut flow, "a", 1);
-    let b = add(&mut flow, "b", 2);
-    let c = add(&mut flow, "c", 3);
-    flow.edge(a.on(Go::Next) >> b.on(Go::Next) >> c.on(Go::Next) >> a)
-        .edge(a.on(Go::Done) >> End)
-        .edge(b.on(Go::Done) >> End)
-        .edge(c.on(Go::Done) >> End)
-        .unbounded();
+/// The loop of [`loop_flow`], left to run until a node says `Done`.
+fn looping(add: impl Fn(&mut Flow<Counter>, &str, u64) -> NodeId) -> Flow<Counter> {
+    let mut flow = loop_flow(add);
+    flow.unbounded();
     flow
 }
 
 fn sync_nodes() -> Flow<Counter> {
-    loop_flow(|flow, name, step| flow.add(name, Add(step)))
+    looping(|flow, name, step| flow.add(name, Add(step)))
 }
 
 fn quick_sync_nodes() -> Flow<Counter> {
-    loop_flow(|flow, name, step| flow.add(name, QuickAdd(step)))
+    looping(|flow, name, step| flow.add(name, QuickAdd(step)))
 }
 
 fn async_nodes() -> Flow<Counter> {
-    loop_flow(|flow, name, step| flow.add(name, AsyncAdd(step)))
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    looping(|flow, name, step| flow.add(name, AsyncAdd(step)))
 }
 
 fn fresh(n: u64) -> Counter {
-    Counter { value: 0, left: n.max(1) }
+    Counter::with_budget(n)
 }
 
 /// Runs one variant over `n` transitions (or items).

@@ -4,47 +4,14 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark that fails should stop loudly
 
+mod common;
+
 use std::hint::black_box;
 use std::time::Duration;
 
+use common::{Add, Counter, Go, Sleepers, loop_flow};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
-use minllm::{
-    Action, AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode, End, ExecContext, Flow, Node, NodeResult, Params,
-    flow,
-};
-
-/// The store of the loop benchmark: a counter and a budget of transitions.
-#[derive(Default)]
-struct Counter {
-    value: u64,
-    left: u64,
-}
-
-#[derive(Clone, Copy, Action)]
-enum Go {
-    Next,
-    Done,
-}
-
-/// One of the loop's three nodes: adds `step` to the counter.
-struct Add(u64);
-
-impl Node<Counter> for Add {
-    type Prep = u64;
-    type Exec = u64;
-    type Action = Go;
-    fn prep(&self, store: &Counter, _: &Params) -> NodeResult<u64> {
-        Ok(store.value)
-    }
-    fn exec(&self, value: &u64, _: &ExecContext) -> NodeResult<u64> {
-        Ok(black_box(*value).wrapping_add(self.0))
-    }
-    fn post(&self, store: &mut Counter, _: u64, value: u64) -> NodeResult<Go> {
-        store.value = value;
-        store.left -= 1;
-        Ok(if store.left == 0 { Go::Done } else { Go::Next })
-    }
-}
+use minllm::{AsyncBatchNode, BatchMode, BatchNode, ExecContext, Flow, Node, NodeResult, Params, flow};
 
 const TRANSITIONS: u64 = 100_000;
 
@@ -81,16 +48,9 @@ fn hand_written(nodes: &[Add; 3], store: &mut Counter) {
     }
 }
 
-fn loop_flow() -> Flow<Counter> {
-    let mut flow = Flow::new("loop");
-    let a = flow.add("a", Add(1));
-    let b = flow.add("b", Add(2));
-    let c = flow.add("c", Add(3));
-    flow.edge(a.on(Go::Next) >> b.on(Go::Next) >> c.on(Go::Next) >> a)
-        .edge(a.on(Go::Done) >> End)
-        .edge(b.on(Go::Done) >> End)
-        .edge(c.on(Go::Done) >> End)
-        .max_steps(TRANSITIONS + 1);
+fn runtime_loop() -> Flow<Counter> {
+    let mut flow = loop_flow(|flow, name, step| flow.add(name, Add(step)));
+    flow.max_steps(TRANSITIONS + 1);
     flow
 }
 
@@ -130,7 +90,7 @@ fn transitions(c: &mut Criterion) {
             black_box(store.value)
         })
     });
-    let flow = loop_flow();
+    let flow = runtime_loop();
     group.bench_function("runtime_flow", |b| {
         b.iter(|| {
             let mut store = Counter { value: 0, left: TRANSITIONS };
@@ -192,35 +152,13 @@ fn parallel_batch(c: &mut Criterion) {
     group.finish();
 }
 
-/// Sleeps 50 ms per item, as a slow LLM call would.
-struct Sleep50;
-
-impl AsyncBatchNode<usize> for Sleep50 {
-    fn mode(&self) -> AsyncBatchMode {
-        // All 10,000 in flight at once (the default keeps 1024).
-        AsyncBatchMode::Concurrent { limit: Some(10_000) }
-    }
-    type Item = usize;
-    type Output = usize;
-    type Action = ();
-    async fn prep(&self, n: &usize, _: &Params) -> NodeResult<Vec<usize>> {
-        Ok((0..*n).collect())
-    }
-    async fn exec(&self, i: &usize, _: &ExecContext<'_>) -> NodeResult<usize> {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        Ok(*i)
-    }
-    async fn post(&self, n: &mut usize, _: Vec<usize>, out: Vec<usize>) -> NodeResult<()> {
-        *n = out.len();
-        Ok(())
-    }
-}
-
 fn concurrent_async(c: &mut Criterion) {
     let mut group = c.benchmark_group("async_10k_execs_sleeping_50ms");
     group.sample_size(10);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let batch = Sleep50;
+    // Each item sleeps 50 ms, as a slow LLM call would; all 10,000 in flight
+    // at once (the default keeps 1024).
+    let batch = Sleepers { wait: Duration::from_millis(50), limit: 10_000 };
     group.bench_function("concurrent_batch_wall_time", |b| {
         b.iter(|| {
             runtime.block_on(async {
@@ -266,14 +204,14 @@ fn main() {
     if let Ok(spec) = std::env::var("MINLLM_LOOP") {
         let (variant, n) = spec.split_once(':').expect("MINLLM_LOOP=<variant>:<transitions>");
         let n: u64 = n.parse().expect("a number of transitions");
-        let mut store = Counter { value: 0, left: n.max(1) };
+        let mut store = Counter::with_budget(n);
         match variant {
             "hand_written" => hand_written(&[Add(1), Add(2), Add(3)], &mut store),
             "flow_macro" => {
                 Loop::new().run(&mut store).unwrap();
             }
             "runtime_flow" => {
-                loop_flow().run(&mut store).unwrap();
+                runtime_loop().run(&mut store).unwrap();
             }
             // Builds (and drops) a chain of `n` nodes.
             "build" => drop(black_box(chain(n))),

@@ -2,10 +2,7 @@
 //! parallel branches share it, so that `prep` and `post` of different branches
 //! never overlap while their `exec`s do.
 
-use std::future::Future;
 use std::ops::{Deref, DerefMut};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
 
@@ -133,52 +130,34 @@ impl<'a, S> AsyncStoreRef<'a, S> {
         }
     }
 
-    /// Exclusive access to the store until the guard drops: at once for a
-    /// store the run owns, after the lock for one shared by parallel branches.
+    /// Exclusive access to the store until the guard drops: `Ok` with the
+    /// guard at once for a store the run owns, else `Err` with the lock of a
+    /// store shared by parallel branches, to await. Not an `async fn`: the
+    /// runners lock twice per node, and the common case then awaits nothing.
+    /// [`locked!`](crate::access::locked) does both.
     #[inline]
-    pub fn lock(&mut self) -> Lock<'_, S> {
-        match &mut self.inner {
-            AsyncInner::Exclusive(s) => Lock::Ready(Some(s)),
-            AsyncInner::Shared(l) => Lock::Waiting(l.lock()),
-        }
-    }
-
-    /// [`lock`](AsyncStoreRef::lock) without a future when the run owns the
-    /// store: `Ok` with the guard at once, else `Err` with the lock to await.
-    /// The runners call this twice per node, so the common case awaits nothing.
-    #[inline]
-    pub(crate) fn lock_now(&mut self) -> Result<StoreGuard<'_, S>, Lock<'_, S>> {
+    pub(crate) fn lock_now(&mut self) -> Result<StoreGuard<'_, S>, SharedLock<'_, S>> {
         match &mut self.inner {
             AsyncInner::Exclusive(s) => Ok(StoreGuard::Exclusive(s)),
-            AsyncInner::Shared(l) => Err(Lock::Waiting(l.lock())),
+            AsyncInner::Shared(l) => Err(l.lock()),
         }
     }
 }
 
-/// The future of [`AsyncStoreRef::lock`]. A plain enum rather than an `async
-/// fn`, so that locking a store the run owns costs a branch, twice per node.
-#[doc(hidden)]
-pub enum Lock<'g, S> {
-    Ready(Option<&'g mut S>),
-    Waiting(BoxFuture<'g, tokio::sync::MappedMutexGuard<'g, S>>),
-}
+/// The lock of a store shared by parallel branches, to await.
+pub(crate) type SharedLock<'g, S> = BoxFuture<'g, tokio::sync::MappedMutexGuard<'g, S>>;
 
-impl<'g, S> Future for Lock<'g, S> {
-    type Output = StoreGuard<'g, S>;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<StoreGuard<'g, S>> {
-        match self.get_mut() {
-            Lock::Ready(store) => match store.take() {
-                Some(store) => Poll::Ready(StoreGuard::Exclusive(store)),
-                // Polled again after it was ready: a bug in the caller, which
-                // never completes rather than hand out the store twice.
-                None => Poll::Pending,
-            },
-            Lock::Waiting(lock) => lock.as_mut().poll(cx).map(StoreGuard::Shared),
+/// The guard of an async store (an [`AsyncStoreRef`] or an [`AsyncAccess`]),
+/// awaiting the lock only when the store is shared.
+macro_rules! locked {
+    ($store:expr) => {
+        match $store.lock_now() {
+            Ok(guard) => guard,
+            Err(waiting) => $crate::access::StoreGuard::Shared(waiting.await),
         }
-    }
+    };
 }
+pub(crate) use locked;
 
 /// A store made shareable between parallel branches (sync runs): a new lock
 /// around an exclusive store, or the lock an enclosing parallel run already holds.
@@ -254,19 +233,19 @@ impl<S> Access<S> for StoreRef<'_, S> {
 /// (`flow!` code, nodes run alone), an [`AsyncStoreRef`] in runtime flows.
 pub(crate) trait AsyncAccess<S>: Send {
     /// The guard at once, or the lock to await (a store shared by branches).
-    fn lock_now(&mut self) -> Result<StoreGuard<'_, S>, Lock<'_, S>>;
+    fn lock_now(&mut self) -> Result<StoreGuard<'_, S>, SharedLock<'_, S>>;
 }
 
 impl<S: Send + Sync> AsyncAccess<S> for &mut S {
     #[inline(always)]
-    fn lock_now(&mut self) -> Result<StoreGuard<'_, S>, Lock<'_, S>> {
+    fn lock_now(&mut self) -> Result<StoreGuard<'_, S>, SharedLock<'_, S>> {
         Ok(StoreGuard::Exclusive(self))
     }
 }
 
 impl<S: Send + Sync> AsyncAccess<S> for AsyncStoreRef<'_, S> {
     #[inline(always)]
-    fn lock_now(&mut self) -> Result<StoreGuard<'_, S>, Lock<'_, S>> {
+    fn lock_now(&mut self) -> Result<StoreGuard<'_, S>, SharedLock<'_, S>> {
         AsyncStoreRef::lock_now(self)
     }
 }

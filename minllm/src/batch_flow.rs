@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::access::{AsyncStoreRef, StoreRef};
+use crate::access::{AsyncStoreRef, StoreRef, locked};
 use crate::action::{Action, Label};
 use crate::batch::{branches_on_threads, concurrent_map, default_threads};
 use crate::context::{Cancel, NodeCx, Root, is_cancelled};
@@ -150,7 +150,7 @@ impl<S: Send + Sync + 'static> ErasedNode<S> for BatchFlow<S> {
     fn run_async<'a>(&'a self, mut store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
         Box::pin(async move {
             let list = {
-                let guard = store.lock().await;
+                let guard = locked!(store);
                 call_stage(Stage::BatchParams, || (self.params)(&guard, cx.params))
             }
             .map_err(|h| cx.error(h))?;
@@ -174,7 +174,7 @@ impl<S: Send + Sync + 'static> ErasedNode<S> for BatchFlow<S> {
                     self.flow.orchestrate_async(store.reborrow(), &path, &base.merged(item), cx.cancel).await?;
                 }
             }
-            let mut guard = store.lock().await;
+            let mut guard = locked!(store);
             call_stage(Stage::Post, || self.finish(&mut guard, list)).map_err(|h| cx.fail(h))
         })
     }

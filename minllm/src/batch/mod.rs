@@ -268,22 +268,24 @@ mod tests {
         assert_eq!(default_threads(10_000), super::DEFAULT_THREADS);
     }
 
+    /// A thread that works through `spread`'s items, each taking long enough
+    /// for a waiter to be waiting before it ends.
+    fn paced_worker(spread: &std::sync::Arc<Spread<'static, usize, String>>) -> std::thread::JoinHandle<()> {
+        let spread = std::sync::Arc::clone(spread);
+        std::thread::spawn(move || {
+            spread.work(|i, _| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                Ok(i)
+            })
+        })
+    }
+
     #[test]
     fn a_spread_wakes_its_waiter_when_the_last_item_is_done() {
         use std::time::Duration;
         let spread: std::sync::Arc<Spread<'static, usize, String>> = std::sync::Arc::new(Spread::new(2));
         assert!(!spread.wait(Some(Duration::from_millis(1))), "nothing is done yet");
-        let worker = {
-            let spread = std::sync::Arc::clone(&spread);
-            std::thread::spawn(move || {
-                // Long enough for the waiter below to be waiting, before the
-                // first item and again before the last.
-                spread.work(|i, _| {
-                    std::thread::sleep(Duration::from_millis(50));
-                    Ok(i)
-                });
-            })
-        };
+        let worker = paced_worker(&spread);
         // No timeout: only the last item's wake-up ends this wait (a wake-up
         // after another item finds the spread unsettled and waits on).
         assert!(spread.wait(None));
@@ -293,15 +295,7 @@ mod tests {
         // With a timeout (as the Python package waits, in slices), the wait
         // lasts until the item is done, well before the hour.
         let spread: std::sync::Arc<Spread<'static, usize, String>> = std::sync::Arc::new(Spread::new(1));
-        let worker = {
-            let spread = std::sync::Arc::clone(&spread);
-            std::thread::spawn(move || {
-                spread.work(|i, _| {
-                    std::thread::sleep(Duration::from_millis(50));
-                    Ok(i)
-                })
-            })
-        };
+        let worker = paced_worker(&spread);
         assert!(spread.wait(Some(Duration::from_secs(3600))), "the wait returned before the item was done");
         worker.join().expect("the worker");
     }

@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 
 use super::spread::{batch_error, branches_on_threads, concurrent_map, par_map};
 use super::{AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode};
-use crate::access::{Access, AsyncAccess};
+use crate::access::{Access, AsyncAccess, locked};
 use crate::context::{Cancel, NodeCx, is_cancelled};
 use crate::error::{Error, Failure, HookError, Stage};
 use crate::node::{ExecContext, Retry, call_stage, caught, exec_with_retry, guarded, offload, retry_after_async};
@@ -41,10 +41,7 @@ where
     N: BatchNode<S>,
 {
     let items = {
-        let guard = match store.lock_now() {
-            Ok(guard) => guard,
-            Err(waiting) => waiting.await,
-        };
+        let guard = locked!(store);
         call_stage(Stage::Prep, || node.prep(&guard, cx.params))
     }
     .map_err(|h| cx.error(h))?;
@@ -56,10 +53,7 @@ where
     .await
     .map_err(|f| f.into_error(cx.flow.to_string(), cx.node.to_owned(), Stage::Exec, None))?;
     let outputs = outputs.map_err(|h| batch_error(cx, h))?;
-    let mut guard = match store.lock_now() {
-        Ok(guard) => guard,
-        Err(waiting) => waiting.await,
-    };
+    let mut guard = locked!(store);
     call_stage(Stage::Post, || node.post(&mut guard, items, outputs)).map_err(|h| cx.fail(h))
 }
 
@@ -75,18 +69,12 @@ where
     N: AsyncBatchNode<S>,
 {
     let items = {
-        let guard = match store.lock_now() {
-            Ok(guard) => guard,
-            Err(waiting) => waiting.await,
-        };
+        let guard = locked!(store);
         caught(Stage::Prep, guarded(node.prep(&guard, cx.params)).await)
     }
     .map_err(|h| cx.error(h))?;
     let outputs = exec_async_items(node, mode, &items, cx).await?;
-    let mut guard = match store.lock_now() {
-        Ok(guard) => guard,
-        Err(waiting) => waiting.await,
-    };
+    let mut guard = locked!(store);
     caught(Stage::Post, guarded(node.post(&mut guard, items, outputs)).await).map_err(|h| cx.fail(h))
 }
 

@@ -11,7 +11,7 @@ use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
 
 use super::Flow;
-use crate::access::{AsyncStoreRef, StoreRef};
+use crate::access::{AsyncStoreRef, StoreRef, locked};
 use crate::action::{Action, Label};
 use crate::batch::{
     AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode, run_async_batch, run_batch, run_offloaded_batch,
@@ -260,7 +260,7 @@ impl<S: Send + Sync + 'static, F: TypedFlow<S>> ErasedNode<S> for TypedFlowAdapt
             // In place on the task's thread, as in a `flow!` async flow (see
             // `typed.rs`): make the flow `async struct` to offload its execs.
             let path = cx.flow.child(cx.node, None);
-            let mut guard = store.lock().await;
+            let mut guard = locked!(store);
             Ok(self.0.run_in(&mut guard, &path, cx.params).map(Action::into_label)?)
         })
     }
@@ -293,7 +293,7 @@ impl<S: Send + Sync + 'static, F: AsyncTypedFlow<S>> ErasedNode<S> for AsyncType
     fn run_async<'a>(&'a self, mut store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
         Box::pin(async move {
             let path = cx.flow.child(cx.node, None);
-            let mut guard = store.lock().await;
+            let mut guard = locked!(store);
             Ok(self.0.run_in(&mut guard, &path, cx.params).await.map(Action::into_label)?)
         })
     }

@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 use super::hooks::{call, call_stage, caught, guarded, offload};
 use super::retry::{exec_with_retry, retry_after, retry_after_async};
 use super::{AsyncNode, ExecContext, Node, Retry};
-use crate::access::{Access, AsyncAccess};
+use crate::access::{Access, AsyncAccess, locked};
 use crate::context::{NO_FLOW, NodeCx, Root, short_type_name};
 use crate::error::{Error, Failure, Stage};
 
@@ -76,10 +76,7 @@ where
 {
     async move {
         let prep = {
-            let guard = match store.lock_now() {
-                Ok(guard) => guard,
-                Err(waiting) => waiting.await,
-            };
+            let guard = locked!(store);
             caught(Stage::Prep, guarded(node.prep(&guard, cx.params)).await)
         }
         .map_err(|h| cx.error(h))?;
@@ -98,10 +95,7 @@ where
             Ok(exec) => exec,
             Err(failure) => retry_async_node(node, failure, node.retry(), first, &prep, cx).await?,
         };
-        let mut guard = match store.lock_now() {
-            Ok(guard) => guard,
-            Err(waiting) => waiting.await,
-        };
+        let mut guard = locked!(store);
         match caught(Stage::Post, guarded(node.post(&mut guard, prep, exec)).await) {
             Ok(action) => Ok(finish(action)),
             Err(h) => Err(cx.fail(h)),
@@ -159,10 +153,7 @@ where
     N: Node<S>,
 {
     let prep = {
-        let guard = match store.lock_now() {
-            Ok(guard) => guard,
-            Err(waiting) => waiting.await,
-        };
+        let guard = locked!(store);
         call_stage(Stage::Prep, || node.prep(&guard, cx.params))
     }
     .map_err(|h| cx.error(h))?;
@@ -196,10 +187,7 @@ where
         cx.record_attempts(attempts);
         (prep, exec)
     };
-    let mut guard = match store.lock_now() {
-        Ok(guard) => guard,
-        Err(waiting) => waiting.await,
-    };
+    let mut guard = locked!(store);
     call_stage(Stage::Post, || node.post(&mut guard, prep, exec)).map(finish).map_err(|h| cx.fail(h))
 }
 
