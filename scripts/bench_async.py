@@ -19,6 +19,10 @@ VARIANTS = [
     "runtime_sync",
     "runtime_async",
     "runtime_async_quick_sync_nodes",
+    # the floors: the same hooks called by hand, no flow around them
+    "hand_sync",
+    "hand_async",
+    "hand_async_guarded",
 ]
 
 
@@ -54,6 +58,11 @@ def main():
     print(
         f"flow! async / sync: {best['flow_macro_async'] / best['flow_macro_sync']:.1f}x; "
         f"runtime async / sync: {best['runtime_async'] / best['runtime_sync']:.2f}x"
+    )
+    print(
+        f"by hand: async / sync {best['hand_async'] / best['hand_sync']:.1f}x, "
+        f"guarded async / sync {best['hand_async_guarded'] / best['hand_sync']:.1f}x; "
+        f"flow! async / guarded by hand: {best['flow_macro_async'] / best['hand_async_guarded']:.2f}x"
     )
 
 

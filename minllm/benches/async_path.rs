@@ -129,11 +129,75 @@ fn run_variant(variant: &str, n: u64) {
         "runtime_async" => drop(rt.block_on(async_nodes().run_async(&mut store)).unwrap()),
         "runtime_async_sync_nodes" => drop(rt.block_on(sync_nodes().run_async(&mut store)).unwrap()),
         "runtime_async_quick_sync_nodes" => drop(rt.block_on(quick_sync_nodes().run_async(&mut store)).unwrap()),
+        "hand_sync" => hand_sync(&mut store),
+        "hand_async" => rt.block_on(hand_async(&mut store)),
+        "hand_async_guarded" => rt.block_on(hand_async_guarded(&mut store)),
         "rayon_tiny" => drop(black_box(rayon_tiny(n as usize))),
         "batch_tiny" => drop(black_box(batch_tiny(n as usize))),
         other => panic!("unknown variant {other}"),
     }
     black_box(store.value);
+}
+
+/// The floor of a sync transition: the loop of [`SyncLoop`] written by hand,
+/// each node's three hooks called in turn, no flow around them.
+fn hand_sync(store: &mut Counter) {
+    let nodes = [Add(1), Add(2), Add(3)];
+    let (params, mut at) = (Params::new(), 0);
+    let ctx = ExecContext::new("hand", 1, 1, None);
+    loop {
+        let node = &nodes[at];
+        let prep = node.prep(store, &params).unwrap();
+        let exec = node.exec(&prep, &ctx).unwrap();
+        match node.post(store, prep, exec).unwrap() {
+            Go::Next => at = (at + 1) % 3,
+            Go::Done => return,
+        }
+    }
+}
+
+/// The floor of an async transition: the loop of [`AsyncLoop`] written by
+/// hand, each node's three async hooks awaited in turn, no flow around them.
+async fn hand_async(store: &mut Counter) {
+    let nodes = [AsyncAdd(1), AsyncAdd(2), AsyncAdd(3)];
+    let (params, mut at) = (Params::new(), 0);
+    let ctx = ExecContext::new("hand", 1, 1, None);
+    loop {
+        let node = &nodes[at];
+        let prep = node.prep(store, &params).await.unwrap();
+        let exec = node.exec(&prep, &ctx).await.unwrap();
+        match node.post(store, prep, exec).await.unwrap() {
+            Go::Next => at = (at + 1) % 3,
+            Go::Done => return,
+        }
+    }
+}
+
+/// [`hand_async`] with what any runner of user hooks needs: each hook's panic
+/// caught (as `catch_unwind` around each poll), and the `exec` context made from
+/// the node's retry policy. The floor of a guarded async transition.
+async fn hand_async_guarded(store: &mut Counter) {
+    use futures_util::FutureExt as _;
+    use std::panic::AssertUnwindSafe;
+    let nodes = [AsyncAdd(1), AsyncAdd(2), AsyncAdd(3)];
+    let (params, mut at) = (Params::new(), 0);
+    loop {
+        let node = &nodes[at];
+        let prep = match AssertUnwindSafe(node.prep(store, &params)).catch_unwind().await {
+            Ok(Ok(p)) => p,
+            _ => unreachable!("the bench's prep does not fail"),
+        };
+        let ctx = ExecContext::new("hand", 1, node.retry().attempts.max(1), None);
+        let exec = match AssertUnwindSafe(node.exec(&prep, &ctx)).catch_unwind().await {
+            Ok(Ok(p)) => p,
+            _ => unreachable!("the bench's exec does not fail"),
+        };
+        match AssertUnwindSafe(node.post(store, prep, exec)).catch_unwind().await {
+            Ok(Ok(Go::Next)) => at = (at + 1) % 3,
+            Ok(Ok(Go::Done)) => return,
+            _ => unreachable!("the bench's post does not fail"),
+        }
+    }
 }
 
 /// What each tiny item does.
@@ -202,6 +266,12 @@ fn async_transitions(c: &mut Criterion) {
     let quick_flow = quick_sync_nodes();
     group.bench_function("runtime_async_quick_sync_nodes", |b| {
         b.iter(|| rt.block_on(quick_flow.run_async(&mut fresh(TRANSITIONS))).unwrap());
+    });
+    // The floors: the same hooks called by hand, with no flow around them.
+    group.bench_function("hand_sync", |b| b.iter(|| hand_sync(&mut fresh(TRANSITIONS))));
+    group.bench_function("hand_async", |b| b.iter(|| rt.block_on(hand_async(&mut fresh(TRANSITIONS)))));
+    group.bench_function("hand_async_guarded", |b| {
+        b.iter(|| rt.block_on(hand_async_guarded(&mut fresh(TRANSITIONS))));
     });
     group.finish();
 
