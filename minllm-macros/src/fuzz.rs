@@ -417,10 +417,10 @@ fn check_node(args: TokenStream, item: TokenStream) {
     let output = crate::node::node(args, item.clone());
     // The user's tokens are passed on as they are, so only input that is an
     // impl block must give items.
-    if syn::parse2::<syn::ItemImpl>(item.clone()).is_ok() {
-        if let Err(e) = syn::parse2::<syn::File>(output) {
-            panic!("#[node] wrote invalid Rust ({e}) for\n{item}");
-        }
+    if syn::parse2::<syn::ItemImpl>(item.clone()).is_ok()
+        && let Err(e) = syn::parse2::<syn::File>(output)
+    {
+        panic!("#[node] wrote invalid Rust ({e}) for\n{item}");
     }
 }
 

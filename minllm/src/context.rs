@@ -7,6 +7,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use crate::durable::Visit;
 use crate::error::{Error, HookError};
 use crate::params::Params;
 
@@ -139,13 +140,15 @@ pub struct NodeCx<'a> {
     pub(crate) params: &'a Params,
     pub(crate) cancel: Option<&'a Cancel<'a>>,
     pub(crate) span: &'a tracing::Span,
+    /// The node's visit in a checkpointed run.
+    pub(crate) visit: Option<&'a Visit<'a>>,
 }
 
 impl<'a> NodeCx<'a> {
     /// The context of node `node` in flow `flow`, untraced.
     #[inline]
     pub fn new(flow: &'a FlowPath<'a>, node: &'a str, params: &'a Params, cancel: Option<&'a Cancel<'a>>) -> Self {
-        NodeCx { flow, node, params, cancel, span: no_span() }
+        NodeCx { flow, node, params, cancel, span: no_span(), visit: None }
     }
 
     #[inline]

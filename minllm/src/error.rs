@@ -9,6 +9,37 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// The result type of node hooks (`prep`, `exec`, `exec_fallback`, `post`).
 pub type NodeResult<T> = Result<T, BoxError>;
 
+/// What went wrong in a checkpoint backend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// Another process (or another run in this one) holds the run.
+    #[error("run `{run}` is being run by another process; wait for it to end, or resume another run id")]
+    Busy {
+        /// The run id.
+        run: String,
+    },
+    /// The database is damaged or was not written by minllm.
+    #[error("checkpoint database {path} cannot be used: {reason}")]
+    Damaged {
+        /// Where the database is.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A checkpoint with this number exists already: two writers raced.
+    #[error("run `{run}` already has checkpoint {seq}: another process wrote to this run")]
+    Conflict {
+        /// The run id.
+        run: String,
+        /// The checkpoint's number.
+        seq: u64,
+    },
+    /// The backend failed (I/O, the database engine).
+    #[error("checkpoint backend failed: {0}")]
+    Backend(String),
+}
+
 /// Which step of a node failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -196,6 +227,40 @@ pub enum Error {
         /// The flow path.
         flow: String,
     },
+    /// A checkpointed run could not read or write its checkpoints.
+    #[error("run `{run}` of flow `{flow}`: {source}")]
+    Checkpoint {
+        /// The flow path.
+        flow: String,
+        /// The run id.
+        run: String,
+        /// What the backend said.
+        #[source]
+        source: CheckpointError,
+    },
+    /// A value could not go into a checkpoint (or come back out of one): the
+    /// run stopped before anything was lost, at its last checkpoint.
+    #[error("run `{run}` of flow `{flow}`: {what} cannot be checkpointed: {reason}")]
+    NotCheckpointable {
+        /// The flow path.
+        flow: String,
+        /// The run id.
+        run: String,
+        /// The value: `the store`, `the exec result of node `n``, ...
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// A run cannot be started or resumed as asked.
+    #[error("run `{run}` of flow `{flow}` cannot be resumed: {reason}")]
+    Resume {
+        /// The flow path.
+        flow: String,
+        /// The run id.
+        run: String,
+        /// Why: no such run, a node that is gone from the flow, ...
+        reason: String,
+    },
 }
 
 impl Error {
@@ -224,7 +289,10 @@ impl Error {
             | Error::MissingEdge { flow, .. }
             | Error::Invalid { flow, .. }
             | Error::TooDeep { flow, .. }
-            | Error::Cancelled { flow } => flow,
+            | Error::Cancelled { flow }
+            | Error::Checkpoint { flow, .. }
+            | Error::NotCheckpointable { flow, .. }
+            | Error::Resume { flow, .. } => flow,
         }
     }
 

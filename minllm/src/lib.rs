@@ -88,6 +88,7 @@ mod batch;
 mod batch_flow;
 mod checks;
 mod context;
+pub mod durable;
 mod error;
 mod flow;
 #[doc(hidden)]
@@ -107,7 +108,7 @@ pub use batch_flow::BatchFlow;
 #[doc(hidden)]
 pub use error::STEP_TRAIL;
 pub use error::{BoxError, Error, NodeResult, Panicked, Stage};
-pub use flow::{Flow, IntoNode, NodeKind};
+pub use flow::{DurableRun, Flow, IntoNode, NodeKind};
 /// The name of [`NodeKind`] before it was renamed.
 #[deprecated(since = "0.1.0", note = "renamed `NodeKind`")]
 #[doc(hidden)]

@@ -252,6 +252,26 @@ impl SharedStore {
     }
 }
 
+impl SharedStore {
+    /// Calls `f` with each key, value and type name (for checkpoints), under
+    /// the read lock.
+    pub(crate) fn for_each_value(&self, mut f: impl FnMut(&str, &(dyn Any + Send + Sync), &'static str)) {
+        let map = self.read("checkpoint");
+        for (key, entry) in map.iter() {
+            f(key, entry.value.as_ref(), entry.type_name);
+        }
+    }
+
+    /// Replaces every value with `values` (a checkpoint being loaded).
+    pub(crate) fn replace_all(&self, values: Vec<(String, Box<dyn Any + Send + Sync>, &'static str)>) {
+        let mut map = self.write("resume");
+        map.clear();
+        for (key, value, type_name) in values {
+            map.insert(key, Entry { value, type_name });
+        }
+    }
+}
+
 /// The documented panic for a store used inside one of its own closures.
 #[cold]
 #[track_caller]

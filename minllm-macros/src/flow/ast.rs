@@ -259,15 +259,14 @@ fn split_docs(attrs: Vec<Attribute>, is_node: bool) -> syn::Result<(Vec<String>,
     let mut docs = Vec::new();
     let mut rest = Vec::new();
     for attr in attrs {
-        if attr.path().is_ident("doc") {
-            if let syn::Meta::NameValue(syn::MetaNameValue {
+        if attr.path().is_ident("doc")
+            && let syn::Meta::NameValue(syn::MetaNameValue {
                 value: Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(text), .. }),
                 ..
             }) = &attr.meta
-            {
-                docs.extend(text.value().lines().map(|l| l.strip_prefix(' ').unwrap_or(l).to_owned()));
-                continue;
-            }
+        {
+            docs.extend(text.value().lines().map(|l| l.strip_prefix(' ').unwrap_or(l).to_owned()));
+            continue;
         }
         if attr.path().is_ident("cfg") || attr.path().is_ident("cfg_attr") {
             return Err(syn::Error::new_spanned(

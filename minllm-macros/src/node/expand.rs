@@ -119,13 +119,13 @@ pub(crate) fn expand(options: &Options, item: &ItemImpl, errors: &mut Errors) ->
             _ => {}
         }
     }
-    if let Some(blocking) = &options.blocking {
-        if is_async || batch {
-            errors.at(
-                blocking,
-                "`blocking` is for sync nodes: it says whether `exec` may block an async run (an async node never does, and batch items always run off the runtime); remove it",
-            );
-        }
+    if let Some(blocking) = &options.blocking
+        && (is_async || batch)
+    {
+        errors.at(
+            blocking,
+            "`blocking` is for sync nodes: it says whether `exec` may block an async run (an async node never does, and batch items always run off the runtime); remove it",
+        );
     }
 
     // The store: from `prep`'s `&S`, else `post`'s `&mut S`, else any store.

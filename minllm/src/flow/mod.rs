@@ -1,9 +1,11 @@
 //! `Flow`: a graph of nodes built at runtime: wiring, checks, shape, and the
 //! entry points of its runs (the engine itself is in [`run`]).
 
+mod durable;
 mod erased;
 mod run;
 
+pub use durable::DurableRun;
 pub(crate) use erased::{AsyncRun, ErasedNode, Sealed};
 pub use erased::{IntoNode, NodeKind};
 

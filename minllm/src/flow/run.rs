@@ -73,7 +73,7 @@ impl<S: Send + Sync + 'static> Flow<S> {
 }
 
 /// Why the innermost flow of a run stopped running nodes.
-enum Exit<'f, S: 'static> {
+pub(super) enum Exit<'f, S: 'static> {
     /// It reached a node holding a nested flow (with the node's span and the
     /// nested flow's, when traced).
     Enter(&'f Slot<S>, Option<(NodeSpan, tracing::Span)>),
@@ -88,34 +88,34 @@ type NodeSpan = (tracing::Span, Option<Instant>);
 /// nested a hundred thousand levels deep runs without native recursion. The
 /// names of the nested flows entered are kept beside it, by the runner, for
 /// the flow paths.
-struct Frames<'f, S: 'static> {
-    frames: Vec<Frame<'f, S>>,
+pub(super) struct Frames<'f, S: 'static> {
+    pub(super) frames: Vec<Frame<'f, S>>,
 }
 
 /// One flow of a run: where it is, its params, its span, and the span of the
 /// node that holds the flow nested in it while that one runs.
-struct Frame<'f, S: 'static> {
-    flow: &'f Flow<S>,
-    run: Run,
-    params: Params,
+pub(super) struct Frame<'f, S: 'static> {
+    pub(super) flow: &'f Flow<S>,
+    pub(super) run: Run,
+    pub(super) params: Params,
     span: tracing::Span,
     holder: Option<NodeSpan>,
 }
 
 impl<'f, S: Send + Sync + 'static> Frames<'f, S> {
-    fn new(flow: &'f Flow<S>, path: &FlowPath<'_>, params: &Params, traced: bool) -> Self {
+    pub(super) fn new(flow: &'f Flow<S>, path: &FlowPath<'_>, params: &Params, traced: bool) -> Self {
         let span =
             if traced { tracing::debug_span!("flow", flow = %path, steps = Empty) } else { tracing::Span::none() };
         Frames { frames: vec![Frame::new(flow, params.clone(), span)] }
     }
 
-    fn top(&mut self) -> &mut Frame<'f, S> {
+    pub(super) fn top(&mut self) -> &mut Frame<'f, S> {
         self.frames.last_mut().expect("a run has a frame until it returns")
     }
 
     /// Acts on why the innermost flow stopped: enters the nested flow it
     /// reached, or ends it and the flows it ends. `Some` when the run ends.
-    fn after(
+    pub(super) fn after(
         &mut self,
         exit: Exit<'f, S>,
         path: &FlowPath<'_>,
@@ -132,7 +132,7 @@ impl<'f, S: Send + Sync + 'static> Frames<'f, S> {
     }
 
     /// Enters the flow nested in `slot`.
-    fn enter(&mut self, slot: &'f Slot<S>, spans: Option<(NodeSpan, tracing::Span)>) {
+    pub(super) fn enter(&mut self, slot: &'f Slot<S>, spans: Option<(NodeSpan, tracing::Span)>) {
         let Some(inner) = slot.node.inner_flow() else { return };
         let (holder, span) = spans.map_or((None, tracing::Span::none()), |(holder, span)| (Some(holder), span));
         let top = self.top();
@@ -194,12 +194,13 @@ impl<'f, S: 'static> Frame<'f, S> {
             }
             let label = if TRACED {
                 let (span, started) = self.node_span(slot);
-                let cx = NodeCx { flow: at, node: &slot.name, params: &self.params, cancel, span: &span };
+                let cx = NodeCx { flow: at, node: &slot.name, params: &self.params, cancel, span: &span, visit: None };
                 let label = span.in_scope(|| slot.node.run(store.reborrow(), cx))?;
                 finish_span(&span, started, label.as_str());
                 label
             } else {
-                let cx = NodeCx { flow: at, node: &slot.name, params: &self.params, cancel, span: no_span() };
+                let cx =
+                    NodeCx { flow: at, node: &slot.name, params: &self.params, cancel, span: no_span(), visit: None };
                 slot.node.run(store.reborrow(), cx)?
             };
             if !run.follow(flow, at, &label)? {
@@ -230,12 +231,13 @@ impl<'f, S: 'static> Frame<'f, S> {
             }
             let label = if TRACED {
                 let (span, started) = self.node_span(slot);
-                let cx = NodeCx { flow: at, node: &slot.name, params: &self.params, cancel, span: &span };
+                let cx = NodeCx { flow: at, node: &slot.name, params: &self.params, cancel, span: &span, visit: None };
                 let label = slot.node.run_async(store.reborrow(), &cx).instrument(span.clone()).await?;
                 finish_span(&span, started, label.as_str());
                 label
             } else {
-                let cx = NodeCx { flow: at, node: &slot.name, params: &self.params, cancel, span: no_span() };
+                let cx =
+                    NodeCx { flow: at, node: &slot.name, params: &self.params, cancel, span: no_span(), visit: None };
                 slot.node.run_async(store.reborrow(), &cx).await?
             };
             if !run.follow(flow, at, &label)? {
@@ -266,9 +268,9 @@ const RECENT: usize = crate::error::STEP_TRAIL;
 
 /// The state of one flow's run: where it is, how many steps it took, the last few nodes.
 #[derive(Clone, Copy)]
-struct Run {
-    current: usize,
-    steps: u64,
+pub(super) struct Run {
+    pub(super) current: usize,
+    pub(super) steps: u64,
     recent: [usize; RECENT],
 }
 
@@ -284,7 +286,12 @@ impl Run {
 
     /// Counts a step into the current node, after checking the step limit and cancellation.
     #[inline(always)]
-    fn next<S>(&mut self, flow: &Flow<S>, path: &FlowPath<'_>, cancel: Option<&Cancel<'_>>) -> Result<(), Error> {
+    pub(super) fn next<S>(
+        &mut self,
+        flow: &Flow<S>,
+        path: &FlowPath<'_>,
+        cancel: Option<&Cancel<'_>>,
+    ) -> Result<(), Error> {
         if is_cancelled(cancel) {
             return Err(cancelled(path));
         }
@@ -301,7 +308,7 @@ impl Run {
     /// Moves along the edge for `label`: `true` when it leads to a node,
     /// `false` when the flow ends here.
     #[inline(always)]
-    fn follow<S>(&mut self, flow: &Flow<S>, path: &FlowPath<'_>, label: &Label) -> Result<bool, Error> {
+    pub(super) fn follow<S>(&mut self, flow: &Flow<S>, path: &FlowPath<'_>, label: &Label) -> Result<bool, Error> {
         let slot = &flow.slots[self.current];
         match slot.edges.iter().find(|(a, _)| a == label) {
             Some((_, Target::Node(next))) => {

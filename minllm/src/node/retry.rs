@@ -11,6 +11,7 @@ use futures_util::FutureExt as _;
 
 use super::hooks::call;
 use crate::context::{Cancel, is_cancelled};
+use crate::durable::is_interrupt;
 use crate::error::{BoxError, Failure, HookError, NodeResult, Panicked, Stage, panic_message};
 
 /// How often a node's `exec` is attempted and how long to wait between attempts.
@@ -153,7 +154,7 @@ pub(crate) fn retry_after<I: ?Sized, O>(
     loop {
         let ctx = ExecContext { node, attempt, max_attempts, item };
         let source = failure.into_source();
-        if is_cancelled(cancel) {
+        if is_cancelled(cancel) || is_interrupt(&*source) {
             // A sibling failed: this item's result will be thrown away, so no
             // fallback (which may cost a call) runs for it.
             return Err(HookError::new(Stage::Exec, item, Failure::from_fallback(source, attempt)));
@@ -204,7 +205,8 @@ where
     // A panicking attempt is retried like a failing one.
     let mut source = first.into_source();
     loop {
-        if is_cancelled(cancel) {
+        // An interrupt pauses the run: no retry, no fallback.
+        if is_cancelled(cancel) || is_interrupt(&*source) {
             return Err(HookError::new(Stage::Exec, item, Failure::from_fallback(source, attempt)));
         }
         if attempt >= max_attempts {

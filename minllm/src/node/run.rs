@@ -13,11 +13,15 @@ use super::retry::{exec_with_retry, retry_after, retry_after_async};
 use super::{AsyncNode, ExecContext, Node, Retry};
 use crate::access::{Access, AsyncAccess, locked};
 use crate::context::{NO_FLOW, NodeCx, Root, short_type_name};
+use crate::durable::{Visit, decode_value, encode_value};
 use crate::error::{Error, Failure, Stage};
 
 /// Runs a sync node in a sync run.
 #[inline(always)]
 pub(crate) fn run_node<S, N: Node<S>>(node: &N, mut store: impl Access<S>, cx: NodeCx<'_>) -> Result<N::Action, Error> {
+    if let Some(visit) = cx.visit {
+        return run_node_visit(node, store, cx, visit);
+    }
     let prep = store.with_store(|s| call_stage(Stage::Prep, || node.prep(s, cx.params))).map_err(|h| cx.error(h))?;
     // The first attempt inline; retries and the fallback in a cold function.
     let retry = node.retry();
@@ -28,6 +32,42 @@ pub(crate) fn run_node<S, N: Node<S>>(node: &N, mut store: impl Access<S>, cx: N
             (prep, exec)
         }
         Err(failure) => retry_node(node, failure, retry, prep, cx)?,
+    };
+    store.with_store(|s| call_stage(Stage::Post, || node.post(s, prep, exec))).map_err(|h| cx.error(h))
+}
+
+/// [`run_node`] in a checkpointed run: `interrupt` sees the visit while the
+/// hooks run, and `exec`'s result is recorded before `post` runs, or taken
+/// from the record when an earlier try of this visit got that far.
+#[cold]
+#[inline(never)]
+fn run_node_visit<S, N: Node<S>>(
+    node: &N,
+    mut store: impl Access<S>,
+    cx: NodeCx<'_>,
+    visit: &Visit<'_>,
+) -> Result<N::Action, Error> {
+    let _asking = visit.enter();
+    let checkpoint = |source| Error::Checkpoint { flow: cx.flow.to_string(), run: visit.run().to_owned(), source };
+    let not_checkpointable = |reason| Error::NotCheckpointable {
+        flow: cx.flow.to_string(),
+        run: visit.run().to_owned(),
+        what: format!("the exec result of node `{}`", cx.node),
+        reason,
+    };
+    let prep = store.with_store(|s| call_stage(Stage::Prep, || node.prep(s, cx.params))).map_err(|h| cx.error(h))?;
+    let exec = match visit.recorded("").map_err(checkpoint)? {
+        Some(bytes) => decode_value::<N::Exec>(&bytes).map_err(not_checkpointable)?,
+        None => {
+            let exec = |p: &N::Prep, c: &ExecContext<'_>| node.exec(p, c);
+            let fallback = |p: &N::Prep, e, c: &ExecContext<'_>| node.exec_fallback(p, e, c);
+            let (exec, attempts) = exec_with_retry(node.retry(), cx.node, None, cx.cancel, &prep, exec, fallback)
+                .map_err(|h| cx.error(h))?;
+            cx.record_attempts(attempts);
+            let bytes = encode_value(&exec).map_err(not_checkpointable)?;
+            visit.record("", &bytes).map_err(checkpoint)?;
+            exec
+        }
     };
     store.with_store(|s| call_stage(Stage::Post, || node.post(s, prep, exec))).map_err(|h| cx.error(h))
 }

@@ -1,0 +1,260 @@
+//! The engine's side of a checkpointed run: the journal that writes its
+//! checkpoints, the visit of one node (its recorded `exec` results and the
+//! answers to its interrupts), and what a run ends with.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Checkpoint, Checkpointer, Field, Status, now_ms};
+use crate::action::Label;
+use crate::error::{BoxError, CheckpointError, Error, NodeResult};
+
+/// How a checkpointed run ended.
+#[derive(Debug)]
+#[must_use]
+pub enum Outcome {
+    /// The flow finished with this action.
+    Finished(Label),
+    /// A node called [`interrupt`]: the run waits, in its checkpoints only,
+    /// for an answer.
+    Paused(Pause),
+}
+
+/// A run paused by [`interrupt`]: what it asks, and where.
+#[derive(Debug, Clone)]
+pub struct Pause {
+    pub(crate) run: String,
+    pub(crate) node: String,
+    pub(crate) question: Vec<u8>,
+}
+
+impl Pause {
+    /// The run id.
+    pub fn run_id(&self) -> &str {
+        &self.run
+    }
+
+    /// The node that asked, with the nested flows around it (`outer > node`).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The question, as the type it was asked with (or any type it fits).
+    pub fn question<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.question)
+    }
+
+    /// The question as JSON.
+    pub fn question_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.question).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// The answers of a node's visit and the question it is asking.
+#[derive(Default)]
+pub(crate) struct Asks {
+    answers: Vec<Vec<u8>>,
+    next: usize,
+    asked: Option<Vec<u8>>,
+}
+
+thread_local! {
+    /// The asks of the node whose hook runs on this thread, in a checkpointed run.
+    static ASKING: RefCell<Option<Arc<Mutex<Asks>>>> = const { RefCell::new(None) };
+}
+
+/// The marker error of [`interrupt`]: not retried, not given to a fallback.
+#[derive(Debug)]
+struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the node called interrupt(): the run pauses for an answer")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Whether `error` (or what caused it) is an [`interrupt`].
+pub(crate) fn is_interrupt(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut at = Some(error);
+    while let Some(e) = at {
+        if e.is::<Interrupted>() {
+            return true;
+        }
+        at = e.source();
+    }
+    false
+}
+
+/// Pauses a checkpointed run to ask `question` (a draft to approve, a choice
+/// to make), or, once the run was resumed with an answer, returns it.
+///
+/// Call it in a hook of a node (`prep`, `exec` or `post`) and pass its error
+/// on with `?`: the run then stops with [`Outcome::Paused`], having
+/// checkpointed where it was; nothing waits in memory. Resuming the run with
+/// an answer ([`DurableRun::resume_with`](crate::DurableRun::resume_with), in
+/// any process) runs the node again from `prep`, and this call returns the
+/// answer. A node may ask several times: the n-th call gets the n-th answer.
+/// An `exec` that already finished is not run again.
+///
+/// Outside a checkpointed run it returns an error saying so.
+pub fn interrupt<Q: Serialize, A: DeserializeOwned>(question: Q) -> NodeResult<A> {
+    let asks = ASKING
+        .with(|a| a.borrow().clone())
+        .ok_or("interrupt() needs a checkpointed run: run the flow with `Flow::durable(checkpointer, run_id)`")?;
+    let mut asks = asks.lock();
+    if let Some(answer) = asks.answers.get(asks.next) {
+        let answer =
+            serde_json::from_slice(answer).map_err(|e| format!("the answer to interrupt() does not fit: {e}"))?;
+        asks.next += 1;
+        return Ok(answer);
+    }
+    asks.asked = Some(serde_json::to_vec(&question)?);
+    Err(Box::new(Interrupted) as BoxError)
+}
+
+/// Sets the thread's asks while a node's hooks run; puts back the old ones.
+pub(crate) struct Asking(Option<Arc<Mutex<Asks>>>);
+
+impl Drop for Asking {
+    fn drop(&mut self) {
+        let old = self.0.take();
+        ASKING.with(|a| *a.borrow_mut() = old);
+    }
+}
+
+/// One visit of a node in a checkpointed run: where its `exec` results are
+/// recorded and what its interrupts were answered.
+pub(crate) struct Visit<'a> {
+    checkpointer: &'a dyn Checkpointer,
+    run: &'a str,
+    /// The checkpoint the node was entered at.
+    seq: u64,
+    asks: Arc<Mutex<Asks>>,
+}
+
+impl Visit<'_> {
+    /// Makes [`interrupt`] see this visit on this thread until the guard drops.
+    pub(crate) fn enter(&self) -> Asking {
+        let asks = Some(Arc::clone(&self.asks));
+        Asking(ASKING.with(|a| std::mem::replace(&mut *a.borrow_mut(), asks)))
+    }
+
+    /// The `exec` result recorded for `key` by an earlier try of this visit.
+    pub(crate) fn recorded(&self, key: &str) -> Result<Option<Vec<u8>>, CheckpointError> {
+        self.checkpointer.get_exec(self.run, self.seq, key)
+    }
+
+    /// Records an `exec` result before `post` runs.
+    pub(crate) fn record(&self, key: &str, value: &[u8]) -> Result<(), CheckpointError> {
+        self.checkpointer.put_exec(self.run, self.seq, key, value)
+    }
+
+    /// The run id, for errors.
+    pub(crate) fn run(&self) -> &str {
+        self.run
+    }
+
+    /// The question asked by the interrupt that stopped the node, and the
+    /// answers it had.
+    fn asked(&self) -> (Option<Vec<u8>>, Vec<Vec<u8>>) {
+        let mut asks = self.asks.lock();
+        (asks.asked.take(), asks.answers.clone())
+    }
+}
+
+/// Writes a run's checkpoints: numbers them, and sends a field again only
+/// when it changed since the checkpoint before.
+pub(crate) struct Journal<'a> {
+    checkpointer: &'a dyn Checkpointer,
+    run: &'a str,
+    flow: &'a str,
+    /// The newest checkpoint of the run (the parent of the next).
+    last: u64,
+    /// The number the next checkpoint gets (above every one the run has).
+    next: u64,
+    /// The fields of the checkpoint `last`, as written.
+    fields: Vec<(String, Vec<u8>)>,
+}
+
+impl<'a> Journal<'a> {
+    pub(crate) fn new(checkpointer: &'a dyn Checkpointer, run: &'a str, flow: &'a str, next: u64) -> Self {
+        Journal { checkpointer, run, flow, last: 0, next, fields: Vec::new() }
+    }
+
+    /// Continues after checkpoint `from` (its fields are what the next
+    /// checkpoint compares with).
+    pub(crate) fn follow(&mut self, from: &Checkpoint) {
+        self.last = from.seq;
+        self.fields = from
+            .fields
+            .iter()
+            .filter_map(|(n, f)| match f {
+                Field::Value(v) => Some((n.clone(), v.clone())),
+                Field::Unchanged => None,
+            })
+            .collect();
+    }
+
+    pub(crate) fn error(&self, source: CheckpointError) -> Error {
+        Error::Checkpoint { flow: self.flow.to_owned(), run: self.run.to_owned(), source }
+    }
+
+    /// Writes a checkpoint at `path` with the store's `fields`; returns its number.
+    pub(crate) fn write(
+        &mut self,
+        path: Vec<String>,
+        steps: Vec<u64>,
+        status: Status,
+        visit: Option<u64>,
+        answers: Vec<Vec<u8>>,
+        fields: Vec<(String, Vec<u8>)>,
+    ) -> Result<u64, Error> {
+        let seq = self.next;
+        let marked = fields
+            .iter()
+            .map(|(name, value)| {
+                let same = self.fields.iter().any(|(n, v)| n == name && v == value);
+                (name.clone(), if same { Field::Unchanged } else { Field::Value(value.clone()) })
+            })
+            .collect();
+        let checkpoint = Checkpoint {
+            seq,
+            parent: (self.last > 0).then_some(self.last),
+            visit: visit.unwrap_or(seq),
+            path,
+            steps,
+            status,
+            answers,
+            fields: marked,
+            created_ms: now_ms(),
+        };
+        self.checkpointer.put(self.run, &checkpoint).map_err(|e| self.error(e))?;
+        self.last = seq;
+        self.next = seq + 1;
+        self.fields = fields;
+        Ok(seq)
+    }
+
+    /// The visit of the node entered at checkpoint `seq`, with the answers
+    /// its interrupts have.
+    pub(crate) fn visit(&self, seq: u64, answers: Vec<Vec<u8>>) -> Visit<'a> {
+        let asks = Asks { answers, next: 0, asked: None };
+        Visit { checkpointer: self.checkpointer, run: self.run, seq, asks: Arc::new(Mutex::new(asks)) }
+    }
+
+    /// The fields of the newest checkpoint.
+    pub(crate) fn last_fields(&self) -> &[(String, Vec<u8>)] {
+        &self.fields
+    }
+
+    /// The question a visit stopped on, and its answers so far.
+    pub(crate) fn asked(visit: &Visit<'_>) -> (Option<Vec<u8>>, Vec<Vec<u8>>) {
+        visit.asked()
+    }
+}
