@@ -234,3 +234,26 @@ impl DurableStore for SharedStore {
         Ok(())
     }
 }
+
+/// An `exec` result as recorded: how many interrupt answers the `exec` took
+/// (so that a replay skips them), then the value's bytes.
+pub(crate) struct ExecRecord;
+
+impl ExecRecord {
+    /// The record of a value that took `taken` answers.
+    pub(crate) fn write(taken: usize, value: &[u8]) -> Vec<u8> {
+        let mut record = Vec::with_capacity(value.len() + 8);
+        record.extend_from_slice(&(taken as u64).to_le_bytes());
+        record.extend_from_slice(value);
+        record
+    }
+
+    /// The answers taken and the value's bytes.
+    pub(crate) fn read(record: &[u8]) -> Result<(usize, &[u8]), String> {
+        let (taken, value) = record
+            .split_first_chunk::<8>()
+            .ok_or_else(|| format!("a recorded exec result of {} bytes is too short", record.len()))?;
+        let taken = usize::try_from(u64::from_le_bytes(*taken)).map_err(|e| e.to_string())?;
+        Ok((taken, value))
+    }
+}

@@ -54,7 +54,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use crate::error::CheckpointError;
 pub use codec::{DurableStore, register};
-pub(crate) use codec::{decode_value, encode_value};
+pub(crate) use codec::{ExecRecord, decode_value, encode_value};
 pub use memory::MemoryCheckpointer;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteCheckpointer;

@@ -155,6 +155,17 @@ impl Visit<'_> {
         self.checkpointer.put_exec(self.run, self.seq, key, value)
     }
 
+    /// How many answers the node's interrupts have taken so far.
+    pub(crate) fn answers_taken(&self) -> usize {
+        self.asks.lock().next
+    }
+
+    /// Skips `n` answers: those an `exec` took before its result was recorded,
+    /// when the record is used instead of running it again.
+    pub(crate) fn skip_answers(&self, n: usize) {
+        self.asks.lock().next += n;
+    }
+
     /// The run id, for errors.
     pub(crate) fn run(&self) -> &str {
         self.run

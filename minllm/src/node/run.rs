@@ -13,7 +13,7 @@ use super::retry::{exec_with_retry, retry_after, retry_after_async};
 use super::{AsyncNode, ExecContext, Node, Retry};
 use crate::access::{Access, AsyncAccess, locked};
 use crate::context::{NO_FLOW, NodeCx, Root, short_type_name};
-use crate::durable::{Visit, decode_value, encode_value};
+use crate::durable::{ExecRecord, Visit, decode_value, encode_value};
 use crate::error::{Error, Failure, Stage};
 
 /// Runs a sync node in a sync run.
@@ -57,15 +57,21 @@ fn run_node_visit<S, N: Node<S>>(
     };
     let prep = store.with_store(|s| call_stage(Stage::Prep, || node.prep(s, cx.params))).map_err(|h| cx.error(h))?;
     let exec = match visit.recorded("").map_err(checkpoint)? {
-        Some(bytes) => decode_value::<N::Exec>(&bytes).map_err(not_checkpointable)?,
+        Some(record) => {
+            let (taken, bytes) = ExecRecord::read(&record).map_err(not_checkpointable)?;
+            visit.skip_answers(taken);
+            decode_value::<N::Exec>(bytes).map_err(not_checkpointable)?
+        }
         None => {
+            let before = visit.answers_taken();
             let exec = |p: &N::Prep, c: &ExecContext<'_>| node.exec(p, c);
             let fallback = |p: &N::Prep, e, c: &ExecContext<'_>| node.exec_fallback(p, e, c);
             let (exec, attempts) = exec_with_retry(node.retry(), cx.node, None, cx.cancel, &prep, exec, fallback)
                 .map_err(|h| cx.error(h))?;
             cx.record_attempts(attempts);
             let bytes = encode_value(&exec).map_err(not_checkpointable)?;
-            visit.record("", &bytes).map_err(checkpoint)?;
+            let record = ExecRecord::write(visit.answers_taken() - before, &bytes);
+            visit.record("", &record).map_err(checkpoint)?;
             exec
         }
     };
