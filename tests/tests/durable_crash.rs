@@ -108,6 +108,30 @@ fn a_run_killed_at_any_point_of_a_node_resumes_in_a_new_process_without_paying_t
 }
 
 #[test]
+fn a_batch_killed_at_an_item_redoes_that_item_only() {
+    for parallel in [false, true] {
+        let scratch = Scratch::new(if parallel { "batch-parallel" } else { "batch" });
+        let mut env = vec![("KILL_AT", "item:20".to_owned())];
+        if parallel {
+            env.push(("PARALLEL", "1".to_owned()));
+        }
+        let first = run_child(&scratch, "run", &env);
+        assert!(killed(&first), "{:?}", first.status);
+        let store = ledger(&run_child(&scratch, "resume", &env));
+        assert_eq!(store["squares"], (0..30u64).map(|i| i * i).sum::<u64>());
+        let counts = scratch.counts();
+        let starts: usize = (0..30).map(|i| counts.get(&format!("item-start {i}")).copied().unwrap_or(0)).sum();
+        if parallel {
+            // The items in flight on the batch's 4 threads may run again.
+            assert!(starts <= 30 + 4, "{starts} item calls for 30 items");
+        } else {
+            assert_eq!(starts, 31, "only item 20 ran twice: {counts:?}");
+            assert_eq!(counts[&"item-start 20".to_owned()], 2);
+        }
+    }
+}
+
+#[test]
 fn a_run_killed_at_random_moments_finishes_with_the_uninterrupted_result() {
     let scratch = Scratch::new("random");
     let steps = 40_u64;

@@ -12,6 +12,7 @@ use super::spread::{batch_error, branches_on_threads, concurrent_map, par_map};
 use super::{AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode};
 use crate::access::{Access, AsyncAccess, locked};
 use crate::context::{Cancel, NodeCx, is_cancelled};
+use crate::durable::{ExecRecord, Visit, decode_value, encode_value};
 use crate::error::{Error, Failure, HookError, Stage};
 use crate::node::{ExecContext, Retry, call_stage, caught, exec_with_retry, guarded, offload, retry_after_async};
 
@@ -23,7 +24,7 @@ pub(crate) fn run_batch<S, N: BatchNode<S>>(
     cx: NodeCx<'_>,
 ) -> Result<N::Action, Error> {
     let items = store.with_store(|s| call_stage(Stage::Prep, || node.prep(s, cx.params))).map_err(|h| cx.error(h))?;
-    let outputs = exec_items(node, mode, &items, cx.node, cx.cancel).map_err(|h| batch_error(&cx, h))?;
+    let outputs = exec_items(node, mode, &items, cx.node, cx.cancel, cx.visit).map_err(|h| batch_error(&cx, h))?;
     store.with_store(|s| call_stage(Stage::Post, || node.post(s, items, outputs))).map_err(|h| cx.error(h))
 }
 
@@ -47,7 +48,7 @@ where
     .map_err(|h| cx.error(h))?;
     let (shared, name) = (Arc::clone(node), cx.node.to_owned());
     let (items, outputs) = offload(move |cancel| {
-        let outputs = exec_items(&*shared, mode, &items, &name, Some(cancel));
+        let outputs = exec_items(&*shared, mode, &items, &name, Some(cancel), None);
         (items, outputs)
     })
     .await
@@ -78,17 +79,25 @@ where
     caught(Stage::Post, guarded(node.post(&mut guard, items, outputs)).await).map_err(|h| cx.fail(h))
 }
 
-/// Every item's `exec` (with retries and fallback) of a sync batch node.
+/// Every item's `exec` (with retries and fallback) of a sync batch node. In
+/// a checkpointed run (`visit`), each item's output is recorded as it
+/// finishes, and an item whose output was recorded before is not run again.
 fn exec_items<S, N: BatchNode<S>>(
     node: &N,
     mode: BatchMode,
     items: &[N::Item],
     name: &str,
     cancel: Option<&Cancel<'_>>,
+    visit: Option<&Visit<'_>>,
 ) -> Result<Vec<N::Output>, Option<HookError>> {
     let retry = node.retry();
     let one = |i: usize, item: &N::Item, cancel: Option<&Cancel<'_>>| {
-        exec_with_retry(
+        if let Some(visit) = visit
+            && let Some(output) = replay_item::<N::Output>(visit, i)?
+        {
+            return Ok(output);
+        }
+        let output = exec_with_retry(
             retry,
             name,
             Some(i),
@@ -97,7 +106,11 @@ fn exec_items<S, N: BatchNode<S>>(
             |it, c| node.exec(it, c),
             |it, e, c| node.exec_fallback(it, e, c),
         )
-        .map(|(out, _)| out)
+        .map(|(out, _)| out)?;
+        if let Some(visit) = visit {
+            record_item(visit, i, &output)?;
+        }
+        Ok(output)
     };
     match mode {
         BatchMode::Sequential => items
@@ -110,6 +123,27 @@ fn exec_items<S, N: BatchNode<S>>(
             branches_on_threads(items, threads, cancel, |i, item, c| one(i, item, Some(c)))
         }
     }
+}
+
+/// The output of item `i`, when an earlier try of this visit recorded it.
+#[cold]
+fn replay_item<O: Send + 'static>(visit: &Visit<'_>, i: usize) -> Result<Option<O>, HookError> {
+    let item_error =
+        |why: String| HookError::new(Stage::Exec, Some(i), Failure::Returned { source: why.into(), attempts: 1 });
+    let Some(record) = visit.recorded(&i.to_string()).map_err(|e| item_error(e.to_string()))? else {
+        return Ok(None);
+    };
+    let (_, bytes) = ExecRecord::read(&record).map_err(item_error)?;
+    decode_value(bytes).map(Some).map_err(|why| item_error(format!("its recorded output cannot be read: {why}")))
+}
+
+/// Records item `i`'s output before the batch goes on.
+#[cold]
+fn record_item<O: Send + 'static>(visit: &Visit<'_>, i: usize, output: &O) -> Result<(), HookError> {
+    let item_error =
+        |why: String| HookError::new(Stage::Exec, Some(i), Failure::Returned { source: why.into(), attempts: 1 });
+    let bytes = encode_value(output).map_err(|why| item_error(format!("its output cannot be checkpointed: {why}")))?;
+    visit.record(&i.to_string(), &ExecRecord::write(0, &bytes)).map_err(|e| item_error(e.to_string()))
 }
 
 /// Every item's `exec` (with retries and fallback) of an async batch node.

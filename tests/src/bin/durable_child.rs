@@ -2,7 +2,7 @@
 //! checkpointed flow, and kills itself with `kill -9` where it is told to.
 //!
 //! `durable_child <database> <run id> run|resume|answer:<text>`, with
-//! `KILL_AT=<prep|exec|between|post>:<k>` (once: while the file `KILL_ONCE`
+//! `KILL_AT=<prep|exec|between|post|item>:<k>` (once: while the file `KILL_ONCE`
 //! does not exist), `LOG=<file>` (one line per hook call), `SLOW_MS=<ms>` (each
 //! `exec` sleeps), `PAD=<bytes>` (a store field rewritten at every step).
 //! Exit codes: 0 finished (prints the store but its padding, as JSON), 3 paused (prints the
@@ -12,7 +12,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use minllm::durable::{Outcome, SqliteCheckpointer, interrupt};
-use minllm::{End, Error, ExecContext, Flow, Node, NodeResult, Params};
+use minllm::{BatchMode, BatchNode, End, Error, ExecContext, Flow, Node, NodeResult, Params};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -20,6 +20,7 @@ struct Ledger {
     count: u64,
     log: Vec<String>,
     pad: String,
+    squares: u64,
     approved: Option<String>,
 }
 
@@ -83,6 +84,30 @@ impl Node<Ledger> for Work {
     }
 }
 
+/// A batch of 30 items after the paid calls (`parallel` when `PARALLEL` is set).
+struct Items;
+
+impl BatchNode<Ledger> for Items {
+    type Item = u64;
+    type Output = u64;
+    type Action = ();
+    fn prep(&self, _: &Ledger, _: &Params) -> NodeResult<Vec<u64>> {
+        Ok((0..30).collect())
+    }
+    fn exec(&self, i: &u64, _: &ExecContext) -> NodeResult<u64> {
+        log(format!("item-start {i}"));
+        maybe_die("item", *i);
+        Ok(i * i)
+    }
+    fn post(&self, ledger: &mut Ledger, _: Vec<u64>, squares: Vec<u64>) -> NodeResult<()> {
+        ledger.squares = squares.iter().sum();
+        Ok(())
+    }
+    fn mode(&self) -> BatchMode {
+        if std::env::var("PARALLEL").is_ok() { BatchMode::Parallel { threads: Some(4) } } else { BatchMode::Sequential }
+    }
+}
+
 /// Asks for approval when `ASK` is set.
 struct Approve;
 
@@ -112,8 +137,9 @@ fn flow(n: u64) -> Flow<Ledger> {
     inner.edge(work.on("again") >> work).edge(work.on("done") >> End).max_steps(10_000);
     let mut outer = Flow::new("outer");
     let nested = outer.add("inner", inner);
+    let items = outer.add("items", Items);
     let approve = outer.add("approve", Approve);
-    outer.edge(nested.on("done") >> approve);
+    outer.edge(nested.on("done") >> items >> approve);
     outer
 }
 
@@ -149,8 +175,8 @@ fn main() {
         Ok(Outcome::Finished(_)) => {
             // Without the padding: a parent that reads only after a kill must
             // not find the child blocked on a full pipe.
-            let Ledger { count, log, approved, .. } = ledger;
-            println!("{}", serde_json::json!({ "count": count, "log": log, "approved": approved }));
+            let Ledger { count, log, approved, squares, .. } = ledger;
+            println!("{}", serde_json::json!({ "count": count, "log": log, "approved": approved, "squares": squares }));
         }
         Ok(Outcome::Paused(pause)) => {
             println!("{}", pause.question_json());
