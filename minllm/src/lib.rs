@@ -90,6 +90,7 @@ mod checks;
 mod context;
 pub mod durable;
 mod error;
+pub mod events;
 mod flow;
 #[doc(hidden)]
 pub mod marker;
