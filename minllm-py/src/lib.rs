@@ -8,6 +8,7 @@ mod bridge;
 mod copies;
 mod core;
 mod depth;
+mod durable;
 mod flows;
 mod graph;
 mod registry;
@@ -25,6 +26,10 @@ fn minllm_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::SharedStore>()?;
     m.add_class::<bridge::Coroutine>()?;
     m.add("FlowError", py.get_type::<core::FlowError>())?;
+    m.add("CheckpointError", py.get_type::<durable::CheckpointError>())?;
+    m.add_class::<durable::Checkpoints>()?;
+    m.add_class::<durable::HeldRun>()?;
+    m.add_class::<durable::Steps>()?;
     m.add_function(wrap_pyfunction!(registry::_register, m)?)?;
     m.add_function(wrap_pyfunction!(settings::_check_setting, m)?)?;
     Ok(())

@@ -120,6 +120,11 @@ impl StepCounter {
         Ok(StepCounter { limit, taken: 0, recent: std::collections::VecDeque::new(), flow, since_yield: 0 })
     }
 
+    /// The counter of a run resumed after `taken` steps.
+    pub(crate) fn resumed(flow: &Bound<'_, PyAny>, taken: u64) -> PyResult<Self> {
+        Ok(StepCounter { taken, ..Self::new(flow)? })
+    }
+
     /// Counts a step into `node`, or refuses it when the limit is reached.
     /// Checks for Ctrl-C, and now and then lets other threads run.
     pub(crate) fn enter(&mut self, node: &Bound<'_, PyAny>) -> PyResult<()> {

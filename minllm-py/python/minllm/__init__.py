@@ -31,7 +31,18 @@ import warnings
 from typing import Any as _Any
 from typing import TypeVar as _TypeVar
 
-from . import _minllm
+from . import _durable, _minllm
+from ._durable import (
+    CheckpointError,
+    CheckpointInfo,
+    Event,
+    Interrupted,
+    MemoryCheckpointer,
+    SqliteCheckpointer,
+    emit,
+    interrupt,
+    register,
+)
 from ._minllm import FlowError, SharedStore
 
 _Core = _minllm.NodeCore
@@ -163,6 +174,40 @@ class Flow(BaseNode):
     _orch = _Core._flow_orch
     _run = _Core._flow_run
     post = _Core._flow_post
+
+    def run(self, shared: _Any, checkpointer: _Any = None, run_id: str | None = None) -> _Any:
+        """Runs the flow on ``shared`` and returns its last action. With a
+        ``checkpointer`` and a ``run_id``, checkpoints before every node and records
+        each ``exec`` result before its ``post``: :meth:`resume` finishes the run
+        after a crash, an error or an :func:`interrupt`, in any process."""
+        if checkpointer is None and run_id is None:
+            return _Core.run(self, shared)
+        self._refuse_batch_at_top(checkpointer)
+        return _durable.run(self, shared, checkpointer, run_id)
+
+    def resume(
+        self, run_id: str, checkpointer: _Any, answer: _Any = _durable._MISSING, checkpoint: int | None = None,
+        shared: _Any = None,
+    ) -> _Any:
+        """Finishes run ``run_id`` from its newest checkpoint (or from ``checkpoint``,
+        as a new branch, with ``shared`` when given) and returns its store. ``answer``
+        is what the paused node's :func:`interrupt` returns. What finished before is
+        not done again. Raises :class:`Interrupted` when the run pauses again."""
+        return _durable.resume(self, run_id, checkpointer, answer, checkpoint, shared)
+
+    def stream(self, shared: _Any, checkpointer: _Any = None, run_id: str | None = None) -> _abc.Iterator[Event]:
+        """Runs the flow on a thread of its own and yields its :class:`Event` objects
+        as they happen: ``node_started``, ``node_finished``, and ``custom`` values that
+        hooks :func:`emit`. Errors (and :class:`Interrupted`) are raised at the end."""
+        self._refuse_batch_at_top(checkpointer)
+        return _durable.stream(self, shared, checkpointer, run_id)
+
+    def _refuse_batch_at_top(self, checkpointer: _Any) -> None:
+        if checkpointer is not None and isinstance(self, BatchFlow):
+            raise TypeError(
+                "a BatchFlow cannot be checkpointed at the top yet: put it in a Flow "
+                "(Flow(start=batch_flow)); its runs then repeat as a whole on resume"
+            )
     def validate(self) -> list[Problem]:
         """The flow's wiring problems, and the settings a run would refuse; empty when
         there are none. Each :class:`Problem` reads as its message."""
@@ -236,6 +281,28 @@ class AsyncFlow(Flow, AsyncNode):
     _orch_async = _Core._async_flow_orch
     _run_async = _Core._async_flow_run
     post_async = _Core._async_flow_post
+
+    async def run_async(self, shared: _Any, checkpointer: _Any = None, run_id: str | None = None) -> _Any:
+        """``Flow.run`` for async flows, with the same checkpoint arguments."""
+        if checkpointer is None and run_id is None:
+            return await _Core._async_run(self, shared)
+        self._refuse_batch_at_top(checkpointer)
+        return await _durable.run_async(self, shared, checkpointer, run_id)
+
+    async def resume_async(
+        self, run_id: str, checkpointer: _Any, answer: _Any = _durable._MISSING, checkpoint: int | None = None,
+        shared: _Any = None,
+    ) -> _Any:
+        """``Flow.resume`` for async flows."""
+        return await _durable.resume_async(self, run_id, checkpointer, answer, checkpoint, shared)
+
+    def stream_async(
+        self, shared: _Any, checkpointer: _Any = None, run_id: str | None = None
+    ) -> _abc.AsyncIterator[Event]:
+        """``Flow.stream`` for async flows: an async iterator of events while the flow
+        runs as a task of the current loop."""
+        self._refuse_batch_at_top(checkpointer)
+        return _durable.stream_async(self, shared, checkpointer, run_id)
 
 
 class AsyncBatchFlow(AsyncFlow, BatchFlow):

@@ -126,6 +126,23 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// A checkpoint, for a backend or a driver outside this crate (the Python
+    /// package) that writes one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        seq: u64,
+        parent: Option<u64>,
+        visit: u64,
+        path: Vec<String>,
+        steps: Vec<u64>,
+        status: Status,
+        answers: Vec<Vec<u8>>,
+        fields: Vec<(String, Field)>,
+        created_ms: u64,
+    ) -> Self {
+        Checkpoint { seq, parent, visit, path, steps, status, answers, fields, created_ms }
+    }
+
     /// The node the checkpoint is at (the last name of its path).
     pub fn node(&self) -> &str {
         self.path.last().map_or("", String::as_str)

@@ -1,0 +1,604 @@
+"""Durable runs of Python flows: checkpoints, resume after a crash, pauses for a
+human (:func:`interrupt`), history, and event streams (:func:`emit`).
+
+The backends are the Rust engine's own (one implementation for both languages);
+this module walks the flow node by node as ``Flow._orch`` does, checkpointing
+before each node and recording each ``exec`` result before its ``post``.
+
+Values are stored as plain data (JSON with tags for tuples, bytes and dicts):
+loading a checkpoint never runs code. Other types are an error naming the key,
+unless registered with :func:`register`, or unless the checkpointer allows pickle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextvars
+import copy
+import json
+import os
+import pickle
+import queue
+import threading
+import time
+from typing import Any, AsyncIterator, Callable, Iterator
+
+from . import _minllm
+
+CheckpointError = _minllm.CheckpointError
+
+_MISSING: Any = object()
+
+
+# ---- plain data ----
+
+_registered: dict[type, tuple[str, Callable[[Any], Any], Callable[[Any], Any]]] = {}
+_by_name: dict[str, tuple[type, Callable[[Any], Any]]] = {}
+
+
+def register(cls: type, dump: Callable[[Any], Any], load: Callable[[Any], Any], name: str | None = None) -> None:
+    """Lets values of ``cls`` go into checkpoints: ``dump(value)`` gives plain data
+    (None, bool, int, float, str, bytes, list, tuple, dict), ``load(data)`` makes the
+    value again. ``name`` (default ``module.QualName``) is what the checkpoint stores.
+
+    >>> import dataclasses
+    >>> @dataclasses.dataclass
+    ... class Ticket:
+    ...     id: int
+    >>> register(Ticket, dataclasses.asdict, lambda d: Ticket(**d))
+    """
+    key = name or f"{cls.__module__}.{cls.__qualname__}"
+    _registered[cls] = (key, dump, load)
+    _by_name[key] = (cls, load)
+
+
+def _type_name(value: Any) -> str:
+    t = type(value)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+class _Codec:
+    """Plain data to JSON and back, for one checkpointer (which may allow pickle)."""
+
+    def __init__(self, allow_pickle: bool) -> None:
+        self.allow_pickle = allow_pickle
+
+    def dump(self, value: Any, where: str) -> Any:
+        t = type(value)
+        if value is None or t is bool or t is int or t is str:
+            return value
+        if t is float:
+            return value
+        if t is list:
+            return [self.dump(v, where) for v in value]
+        if t is tuple:
+            return {"__t": [self.dump(v, where) for v in value]}
+        if t is bytes:
+            return {"__b": base64.b64encode(value).decode("ascii")}
+        if t is dict:
+            return {"__d": [[self.dump(k, where), self.dump(v, where)] for k, v in value.items()]}
+        found = _registered.get(t)
+        if found is not None:
+            name, dump, _ = found
+            return {"__r": name, "v": self.dump(dump(value), where)}
+        if self.allow_pickle:
+            return {"__p": base64.b64encode(pickle.dumps(value)).decode("ascii")}
+        raise TypeError(
+            f"{where} holds a {_type_name(value)}, which cannot be checkpointed: use plain data (None, bool, "
+            f"int, float, str, bytes, list, tuple, dict), register the type with minllm.register(cls, dump, load), "
+            f"or allow pickle with SqliteCheckpointer(path, allow_pickle=True)"
+        )
+
+    def load(self, data: Any) -> Any:
+        if isinstance(data, list):
+            return [self.load(v) for v in data]
+        if not isinstance(data, dict):
+            return data
+        if "__t" in data:
+            return tuple(self.load(v) for v in data["__t"])
+        if "__b" in data:
+            return base64.b64decode(data["__b"])
+        if "__d" in data:
+            return {self.load(k): self.load(v) for k, v in data["__d"]}
+        if "__r" in data:
+            found = _by_name.get(data["__r"])
+            if found is None:
+                raise CheckpointError(
+                    f"the checkpoint holds a {data['__r']}, which is not registered: call "
+                    f"minllm.register({data['__r'].rsplit('.', 1)[-1]}, dump, load) before resuming"
+                )
+            return found[1](self.load(data["v"]))
+        if "__p" in data:
+            if not self.allow_pickle:
+                raise CheckpointError(
+                    "the checkpoint holds a pickled value, and this checkpointer does not allow pickle "
+                    "(loading it could run any code); open it with allow_pickle=True only if you trust the file"
+                )
+            return pickle.loads(base64.b64decode(data["__p"]))
+        raise CheckpointError(f"the checkpoint holds an unknown value {json.dumps(data)[:80]}")
+
+    def encode(self, value: Any, where: str) -> bytes:
+        return json.dumps(self.dump(value, where), separators=(",", ":")).encode()
+
+    def decode(self, data: bytes) -> Any:
+        return self.load(json.loads(data))
+
+
+# ---- checkpointers ----
+
+
+class CheckpointInfo:
+    """A line of a run's history: ``seq`` (its number), ``parent`` (the checkpoint it
+    follows), ``step``, ``node`` (``outer > inner > node``), ``status``
+    (``"running"``, ``"paused"``, ``"finished"``) and ``created`` (seconds since the epoch)."""
+
+    def __init__(self, d: dict[str, Any]) -> None:
+        self.seq: int = d["seq"]
+        self.parent: int | None = d["parent"]
+        self.step: int = d["step"]
+        self.node: str = d["node"]
+        self.status: str = d["status"]
+        self.created: float = d["created_ms"] / 1000
+
+    def __repr__(self) -> str:
+        return f"CheckpointInfo(seq={self.seq}, step={self.step}, node={self.node!r}, status={self.status!r})"
+
+
+class _Checkpointer:
+    _cp: Any
+    _codec: _Codec
+
+    def history(self, run_id: str) -> list[CheckpointInfo]:
+        """The run's checkpoints, oldest first."""
+        return [CheckpointInfo(d) for d in self._cp.history(run_id)]
+
+    def load(self, run_id: str, seq: int | None = None) -> dict[Any, Any]:
+        """The store of checkpoint ``seq`` of the run (the newest when ``None``)."""
+        found = self._cp.get(run_id, seq)
+        if found is None:
+            raise CheckpointError(f"run {run_id!r} has no checkpoint {seq if seq is not None else ''}".rstrip())
+        return _fields_to_store(self._codec, found["fields"])
+
+
+class SqliteCheckpointer(_Checkpointer):
+    """Checkpoints in a SQLite file (WAL mode, no server). ``allow_pickle``: store
+    values of other types with pickle (only for files you trust: loading a pickle
+    can run any code)."""
+
+    def __init__(self, path: str | os.PathLike[str], allow_pickle: bool = False) -> None:
+        self.path = os.fspath(path)
+        self._cp = _minllm._Checkpoints.sqlite(self.path)
+        self._codec = _Codec(allow_pickle)
+
+    def __repr__(self) -> str:
+        return f"SqliteCheckpointer({self.path!r})"
+
+
+class MemoryCheckpointer(_Checkpointer):
+    """Checkpoints in memory, for tests: they end with the process."""
+
+    def __init__(self, allow_pickle: bool = False) -> None:
+        self._cp = _minllm._Checkpoints.memory()
+        self._codec = _Codec(allow_pickle)
+
+
+def _fields_to_store(codec: _Codec, fields: dict[str, bytes]) -> dict[Any, Any]:
+    store = {}
+    for name, data in fields.items():
+        key = codec.decode(name[1:].encode()) if name.startswith("\0") else name
+        store[key] = codec.decode(data)
+    return store
+
+
+# ---- pauses and events ----
+
+
+class Interrupted(Exception):
+    """A node called :func:`interrupt`: the run is paused, in its checkpoints only.
+    ``run_id``, ``value`` (what the node asked) and ``node`` (where)."""
+
+    def __init__(self, run_id: str, value: Any, node: str) -> None:
+        super().__init__(f"run {run_id!r} paused at {node}: {value!r}")
+        self.run_id, self.value, self.node = run_id, value, node
+
+
+class _Pause(BaseException):
+    """What interrupt() raises inside the node: not an Exception, so retries and
+    ``except Exception`` let it through."""
+
+
+class _Visit:
+    def __init__(self, seq: int, answers: list[Any]) -> None:
+        self.seq, self.answers, self.next, self.asked = seq, answers, 0, _MISSING
+
+
+_visit: contextvars.ContextVar[_Visit | None] = contextvars.ContextVar("minllm_visit", default=None)
+_sink: contextvars.ContextVar[Any] = contextvars.ContextVar("minllm_sink", default=None)
+
+
+def interrupt(value: Any) -> Any:
+    """Pauses a checkpointed run to ask ``value`` (a question, a draft); the caller
+    gets :class:`Interrupted`. Resumed with an answer
+    (``flow.resume(run_id, checkpointer=cp, answer=...)``, in any process), the
+    node runs again and this call returns the answer. The n-th call in a node gets
+    the n-th answer; an ``exec`` that finished is not run again."""
+    visit = _visit.get()
+    if visit is None:
+        raise RuntimeError(
+            "interrupt() needs a checkpointed run: flow.run(shared, checkpointer=..., run_id=...)"
+        )
+    if visit.next < len(visit.answers):
+        answer = visit.answers[visit.next]
+        visit.next += 1
+        return answer
+    visit.asked = value
+    raise _Pause()
+
+
+class Event:
+    """One thing that happened in a streamed run: ``kind`` (``"node_started"``,
+    ``"node_finished"``, ``"custom"``), ``flow`` (``outer > inner``), ``node``,
+    ``action`` and ``elapsed`` (seconds) for ``node_finished``, ``value`` for ``custom``."""
+
+    def __init__(
+        self, kind: str, flow: str, node: str, action: Any = None, value: Any = None, elapsed: float | None = None
+    ) -> None:
+        self.kind, self.flow, self.node = kind, flow, node
+        self.action, self.value, self.elapsed = action, value, elapsed
+
+    def __repr__(self) -> str:
+        extra = f", action={self.action!r}" if self.kind == "node_finished" else ""
+        extra += f", value={self.value!r}" if self.kind == "custom" else ""
+        return f"Event({self.kind!r}, node={self.node!r}{extra})"
+
+
+def emit(value: Any) -> None:
+    """Sends ``value`` to the caller of a streamed run as a ``"custom"`` event (each
+    token of an LLM answer, progress). Outside a streamed run it does nothing."""
+    sink = _sink.get()
+    if sink is not None:
+        sink[0](Event("custom", sink[1], sink[2], value=value))
+
+
+# ---- the driver ----
+
+
+def _names(flow: Any) -> dict[int, str]:
+    """A stable name for each node of a flow: its ``name`` attribute when it has a
+    str one, else its class name; ``#2``, ``#3`` for repeats, in the order a walk
+    from the start meets them."""
+    names: dict[int, str] = {}
+    seen: dict[str, int] = {}
+    todo = [flow.start_node] if flow.start_node is not None else []
+    while todo:
+        node = todo.pop(0)
+        if id(node) in names:
+            continue
+        base = getattr(node, "name", None)
+        base = base if isinstance(base, str) and base else type(node).__name__
+        seen[base] = seen.get(base, 0) + 1
+        names[id(node)] = base if seen[base] == 1 else f"{base}#{seen[base]}"
+        successors = getattr(node, "successors", None) or {}
+        todo.extend(successors.values())
+    return names
+
+
+class _Run:
+    """One run: its checkpointer and journal, its events, the stack of flows."""
+
+    def __init__(self, checkpointer: _Checkpointer | None, run_id: str | None, events: Any, flow_name: str) -> None:
+        self.cp, self.run_id, self.events, self.flow_name = checkpointer, run_id, events, flow_name
+        self.codec = checkpointer._codec if checkpointer is not None else None
+        self.last = 0  # the newest checkpoint (the parent of the next)
+        self.next = 1
+        self.fields: dict[str, bytes] = {}
+        self.stack: list[list[Any]] = []  # [name, steps] per flow entered, the node last
+        self.again: tuple[int, list[Any]] | None = None  # the visit to continue
+
+    # -- checkpoints --
+
+    def _save_fields(self, shared: Any) -> dict[str, bytes]:
+        assert self.codec is not None
+        fields = {}
+        for key, value in shared.items():
+            name = key if isinstance(key, str) and not key.startswith("\0") else "\0" + self.codec.encode(key, "a key").decode()
+            fields[name] = self.codec.encode(value, f"shared[{key!r}]")
+        return fields
+
+    def write(self, status: str, fields: dict[str, bytes], detail: bytes | None = None, visit: int | None = None,
+              answers: list[Any] | None = None) -> int:
+        assert self.cp is not None and self.codec is not None
+        seq = self.next
+        marked = [(n, None if self.fields.get(n) == v else v) for n, v in fields.items()]
+        encoded = [self.codec.encode(a, "an answer") for a in answers or []]
+        path = [frame[0] for frame in self.stack]
+        steps = [frame[1] for frame in self.stack]
+        self.cp._cp.put(self.run_id, seq, self.last or None, visit or seq, path, steps, status, detail, encoded, marked)
+        self.last, self.next, self.fields = seq, seq + 1, fields
+        return seq
+
+    def follow(self, checkpoint: dict[str, Any]) -> None:
+        self.last = checkpoint["seq"]
+        self.fields = dict(checkpoint["fields"])
+
+    # -- events --
+
+    def send(self, kind: str, node: str, **more: Any) -> None:
+        if self.events is not None:
+            self.events(Event(kind, " > ".join(f[0] for f in self.stack[:-1]) or self.flow_name, node, **more))
+
+    # -- nodes --
+
+    async def node(self, curr: Any, shared: Any, name: str) -> Any:
+        from . import AsyncNode, Node
+
+        visit = None
+        if self.cp is not None:
+            if self.again is not None:
+                seq, answers = self.again
+                self.again = None
+            else:
+                seq, answers = self.write("running", self._save_fields(shared)), []
+            visit = _Visit(seq, answers)
+        where = " > ".join(f[0] for f in self.stack[:-1]) or self.flow_name
+        started = time.perf_counter()
+        self.send("node_started", name)
+        tokens = (_visit.set(visit), _sink.set((self.events, where, name) if self.events is not None else None))
+        try:
+            is_async = isinstance(curr, AsyncNode)
+            if is_async:
+                own_run = type(curr)._run_async is AsyncNode._run_async
+            else:
+                own_run = type(curr)._run is Node._run
+            if visit is None or not own_run:
+                # Not checkpointed, or a node with a `_run` of its own: as the engine runs it.
+                action = await curr._run_async(shared) if is_async else curr._run(shared)
+            else:
+                p = await curr.prep_async(shared) if is_async else curr.prep(shared)
+                if visit is None:
+                    e = await curr._exec(p) if is_async else curr._exec(p)
+                else:
+                    e = await self.exec(curr, p, visit, is_async)
+                action = await curr.post_async(shared, p, e) if is_async else curr.post(shared, p, e)
+        except _Pause:
+            assert visit is not None and self.codec is not None
+            detail = self.codec.encode(visit.asked, "the interrupt's value")
+            self.write("paused", dict(self.fields), detail, visit.seq, visit.answers)
+            path = " > ".join(f[0] for f in self.stack)
+            raise Interrupted(self.run_id or "", visit.asked, path) from None
+        finally:
+            _visit.reset(tokens[0])
+            _sink.reset(tokens[1])
+        self.send("node_finished", name, action=action, elapsed=time.perf_counter() - started)
+        return action
+
+    async def exec(self, curr: Any, p: Any, visit: _Visit, is_async: bool) -> Any:
+        """``curr._exec(p)``, or its recorded result; batch items one by one."""
+        from . import AsyncBatchNode, AsyncNode, BatchNode, Node
+
+        assert self.cp is not None and self.codec is not None
+        if is_async:
+            per_item = type(curr)._exec is AsyncBatchNode._exec
+        else:
+            per_item = type(curr)._exec is BatchNode._exec
+        if not per_item:
+            return await self.recorded(curr, visit, "", lambda: curr._exec(p), is_async)
+        results = []
+        for i, item in enumerate(p or []):
+            one = (lambda item=item: AsyncNode._exec(curr, item)) if is_async else (lambda item=item: Node._exec(curr, item))
+            results.append(await self.recorded(curr, visit, str(i), one, is_async))
+        return results
+
+    async def recorded(self, curr: Any, visit: _Visit, key: str, call: Callable[[], Any], is_async: bool) -> Any:
+        assert self.cp is not None and self.codec is not None
+        found = self.cp._cp.get_exec(self.run_id, visit.seq, key)
+        if found is not None:
+            record = self.codec.decode(found)
+            visit.next += record["taken"]
+            return record["value"]
+        before = visit.next
+        value = call()
+        if is_async:
+            value = await value
+        what = f"the exec result of {type(curr).__name__}" + (f" (item {key})" if key else "")
+        record = self.codec.encode({"taken": visit.next - before, "value": value}, what)
+        self.cp._cp.put_exec(self.run_id, visit.seq, key, record)
+        return value
+
+    # -- flows --
+
+    async def flow(self, flow: Any, shared: Any, params: Any, restore: list[tuple[str, int]]) -> Any:
+        """One pass of ``flow`` (``Flow._orch``), node by node; ``restore`` says
+        where a resumed run was in this flow and the ones inside it."""
+        from . import AsyncFlow, BatchFlow, Flow
+
+        names = _names(flow)
+        by_name = {v: k for k, v in names.items()}
+        nodes = {}
+        todo = [flow.start_node] if flow.start_node is not None else []
+        while todo:
+            node = todo.pop(0)
+            if id(node) not in nodes:
+                nodes[id(node)] = node
+                todo.extend((getattr(node, "successors", None) or {}).values())
+        orig = flow.start_node
+        steps = 0
+        if restore:
+            name, steps = restore[0]
+            if name not in by_name:
+                raise CheckpointError(
+                    f"run {self.run_id!r} was at node {name!r}, which the flow no longer has (renamed or removed since)"
+                )
+            orig, steps = nodes[by_name[name]], steps - 1
+        p = params or {**flow.params}
+        last = None
+        counter = _minllm._Steps(flow, steps)
+        while orig:
+            counter.enter(orig)
+            steps += 1
+            curr = copy.copy(orig)
+            curr.set_params(p)
+            name = names.get(id(orig), type(orig).__name__)
+            self.stack.append([name, steps])
+            try:
+                inner = restore[1:] if restore else []
+                restore = []
+                plain = isinstance(curr, Flow) and not isinstance(curr, BatchFlow)
+                if plain and isinstance(curr, AsyncFlow) and type(curr)._run_async is AsyncFlow._run_async:
+                    prep_res = await curr.prep_async(shared)
+                    o = await self.flow(curr, shared, None, inner)
+                    last = await curr.post_async(shared, prep_res, o)
+                elif plain and not isinstance(curr, AsyncFlow) and type(curr)._run is Flow._run:
+                    prep_res = curr.prep(shared)
+                    o = await self.flow(curr, shared, None, inner)
+                    last = curr.post(shared, prep_res, o)
+                else:
+                    last = await self.node(curr, shared, name)
+            finally:
+                self.stack.pop()
+            orig = flow.get_next_node(curr, last)
+        return last
+
+
+def _sync(coro: Any) -> Any:
+    """Runs a coroutine that never waits (a sync flow's driver) to its end."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError("an async node needs an async flow: use AsyncFlow and run_async")
+
+
+def _start(flow: Any, checkpointer: Any, run_id: Any, events: Any) -> _Run:
+    if checkpointer is not None and not isinstance(run_id, str):
+        raise TypeError("a checkpointed run needs a run_id (a str)")
+    return _Run(checkpointer, run_id, events, type(flow).__name__)
+
+
+async def _drive(flow: Any, shared: Any, run: _Run, restore: list[tuple[str, int]]) -> Any:
+    lock = run.cp._cp.lock(run.run_id) if run.cp is not None else None
+    try:
+        if run.cp is not None and not restore and run.cp._cp.get(run.run_id) is not None:
+            raise CheckpointError(
+                f"run {run.run_id!r} has checkpoints already: resume it (flow.resume), or start a new run id"
+            )
+        last = await run.flow(flow, shared, None, restore)
+        if run.cp is not None:
+            detail = json.dumps(last).encode() if isinstance(last, str) else b"null"
+            run.stack = []
+            run.write("finished", run._save_fields(shared), detail)
+        return last
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def run(flow: Any, shared: Any, checkpointer: Any, run_id: Any) -> Any:
+    run = _start(flow, checkpointer, run_id, None)
+    return _sync(_drive(flow, shared, run, []))
+
+
+async def run_async(flow: Any, shared: Any, checkpointer: Any, run_id: Any) -> Any:
+    run = _start(flow, checkpointer, run_id, None)
+    return await _drive(flow, shared, run, [])
+
+
+def _resume_plan(
+    flow: Any, run_id: str, checkpointer: Any, answer: Any, checkpoint: Any, shared: Any
+) -> tuple[dict[str, Any], Any, list[Any]]:
+    if not isinstance(checkpointer, _Checkpointer):
+        raise TypeError("resume needs checkpointer=SqliteCheckpointer(...) or MemoryCheckpointer()")
+    cp = checkpointer._cp.get(run_id, checkpoint)
+    if cp is None:
+        raise CheckpointError(f"run {run_id!r} has no checkpoint" + (f" {checkpoint}" if checkpoint else "s"))
+    store = _fields_to_store(checkpointer._codec, cp["fields"])
+    if shared is None:
+        shared = store
+    elif checkpoint is None:
+        shared.clear()
+        shared.update(store)
+    answers = [checkpointer._codec.decode(a) for a in cp["answers"]]
+    if answer is not _MISSING:
+        if cp["status"] != "paused":
+            raise CheckpointError(f"run {run_id!r} is not paused, so there is nothing to answer")
+        answers.append(answer)
+    return cp, shared, answers
+
+
+def resume(flow: Any, run_id: str, checkpointer: Any, answer: Any, checkpoint: Any, shared: Any) -> Any:
+    return _sync(resume_async(flow, run_id, checkpointer, answer, checkpoint, shared))
+
+
+async def resume_async(flow: Any, run_id: str, checkpointer: Any, answer: Any, checkpoint: Any, shared: Any,
+                       events: Any = None) -> Any:
+    lock = checkpointer._cp.lock(run_id) if isinstance(checkpointer, _Checkpointer) else None
+    try:
+        cp, shared, answers = _resume_plan(flow, run_id, checkpointer, answer, checkpoint, shared)
+        if cp["status"] == "finished":
+            return shared
+        run = _start(flow, checkpointer, run_id, events)
+        run.follow(cp)
+        run.next = (checkpointer._cp.get(run_id)["seq"]) + 1
+        run.again = (cp["visit"], answers)
+        restore = list(zip(cp["path"], cp["steps"]))
+    finally:
+        if lock is not None:
+            lock.release()
+    await _drive(flow, shared, run, restore)
+    return shared
+
+
+# ---- streams ----
+
+
+def stream(flow: Any, shared: Any, checkpointer: Any, run_id: Any) -> Iterator[Event]:
+    """The flow's events while it runs on a thread of its own."""
+    events: queue.Queue[Any] = queue.Queue()
+    done = object()
+    outcome: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            _sync(_drive(flow, shared, _start(flow, checkpointer, run_id, events.put), []))
+        except BaseException as error:  # handed to the caller
+            outcome.append(error)
+        finally:
+            events.put(done)
+
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True)
+    thread.start()
+    while True:
+        event = events.get()
+        if event is done:
+            break
+        yield event
+    thread.join()
+    if outcome:
+        raise outcome[0]
+
+
+async def stream_async(flow: Any, shared: Any, checkpointer: Any, run_id: Any) -> AsyncIterator[Event]:
+    """The flow's events while it runs as a task of the current loop."""
+    events: asyncio.Queue[Any] = asyncio.Queue()
+    done = object()
+    run = _start(flow, checkpointer, run_id, events.put_nowait)
+
+    async def work() -> None:
+        try:
+            await _drive(flow, shared, run, [])
+        finally:
+            events.put_nowait(done)
+
+    task = asyncio.ensure_future(work())
+    try:
+        while True:
+            event = await events.get()
+            if event is done:
+                break
+            yield event
+    finally:
+        if not task.done():
+            task.cancel()
+    task.result()
