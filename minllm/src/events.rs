@@ -50,21 +50,31 @@ impl EventKind {
     }
 }
 
-/// Where a streamed run sends its events.
+/// Where a streamed run sends its events: to a thread (sync) or a task (async).
 #[derive(Clone)]
-pub(crate) struct Sink {
-    tx: mpsc::Sender<Event>,
+pub(crate) enum Sink {
+    Thread(mpsc::Sender<Event>),
+    Task(tokio::sync::mpsc::UnboundedSender<Event>),
 }
 
 impl Sink {
     pub(crate) fn new() -> (Sink, mpsc::Receiver<Event>) {
         let (tx, rx) = mpsc::channel();
-        (Sink { tx }, rx)
+        (Sink::Thread(tx), rx)
+    }
+
+    pub(crate) fn new_async() -> (Sink, tokio::sync::mpsc::UnboundedReceiver<Event>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Sink::Task(tx), rx)
     }
 
     /// Sends an event; a consumer that stopped listening is not an error.
     pub(crate) fn send(&self, kind: EventKind, flow: &str, node: &str) {
-        let _ = self.tx.send(Event { kind, flow: flow.to_owned(), node: node.to_owned() });
+        let event = Event { kind, flow: flow.to_owned(), node: node.to_owned() };
+        let _ = match self {
+            Sink::Thread(tx) => tx.send(event).map_err(drop),
+            Sink::Task(tx) => tx.send(event).map_err(drop),
+        };
     }
 
     /// Makes [`emit`] send to this sink, as node `node` of `flow`, on this
@@ -75,11 +85,16 @@ impl Sink {
     }
 }
 
-type Here = Option<(Sink, String, String)>;
+pub(crate) type Here = Option<(Sink, String, String)>;
 
 thread_local! {
     /// The sink, flow and node of the hook running on this thread, in a streamed run.
     static EMITTING: RefCell<Here> = const { RefCell::new(None) };
+}
+
+/// The sink set on this thread now, with its flow and node.
+pub(crate) fn current_emit() -> Here {
+    EMITTING.with(|e| e.borrow().clone())
 }
 
 /// Puts back the thread's previous sink when dropped.
@@ -131,5 +146,35 @@ impl Iterator for Events {
 impl std::fmt::Debug for Events {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Events")
+    }
+}
+
+/// The events of a streamed async run, as a [`Stream`](futures_util::Stream):
+/// see [`Flow::stream_async`](crate::Flow::stream_async).
+pub struct AsyncEvents {
+    pub(crate) rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+}
+
+impl AsyncEvents {
+    /// The next event; `None` once the run ended and every event was taken.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+}
+
+impl futures_util::Stream for AsyncEvents {
+    type Item = Event;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Event>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl std::fmt::Debug for AsyncEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AsyncEvents")
     }
 }

@@ -158,6 +158,9 @@ where
     N: AsyncBatchNode<S>,
 {
     let retry = node.retry();
+    if let Some(visit) = cx.visit {
+        return exec_async_items_recorded(node, mode, items, cx, visit).await;
+    }
     match mode {
         AsyncBatchMode::Concurrent { limit } => {
             concurrent_map(items.len(), limit, |i| exec_async_item(node, i, &items[i], cx, retry)).await
@@ -170,6 +173,44 @@ where
             Ok(outputs)
         }
     }
+}
+
+/// [`exec_async_items`] in a checkpointed run: each item's output recorded as
+/// it finishes, and taken from the record when an earlier try got it.
+#[cold]
+fn exec_async_items_recorded<'a, S, N>(
+    node: &'a N,
+    mode: AsyncBatchMode,
+    items: &'a [N::Item],
+    cx: &'a NodeCx<'a>,
+    visit: &'a Visit<'a>,
+) -> BoxFuture<'a, Result<Vec<N::Output>, Box<Error>>>
+where
+    S: Send + Sync,
+    N: AsyncBatchNode<S>,
+{
+    let retry = node.retry();
+    let one = move |i: usize| async move {
+        let failed = |h: HookError| batch_error(cx, Some(h));
+        if let Some(output) = replay_item::<N::Output>(visit, i).map_err(failed)? {
+            return Ok(output);
+        }
+        let output = exec_async_item(node, i, &items[i], cx, retry).await?;
+        record_item(visit, i, &output).map_err(failed)?;
+        Ok(output)
+    };
+    Box::pin(async move {
+        match mode {
+            AsyncBatchMode::Concurrent { limit } => concurrent_map(items.len(), limit, one).await,
+            AsyncBatchMode::Sequential => {
+                let mut outputs = Vec::with_capacity(items.len());
+                for i in 0..items.len() {
+                    outputs.push(one(i).await?);
+                }
+                Ok(outputs)
+            }
+        }
+    })
 }
 
 /// One item's `exec`: the first attempt in place, retries and the fallback in

@@ -58,7 +58,7 @@ pub(crate) use codec::{ExecRecord, decode_value, encode_value};
 pub use memory::MemoryCheckpointer;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteCheckpointer;
-pub(crate) use visit::{Journal, Visit, is_interrupt};
+pub(crate) use visit::{Ambient, Journal, Visit, is_interrupt};
 pub use visit::{Outcome, Pause, interrupt};
 
 /// How a run stood at one checkpoint.

@@ -3,7 +3,10 @@
 //! answers to its interrupts), and what a run ends with.
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -12,6 +15,7 @@ use serde::de::DeserializeOwned;
 use super::{Checkpoint, Checkpointer, Field, Status, now_ms};
 use crate::action::Label;
 use crate::error::{BoxError, CheckpointError, Error, NodeResult};
+use crate::events::{Emitting, Sink, current_emit};
 
 /// How a checkpointed run ended.
 #[derive(Debug)]
@@ -128,6 +132,64 @@ impl Drop for Asking {
     }
 }
 
+/// What a node's hooks reach without arguments in a checkpointed or streamed
+/// run: the visit's asks (for [`interrupt`]) and the event sink (for
+/// [`emit`](crate::events::emit)). Set on the thread around a sync node, around
+/// each poll of an async node's future (which may move between threads), and
+/// inside work moved to another thread.
+#[derive(Clone, Default)]
+pub(crate) struct Ambient {
+    asks: Option<Arc<Mutex<Asks>>>,
+    emit: Option<(Sink, String, String)>,
+}
+
+/// Puts back the thread's previous ambient when dropped.
+pub(crate) struct InAmbient(#[allow(dead_code)] Asking, #[allow(dead_code)] Option<Emitting>);
+
+impl Ambient {
+    /// The ambient of a node: its visit's asks, and the sink of its events as
+    /// node `node` of flow `flow`.
+    pub(crate) fn new(visit: Option<&Visit<'_>>, sink: Option<&Sink>, flow: &str, node: &str) -> Self {
+        Ambient {
+            asks: visit.map(|v| Arc::clone(&v.asks)),
+            emit: sink.map(|s| (s.clone(), flow.to_owned(), node.to_owned())),
+        }
+    }
+
+    /// The ambient set on this thread now (to carry to another thread).
+    pub(crate) fn current() -> Self {
+        Ambient { asks: ASKING.with(|a| a.borrow().clone()), emit: current_emit() }
+    }
+
+    /// Sets this ambient on the thread until the guard drops.
+    pub(crate) fn enter(&self) -> InAmbient {
+        let asks = self.asks.clone();
+        let asking = Asking(ASKING.with(|a| std::mem::replace(&mut *a.borrow_mut(), asks)));
+        let emitting = self.emit.as_ref().map(|(sink, flow, node)| sink.enter(flow, node));
+        InAmbient(asking, emitting)
+    }
+
+    /// `future`, with this ambient set on the thread during each of its polls.
+    pub(crate) fn scope<F: Future>(self, future: F) -> Scoped<F> {
+        Scoped { ambient: self, future: Box::pin(future) }
+    }
+}
+
+/// A future polled inside an [`Ambient`].
+pub(crate) struct Scoped<F> {
+    ambient: Ambient,
+    future: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let _inside = self.ambient.enter();
+        self.future.as_mut().poll(cx)
+    }
+}
+
 /// One visit of a node in a checkpointed run: where its `exec` results are
 /// recorded and what its interrupts were answered.
 pub(crate) struct Visit<'a> {
@@ -139,12 +201,6 @@ pub(crate) struct Visit<'a> {
 }
 
 impl Visit<'_> {
-    /// Makes [`interrupt`] see this visit on this thread until the guard drops.
-    pub(crate) fn enter(&self) -> Asking {
-        let asks = Some(Arc::clone(&self.asks));
-        Asking(ASKING.with(|a| std::mem::replace(&mut *a.borrow_mut(), asks)))
-    }
-
     /// The `exec` result recorded for `key` by an earlier try of this visit.
     pub(crate) fn recorded(&self, key: &str) -> Result<Option<Vec<u8>>, CheckpointError> {
         self.checkpointer.get_exec(self.run, self.seq, key)

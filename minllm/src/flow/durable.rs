@@ -1,22 +1,21 @@
-//! Checkpointed runs of a runtime [`Flow`]: the engine's frames, one node at a
-//! time, with a checkpoint before each node (see [`crate::durable`]).
+//! Checkpointed and streamed runs of a runtime [`Flow`] (see
+//! [`crate::durable`] and [`crate::events`]); the loop is in `drive.rs`.
 
-use std::time::Instant;
+use std::future::Future;
 
 use serde::Serialize;
 
 use super::Flow;
-use super::run::{Exit, Frames};
-use crate::access::StoreRef;
+use super::drive::{Mode, Plan, drive, ready};
 use crate::action::Label;
-use crate::context::{FlowPath, NodeCx, Seg, no_span};
 use crate::durable::{
-    Checkpoint, CheckpointInfo, Checkpointer, DurableStore, Field, Journal, Outcome, Pause, Status, is_interrupt,
+    Checkpoint, CheckpointError, CheckpointInfo, Checkpointer, DurableStore, Field, Journal, Outcome, Status,
 };
 use crate::error::Error;
-use crate::events::{EventKind, Events, Sink};
+use crate::events::{AsyncEvents, Events, Sink};
 
-/// A flow bound to a checkpointer and a run id: [`Flow::durable`].
+/// A flow bound to a checkpointer and a run id: [`Flow::durable`]. Each way
+/// to run it comes sync and async (`run` / `run_async`, ...).
 #[must_use]
 pub struct DurableRun<'f, S: 'static> {
     flow: &'f Flow<S>,
@@ -83,10 +82,39 @@ impl<S: Send + Sync + 'static> Flow<S> {
     /// assert_eq!(printed, "Hello, world");
     /// ```
     pub fn stream(&self, store: &mut S, consume: impl FnOnce(Events)) -> Result<Label, Error> {
-        let outcome = streamed(consume, |sink| {
-            drive(self, store, Plan { journal: None, events: Some(sink), run: "" }, None, Vec::new())
-        })?;
-        match outcome {
+        let outcome = streamed(consume, |sink| ready(self.drive_events(store, sink, Mode::Sync)));
+        self.unpaused(outcome)
+    }
+
+    /// [`stream`](Flow::stream) on the current tokio runtime: `consume` (an
+    /// async closure) gets the events as an async
+    /// [`Stream`](futures_util::Stream) and runs alongside the flow; the
+    /// result comes back once both are done.
+    ///
+    /// ```
+    /// # use minllm::{Flow, SharedStore};
+    /// # async fn demo(flow: Flow<SharedStore>) -> Result<(), minllm::Error> {
+    /// let mut store = SharedStore::new();
+    /// flow.stream_async(&mut store, async |mut events| {
+    ///     while let Some(event) = events.next().await {
+    ///         println!("{} {}", event.kind.name(), event.node);
+    ///     }
+    /// })
+    /// .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn stream_async(&self, store: &mut S, consume: impl AsyncFnOnce(AsyncEvents)) -> Result<Label, Error> {
+        let outcome = streamed_async(consume, |sink| self.drive_events(store, sink, Mode::Async)).await;
+        self.unpaused(outcome)
+    }
+
+    async fn drive_events(&self, store: &mut S, sink: Sink, mode: Mode) -> Result<Outcome, Error> {
+        drive(self, store, Plan { journal: None, events: Some(&sink), run: "", mode }, None, Vec::new()).await
+    }
+
+    fn unpaused(&self, outcome: Result<Outcome, Error>) -> Result<Label, Error> {
+        match outcome? {
             Outcome::Finished(label) => Ok(label),
             // Without a journal an interrupt is a node error, never a pause.
             Outcome::Paused(pause) => Err(Error::Resume {
@@ -100,10 +128,10 @@ impl<S: Send + Sync + 'static> Flow<S> {
 
 /// Runs `run` on a scoped thread with a sink whose events `consume` gets on
 /// this thread.
-fn streamed<R: Send>(consume: impl FnOnce(Events), run: impl FnOnce(&Sink) -> R + Send) -> R {
+fn streamed<R: Send>(consume: impl FnOnce(Events), run: impl FnOnce(Sink) -> R + Send) -> R {
     let (sink, rx) = Sink::new();
     std::thread::scope(|scope| {
-        let running = scope.spawn(move || run(&sink));
+        let running = scope.spawn(move || run(sink));
         consume(Events { rx });
         match running.join() {
             Ok(result) => result,
@@ -113,34 +141,39 @@ fn streamed<R: Send>(consume: impl FnOnce(Events), run: impl FnOnce(&Sink) -> R 
     })
 }
 
+/// Runs `run` and `consume` side by side, `consume` getting the events.
+async fn streamed_async<R, G: Future<Output = R>>(
+    consume: impl AsyncFnOnce(AsyncEvents),
+    run: impl FnOnce(Sink) -> G,
+) -> R {
+    let (sink, rx) = Sink::new_async();
+    // The sink goes with the run, so the stream ends when the run does.
+    let (result, ()) = futures_util::future::join(run(sink), consume(AsyncEvents { rx })).await;
+    result
+}
+
 impl<S: DurableStore + Send + Sync + 'static> DurableRun<'_, S> {
     /// Starts the run on `store`, checkpointing before every node; an error if
     /// the run id has checkpoints already (resume it instead).
     pub fn run(&self, store: &mut S) -> Result<Outcome, Error> {
-        let _lock = self.checkpointer.lock(&self.run).map_err(|e| self.checkpoint_error(e))?;
-        if let Some(latest) = self.latest()? {
-            return Err(
-                self.refuse(format!("it has {} checkpoints already: resume it, or start a new run id", latest.seq))
-            );
-        }
-        self.drive(store, None, Vec::new(), 1, None)
+        ready(self.start(store, None, Mode::Sync))
+    }
+
+    /// [`run`](DurableRun::run) on the current tokio runtime.
+    pub async fn run_async(&self, store: &mut S) -> Result<Outcome, Error> {
+        self.start(store, None, Mode::Async).await
     }
 
     /// [`run`](DurableRun::run) while `consume` gets the run's events as they
     /// happen (see [`Flow::stream`]).
     pub fn stream(&self, store: &mut S, consume: impl FnOnce(Events)) -> Result<Outcome, Error> {
-        streamed(consume, |sink| self.start(store, Some(sink)))
+        streamed(consume, |sink| ready(self.start(store, Some(&sink), Mode::Sync)))
     }
 
-    /// Starts the run, unless the run id has checkpoints already.
-    fn start(&self, store: &mut S, events: Option<&Sink>) -> Result<Outcome, Error> {
-        let _lock = self.checkpointer.lock(&self.run).map_err(|e| self.checkpoint_error(e))?;
-        if let Some(latest) = self.latest()? {
-            return Err(
-                self.refuse(format!("it has {} checkpoints already: resume it, or start a new run id", latest.seq))
-            );
-        }
-        self.drive(store, None, Vec::new(), 1, events)
+    /// [`run_async`](DurableRun::run_async) while `consume` gets the run's
+    /// events (see [`Flow::stream_async`]).
+    pub async fn stream_async(&self, store: &mut S, consume: impl AsyncFnOnce(AsyncEvents)) -> Result<Outcome, Error> {
+        streamed_async(consume, |sink| async move { self.start(store, Some(&sink), Mode::Async).await }).await
     }
 
     /// Finishes the run from its newest checkpoint, with the store it had then
@@ -149,18 +182,24 @@ impl<S: DurableStore + Send + Sync + 'static> DurableRun<'_, S> {
     /// was recorded, is used instead of a new call. A finished run returns its
     /// result again; a paused one asks again.
     pub fn resume(&self, store: &mut S) -> Result<Outcome, Error> {
-        self.resume_inner(store, None)
+        ready(self.resume_inner(store, None, Mode::Sync))
+    }
+
+    /// [`resume`](DurableRun::resume) on the current tokio runtime.
+    pub async fn resume_async(&self, store: &mut S) -> Result<Outcome, Error> {
+        self.resume_inner(store, None, Mode::Async).await
     }
 
     /// Resumes a paused run with the answer to its [`interrupt`](crate::durable::interrupt).
     pub fn resume_with<A: Serialize>(&self, store: &mut S, answer: A) -> Result<Outcome, Error> {
-        let answer = serde_json::to_vec(&answer).map_err(|e| Error::NotCheckpointable {
-            flow: self.flow.name().to_owned(),
-            run: self.run.clone(),
-            what: "the answer".to_owned(),
-            reason: e.to_string(),
-        })?;
-        self.resume_inner(store, Some(answer))
+        let answer = self.answer(answer)?;
+        ready(self.resume_inner(store, Some(answer), Mode::Sync))
+    }
+
+    /// [`resume_with`](DurableRun::resume_with) on the current tokio runtime.
+    pub async fn resume_with_async<A: Serialize>(&self, store: &mut S, answer: A) -> Result<Outcome, Error> {
+        let answer = self.answer(answer)?;
+        self.resume_inner(store, Some(answer), Mode::Async).await
     }
 
     /// Runs on from checkpoint `seq` as a new branch, with `store` as it is
@@ -168,13 +207,12 @@ impl<S: DurableStore + Send + Sync + 'static> DurableRun<'_, S> {
     /// what should be different): to retry from a point with a changed store or
     /// a fixed prompt. The new checkpoints follow `seq`; the old ones stay.
     pub fn resume_from(&self, seq: u64, store: &mut S) -> Result<Outcome, Error> {
-        let _lock = self.checkpointer.lock(&self.run).map_err(|e| self.checkpoint_error(e))?;
-        let from = self.get(seq)?;
-        let next = self.latest()?.map_or(1, |c| c.seq + 1);
-        if let Status::Finished { action } = &from.status {
-            return Ok(Outcome::Finished(Label::from(action.clone())));
-        }
-        self.drive(store, Some(&from), from.answers.clone(), next, None)
+        ready(self.resume_from_inner(seq, store, Mode::Sync))
+    }
+
+    /// [`resume_from`](DurableRun::resume_from) on the current tokio runtime.
+    pub async fn resume_from_async(&self, seq: u64, store: &mut S) -> Result<Outcome, Error> {
+        self.resume_from_inner(seq, store, Mode::Async).await
     }
 
     /// Writes the store of checkpoint `seq` (the newest when `None`) into
@@ -193,7 +231,18 @@ impl<S: DurableStore + Send + Sync + 'static> DurableRun<'_, S> {
         self.checkpointer.history(&self.run).map_err(|e| self.checkpoint_error(e))
     }
 
-    fn resume_inner(&self, store: &mut S, answer: Option<Vec<u8>>) -> Result<Outcome, Error> {
+    /// Starts the run, unless the run id has checkpoints already.
+    async fn start(&self, store: &mut S, events: Option<&Sink>, mode: Mode) -> Result<Outcome, Error> {
+        let _lock = self.checkpointer.lock(&self.run).map_err(|e| self.checkpoint_error(e))?;
+        if let Some(latest) = self.latest()? {
+            return Err(
+                self.refuse(format!("it has {} checkpoints already: resume it, or start a new run id", latest.seq))
+            );
+        }
+        self.drive(store, None, Vec::new(), 1, events, mode).await
+    }
+
+    async fn resume_inner(&self, store: &mut S, answer: Option<Vec<u8>>, mode: Mode) -> Result<Outcome, Error> {
         let _lock = self.checkpointer.lock(&self.run).map_err(|e| self.checkpoint_error(e))?;
         let latest = self.latest()?.ok_or_else(|| self.refuse("it has no checkpoints".to_owned()))?;
         self.load_store(&latest, store)?;
@@ -204,21 +253,41 @@ impl<S: DurableStore + Send + Sync + 'static> DurableRun<'_, S> {
             (_, Some(_)) => return Err(self.refuse("it is not paused, so there is nothing to answer".to_owned())),
             (_, None) => {}
         }
-        self.drive(store, Some(&latest), answers, latest.seq + 1, None)
+        self.drive(store, Some(&latest), answers, latest.seq + 1, None, mode).await
+    }
+
+    async fn resume_from_inner(&self, seq: u64, store: &mut S, mode: Mode) -> Result<Outcome, Error> {
+        let _lock = self.checkpointer.lock(&self.run).map_err(|e| self.checkpoint_error(e))?;
+        let from = self.get(seq)?;
+        let next = self.latest()?.map_or(1, |c| c.seq + 1);
+        if let Status::Finished { action } = &from.status {
+            return Ok(Outcome::Finished(Label::from(action.clone())));
+        }
+        self.drive(store, Some(&from), from.answers.clone(), next, None, mode).await
     }
 
     /// Drives the run with a journal that numbers its checkpoints from `next`.
-    fn drive(
+    async fn drive(
         &self,
         store: &mut S,
         from: Option<&Checkpoint>,
         answers: Vec<Vec<u8>>,
         next: u64,
         events: Option<&Sink>,
+        mode: Mode,
     ) -> Result<Outcome, Error> {
         let journal = Journal::new(self.checkpointer, &self.run, self.flow.name(), next);
-        let plan = Plan { journal: Some((journal, S::save_fields)), events, run: &self.run };
-        drive(self.flow, store, plan, from, answers)
+        let plan = Plan { journal: Some((journal, S::save_fields)), events, run: &self.run, mode };
+        drive(self.flow, store, plan, from, answers).await
+    }
+
+    fn answer<A: Serialize>(&self, answer: A) -> Result<Vec<u8>, Error> {
+        serde_json::to_vec(&answer).map_err(|e| Error::NotCheckpointable {
+            flow: self.flow.name().to_owned(),
+            run: self.run.clone(),
+            what: "the answer".to_owned(),
+            reason: e.to_string(),
+        })
     }
 
     fn latest(&self) -> Result<Option<Checkpoint>, Error> {
@@ -249,191 +318,11 @@ impl<S: DurableStore + Send + Sync + 'static> DurableRun<'_, S> {
         })
     }
 
-    fn checkpoint_error(&self, source: crate::durable::CheckpointError) -> Error {
+    fn checkpoint_error(&self, source: CheckpointError) -> Error {
         Error::Checkpoint { flow: self.flow.name().to_owned(), run: self.run.clone(), source }
     }
 
     fn refuse(&self, reason: String) -> Error {
         Error::Resume { flow: self.flow.name().to_owned(), run: self.run.clone(), reason }
-    }
-}
-
-/// A store's fields for a checkpoint: [`DurableStore::save_fields`] of its type.
-type SaveFields<S> = fn(&S) -> Result<Vec<(String, Vec<u8>)>, String>;
-
-/// What a run driven node by node does besides running its nodes: write
-/// checkpoints (a journal, and how to save the store), send events.
-pub(super) struct Plan<'a, S> {
-    pub(super) journal: Option<(Journal<'a>, SaveFields<S>)>,
-    pub(super) events: Option<&'a Sink>,
-    /// The run id, for errors.
-    pub(super) run: &'a str,
-}
-
-/// The engine's loop, one node at a time, from checkpoint `from` (its node
-/// entered again, with `answers` for its interrupts) or from the start: the
-/// loop of checkpointed and streamed runs. (Plain runs use the frames' own
-/// loop, which runs a flow's nodes without stopping between them.)
-pub(super) fn drive<S: Send + Sync + 'static>(
-    flow: &Flow<S>,
-    store: &mut S,
-    mut plan: Plan<'_, S>,
-    from: Option<&Checkpoint>,
-    answers: Vec<Vec<u8>>,
-) -> Result<Outcome, Error> {
-    let root = FlowPath::root(flow.name());
-    flow.check(&root)?;
-    let mut frames = Frames::new(flow, &root, &flow.params, false);
-    let mut segs: Vec<Seg<'_>> = Vec::new();
-    // The visit to continue: its checkpoint and the answers it has.
-    let mut again = None;
-    if let Some(from) = from {
-        if let Some((journal, _)) = &mut plan.journal {
-            journal.follow(from);
-        }
-        restore(flow, plan.run, &mut frames, &mut segs, from)?;
-        again = Some((from.visit, answers));
-    }
-    let save = |store: &S, save_fields: SaveFields<S>| {
-        save_fields(store).map_err(|reason| Error::NotCheckpointable {
-            flow: flow.name().to_owned(),
-            run: plan.run.to_owned(),
-            what: "the store".to_owned(),
-            reason,
-        })
-    };
-    loop {
-        let at = root.extended(&segs);
-        let frame = frames.top();
-        let mut run = frame.run;
-        run.next(frame.flow, &at, None)?;
-        frame.run = run;
-        let (frame_flow, params) = (frame.flow, frame.params.clone());
-        let slot = &frame_flow.slots[run.current];
-        if slot.nested {
-            frames.enter(slot, None);
-            segs.push(Seg { name: &slot.name, item: None });
-            continue;
-        }
-        let (path, steps) = position(&frames);
-        let visit = match &mut plan.journal {
-            Some((journal, save_fields)) => {
-                let (seq, answers) = match again.take() {
-                    Some(visit) => visit,
-                    None => {
-                        let fields = save(store, *save_fields)?;
-                        let seq =
-                            journal.write(path.clone(), steps.clone(), Status::Running, None, Vec::new(), fields)?;
-                        (seq, Vec::new())
-                    }
-                };
-                Some((journal.visit(seq, answers), seq))
-            }
-            None => None,
-        };
-        let flow_name = plan.events.map(|_| at.to_string()).unwrap_or_default();
-        let started = Instant::now();
-        let emitting = plan.events.map(|sink| {
-            sink.send(EventKind::NodeStarted, &flow_name, &slot.name);
-            sink.enter(&flow_name, &slot.name)
-        });
-        let cx = NodeCx {
-            flow: &at,
-            node: &slot.name,
-            params: &params,
-            cancel: None,
-            span: no_span(),
-            visit: visit.as_ref().map(|(v, _)| v),
-        };
-        let result = slot.node.run(StoreRef::exclusive(store), cx);
-        drop(emitting);
-        let label = match result {
-            Ok(label) => label,
-            Err(error) if interrupted(&error) => {
-                let (Some((journal, _)), Some((visit, seq))) = (&mut plan.journal, &visit) else { return Err(error) };
-                let (question, answers) = Journal::asked(visit);
-                let question = question.unwrap_or_else(|| b"null".to_vec());
-                // The store as the node found it: a `post` that stopped
-                // half-way leaves nothing in the checkpoint.
-                let fields = journal.last_fields().to_vec();
-                let status = Status::Paused { question: question.clone() };
-                journal.write(path.clone(), steps, status, Some(*seq), answers, fields)?;
-                let node = path.join(" > ");
-                return Ok(Outcome::Paused(Pause { run: plan.run.to_owned(), node, question }));
-            }
-            Err(error) => return Err(error),
-        };
-        if let Some(sink) = plan.events {
-            let kind = EventKind::NodeFinished { action: label.to_string(), elapsed: started.elapsed() };
-            sink.send(kind, &flow_name, &slot.name);
-        }
-        let frame = frames.top();
-        let mut run = frame.run;
-        let goes_on = run.follow(frame.flow, &at, &label)?;
-        frame.run = run;
-        if goes_on {
-            continue;
-        }
-        if let Some(last) = frames.after(Exit::End(label), &root, &mut segs)? {
-            if let Some((journal, save_fields)) = &mut plan.journal {
-                let fields = save(store, *save_fields)?;
-                let status = Status::Finished { action: last.to_string() };
-                journal.write(path, steps, status, None, Vec::new(), fields)?;
-            }
-            return Ok(Outcome::Finished(last));
-        }
-    }
-}
-
-/// Puts the frames where checkpoint `from` was: the nested flows entered,
-/// its node next, each flow's steps.
-fn restore<'f, S: Send + Sync + 'static>(
-    flow: &Flow<S>,
-    run: &str,
-    frames: &mut Frames<'f, S>,
-    segs: &mut Vec<Seg<'f>>,
-    from: &Checkpoint,
-) -> Result<(), Error> {
-    let refuse = |reason| Error::Resume { flow: flow.name().to_owned(), run: run.to_owned(), reason };
-    for (i, name) in from.path.iter().enumerate() {
-        let frame = frames.top();
-        let here = frame.flow;
-        let index = here.slots.iter().position(|s| &s.name == name).ok_or_else(|| {
-            refuse(format!(
-                "its checkpoint {} is at node `{name}`, which flow `{}` no longer has (renamed or removed since)",
-                from.seq,
-                here.name()
-            ))
-        })?;
-        let last = i + 1 == from.path.len();
-        let steps = from.steps.get(i).copied().unwrap_or(0);
-        frame.run.current = index;
-        // The node about to run is counted again when it is entered.
-        frame.run.steps = if last { steps.saturating_sub(1) } else { steps };
-        let slot = &here.slots[index];
-        if !last {
-            if !slot.nested {
-                return Err(refuse(format!(
-                    "its checkpoint {} is inside `{name}`, which is no longer a nested flow",
-                    from.seq
-                )));
-            }
-            frames.enter(slot, None);
-            segs.push(Seg { name: &slot.name, item: None });
-        }
-    }
-    Ok(())
-}
-
-/// Where the frames are: the nested flows and the node, and each flow's steps.
-fn position<S>(frames: &Frames<'_, S>) -> (Vec<String>, Vec<u64>) {
-    frames.frames.iter().map(|f| (f.flow.slots[f.run.current].name.clone(), f.run.steps)).unzip()
-}
-
-/// Whether a node's error is an interrupt.
-fn interrupted(error: &Error) -> bool {
-    match error {
-        Error::Node { source, .. } => is_interrupt(&**source),
-        _ => false,
     }
 }

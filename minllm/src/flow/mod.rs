@@ -1,6 +1,7 @@
 //! `Flow`: a graph of nodes built at runtime: wiring, checks, shape, and the
 //! entry points of its runs (the engine itself is in [`run`]).
 
+mod drive;
 mod durable;
 mod erased;
 mod run;

@@ -13,7 +13,7 @@ use super::retry::{exec_with_retry, retry_after, retry_after_async};
 use super::{AsyncNode, ExecContext, Node, Retry};
 use crate::access::{Access, AsyncAccess, locked};
 use crate::context::{NO_FLOW, NodeCx, Root, short_type_name};
-use crate::durable::{ExecRecord, Visit, decode_value, encode_value};
+use crate::durable::{Ambient, ExecRecord, Visit, decode_value, encode_value};
 use crate::error::{Error, Failure, Stage};
 
 /// Runs a sync node in a sync run.
@@ -47,21 +47,9 @@ fn run_node_visit<S, N: Node<S>>(
     cx: NodeCx<'_>,
     visit: &Visit<'_>,
 ) -> Result<N::Action, Error> {
-    let _asking = visit.enter();
-    let checkpoint = |source| Error::Checkpoint { flow: cx.flow.to_string(), run: visit.run().to_owned(), source };
-    let not_checkpointable = |reason| Error::NotCheckpointable {
-        flow: cx.flow.to_string(),
-        run: visit.run().to_owned(),
-        what: format!("the exec result of node `{}`", cx.node),
-        reason,
-    };
     let prep = store.with_store(|s| call_stage(Stage::Prep, || node.prep(s, cx.params))).map_err(|h| cx.error(h))?;
-    let exec = match visit.recorded("").map_err(checkpoint)? {
-        Some(record) => {
-            let (taken, bytes) = ExecRecord::read(&record).map_err(not_checkpointable)?;
-            visit.skip_answers(taken);
-            decode_value::<N::Exec>(bytes).map_err(not_checkpointable)?
-        }
+    let exec = match replay_exec::<N::Exec>(visit, &cx)? {
+        Some(exec) => exec,
         None => {
             let before = visit.answers_taken();
             let exec = |p: &N::Prep, c: &ExecContext<'_>| node.exec(p, c);
@@ -69,9 +57,7 @@ fn run_node_visit<S, N: Node<S>>(
             let (exec, attempts) = exec_with_retry(node.retry(), cx.node, None, cx.cancel, &prep, exec, fallback)
                 .map_err(|h| cx.error(h))?;
             cx.record_attempts(attempts);
-            let bytes = encode_value(&exec).map_err(not_checkpointable)?;
-            let record = ExecRecord::write(visit.answers_taken() - before, &bytes);
-            visit.record("", &record).map_err(checkpoint)?;
+            record_exec(visit, &cx, visit.answers_taken() - before, &exec)?;
             exec
         }
     };
@@ -126,6 +112,14 @@ where
             caught(Stage::Prep, guarded(node.prep(&guard, cx.params)).await)
         }
         .map_err(|h| cx.error(h))?;
+        if let Some(visit) = cx.visit {
+            let exec = exec_async_visit(node, &prep, cx, visit).await?;
+            let mut guard = locked!(store);
+            return match caught(Stage::Post, guarded(node.post(&mut guard, prep, exec)).await) {
+                Ok(action) => Ok(finish(action)),
+                Err(h) => Err(cx.fail(h)),
+            };
+        }
         // The policy is asked again after a failure rather than kept in the
         // future while the first attempt runs.
         let first = ExecContext::new(cx.node, 1, node.retry().max_attempts(), None);
@@ -146,6 +140,65 @@ where
             Ok(action) => Ok(finish(action)),
             Err(h) => Err(cx.fail(h)),
         }
+    }
+}
+
+/// An async node's `exec` in a checkpointed run (boxed, off the hot path):
+/// the recorded result of an earlier try of this visit, or a new one,
+/// recorded before `post` runs.
+#[cold]
+fn exec_async_visit<'a, S, N>(
+    node: &'a N,
+    prep: &'a N::Prep,
+    cx: &'a NodeCx<'a>,
+    visit: &'a Visit<'a>,
+) -> BoxFuture<'a, Result<N::Exec, Box<Error>>>
+where
+    S: Send + Sync,
+    N: AsyncNode<S>,
+{
+    Box::pin(async move {
+        if let Some(exec) = replay_exec::<N::Exec>(visit, cx)? {
+            return Ok(exec);
+        }
+        let before = visit.answers_taken();
+        let first = ExecContext::new(cx.node, 1, node.retry().max_attempts(), None);
+        let exec = match guarded(node.exec(prep, &first)).await {
+            Ok(Ok(exec)) => exec,
+            Ok(Err(source)) => {
+                retry_async_node(node, Failure::Returned { source, attempts: 1 }, node.retry(), first, prep, cx).await?
+            }
+            Err(payload) => retry_async_node(node, Failure::panicked(payload), node.retry(), first, prep, cx).await?,
+        };
+        record_exec(visit, cx, visit.answers_taken() - before, &exec)?;
+        Ok(exec)
+    })
+}
+
+/// The `exec` result an earlier try of this visit recorded, if any.
+fn replay_exec<E: Send + 'static>(visit: &Visit<'_>, cx: &NodeCx<'_>) -> Result<Option<E>, Error> {
+    let Some(record) = visit.recorded("").map_err(|source| visit_error(visit, cx, source))? else { return Ok(None) };
+    let (taken, bytes) = ExecRecord::read(&record).map_err(|reason| not_checkpointable(visit, cx, reason))?;
+    visit.skip_answers(taken);
+    decode_value(bytes).map(Some).map_err(|reason| not_checkpointable(visit, cx, reason))
+}
+
+/// Records an `exec` result (which took `taken` interrupt answers) before `post`.
+fn record_exec<E: Send + 'static>(visit: &Visit<'_>, cx: &NodeCx<'_>, taken: usize, exec: &E) -> Result<(), Error> {
+    let bytes = encode_value(exec).map_err(|reason| not_checkpointable(visit, cx, reason))?;
+    visit.record("", &ExecRecord::write(taken, &bytes)).map_err(|source| visit_error(visit, cx, source))
+}
+
+fn visit_error(visit: &Visit<'_>, cx: &NodeCx<'_>, source: crate::error::CheckpointError) -> Error {
+    Error::Checkpoint { flow: cx.flow.to_string(), run: visit.run().to_owned(), source }
+}
+
+fn not_checkpointable(visit: &Visit<'_>, cx: &NodeCx<'_>, reason: String) -> Error {
+    Error::NotCheckpointable {
+        flow: cx.flow.to_string(),
+        run: visit.run().to_owned(),
+        what: format!("the exec result of node `{}`", cx.node),
+        reason,
     }
 }
 
@@ -203,7 +256,15 @@ where
         call_stage(Stage::Prep, || node.prep(&guard, cx.params))
     }
     .map_err(|h| cx.error(h))?;
-    let (prep, exec) = if !node.exec_blocks() {
+    let recorded = match cx.visit {
+        Some(visit) => replay_exec::<N::Exec>(visit, cx)?,
+        None => None,
+    };
+    let taken_before = cx.visit.map(Visit::answers_taken);
+    let fresh = recorded.is_none();
+    let (prep, exec) = if let Some(exec) = recorded {
+        (prep, exec)
+    } else if !node.exec_blocks() {
         let retry = node.retry();
         let first = ExecContext::new(cx.node, 1, retry.max_attempts(), None);
         match call(|| node.exec(&prep, &first)) {
@@ -215,7 +276,10 @@ where
         }
     } else {
         let (shared, name) = (Arc::clone(node), cx.node.to_owned());
+        // `interrupt` and `emit` reach the run from the pool's thread too.
+        let ambient = Ambient::current();
         let (prep, result) = offload(move |cancel| {
+            let _inside = ambient.enter();
             let result = exec_with_retry(
                 shared.retry(),
                 &name,
@@ -233,6 +297,9 @@ where
         cx.record_attempts(attempts);
         (prep, exec)
     };
+    if fresh && let (Some(visit), Some(before)) = (cx.visit, taken_before) {
+        record_exec(visit, cx, visit.answers_taken() - before, &exec)?;
+    }
     let mut guard = locked!(store);
     call_stage(Stage::Post, || node.post(&mut guard, prep, exec)).map(finish).map_err(|h| cx.fail(h))
 }

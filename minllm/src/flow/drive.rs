@@ -1,0 +1,216 @@
+//! The loop of checkpointed and streamed runs: the engine's frames, one node
+//! at a time, with a checkpoint before each node and events around it. Written
+//! once, as `async`: a sync run calls each node's `run` and never waits, so
+//! its future is ready at the first poll. (Plain runs use the frames' own
+//! loops, which run a flow's nodes without stopping between them.)
+
+use std::future::Future;
+use std::time::Instant;
+
+use futures_util::FutureExt as _;
+
+use super::Flow;
+use super::run::{Exit, Frames};
+use crate::access::{AsyncStoreRef, StoreRef};
+use crate::context::{FlowPath, NodeCx, Seg, no_span};
+use crate::durable::{Ambient, Checkpoint, Journal, Outcome, Pause, Status, is_interrupt};
+use crate::error::Error;
+use crate::events::{EventKind, Sink};
+
+/// A store's fields for a checkpoint: `DurableStore::save_fields` of its type.
+pub(super) type SaveFields<S> = fn(&S) -> Result<Vec<(String, Vec<u8>)>, String>;
+
+/// Whether a driven run calls each node's sync `run` or awaits its `run_async`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    Sync,
+    Async,
+}
+
+/// What a driven run does besides running its nodes: write checkpoints (a
+/// journal, and how to save the store), send events.
+pub(super) struct Plan<'a, S> {
+    pub(super) journal: Option<(Journal<'a>, SaveFields<S>)>,
+    pub(super) events: Option<&'a Sink>,
+    /// The run id, for errors.
+    pub(super) run: &'a str,
+    pub(super) mode: Mode,
+}
+
+/// Runs a sync drive, whose future never waits, to its end.
+pub(super) fn ready<T>(drive: impl Future<Output = T>) -> T {
+    drive.now_or_never().expect("a sync run calls no async code, so its drive never waits")
+}
+
+/// Runs `flow` node by node from checkpoint `from` (its node entered again,
+/// with `answers` for its interrupts) or from the start.
+pub(super) async fn drive<S: Send + Sync + 'static>(
+    flow: &Flow<S>,
+    store: &mut S,
+    mut plan: Plan<'_, S>,
+    from: Option<&Checkpoint>,
+    answers: Vec<Vec<u8>>,
+) -> Result<Outcome, Error> {
+    let root = FlowPath::root(flow.name());
+    flow.check(&root)?;
+    let mut frames = Frames::new(flow, &root, &flow.params, false);
+    let mut segs: Vec<Seg<'_>> = Vec::new();
+    // The visit to continue: its checkpoint and the answers it has.
+    let mut again = None;
+    if let Some(from) = from {
+        if let Some((journal, _)) = &mut plan.journal {
+            journal.follow(from);
+        }
+        restore(flow, plan.run, &mut frames, &mut segs, from)?;
+        again = Some((from.visit, answers));
+    }
+    let save = |store: &S, save_fields: SaveFields<S>| {
+        save_fields(store).map_err(|reason| Error::NotCheckpointable {
+            flow: flow.name().to_owned(),
+            run: plan.run.to_owned(),
+            what: "the store".to_owned(),
+            reason,
+        })
+    };
+    loop {
+        let at = root.extended(&segs);
+        let frame = frames.top();
+        let mut run = frame.run;
+        run.next(frame.flow, &at, None)?;
+        frame.run = run;
+        let (frame_flow, params) = (frame.flow, frame.params.clone());
+        let slot = &frame_flow.slots[run.current];
+        if slot.nested {
+            frames.enter(slot, None);
+            segs.push(Seg { name: &slot.name, item: None });
+            continue;
+        }
+        let (path, steps) = position(&frames);
+        let visit = match &mut plan.journal {
+            Some((journal, save_fields)) => {
+                let (seq, answers) = match again.take() {
+                    Some(visit) => visit,
+                    None => {
+                        let fields = save(store, *save_fields)?;
+                        let seq =
+                            journal.write(path.clone(), steps.clone(), Status::Running, None, Vec::new(), fields)?;
+                        (seq, Vec::new())
+                    }
+                };
+                Some((journal.visit(seq, answers), seq))
+            }
+            None => None,
+        };
+        let flow_name = plan.events.map(|_| at.to_string()).unwrap_or_default();
+        let started = Instant::now();
+        if let Some(sink) = plan.events {
+            sink.send(EventKind::NodeStarted, &flow_name, &slot.name);
+        }
+        let ambient = Ambient::new(visit.as_ref().map(|(v, _)| v), plan.events, &flow_name, &slot.name);
+        let cx = NodeCx {
+            flow: &at,
+            node: &slot.name,
+            params: &params,
+            cancel: None,
+            span: no_span(),
+            visit: visit.as_ref().map(|(v, _)| v),
+        };
+        let result = match plan.mode {
+            Mode::Sync => {
+                let _inside = ambient.enter();
+                slot.node.run(StoreRef::exclusive(store), cx)
+            }
+            Mode::Async => {
+                ambient.scope(slot.node.run_async(AsyncStoreRef::exclusive(store), &cx)).await.map_err(|e| *e)
+            }
+        };
+        let label = match result {
+            Ok(label) => label,
+            Err(error) if interrupted(&error) => {
+                let (Some((journal, _)), Some((visit, seq))) = (&mut plan.journal, &visit) else { return Err(error) };
+                let (question, answers) = Journal::asked(visit);
+                let question = question.unwrap_or_else(|| b"null".to_vec());
+                // The store as the node found it: a `post` that stopped
+                // half-way leaves nothing in the checkpoint.
+                let fields = journal.last_fields().to_vec();
+                let status = Status::Paused { question: question.clone() };
+                journal.write(path.clone(), steps, status, Some(*seq), answers, fields)?;
+                let node = path.join(" > ");
+                return Ok(Outcome::Paused(Pause { run: plan.run.to_owned(), node, question }));
+            }
+            Err(error) => return Err(error),
+        };
+        if let Some(sink) = plan.events {
+            let kind = EventKind::NodeFinished { action: label.to_string(), elapsed: started.elapsed() };
+            sink.send(kind, &flow_name, &slot.name);
+        }
+        let frame = frames.top();
+        let mut run = frame.run;
+        let goes_on = run.follow(frame.flow, &at, &label)?;
+        frame.run = run;
+        if goes_on {
+            continue;
+        }
+        if let Some(last) = frames.after(Exit::End(label), &root, &mut segs)? {
+            if let Some((journal, save_fields)) = &mut plan.journal {
+                let fields = save(store, *save_fields)?;
+                let status = Status::Finished { action: last.to_string() };
+                journal.write(path, steps, status, None, Vec::new(), fields)?;
+            }
+            return Ok(Outcome::Finished(last));
+        }
+    }
+}
+
+/// Puts the frames where checkpoint `from` was: the nested flows entered,
+/// its node next, each flow's steps.
+fn restore<'f, S: Send + Sync + 'static>(
+    flow: &Flow<S>,
+    run: &str,
+    frames: &mut Frames<'f, S>,
+    segs: &mut Vec<Seg<'f>>,
+    from: &Checkpoint,
+) -> Result<(), Error> {
+    let refuse = |reason| Error::Resume { flow: flow.name().to_owned(), run: run.to_owned(), reason };
+    for (i, name) in from.path.iter().enumerate() {
+        let frame = frames.top();
+        let here = frame.flow;
+        let index = here.slots.iter().position(|s| &s.name == name).ok_or_else(|| {
+            refuse(format!(
+                "its checkpoint {} is at node `{name}`, which flow `{}` no longer has (renamed or removed since)",
+                from.seq,
+                here.name()
+            ))
+        })?;
+        let last = i + 1 == from.path.len();
+        let steps = from.steps.get(i).copied().unwrap_or(0);
+        frame.run.current = index;
+        // The node about to run is counted again when it is entered.
+        frame.run.steps = if last { steps.saturating_sub(1) } else { steps };
+        let slot = &here.slots[index];
+        if !last {
+            if !slot.nested {
+                return Err(refuse(format!(
+                    "its checkpoint {} is inside `{name}`, which is no longer a nested flow",
+                    from.seq
+                )));
+            }
+            frames.enter(slot, None);
+            segs.push(Seg { name: &slot.name, item: None });
+        }
+    }
+    Ok(())
+}
+
+/// Where the frames are: the nested flows and the node, and each flow's steps.
+fn position<S>(frames: &Frames<'_, S>) -> (Vec<String>, Vec<u64>) {
+    frames.frames.iter().map(|f| (f.flow.slots[f.run.current].name.clone(), f.run.steps)).unzip()
+}
+
+/// Whether a node's error is an interrupt.
+fn interrupted(error: &Error) -> bool {
+    match error {
+        Error::Node { source, .. } => is_interrupt(&**source),
+        _ => false,
+    }
+}
