@@ -109,7 +109,7 @@ pub use batch_flow::BatchFlow;
 #[doc(hidden)]
 pub use error::STEP_TRAIL;
 pub use error::{BoxError, Error, NodeResult, Panicked, Stage};
-pub use flow::{DurableRun, Flow, IntoNode, NodeKind};
+pub use flow::{Flow, IntoNode, NodeKind};
 /// The name of [`NodeKind`] before it was renamed.
 #[deprecated(since = "0.1.0", note = "renamed `NodeKind`")]
 #[doc(hidden)]

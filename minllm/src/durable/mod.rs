@@ -45,6 +45,7 @@
 
 mod codec;
 mod memory;
+mod run;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod visit;
@@ -56,6 +57,8 @@ pub use crate::error::CheckpointError;
 pub use codec::{DurableStore, register};
 pub(crate) use codec::{ExecRecord, decode_value, encode_value};
 pub use memory::MemoryCheckpointer;
+pub use run::{Drive, DurableRun, Mode, Plan, SaveFields};
+pub(crate) use run::{ready, streamed, streamed_async};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteCheckpointer;
 pub(crate) use visit::{Ambient, Journal, Visit, is_interrupt};

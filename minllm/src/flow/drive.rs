@@ -4,43 +4,15 @@
 //! its future is ready at the first poll. (Plain runs use the frames' own
 //! loops, which run a flow's nodes without stopping between them.)
 
-use std::future::Future;
 use std::time::Instant;
-
-use futures_util::FutureExt as _;
 
 use super::Flow;
 use super::run::{Exit, Frames};
 use crate::access::{AsyncStoreRef, StoreRef};
 use crate::context::{FlowPath, NodeCx, Seg, no_span};
-use crate::durable::{Ambient, Checkpoint, Journal, Outcome, Pause, Status, is_interrupt};
+use crate::durable::{Ambient, Checkpoint, Journal, Mode, Outcome, Pause, Plan, SaveFields, Status, is_interrupt};
 use crate::error::Error;
-use crate::events::{EventKind, Sink};
-
-/// A store's fields for a checkpoint: `DurableStore::save_fields` of its type.
-pub(super) type SaveFields<S> = fn(&S) -> Result<Vec<(String, Vec<u8>)>, String>;
-
-/// Whether a driven run calls each node's sync `run` or awaits its `run_async`.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Mode {
-    Sync,
-    Async,
-}
-
-/// What a driven run does besides running its nodes: write checkpoints (a
-/// journal, and how to save the store), send events.
-pub(super) struct Plan<'a, S> {
-    pub(super) journal: Option<(Journal<'a>, SaveFields<S>)>,
-    pub(super) events: Option<&'a Sink>,
-    /// The run id, for errors.
-    pub(super) run: &'a str,
-    pub(super) mode: Mode,
-}
-
-/// Runs a sync drive, whose future never waits, to its end.
-pub(super) fn ready<T>(drive: impl Future<Output = T>) -> T {
-    drive.now_or_never().expect("a sync run calls no async code, so its drive never waits")
-}
+use crate::events::EventKind;
 
 /// Runs `flow` node by node from checkpoint `from` (its node entered again,
 /// with `answers` for its interrupts) or from the start.

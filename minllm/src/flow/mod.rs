@@ -6,7 +6,6 @@ mod durable;
 mod erased;
 mod run;
 
-pub use durable::DurableRun;
 pub(crate) use erased::{AsyncRun, ErasedNode, Sealed};
 pub use erased::{IntoNode, NodeKind};
 
