@@ -143,10 +143,12 @@ pub mod __private {
         post_prep, post_store, routed,
     };
     pub use crate::context::{FlowPath, NodeCx, flow_span, tracing_on};
+    pub use crate::durable::{Drive, Mode, NodeVisit, Plan, stream_flow, stream_flow_async};
     pub use crate::node::wait_between_attempts;
     pub use crate::typed::{
-        AsyncTypedFlow, AsyncTypedNode, StepLimit, SyncKind, TypedFlow, TypedNode, run_typed_node,
-        run_typed_node_async, run_typed_node_traced,
+        AsyncMachine, AsyncTyped, AsyncTypedFlow, AsyncTypedNode, DriveHook, Hook, NoHook, StepLimit, SyncKind,
+        SyncMachine, SyncTyped, TypedFlow, TypedNode, run_typed_node, run_typed_node_async, run_typed_node_traced,
+        run_typed_node_visiting,
     };
     pub use futures_util::future::BoxFuture;
     pub use tracing::Instrument;

@@ -69,6 +69,40 @@ pub(crate) fn shell(def: &FlowDef, outcome: &TokenStream, mermaid: &str) -> Toke
         (quote!(), quote!(), quote!(::minllm::__private::TypedFlow))
     };
     let name_str = name.to_string();
+    let wrapper = if is_async { format_ident!("AsyncTyped") } else { format_ident!("SyncTyped") };
+    let stream = if is_async {
+        quote! {
+            /// Runs the flow on `store` while `consume` (an async closure) gets
+            /// its events as they happen (see `minllm::Flow::stream_async`).
+            pub async fn stream_async(
+                &self,
+                store: &mut #store,
+                consume: impl AsyncFnOnce(::minllm::events::AsyncEvents),
+            ) -> ::core::result::Result<::minllm::Label, ::minllm::Error>
+            where
+                // Checked where the method is used, not where the flow is declared.
+                for<'__s> #store: ::core::marker::Send + ::core::marker::Sync,
+            {
+                ::minllm::__private::stream_flow_async(&::minllm::__private::AsyncTyped(self), store, consume).await
+            }
+        }
+    } else {
+        quote! {
+            /// Runs the flow on `store` while `consume` gets its events as they
+            /// happen (see `minllm::Flow::stream`).
+            pub fn stream(
+                &self,
+                store: &mut #store,
+                consume: impl ::core::ops::FnOnce(::minllm::events::Events),
+            ) -> ::core::result::Result<::minllm::Label, ::minllm::Error>
+            where
+                // Checked where the method is used, not where the flow is declared.
+                for<'__s> #store: ::core::marker::Send + ::core::marker::Sync,
+            {
+                ::minllm::__private::stream_flow(&::minllm::__private::SyncTyped(self), store, consume)
+            }
+        }
+    };
     quote! {
         #(#attrs)*
         #[doc = #mermaid_doc]
@@ -95,6 +129,21 @@ pub(crate) fn shell(def: &FlowDef, outcome: &TokenStream, mermaid: &str) -> Toke
             pub #asyncness fn run(&self, store: &mut #store) -> ::core::result::Result<#outcome, ::minllm::Error> {
                 self.run_with(store, &::minllm::Params::new()) #dot_await
             }
+
+            /// This flow's run `run_id`, checkpointed in `checkpointer` (see
+            /// `minllm::durable`): start it with `run` (`run_async` for an
+            /// `async struct`), and after a crash, a pause or an error finish it
+            /// with `resume` in any process. Its store must be serializable
+            /// (serde's `Serialize` and `Deserialize`).
+            pub fn durable<'__f>(
+                &'__f self,
+                checkpointer: &'__f dyn ::minllm::durable::Checkpointer,
+                run_id: impl ::core::convert::Into<::std::string::String>,
+            ) -> ::minllm::durable::DurableRun<'__f, ::minllm::__private::#wrapper<'__f, Self>, #store> {
+                ::minllm::durable::DurableRun::new(::minllm::__private::#wrapper(self), checkpointer, run_id)
+            }
+
+            #stream
 
             /// Runs the flow on `store` with `params` for every node's `prep`.
             pub #asyncness fn run_with(
@@ -235,13 +284,14 @@ pub(crate) fn expand(model: &Model<'_>, mermaid: &str) -> TokenStream {
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
     let is_async = def.asyncness.is_some();
     let states: Vec<&syn::Ident> = def.nodes.iter().map(|n| &n.name).collect();
+    let state_names: Vec<String> = states.iter().map(|s| s.to_string()).collect();
     let start = &def.nodes[model.start].name;
     let (steps_init, steps_enter) = match model.max_steps {
         Some(limit) => (
             quote_spanned! {limit.span()=>
                 let mut __limit = ::minllm::__private::StepLimit::new(#limit);
                 let __watch_from = __limit.watch_from();
-                let mut __taken: u64 = 0;
+                let mut __taken: u64 = __resumed;
             },
             true,
         ),
@@ -262,19 +312,27 @@ pub(crate) fn expand(model: &Model<'_>, mermaid: &str) -> TokenStream {
             // The node's context is made once per run, before the loop, and
             // its future holds a pointer to it.
             let cx = format_ident!("__cx_{}", field);
-            quote_spanned!(ty.span()=> if TRACED {
-                ::minllm::__private::run_typed_node_traced::<#store, _, _>(&self.#field, store, path, #name, params).await?
-            } else {
-                ::minllm::__private::run_typed_node_async::<#store, _, _>(&self.#field, store, &#cx).await?
+            quote_spanned!(ty.span()=> match __visit {
+                ::core::option::Option::Some(__visit) => {
+                    ::minllm::__private::run_typed_node_visiting::<#store, _, _>(&self.#field, store, &#cx, __visit).await?
+                }
+                ::core::option::Option::None if TRACED => {
+                    ::minllm::__private::run_typed_node_traced::<#store, _, _>(&self.#field, store, path, #name, params).await?
+                }
+                ::core::option::Option::None => {
+                    ::minllm::__private::run_typed_node_async::<#store, _, _>(&self.#field, store, &#cx).await?
+                }
             })
         } else {
-            quote_spanned!(ty.span()=> ::minllm::__private::run_typed_node::<#store, _, _>(&self.#field, store, path, #name, params, TRACED)?)
+            quote_spanned!(ty.span()=> ::minllm::__private::run_typed_node::<#store, _, _>(&self.#field, store, path, #name, params, TRACED, __visit)?)
         };
         let route = route(model, routes, field);
         quote! {
             __State::#field => {
                 #enter
+                let __visit = ::minllm::__private::Hook::<#store>::before(__hook, #name, store)?;
                 let __action = #run;
+                ::minllm::__private::Hook::<#store>::after(__hook, #name, ::minllm::Action::label(&__action));
                 #route
             }
         }
@@ -292,8 +350,18 @@ pub(crate) fn expand(model: &Model<'_>, mermaid: &str) -> TokenStream {
         #[allow(non_camel_case_types)]
         enum __State { #(#states),* }
         #contexts
+        let (mut __state, __resumed) = match ::minllm::__private::Hook::<#store>::resume_at(&*__hook) {
+            ::core::option::Option::None => (__State::#start, 0_u64),
+            ::core::option::Option::Some((__node, __steps)) => (
+                match __node {
+                    #(#state_names => __State::#states,)*
+                    __other => return ::core::result::Result::Err(::core::convert::Into::into(::minllm::__private::Hook::<#store>::unknown(&*__hook, __other))),
+                },
+                __steps,
+            ),
+        };
+        let _ = __resumed;
         #steps_init
-        let mut __state = __State::#start;
         loop {
             __state = match __state {
                 #(#arms)*
@@ -320,11 +388,12 @@ pub(crate) fn expand(model: &Model<'_>, mermaid: &str) -> TokenStream {
             /// once without, so that an untraced run pays nothing for them.
             #[doc(hidden)]
             #[allow(unreachable_code, clippy::diverging_sub_expression)]
-            #asyncness fn __minllm_machine<const TRACED: bool>(
+            #asyncness fn __minllm_machine<const TRACED: bool, __H: ::minllm::__private::Hook<#store>>(
                 &self,
                 store: &mut #store,
                 path: &::minllm::__private::FlowPath<'_>,
                 params: &::minllm::Params,
+                __hook: &mut __H,
             ) -> ::core::result::Result<#outcome, #machine_error> {
                 #machine
             }
@@ -349,11 +418,11 @@ pub(crate) fn expand(model: &Model<'_>, mermaid: &str) -> TokenStream {
                     // Checked once per run: an untraced run makes no span.
                     if ::minllm::__private::tracing_on() {
                         let __span = ::minllm::__private::flow_span(path);
-                        ::minllm::__private::Instrument::instrument(self.__minllm_machine::<true>(store, path, params), __span)
+                        ::minllm::__private::Instrument::instrument(self.__minllm_machine::<true, _>(store, path, params, &mut ::minllm::__private::NoHook), __span)
                             .await
                             .map_err(|__error| *__error)
                     } else {
-                        self.__minllm_machine::<false>(store, path, params).await.map_err(|__error| *__error)
+                        self.__minllm_machine::<false, _>(store, path, params, &mut ::minllm::__private::NoHook).await.map_err(|__error| *__error)
                     }
                 }
             }
@@ -377,17 +446,19 @@ pub(crate) fn expand(model: &Model<'_>, mermaid: &str) -> TokenStream {
                     if ::minllm::__private::tracing_on() {
                         let __span = ::minllm::__private::flow_span(path);
                         let __entered = __span.enter();
-                        self.__minllm_machine::<true>(store, path, params)
+                        self.__minllm_machine::<true, _>(store, path, params, &mut ::minllm::__private::NoHook)
                     } else {
-                        self.__minllm_machine::<false>(store, path, params)
+                        self.__minllm_machine::<false, _>(store, path, params, &mut ::minllm::__private::NoHook)
                     }
                 }
             }
         }
     };
+    let machine_impl = super::driven::machine_impl(def, outcome, &cfgs);
     quote! {
         #shell
         #machine_fn
         #trait_impl
+        #machine_impl
     }
 }

@@ -3,6 +3,7 @@
 
 pub(crate) mod analyze;
 pub(crate) mod ast;
+mod driven;
 mod expand;
 mod mermaid;
 
@@ -49,8 +50,36 @@ pub(crate) fn flow(input: TokenStream) -> TokenStream {
                 )
             };
             let cfgs = expand::cfgs(&def);
+            let name_str = name.to_string();
+            let machine = if def.asyncness.is_some() {
+                quote! {
+                    #(#cfgs)*
+                    impl #impl_generics ::minllm::__private::AsyncMachine<#store> for #name #ty_generics #where_clause {
+                        const NAME: &'static str = #name_str;
+                        type Outcome = #outcome;
+                        #[allow(unreachable_code)]
+                        fn run_machine<'__a>(&'__a self, _: &'__a mut #store, _: &'__a mut ::minllm::__private::DriveHook<'_, #store>)
+                            -> impl ::core::future::Future<Output = ::core::result::Result<#outcome, ::minllm::Error>> + ::core::marker::Send + '__a {
+                            async { ::core::unreachable!("this flow did not compile") }
+                        }
+                    }
+                }
+            } else {
+                quote! {
+                    #(#cfgs)*
+                    impl #impl_generics ::minllm::__private::SyncMachine<#store> for #name #ty_generics #where_clause {
+                        const NAME: &'static str = #name_str;
+                        type Outcome = #outcome;
+                        fn run_machine(&self, _: &mut #store, _: &mut ::minllm::__private::DriveHook<'_, #store>)
+                            -> ::core::result::Result<#outcome, ::minllm::Error> {
+                            ::core::unreachable!("this flow did not compile")
+                        }
+                    }
+                }
+            };
             quote! {
                 #shell
+                #machine
                 #(#cfgs)*
                 impl #impl_generics ::minllm::__private::#trait_path<#store> for #name #ty_generics #where_clause {
                     type Outcome = #outcome;

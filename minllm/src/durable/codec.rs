@@ -150,6 +150,11 @@ pub(crate) fn decode_value<T: Send + 'static>(bytes: &[u8]) -> Result<T, String>
 /// Every type with serde's `Serialize` and `Deserialize` is one (a struct's
 /// fields are its fields); so is [`SharedStore`], whose values must be of
 /// [registered](register) types.
+#[diagnostic::on_unimplemented(
+    message = "the store `{Self}` cannot be checkpointed",
+    label = "a checkpointed run saves this store at every step",
+    note = "derive serde's `Serialize` and `Deserialize` for `{Self}` (`#[derive(serde::Serialize, serde::Deserialize)]`), or use `SharedStore`"
+)]
 pub trait DurableStore {
     /// The store's fields as JSON bytes; an error names the field and why.
     fn save_fields(&self) -> Result<Vec<(String, Vec<u8>)>, String>;

@@ -57,12 +57,11 @@ pub use crate::error::CheckpointError;
 pub use codec::{DurableStore, register};
 pub(crate) use codec::{ExecRecord, decode_value, encode_value};
 pub use memory::MemoryCheckpointer;
-pub use run::{Drive, DurableRun, Mode, Plan, SaveFields};
-pub(crate) use run::{ready, streamed, streamed_async};
+pub use run::{Drive, DurableRun, Mode, Plan, SaveFields, stream_flow, stream_flow_async};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteCheckpointer;
 pub(crate) use visit::{Ambient, Journal, Visit, is_interrupt};
-pub use visit::{Outcome, Pause, interrupt};
+pub use visit::{NodeVisit, Outcome, Pause, interrupt};
 
 /// How a run stood at one checkpoint.
 #[derive(Debug, Clone, PartialEq)]

@@ -59,6 +59,43 @@ pub trait Drive<S>: Sync {
     ) -> impl Future<Output = Result<Outcome, Error>> + Send + 'a;
 }
 
+/// Runs `flow` on `store` while `consume` gets its events (no checkpoints):
+/// what `stream` of a runtime flow and of a `flow!` flow call.
+#[doc(hidden)]
+pub fn stream_flow<S: Send, F: Drive<S>>(
+    flow: &F,
+    store: &mut S,
+    consume: impl FnOnce(Events),
+) -> Result<Label, Error> {
+    unpaused(flow, streamed(consume, |sink| ready(drive_events(flow, store, sink, Mode::Sync))))
+}
+
+/// [`stream_flow`] on the current tokio runtime.
+#[doc(hidden)]
+pub async fn stream_flow_async<S: Send, F: Drive<S>>(
+    flow: &F,
+    store: &mut S,
+    consume: impl AsyncFnOnce(AsyncEvents),
+) -> Result<Label, Error> {
+    unpaused(flow, streamed_async(consume, |sink| drive_events(flow, store, sink, Mode::Async)).await)
+}
+
+async fn drive_events<S, F: Drive<S>>(flow: &F, store: &mut S, sink: Sink, mode: Mode) -> Result<Outcome, Error> {
+    flow.drive(store, Plan { journal: None, events: Some(&sink), run: "", mode }, None, Vec::new()).await
+}
+
+/// The label a run without checkpoints ended with (it cannot pause).
+fn unpaused<S, F: Drive<S>>(flow: &F, outcome: Result<Outcome, Error>) -> Result<Label, Error> {
+    match outcome? {
+        Outcome::Finished(label) => Ok(label),
+        Outcome::Paused(pause) => Err(Error::Resume {
+            flow: flow.flow_name().to_owned(),
+            run: pause.run,
+            reason: "a run without checkpoints cannot pause".to_owned(),
+        }),
+    }
+}
+
 /// Runs a sync drive, whose future never waits, to its end.
 pub(crate) fn ready<T>(drive: impl Future<Output = T>) -> T {
     drive.now_or_never().expect("a sync run calls no async code, so its drive never waits")
@@ -69,28 +106,28 @@ pub(crate) fn ready<T>(drive: impl Future<Output = T>) -> T {
 /// `flow!` flow return. Each way to run it comes sync and async (`run` /
 /// `run_async`, ...).
 #[must_use]
-pub struct DurableRun<'f, F: ?Sized, S> {
-    flow: &'f F,
+pub struct DurableRun<'f, F, S> {
+    flow: F,
     checkpointer: &'f dyn Checkpointer,
-    run: String,
+    id: String,
     store: std::marker::PhantomData<fn(&mut S)>,
 }
 
-impl<F: ?Sized, S> std::fmt::Debug for DurableRun<'_, F, S> {
+impl<F, S> std::fmt::Debug for DurableRun<'_, F, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DurableRun").field("run", &self.run).finish_non_exhaustive()
+        f.debug_struct("DurableRun").field("run", &self.id).finish_non_exhaustive()
     }
 }
 
-impl<'f, F: ?Sized, S> DurableRun<'f, F, S> {
+impl<'f, F, S> DurableRun<'f, F, S> {
     #[doc(hidden)]
-    pub fn new(flow: &'f F, checkpointer: &'f dyn Checkpointer, run_id: impl Into<String>) -> Self {
-        DurableRun { flow, checkpointer, run: run_id.into(), store: std::marker::PhantomData }
+    pub fn new(flow: F, checkpointer: &'f dyn Checkpointer, run_id: impl Into<String>) -> Self {
+        DurableRun { flow, checkpointer, id: run_id.into(), store: std::marker::PhantomData }
     }
 
     /// The run id.
     pub fn run_id(&self) -> &str {
-        &self.run
+        &self.id
     }
 }
 
@@ -120,27 +157,39 @@ pub(crate) async fn streamed_async<R, G: Future<Output = R>>(
     result
 }
 
-impl<S: DurableStore + Send + Sync + 'static, F: Drive<S> + ?Sized> DurableRun<'_, F, S> {
+impl<S: Send + Sync + 'static, F: Drive<S>> DurableRun<'_, F, S> {
     /// Starts the run on `store`, checkpointing before every node; an error if
     /// the run id has checkpoints already (resume it instead).
-    pub fn run(&self, store: &mut S) -> Result<Outcome, Error> {
+    pub fn run(&self, store: &mut S) -> Result<Outcome, Error>
+    where
+        S: DurableStore,
+    {
         ready(self.start(store, None, Mode::Sync))
     }
 
     /// [`run`](DurableRun::run) on the current tokio runtime.
-    pub async fn run_async(&self, store: &mut S) -> Result<Outcome, Error> {
+    pub async fn run_async(&self, store: &mut S) -> Result<Outcome, Error>
+    where
+        S: DurableStore,
+    {
         self.start(store, None, Mode::Async).await
     }
 
     /// [`run`](DurableRun::run) while `consume` gets the run's events as they
     /// happen (see [`Flow::stream`](crate::Flow::stream)).
-    pub fn stream(&self, store: &mut S, consume: impl FnOnce(Events)) -> Result<Outcome, Error> {
+    pub fn stream(&self, store: &mut S, consume: impl FnOnce(Events)) -> Result<Outcome, Error>
+    where
+        S: DurableStore,
+    {
         streamed(consume, |sink| ready(self.start(store, Some(&sink), Mode::Sync)))
     }
 
     /// [`run_async`](DurableRun::run_async) while `consume` gets the run's
     /// events (see [`Flow::stream_async`](crate::Flow::stream_async)).
-    pub async fn stream_async(&self, store: &mut S, consume: impl AsyncFnOnce(AsyncEvents)) -> Result<Outcome, Error> {
+    pub async fn stream_async(&self, store: &mut S, consume: impl AsyncFnOnce(AsyncEvents)) -> Result<Outcome, Error>
+    where
+        S: DurableStore,
+    {
         streamed_async(consume, |sink| async move { self.start(store, Some(&sink), Mode::Async).await }).await
     }
 
@@ -149,23 +198,35 @@ impl<S: DurableStore + Send + Sync + 'static, F: Drive<S> + ?Sized> DurableRun<'
     /// node that was running is entered again, and its `exec` result, when it
     /// was recorded, is used instead of a new call. A finished run returns its
     /// result again; a paused one asks again.
-    pub fn resume(&self, store: &mut S) -> Result<Outcome, Error> {
+    pub fn resume(&self, store: &mut S) -> Result<Outcome, Error>
+    where
+        S: DurableStore,
+    {
         ready(self.resume_inner(store, None, Mode::Sync))
     }
 
     /// [`resume`](DurableRun::resume) on the current tokio runtime.
-    pub async fn resume_async(&self, store: &mut S) -> Result<Outcome, Error> {
+    pub async fn resume_async(&self, store: &mut S) -> Result<Outcome, Error>
+    where
+        S: DurableStore,
+    {
         self.resume_inner(store, None, Mode::Async).await
     }
 
     /// Resumes a paused run with the answer to its [`interrupt`](crate::durable::interrupt).
-    pub fn resume_with<A: Serialize>(&self, store: &mut S, answer: A) -> Result<Outcome, Error> {
+    pub fn resume_with<A: Serialize>(&self, store: &mut S, answer: A) -> Result<Outcome, Error>
+    where
+        S: DurableStore,
+    {
         let answer = self.answer(answer)?;
         ready(self.resume_inner(store, Some(answer), Mode::Sync))
     }
 
     /// [`resume_with`](DurableRun::resume_with) on the current tokio runtime.
-    pub async fn resume_with_async<A: Serialize>(&self, store: &mut S, answer: A) -> Result<Outcome, Error> {
+    pub async fn resume_with_async<A: Serialize>(&self, store: &mut S, answer: A) -> Result<Outcome, Error>
+    where
+        S: DurableStore,
+    {
         let answer = self.answer(answer)?;
         self.resume_inner(store, Some(answer), Mode::Async).await
     }
@@ -174,18 +235,27 @@ impl<S: DurableStore + Send + Sync + 'static, F: Drive<S> + ?Sized> DurableRun<'
     /// (load the checkpoint's store with [`load`](DurableRun::load) and change
     /// what should be different): to retry from a point with a changed store or
     /// a fixed prompt. The new checkpoints follow `seq`; the old ones stay.
-    pub fn resume_from(&self, seq: u64, store: &mut S) -> Result<Outcome, Error> {
+    pub fn resume_from(&self, seq: u64, store: &mut S) -> Result<Outcome, Error>
+    where
+        S: DurableStore,
+    {
         ready(self.resume_from_inner(seq, store, Mode::Sync))
     }
 
     /// [`resume_from`](DurableRun::resume_from) on the current tokio runtime.
-    pub async fn resume_from_async(&self, seq: u64, store: &mut S) -> Result<Outcome, Error> {
+    pub async fn resume_from_async(&self, seq: u64, store: &mut S) -> Result<Outcome, Error>
+    where
+        S: DurableStore,
+    {
         self.resume_from_inner(seq, store, Mode::Async).await
     }
 
     /// Writes the store of checkpoint `seq` (the newest when `None`) into
     /// `store` and returns the checkpoint.
-    pub fn load(&self, seq: Option<u64>, store: &mut S) -> Result<Checkpoint, Error> {
+    pub fn load(&self, seq: Option<u64>, store: &mut S) -> Result<Checkpoint, Error>
+    where
+        S: DurableStore,
+    {
         let checkpoint = match seq {
             Some(seq) => self.get(seq)?,
             None => self.latest()?.ok_or_else(|| self.refuse("it has no checkpoints".to_owned()))?,
@@ -195,13 +265,18 @@ impl<S: DurableStore + Send + Sync + 'static, F: Drive<S> + ?Sized> DurableRun<'
     }
 
     /// The run's checkpoints, oldest first.
-    pub fn history(&self) -> Result<Vec<CheckpointInfo>, Error> {
-        self.checkpointer.history(&self.run).map_err(|e| self.checkpoint_error(e))
+    pub fn history(&self) -> Result<Vec<CheckpointInfo>, Error>
+    where
+        S: DurableStore,
+    {
+        self.checkpointer.history(&self.id).map_err(|e| self.checkpoint_error(e))
     }
+}
 
+impl<S: DurableStore + Send + Sync + 'static, F: Drive<S>> DurableRun<'_, F, S> {
     /// Starts the run, unless the run id has checkpoints already.
     async fn start(&self, store: &mut S, events: Option<&Sink>, mode: Mode) -> Result<Outcome, Error> {
-        let _lock = self.checkpointer.lock(&self.run).map_err(|e| self.checkpoint_error(e))?;
+        let _lock = self.checkpointer.lock(&self.id).map_err(|e| self.checkpoint_error(e))?;
         if let Some(latest) = self.latest()? {
             return Err(
                 self.refuse(format!("it has {} checkpoints already: resume it, or start a new run id", latest.seq))
@@ -211,7 +286,7 @@ impl<S: DurableStore + Send + Sync + 'static, F: Drive<S> + ?Sized> DurableRun<'
     }
 
     async fn resume_inner(&self, store: &mut S, answer: Option<Vec<u8>>, mode: Mode) -> Result<Outcome, Error> {
-        let _lock = self.checkpointer.lock(&self.run).map_err(|e| self.checkpoint_error(e))?;
+        let _lock = self.checkpointer.lock(&self.id).map_err(|e| self.checkpoint_error(e))?;
         let latest = self.latest()?.ok_or_else(|| self.refuse("it has no checkpoints".to_owned()))?;
         self.load_store(&latest, store)?;
         let mut answers = latest.answers.clone();
@@ -225,7 +300,7 @@ impl<S: DurableStore + Send + Sync + 'static, F: Drive<S> + ?Sized> DurableRun<'
     }
 
     async fn resume_from_inner(&self, seq: u64, store: &mut S, mode: Mode) -> Result<Outcome, Error> {
-        let _lock = self.checkpointer.lock(&self.run).map_err(|e| self.checkpoint_error(e))?;
+        let _lock = self.checkpointer.lock(&self.id).map_err(|e| self.checkpoint_error(e))?;
         let from = self.get(seq)?;
         let next = self.latest()?.map_or(1, |c| c.seq + 1);
         if let Status::Finished { action } = &from.status {
@@ -244,27 +319,27 @@ impl<S: DurableStore + Send + Sync + 'static, F: Drive<S> + ?Sized> DurableRun<'
         events: Option<&Sink>,
         mode: Mode,
     ) -> Result<Outcome, Error> {
-        let journal = Journal::new(self.checkpointer, &self.run, self.flow.flow_name(), next);
-        let plan = Plan { journal: Some((journal, S::save_fields)), events, run: &self.run, mode };
+        let journal = Journal::new(self.checkpointer, &self.id, self.flow.flow_name(), next);
+        let plan = Plan { journal: Some((journal, S::save_fields)), events, run: &self.id, mode };
         self.flow.drive(store, plan, from, answers).await
     }
 
     fn answer<A: Serialize>(&self, answer: A) -> Result<Vec<u8>, Error> {
         serde_json::to_vec(&answer).map_err(|e| Error::NotCheckpointable {
             flow: self.flow.flow_name().to_owned(),
-            run: self.run.clone(),
+            run: self.id.clone(),
             what: "the answer".to_owned(),
             reason: e.to_string(),
         })
     }
 
     fn latest(&self) -> Result<Option<Checkpoint>, Error> {
-        self.checkpointer.latest(&self.run).map_err(|e| self.checkpoint_error(e))
+        self.checkpointer.latest(&self.id).map_err(|e| self.checkpoint_error(e))
     }
 
     fn get(&self, seq: u64) -> Result<Checkpoint, Error> {
         self.checkpointer
-            .get(&self.run, seq)
+            .get(&self.id, seq)
             .map_err(|e| self.checkpoint_error(e))?
             .ok_or_else(|| self.refuse(format!("it has no checkpoint {seq}")))
     }
@@ -280,17 +355,17 @@ impl<S: DurableStore + Send + Sync + 'static, F: Drive<S> + ?Sized> DurableRun<'
             .collect();
         store.load_fields(fields).map_err(|reason| Error::NotCheckpointable {
             flow: self.flow.flow_name().to_owned(),
-            run: self.run.clone(),
+            run: self.id.clone(),
             what: format!("the store of checkpoint {}", checkpoint.seq),
             reason,
         })
     }
 
     fn checkpoint_error(&self, source: CheckpointError) -> Error {
-        Error::Checkpoint { flow: self.flow.flow_name().to_owned(), run: self.run.clone(), source }
+        Error::Checkpoint { flow: self.flow.flow_name().to_owned(), run: self.id.clone(), source }
     }
 
     fn refuse(&self, reason: String) -> Error {
-        Error::Resume { flow: self.flow.flow_name().to_owned(), run: self.run.clone(), reason }
+        Error::Resume { flow: self.flow.flow_name().to_owned(), run: self.id.clone(), reason }
     }
 }

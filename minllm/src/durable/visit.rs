@@ -143,6 +143,15 @@ pub(crate) struct Ambient {
     emit: Option<(Sink, String, String)>,
 }
 
+/// A node's visit in a run driven node by node, as a `flow!` machine gets it:
+/// where its `exec` results are recorded (checkpointed runs), and what its
+/// hooks reach (`interrupt`, `emit`).
+#[doc(hidden)]
+pub struct NodeVisit<'a> {
+    pub(crate) visit: Option<Visit<'a>>,
+    pub(crate) ambient: Ambient,
+}
+
 /// Puts back the thread's previous ambient when dropped.
 pub(crate) struct InAmbient(#[allow(dead_code)] Asking, #[allow(dead_code)] Option<Emitting>);
 
@@ -220,6 +229,11 @@ impl Visit<'_> {
     /// when the record is used instead of running it again.
     pub(crate) fn skip_answers(&self, n: usize) {
         self.asks.lock().next += n;
+    }
+
+    /// The checkpoint the node was entered at.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
     }
 
     /// The run id, for errors.

@@ -90,7 +90,7 @@ pub(super) async fn drive<S: Send + Sync + 'static>(
         let result = match plan.mode {
             Mode::Sync => {
                 let _inside = ambient.enter();
-                slot.node.run(StoreRef::exclusive(store), cx)
+                slot.node.run_visiting(StoreRef::exclusive(store), cx)
             }
             Mode::Async => {
                 ambient.scope(slot.node.run_async(AsyncStoreRef::exclusive(store), &cx)).await.map_err(|e| *e)

@@ -6,11 +6,9 @@ use std::future::Future;
 use super::Flow;
 use super::drive::drive;
 use crate::action::Label;
-use crate::durable::{
-    Checkpoint, Checkpointer, Drive, DurableRun, Mode, Outcome, Plan, ready, streamed, streamed_async,
-};
+use crate::durable::{Checkpoint, Checkpointer, Drive, DurableRun, Outcome, Plan, stream_flow, stream_flow_async};
 use crate::error::Error;
-use crate::events::{AsyncEvents, Events, Sink};
+use crate::events::{AsyncEvents, Events};
 
 impl<S: Send + Sync + 'static> Flow<S> {
     /// This flow's run `run_id`, checkpointed in `checkpointer`: start it with
@@ -21,7 +19,7 @@ impl<S: Send + Sync + 'static> Flow<S> {
         &'f self,
         checkpointer: &'f dyn Checkpointer,
         run_id: impl Into<String>,
-    ) -> DurableRun<'f, Self, S> {
+    ) -> DurableRun<'f, &'f Self, S> {
         DurableRun::new(self, checkpointer, run_id)
     }
 
@@ -69,8 +67,7 @@ impl<S: Send + Sync + 'static> Flow<S> {
     /// assert_eq!(printed, "Hello, world");
     /// ```
     pub fn stream(&self, store: &mut S, consume: impl FnOnce(Events)) -> Result<Label, Error> {
-        let outcome = streamed(consume, |sink| ready(self.drive_events(store, sink, Mode::Sync)));
-        self.unpaused(outcome)
+        stream_flow(&self, store, consume)
     }
 
     /// [`stream`](Flow::stream) on the current tokio runtime: `consume` (an
@@ -92,28 +89,11 @@ impl<S: Send + Sync + 'static> Flow<S> {
     /// # }
     /// ```
     pub async fn stream_async(&self, store: &mut S, consume: impl AsyncFnOnce(AsyncEvents)) -> Result<Label, Error> {
-        let outcome = streamed_async(consume, |sink| self.drive_events(store, sink, Mode::Async)).await;
-        self.unpaused(outcome)
-    }
-
-    async fn drive_events(&self, store: &mut S, sink: Sink, mode: Mode) -> Result<Outcome, Error> {
-        drive(self, store, Plan { journal: None, events: Some(&sink), run: "", mode }, None, Vec::new()).await
-    }
-
-    fn unpaused(&self, outcome: Result<Outcome, Error>) -> Result<Label, Error> {
-        match outcome? {
-            Outcome::Finished(label) => Ok(label),
-            // Without a journal an interrupt is a node error, never a pause.
-            Outcome::Paused(pause) => Err(Error::Resume {
-                flow: self.name.clone(),
-                run: pause.run,
-                reason: "a run without checkpoints cannot pause".to_owned(),
-            }),
-        }
+        stream_flow_async(&self, store, consume).await
     }
 }
 
-impl<S: Send + Sync + 'static> Drive<S> for Flow<S> {
+impl<S: Send + Sync + 'static> Drive<S> for &Flow<S> {
     fn flow_name(&self) -> &str {
         &self.name
     }
@@ -125,6 +105,6 @@ impl<S: Send + Sync + 'static> Drive<S> for Flow<S> {
         from: Option<&'a Checkpoint>,
         answers: Vec<Vec<u8>>,
     ) -> impl Future<Output = Result<Outcome, Error>> + Send + 'a {
-        drive(self, store, plan, from, answers)
+        drive(*self, store, plan, from, answers)
     }
 }

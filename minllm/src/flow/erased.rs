@@ -19,7 +19,9 @@ use crate::batch::{
 use crate::context::NodeCx;
 use crate::error::Error;
 use crate::marker;
-use crate::node::{AsyncNode, Node, run_async_node, run_node, run_offloaded_node};
+use crate::node::{
+    AsyncNode, Node, run_async_node, run_async_visit, run_node, run_node_visit, run_offloaded_node, run_offloaded_visit,
+};
 use crate::typed::{AsyncTypedFlow, TypedFlow};
 
 /// What kind of node a slot holds, for validation and diagrams.
@@ -68,6 +70,12 @@ pub(crate) type AsyncRun<'a> = BoxFuture<'a, Result<Label, Box<Error>>>;
 #[doc(hidden)]
 pub trait ErasedNode<S>: Sealed + Send + Sync + 'static {
     fn run(&self, store: StoreRef<'_, S>, cx: NodeCx<'_>) -> Result<Label, Error>;
+    /// [`run`](ErasedNode::run) in a checkpointed run, whose visit `cx`
+    /// carries: nodes that record their `exec` results on a path of their own
+    /// (plain nodes) override it, so that `run` checks nothing.
+    fn run_visiting(&self, store: StoreRef<'_, S>, cx: NodeCx<'_>) -> Result<Label, Error> {
+        self.run(store, cx)
+    }
     /// The node's future, boxed; it fails with a boxed error, which moves
     /// through the engine's futures faster.
     fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a>;
@@ -123,8 +131,18 @@ impl<S: Send + Sync + 'static, N: Node<S>> ErasedNode<S> for NodeAdapter<N, S> {
         run_node(&*self.node, store, cx).map(Action::into_label)
     }
 
+    fn run_visiting(&self, store: StoreRef<'_, S>, cx: NodeCx<'_>) -> Result<Label, Error> {
+        match cx.visit {
+            Some(visit) => run_node_visit(&*self.node, store, cx, visit).map(Action::into_label),
+            None => self.run(store, cx),
+        }
+    }
+
     fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
-        Box::pin(run_offloaded_node(&self.node, store, cx, Action::into_label))
+        match cx.visit {
+            Some(visit) => Box::pin(run_offloaded_visit(&self.node, store, cx, visit, Action::into_label)),
+            None => Box::pin(run_offloaded_node(&self.node, store, cx, Action::into_label)),
+        }
     }
 
     fn kind(&self) -> NodeKind {
@@ -156,7 +174,10 @@ impl<S: Send + Sync + 'static, N: AsyncNode<S>> ErasedNode<S> for AsyncNodeAdapt
     }
 
     fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
-        Box::pin(run_async_node(&self.node, store, cx, Action::into_label))
+        match cx.visit {
+            Some(visit) => Box::pin(run_async_visit(&self.node, store, cx, visit, Action::into_label)),
+            None => Box::pin(run_async_node(&self.node, store, cx, Action::into_label)),
+        }
     }
 
     fn kind(&self) -> NodeKind {

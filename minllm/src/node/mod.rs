@@ -11,7 +11,9 @@ pub(crate) use hooks::{call_stage, caught, guarded, offload};
 pub use retry::wait_between_attempts;
 pub use retry::{ExecContext, Retry};
 pub(crate) use retry::{exec_with_retry, retry_after_async};
-pub(crate) use run::{run_async_node, run_node, run_offloaded_node};
+pub(crate) use run::{
+    run_async_node, run_async_visit, run_node, run_node_visit, run_offloaded_node, run_offloaded_visit,
+};
 
 use std::future::Future;
 

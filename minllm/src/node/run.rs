@@ -19,9 +19,6 @@ use crate::error::{Error, Failure, Stage};
 /// Runs a sync node in a sync run.
 #[inline(always)]
 pub(crate) fn run_node<S, N: Node<S>>(node: &N, mut store: impl Access<S>, cx: NodeCx<'_>) -> Result<N::Action, Error> {
-    if let Some(visit) = cx.visit {
-        return run_node_visit(node, store, cx, visit);
-    }
     let prep = store.with_store(|s| call_stage(Stage::Prep, || node.prep(s, cx.params))).map_err(|h| cx.error(h))?;
     // The first attempt inline; retries and the fallback in a cold function.
     let retry = node.retry();
@@ -41,7 +38,7 @@ pub(crate) fn run_node<S, N: Node<S>>(node: &N, mut store: impl Access<S>, cx: N
 /// from the record when an earlier try of this visit got that far.
 #[cold]
 #[inline(never)]
-fn run_node_visit<S, N: Node<S>>(
+pub(crate) fn run_node_visit<S, N: Node<S>>(
     node: &N,
     mut store: impl Access<S>,
     cx: NodeCx<'_>,
@@ -112,14 +109,6 @@ where
             caught(Stage::Prep, guarded(node.prep(&guard, cx.params)).await)
         }
         .map_err(|h| cx.error(h))?;
-        if let Some(visit) = cx.visit {
-            let exec = exec_async_visit(node, &prep, cx, visit).await?;
-            let mut guard = locked!(store);
-            return match caught(Stage::Post, guarded(node.post(&mut guard, prep, exec)).await) {
-                Ok(action) => Ok(finish(action)),
-                Err(h) => Err(cx.fail(h)),
-            };
-        }
         // The policy is asked again after a failure rather than kept in the
         // future while the first attempt runs.
         let first = ExecContext::new(cx.node, 1, node.retry().max_attempts(), None);
@@ -143,36 +132,50 @@ where
     }
 }
 
-/// An async node's `exec` in a checkpointed run (boxed, off the hot path):
-/// the recorded result of an earlier try of this visit, or a new one,
-/// recorded before `post` runs.
-#[cold]
-fn exec_async_visit<'a, S, N>(
-    node: &'a N,
-    prep: &'a N::Prep,
-    cx: &'a NodeCx<'a>,
-    visit: &'a Visit<'a>,
-) -> BoxFuture<'a, Result<N::Exec, Box<Error>>>
+/// [`run_async_node`] in a checkpointed run (the node's `visit`): `exec`'s
+/// result recorded by an earlier try of this visit, or a new one, recorded
+/// before `post` runs. Its callers choose it over [`run_async_node`] when
+/// there is a visit, so that the plain runner checks nothing.
+pub(crate) async fn run_async_visit<S, N, T>(
+    node: &N,
+    mut store: impl AsyncAccess<S>,
+    cx: &NodeCx<'_>,
+    visit: &Visit<'_>,
+    finish: impl FnOnce(N::Action) -> T,
+) -> Result<T, Box<Error>>
 where
     S: Send + Sync,
     N: AsyncNode<S>,
 {
-    Box::pin(async move {
-        if let Some(exec) = replay_exec::<N::Exec>(visit, cx)? {
-            return Ok(exec);
+    let prep = {
+        let guard = locked!(store);
+        caught(Stage::Prep, guarded(node.prep(&guard, cx.params)).await)
+    }
+    .map_err(|h| cx.error(h))?;
+    let exec = match replay_exec::<N::Exec>(visit, cx)? {
+        Some(exec) => exec,
+        None => {
+            let before = visit.answers_taken();
+            let first = ExecContext::new(cx.node, 1, node.retry().max_attempts(), None);
+            let exec = match guarded(node.exec(&prep, &first)).await {
+                Ok(Ok(exec)) => exec,
+                Ok(Err(source)) => {
+                    let failure = Failure::Returned { source, attempts: 1 };
+                    retry_async_node(node, failure, node.retry(), first, &prep, cx).await?
+                }
+                Err(payload) => {
+                    retry_async_node(node, Failure::panicked(payload), node.retry(), first, &prep, cx).await?
+                }
+            };
+            record_exec(visit, cx, visit.answers_taken() - before, &exec)?;
+            exec
         }
-        let before = visit.answers_taken();
-        let first = ExecContext::new(cx.node, 1, node.retry().max_attempts(), None);
-        let exec = match guarded(node.exec(prep, &first)).await {
-            Ok(Ok(exec)) => exec,
-            Ok(Err(source)) => {
-                retry_async_node(node, Failure::Returned { source, attempts: 1 }, node.retry(), first, prep, cx).await?
-            }
-            Err(payload) => retry_async_node(node, Failure::panicked(payload), node.retry(), first, prep, cx).await?,
-        };
-        record_exec(visit, cx, visit.answers_taken() - before, &exec)?;
-        Ok(exec)
-    })
+    };
+    let mut guard = locked!(store);
+    match caught(Stage::Post, guarded(node.post(&mut guard, prep, exec)).await) {
+        Ok(action) => Ok(finish(action)),
+        Err(h) => Err(cx.fail(h)),
+    }
 }
 
 /// The `exec` result an earlier try of this visit recorded, if any.
@@ -256,15 +259,7 @@ where
         call_stage(Stage::Prep, || node.prep(&guard, cx.params))
     }
     .map_err(|h| cx.error(h))?;
-    let recorded = match cx.visit {
-        Some(visit) => replay_exec::<N::Exec>(visit, cx)?,
-        None => None,
-    };
-    let taken_before = cx.visit.map(Visit::answers_taken);
-    let fresh = recorded.is_none();
-    let (prep, exec) = if let Some(exec) = recorded {
-        (prep, exec)
-    } else if !node.exec_blocks() {
+    let (prep, exec) = if !node.exec_blocks() {
         let retry = node.retry();
         let first = ExecContext::new(cx.node, 1, retry.max_attempts(), None);
         match call(|| node.exec(&prep, &first)) {
@@ -276,7 +271,7 @@ where
         }
     } else {
         let (shared, name) = (Arc::clone(node), cx.node.to_owned());
-        // `interrupt` and `emit` reach the run from the pool's thread too.
+        // `emit` reaches the run from the pool's thread too.
         let ambient = Ambient::current();
         let (prep, result) = offload(move |cancel| {
             let _inside = ambient.enter();
@@ -297,9 +292,77 @@ where
         cx.record_attempts(attempts);
         (prep, exec)
     };
-    if fresh && let (Some(visit), Some(before)) = (cx.visit, taken_before) {
-        record_exec(visit, cx, visit.answers_taken() - before, &exec)?;
+    let mut guard = locked!(store);
+    call_stage(Stage::Post, || node.post(&mut guard, prep, exec)).map(finish).map_err(|h| cx.fail(h))
+}
+
+/// A sync node's `exec` with its retries on tokio's blocking pool; `prep`
+/// goes there and comes back with the result.
+async fn exec_on_pool<S, N>(node: &Arc<N>, prep: N::Prep, cx: &NodeCx<'_>) -> Result<PrepExec<S, N>, Box<Error>>
+where
+    S: Send + Sync + 'static,
+    N: Node<S>,
+{
+    let (shared, name) = (Arc::clone(node), cx.node.to_owned());
+    // `interrupt` and `emit` reach the run from the pool's thread too.
+    let ambient = Ambient::current();
+    let (prep, result) = offload(move |cancel| {
+        let _inside = ambient.enter();
+        let result = exec_with_retry(
+            shared.retry(),
+            &name,
+            None,
+            Some(cancel),
+            &prep,
+            |p, c| shared.exec(p, c),
+            |p, e, c| shared.exec_fallback(p, e, c),
+        );
+        (prep, result)
+    })
+    .await
+    .map_err(|f| f.into_error(cx.flow.to_string(), cx.node.to_owned(), Stage::Exec, None))?;
+    let (exec, attempts) = result.map_err(|h| cx.error(h))?;
+    cx.record_attempts(attempts);
+    Ok((prep, exec))
+}
+
+/// [`run_offloaded_node`] in a checkpointed run (the node's `visit`):
+/// `exec`'s recorded result, or a new one on the pool (or in place, as
+/// [`Node::exec_blocks`] says) recorded before `post`. Its callers choose it
+/// when there is a visit.
+pub(crate) async fn run_offloaded_visit<S, N, T>(
+    node: &Arc<N>,
+    mut store: impl AsyncAccess<S>,
+    cx: &NodeCx<'_>,
+    visit: &Visit<'_>,
+    finish: impl FnOnce(N::Action) -> T,
+) -> Result<T, Box<Error>>
+where
+    S: Send + Sync + 'static,
+    N: Node<S>,
+{
+    let prep = {
+        let guard = locked!(store);
+        call_stage(Stage::Prep, || node.prep(&guard, cx.params))
     }
+    .map_err(|h| cx.error(h))?;
+    let (prep, exec) = match replay_exec::<N::Exec>(visit, cx)? {
+        Some(exec) => (prep, exec),
+        None => {
+            let before = visit.answers_taken();
+            let (prep, exec) = if node.exec_blocks() {
+                exec_on_pool(node, prep, cx).await?
+            } else {
+                let exec = |p: &N::Prep, c: &ExecContext<'_>| node.exec(p, c);
+                let fallback = |p: &N::Prep, e, c: &ExecContext<'_>| node.exec_fallback(p, e, c);
+                let (exec, _) = exec_with_retry(node.retry(), cx.node, None, cx.cancel, &prep, exec, fallback)
+                    .map_err(|h| cx.error(h))?;
+                (prep, exec)
+            };
+            record_exec(visit, cx, visit.answers_taken() - before, &exec)?;
+            (prep, exec)
+        }
+    };
     let mut guard = locked!(store);
     call_stage(Stage::Post, || node.post(&mut guard, prep, exec)).map(finish).map_err(|h| cx.fail(h))
 }
