@@ -8,7 +8,7 @@ use std::time::Duration;
 use minllm::{Action, AsyncBatchMode, AsyncBatchNode, End, ExecContext, Flow, Node, NodeId, NodeResult, Params};
 
 /// The store of the loops: a counter and a budget of transitions.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct Counter {
     pub value: u64,
     pub left: u64,

@@ -130,7 +130,7 @@ fn exec_items<S, N: BatchNode<S>>(
 fn replay_item<O: Send + 'static>(visit: &Visit<'_>, i: usize) -> Result<Option<O>, HookError> {
     let item_error =
         |why: String| HookError::new(Stage::Exec, Some(i), Failure::Returned { source: why.into(), attempts: 1 });
-    let Some(record) = visit.recorded(&i.to_string()).map_err(|e| item_error(e.to_string()))? else {
+    let Some(record) = visit.recorded(Some(i)).map_err(|e| item_error(e.to_string()))? else {
         return Ok(None);
     };
     let (_, bytes) = ExecRecord::read(&record).map_err(item_error)?;
@@ -143,7 +143,7 @@ fn record_item<O: Send + 'static>(visit: &Visit<'_>, i: usize, output: &O) -> Re
     let item_error =
         |why: String| HookError::new(Stage::Exec, Some(i), Failure::Returned { source: why.into(), attempts: 1 });
     let bytes = encode_value(output).map_err(|why| item_error(format!("its output cannot be checkpointed: {why}")))?;
-    visit.record(&i.to_string(), &ExecRecord::write(0, &bytes)).map_err(|e| item_error(e.to_string()))
+    visit.record(Some(i), &ExecRecord::write(0, &bytes)).map_err(|e| item_error(e.to_string()))
 }
 
 /// Every item's `exec` (with retries and fallback) of an async batch node.

@@ -1,6 +1,6 @@
 //! The in-memory backend, for tests and for runs that only need to pause.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -9,7 +9,7 @@ use super::{Checkpoint, CheckpointError, CheckpointInfo, Checkpointer, Field, Ru
 
 #[derive(Default)]
 struct Runs {
-    checkpoints: HashMap<String, Vec<Checkpoint>>,
+    checkpoints: HashMap<String, BTreeMap<u64, Checkpoint>>,
     execs: HashMap<(String, u64, String), Vec<u8>>,
     held: HashSet<String>,
 }
@@ -57,10 +57,10 @@ impl Checkpointer for MemoryCheckpointer {
     fn put(&self, run: &str, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
         let mut runs = self.runs.lock();
         let list = runs.checkpoints.entry(run.to_owned()).or_default();
-        if list.iter().any(|c| c.seq == checkpoint.seq) {
+        if list.contains_key(&checkpoint.seq) {
             return Err(CheckpointError::Conflict { run: run.to_owned(), seq: checkpoint.seq });
         }
-        let parent = checkpoint.parent.and_then(|p| list.iter().find(|c| c.seq == p));
+        let parent = checkpoint.parent.and_then(|p| list.get(&p));
         let mut stored = checkpoint.clone();
         for (name, field) in &mut stored.fields {
             if *field == Field::Unchanged {
@@ -70,7 +70,7 @@ impl Checkpointer for MemoryCheckpointer {
                 })?;
             }
         }
-        list.push(stored);
+        list.insert(stored.seq, stored);
         Ok(())
     }
 
@@ -84,18 +84,15 @@ impl Checkpointer for MemoryCheckpointer {
     }
 
     fn get(&self, run: &str, seq: u64) -> Result<Option<Checkpoint>, CheckpointError> {
-        Ok(self.runs.lock().checkpoints.get(run).and_then(|l| l.iter().find(|c| c.seq == seq)).cloned())
+        Ok(self.runs.lock().checkpoints.get(run).and_then(|l| l.get(&seq)).cloned())
     }
 
     fn latest(&self, run: &str) -> Result<Option<Checkpoint>, CheckpointError> {
-        Ok(self.runs.lock().checkpoints.get(run).and_then(|l| l.iter().max_by_key(|c| c.seq)).cloned())
+        Ok(self.runs.lock().checkpoints.get(run).and_then(|l| l.values().next_back()).cloned())
     }
 
     fn history(&self, run: &str) -> Result<Vec<CheckpointInfo>, CheckpointError> {
         let runs = self.runs.lock();
-        let mut list: Vec<CheckpointInfo> =
-            runs.checkpoints.get(run).map(|l| l.iter().map(CheckpointInfo::from).collect()).unwrap_or_default();
-        list.sort_by_key(|c| c.seq);
-        Ok(list)
+        Ok(runs.checkpoints.get(run).map(|l| l.values().map(CheckpointInfo::from).collect()).unwrap_or_default())
     }
 }

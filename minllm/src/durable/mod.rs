@@ -218,8 +218,9 @@ impl fmt::Debug for RunLock {
 ///   a reader sees it whole or not at all. A [`Field::Unchanged`] field takes
 ///   the parent checkpoint's value. A `seq` that exists already is a
 ///   [`CheckpointError::Conflict`].
-/// - [`put_exec`](Checkpointer::put_exec) is durable before it returns: the
-///   engine runs the node's `post` only after it.
+/// - [`put_exec`](Checkpointer::put_exec) (and
+///   [`put_with_exec`](Checkpointer::put_with_exec)) is durable before it
+///   returns: the engine runs the node's `post` only after it.
 /// - Reads never run code: what is stored is bytes, decoded by the engine as
 ///   plain data.
 pub trait Checkpointer: Send + Sync {
@@ -230,6 +231,24 @@ pub trait Checkpointer: Send + Sync {
     /// Records an `exec` result of the node entered at checkpoint `visit`;
     /// `key` tells the items of a batch apart (`""` for a plain node).
     fn put_exec(&self, run: &str, visit: u64, key: &str, value: &[u8]) -> Result<(), CheckpointError>;
+    /// [`put`](Checkpointer::put) of `checkpoint` (when given) and
+    /// [`put_exec`](Checkpointer::put_exec), in this order. The engine writes a
+    /// node's checkpoint with its first `exec` record this way: a backend that
+    /// can should write both at once (the SQLite backend does, in one
+    /// transaction).
+    fn put_with_exec(
+        &self,
+        run: &str,
+        checkpoint: Option<&Checkpoint>,
+        visit: u64,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), CheckpointError> {
+        if let Some(checkpoint) = checkpoint {
+            self.put(run, checkpoint)?;
+        }
+        self.put_exec(run, visit, key, value)
+    }
     /// An `exec` result recorded by [`put_exec`](Checkpointer::put_exec).
     fn get_exec(&self, run: &str, visit: u64, key: &str) -> Result<Option<Vec<u8>>, CheckpointError>;
     /// Checkpoint `seq` of run `run`, with every field's value.

@@ -9,6 +9,11 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{Checkpoint, CheckpointError, CheckpointInfo, Checkpointer, Field, RunLock, Status};
 
+/// Store fields of at most this many bytes live in their checkpoint's row
+/// (as hex); larger ones in a blob of their own, which later checkpoints
+/// share while the field does not change.
+const INLINE: usize = 512;
+
 /// What the file says it is, so that a foreign database is refused.
 const FORMAT: &str = "minllm checkpoints";
 const VERSION: i64 = 1;
@@ -19,11 +24,8 @@ CREATE TABLE IF NOT EXISTS blobs (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (
     run TEXT NOT NULL, seq INTEGER NOT NULL, parent INTEGER, visit INTEGER NOT NULL,
     path TEXT NOT NULL, steps TEXT NOT NULL, status TEXT NOT NULL, detail BLOB,
-    answers TEXT NOT NULL, created_ms INTEGER NOT NULL,
+    answers TEXT NOT NULL, created_ms INTEGER NOT NULL, fields TEXT NOT NULL,
     PRIMARY KEY (run, seq));
-CREATE TABLE IF NOT EXISTS fields (
-    run TEXT NOT NULL, seq INTEGER NOT NULL, name TEXT NOT NULL, blob INTEGER NOT NULL,
-    PRIMARY KEY (run, seq, name));
 CREATE TABLE IF NOT EXISTS execs (
     run TEXT NOT NULL, visit INTEGER NOT NULL, key TEXT NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (run, visit, key));
@@ -139,7 +141,7 @@ impl SqliteCheckpointer {
         let connection = self.inner.connection.lock();
         let row = connection
             .query_row(
-                "SELECT parent, visit, path, steps, status, detail, answers, created_ms FROM checkpoints \
+                "SELECT parent, visit, path, steps, status, detail, answers, created_ms, fields FROM checkpoints \
                  WHERE run = ?1 AND seq = ?2",
                 params![run, seq as i64],
                 |r| {
@@ -152,29 +154,39 @@ impl SqliteCheckpointer {
                         r.get::<_, Option<Vec<u8>>>(5)?,
                         r.get::<_, String>(6)?,
                         r.get::<_, i64>(7)?,
+                        r.get::<_, String>(8)?,
                     ))
                 },
             )
             .optional()
             .map_err(backend)?;
-        let Some((parent, visit, path, steps, status, detail, answers, created_ms)) = row else { return Ok(None) };
-        let mut statement = connection
-            .prepare_cached(
-                "SELECT f.name, b.data FROM fields f JOIN blobs b ON b.id = f.blob \
-                 WHERE f.run = ?1 AND f.seq = ?2 ORDER BY f.name",
-            )
-            .map_err(backend)?;
-        let fields = statement
-            .query_map(params![run, seq as i64], |r| {
-                Ok((r.get::<_, String>(0)?, Field::Value(r.get::<_, Vec<u8>>(1)?)))
-            })
-            .map_err(backend)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(backend)?;
-        let damaged = |what: &str, e: serde_json::Error| CheckpointError::Damaged {
+        let Some((parent, visit, path, steps, status, detail, answers, created_ms, fields)) = row else {
+            return Ok(None);
+        };
+        let damaged = |what: &str, e: String| CheckpointError::Damaged {
             path: self.inner.path.display().to_string(),
             reason: format!("checkpoint {seq} of run `{run}` has a bad {what}: {e}"),
         };
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&fields).map_err(|e| damaged("field list", e.to_string()))?;
+        let mut blob = connection.prepare_cached("SELECT data FROM blobs WHERE id = ?1").map_err(backend)?;
+        let mut loaded = Vec::with_capacity(map.len());
+        for (name, at) in map {
+            let data = match at {
+                serde_json::Value::Number(id) => {
+                    let id = id.as_i64().ok_or_else(|| damaged("blob number", id.to_string()))?;
+                    blob.query_row(params![id], |r| r.get::<_, Vec<u8>>(0))
+                        .map_err(|e| damaged(&format!("field `{name}`"), e.to_string()))?
+                }
+                serde_json::Value::String(hex) => {
+                    from_hex(&hex).ok_or_else(|| damaged(&format!("field `{name}`"), "not hex".to_owned()))?
+                }
+                other => return Err(damaged(&format!("field `{name}`"), other.to_string())),
+            };
+            loaded.push((name, Field::Value(data)));
+        }
+        let fields = loaded;
+        let damaged = |what: &str, e: serde_json::Error| damaged(what, e.to_string());
         let detail = detail.unwrap_or_default();
         let status = match status.as_str() {
             "running" => Status::Running,
@@ -228,85 +240,37 @@ impl Checkpointer for SqliteCheckpointer {
     fn put(&self, run: &str, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
         let mut connection = self.inner.connection.lock();
         let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-        let seq = checkpoint.seq as i64;
-        let (status, detail): (&str, Option<Vec<u8>>) = match &checkpoint.status {
-            Status::Running => ("running", None),
-            Status::Paused { question } => ("paused", Some(question.clone())),
-            Status::Finished { action } => ("finished", Some(action.as_bytes().to_vec())),
-        };
-        let answers: Vec<serde_json::Value> =
-            checkpoint.answers.iter().map(|a| serde_json::from_slice(a).unwrap_or(serde_json::Value::Null)).collect();
-        let json = |v: &dyn erased::Json| v.to_json();
-        let inserted = tx.execute(
-            "INSERT OR IGNORE INTO checkpoints (run, seq, parent, visit, path, steps, status, detail, answers, created_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
-                run,
-                seq,
-                checkpoint.parent.map(|p| p as i64),
-                checkpoint.visit as i64,
-                json(&checkpoint.path),
-                json(&checkpoint.steps),
-                status,
-                detail,
-                json(&answers),
-                checkpoint.created_ms as i64,
-            ],
-        );
-        if inserted.map_err(backend)? == 0 {
-            return Err(CheckpointError::Conflict { run: run.to_owned(), seq: checkpoint.seq });
+        put_in(&tx, run, checkpoint)?;
+        tx.commit().map_err(backend)
+    }
+
+    fn put_with_exec(
+        &self,
+        run: &str,
+        checkpoint: Option<&Checkpoint>,
+        visit: u64,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), CheckpointError> {
+        let mut connection = self.inner.connection.lock();
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+        if let Some(checkpoint) = checkpoint {
+            put_in(&tx, run, checkpoint)?;
         }
-        for (name, field) in &checkpoint.fields {
-            match field {
-                Field::Value(data) => {
-                    tx.execute("INSERT INTO blobs (data) VALUES (?1)", params![data]).map_err(backend)?;
-                    let blob = tx.last_insert_rowid();
-                    tx.execute(
-                        "INSERT INTO fields (run, seq, name, blob) VALUES (?1, ?2, ?3, ?4)",
-                        params![run, seq, name, blob],
-                    )
-                    .map_err(backend)?;
-                }
-                Field::Unchanged => {
-                    let copied = tx
-                        .execute(
-                            "INSERT INTO fields (run, seq, name, blob) \
-                             SELECT run, ?2, name, blob FROM fields WHERE run = ?1 AND seq = ?3 AND name = ?4",
-                            params![run, seq, checkpoint.parent.map(|p| p as i64), name],
-                        )
-                        .map_err(backend)?;
-                    if copied != 1 {
-                        return Err(CheckpointError::Backend(format!(
-                            "field `{name}` is unchanged from a parent checkpoint that does not have it"
-                        )));
-                    }
-                }
-            }
-        }
+        put_exec_in(&tx, run, visit, key, value)?;
         tx.commit().map_err(backend)
     }
 
     fn put_exec(&self, run: &str, visit: u64, key: &str, value: &[u8]) -> Result<(), CheckpointError> {
-        self.inner
-            .connection
-            .lock()
-            .execute(
-                "INSERT OR REPLACE INTO execs (run, visit, key, data) VALUES (?1, ?2, ?3, ?4)",
-                params![run, visit as i64, key, value],
-            )
-            .map(drop)
-            .map_err(backend)
+        put_exec_in(&self.inner.connection.lock(), run, visit, key, value)
     }
 
     fn get_exec(&self, run: &str, visit: u64, key: &str) -> Result<Option<Vec<u8>>, CheckpointError> {
         self.inner
             .connection
             .lock()
-            .query_row(
-                "SELECT data FROM execs WHERE run = ?1 AND visit = ?2 AND key = ?3",
-                params![run, visit as i64, key],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT data FROM execs WHERE run = ?1 AND visit = ?2 AND key = ?3")
+            .and_then(|mut s| s.query_row(params![run, visit as i64, key], |r| r.get(0)))
             .optional()
             .map_err(backend)
     }
@@ -367,6 +331,101 @@ impl Checkpointer for SqliteCheckpointer {
         }
         Ok(list)
     }
+}
+
+/// Writes `checkpoint` in the transaction `tx`.
+fn put_in(tx: &rusqlite::Transaction<'_>, run: &str, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+    let seq = checkpoint.seq as i64;
+    let (status, detail): (&str, Option<Vec<u8>>) = match &checkpoint.status {
+        Status::Running => ("running", None),
+        Status::Paused { question } => ("paused", Some(question.clone())),
+        Status::Finished { action } => ("finished", Some(action.as_bytes().to_vec())),
+    };
+    let answers: Vec<serde_json::Value> =
+        checkpoint.answers.iter().map(|a| serde_json::from_slice(a).unwrap_or(serde_json::Value::Null)).collect();
+    let json = |v: &dyn erased::Json| v.to_json();
+    let fields = field_map(tx, run, checkpoint)?;
+    let inserted = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO checkpoints \
+                 (run, seq, parent, visit, path, steps, status, detail, answers, created_ms, fields) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )
+        .map_err(backend)?
+        .execute(params![
+            run,
+            seq,
+            checkpoint.parent.map(|p| p as i64),
+            checkpoint.visit as i64,
+            json(&checkpoint.path),
+            json(&checkpoint.steps),
+            status,
+            detail,
+            json(&answers),
+            checkpoint.created_ms as i64,
+            fields,
+        ]);
+    if inserted.map_err(backend)? == 0 {
+        return Err(CheckpointError::Conflict { run: run.to_owned(), seq: checkpoint.seq });
+    }
+    Ok(())
+}
+
+/// The checkpoint's fields as its row keeps them: a JSON object from each
+/// name to the field's bytes in hex (small ones) or the number of its blob.
+/// An unchanged field takes its parent's entry.
+fn field_map(tx: &rusqlite::Transaction<'_>, run: &str, checkpoint: &Checkpoint) -> Result<String, CheckpointError> {
+    let mut parent: Option<serde_json::Map<String, serde_json::Value>> = None;
+    let mut map = serde_json::Map::new();
+    for (name, field) in &checkpoint.fields {
+        let entry = match field {
+            Field::Value(data) if data.len() <= INLINE => serde_json::Value::String(to_hex(data)),
+            Field::Value(data) => {
+                tx.prepare_cached("INSERT INTO blobs (data) VALUES (?1)")
+                    .and_then(|mut s| s.execute(params![data]))
+                    .map_err(backend)?;
+                serde_json::Value::from(tx.last_insert_rowid())
+            }
+            Field::Unchanged => {
+                if parent.is_none() {
+                    let text: Option<String> = tx
+                        .prepare_cached("SELECT fields FROM checkpoints WHERE run = ?1 AND seq = ?2")
+                        .and_then(|mut s| {
+                            s.query_row(params![run, checkpoint.parent.map(|p| p as i64)], |r| r.get(0)).optional()
+                        })
+                        .map_err(backend)?;
+                    parent = Some(text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default());
+                }
+                parent.as_ref().and_then(|p| p.get(name)).cloned().ok_or_else(|| {
+                    CheckpointError::Backend(format!(
+                        "field `{name}` is unchanged from a parent checkpoint that does not have it"
+                    ))
+                })?
+            }
+        };
+        map.insert(name.clone(), entry);
+    }
+    Ok(serde_json::Value::Object(map).to_string())
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// Writes an `exec` record on `connection` (a transaction or not).
+fn put_exec_in(connection: &Connection, run: &str, visit: u64, key: &str, value: &[u8]) -> Result<(), CheckpointError> {
+    connection
+        .prepare_cached("INSERT OR REPLACE INTO execs (run, visit, key, data) VALUES (?1, ?2, ?3, ?4)")
+        .and_then(|mut s| s.execute(params![run, visit as i64, key, value]))
+        .map(drop)
+        .map_err(backend)
 }
 
 mod erased {

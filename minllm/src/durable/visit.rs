@@ -206,18 +206,38 @@ pub(crate) struct Visit<'a> {
     run: &'a str,
     /// The checkpoint the node was entered at.
     seq: u64,
+    /// The node's name: part of the key of its records, so that a record is
+    /// never taken for another node's (see [`Journal`]).
+    node: String,
     asks: Arc<Mutex<Asks>>,
+    /// The node's checkpoint, when it is not written yet: it goes with the
+    /// first record, in one write.
+    staged: Staged,
 }
 
+/// A checkpoint waiting to be written with the next `exec` record.
+type Staged = Arc<Mutex<Option<Checkpoint>>>;
+
 impl Visit<'_> {
-    /// The `exec` result recorded for `key` by an earlier try of this visit.
-    pub(crate) fn recorded(&self, key: &str) -> Result<Option<Vec<u8>>, CheckpointError> {
-        self.checkpointer.get_exec(self.run, self.seq, key)
+    /// The key of the record of the node's `exec` (`item` for a batch item).
+    fn key(&self, item: Option<usize>) -> String {
+        match item {
+            Some(i) => format!("{}[{i}]", self.node),
+            None => self.node.clone(),
+        }
     }
 
-    /// Records an `exec` result before `post` runs.
-    pub(crate) fn record(&self, key: &str, value: &[u8]) -> Result<(), CheckpointError> {
-        self.checkpointer.put_exec(self.run, self.seq, key, value)
+    /// The `exec` result (of batch item `item`) recorded by an earlier try of
+    /// this visit.
+    pub(crate) fn recorded(&self, item: Option<usize>) -> Result<Option<Vec<u8>>, CheckpointError> {
+        self.checkpointer.get_exec(self.run, self.seq, &self.key(item))
+    }
+
+    /// Records an `exec` result (of batch item `item`) before `post` runs,
+    /// with the node's checkpoint when that is not written yet.
+    pub(crate) fn record(&self, item: Option<usize>, value: &[u8]) -> Result<(), CheckpointError> {
+        let staged = self.staged.lock().take();
+        self.checkpointer.put_with_exec(self.run, staged.as_ref(), self.seq, &self.key(item), value)
     }
 
     /// How many answers the node's interrupts have taken so far.
@@ -261,11 +281,16 @@ pub(crate) struct Journal<'a> {
     next: u64,
     /// The fields of the checkpoint `last`, as written.
     fields: Vec<(String, Vec<u8>)>,
+    /// The newest checkpoint of a node, when it waits to be written with the
+    /// node's first `exec` record: one write per transition instead of two. A
+    /// crash before that write resumes from the checkpoint before, whose
+    /// node's `exec` is recorded: its `post` runs again, nothing is paid twice.
+    staged: Staged,
 }
 
 impl<'a> Journal<'a> {
     pub(crate) fn new(checkpointer: &'a dyn Checkpointer, run: &'a str, flow: &'a str, next: u64) -> Self {
-        Journal { checkpointer, run, flow, last: 0, next, fields: Vec::new() }
+        Journal { checkpointer, run, flow, last: 0, next, fields: Vec::new(), staged: Staged::default() }
     }
 
     /// Continues after checkpoint `from` (its fields are what the next
@@ -296,6 +321,7 @@ impl<'a> Journal<'a> {
         answers: Vec<Vec<u8>>,
         fields: Vec<(String, Vec<u8>)>,
     ) -> Result<u64, Error> {
+        self.flush()?;
         let seq = self.next;
         let marked = fields
             .iter()
@@ -315,18 +341,39 @@ impl<'a> Journal<'a> {
             fields: marked,
             created_ms: now_ms(),
         };
-        self.checkpointer.put(self.run, &checkpoint).map_err(|e| self.error(e))?;
+        if checkpoint.status == Status::Running {
+            *self.staged.lock() = Some(checkpoint);
+        } else {
+            self.checkpointer.put(self.run, &checkpoint).map_err(|e| self.error(e))?;
+        }
         self.last = seq;
         self.next = seq + 1;
         self.fields = fields;
         Ok(seq)
     }
 
+    /// Writes the staged checkpoint, if any: before the next one, and when a
+    /// node fails.
+    pub(crate) fn flush(&self) -> Result<(), Error> {
+        let staged = self.staged.lock().take();
+        match staged {
+            Some(checkpoint) => self.checkpointer.put(self.run, &checkpoint).map_err(|e| self.error(e)),
+            None => Ok(()),
+        }
+    }
+
     /// The visit of the node entered at checkpoint `seq`, with the answers
     /// its interrupts have.
-    pub(crate) fn visit(&self, seq: u64, answers: Vec<Vec<u8>>) -> Visit<'a> {
+    pub(crate) fn visit(&self, seq: u64, node: &str, answers: Vec<Vec<u8>>) -> Visit<'a> {
         let asks = Asks { answers, next: 0, asked: None };
-        Visit { checkpointer: self.checkpointer, run: self.run, seq, asks: Arc::new(Mutex::new(asks)) }
+        Visit {
+            checkpointer: self.checkpointer,
+            run: self.run,
+            seq,
+            node: node.to_owned(),
+            asks: Arc::new(Mutex::new(asks)),
+            staged: Arc::clone(&self.staged),
+        }
     }
 
     /// The fields of the newest checkpoint.

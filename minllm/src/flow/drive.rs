@@ -69,7 +69,7 @@ pub(super) async fn drive<S: Send + Sync + 'static>(
                         (seq, Vec::new())
                     }
                 };
-                Some((journal.visit(seq, answers), seq))
+                Some((journal.visit(seq, &slot.name, answers), seq))
             }
             None => None,
         };
@@ -110,7 +110,13 @@ pub(super) async fn drive<S: Send + Sync + 'static>(
                 let node = path.join(" > ");
                 return Ok(Outcome::Paused(Pause { run: plan.run.to_owned(), node, question }));
             }
-            Err(error) => return Err(error),
+            Err(error) => {
+                // The failed node's checkpoint is kept: the run resumes there.
+                if let Some((journal, _)) = &plan.journal {
+                    journal.flush()?;
+                }
+                return Err(error);
+            }
         };
         if let Some(sink) = plan.events {
             let kind = EventKind::NodeFinished { action: label.to_string(), elapsed: started.elapsed() };

@@ -180,7 +180,7 @@ where
 
 /// The `exec` result an earlier try of this visit recorded, if any.
 fn replay_exec<E: Send + 'static>(visit: &Visit<'_>, cx: &NodeCx<'_>) -> Result<Option<E>, Error> {
-    let Some(record) = visit.recorded("").map_err(|source| visit_error(visit, cx, source))? else { return Ok(None) };
+    let Some(record) = visit.recorded(None).map_err(|source| visit_error(visit, cx, source))? else { return Ok(None) };
     let (taken, bytes) = ExecRecord::read(&record).map_err(|reason| not_checkpointable(visit, cx, reason))?;
     visit.skip_answers(taken);
     decode_value(bytes).map(Some).map_err(|reason| not_checkpointable(visit, cx, reason))
@@ -189,7 +189,7 @@ fn replay_exec<E: Send + 'static>(visit: &Visit<'_>, cx: &NodeCx<'_>) -> Result<
 /// Records an `exec` result (which took `taken` interrupt answers) before `post`.
 fn record_exec<E: Send + 'static>(visit: &Visit<'_>, cx: &NodeCx<'_>, taken: usize, exec: &E) -> Result<(), Error> {
     let bytes = encode_value(exec).map_err(|reason| not_checkpointable(visit, cx, reason))?;
-    visit.record("", &ExecRecord::write(taken, &bytes)).map_err(|source| visit_error(visit, cx, source))
+    visit.record(None, &ExecRecord::write(taken, &bytes)).map_err(|source| visit_error(visit, cx, source))
 }
 
 fn visit_error(visit: &Visit<'_>, cx: &NodeCx<'_>, source: crate::error::CheckpointError) -> Error {

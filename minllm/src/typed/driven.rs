@@ -137,6 +137,10 @@ impl<'a, S> DriveHook<'a, S> {
             Err(error) => error,
         };
         let interrupted = matches!(&error, Error::Node { source, .. } if is_interrupt(&**source));
+        if !interrupted && let Some((journal, _)) = &self.plan.journal {
+            // The failed node's checkpoint is kept: the run resumes there.
+            journal.flush()?;
+        }
         let (Some((journal, _)), true, Some(visit), Some((node, steps, _))) =
             (&mut self.plan.journal, interrupted, self.current.as_ref().and_then(|v| v.visit.as_ref()), self.at)
         else {
@@ -179,7 +183,7 @@ impl<'a, S> Hook<S> for DriveHook<'a, S> {
                         (journal.write(path, vec![self.taken], Status::Running, None, Vec::new(), fields)?, Vec::new())
                     }
                 };
-                Some(journal.visit(seq, answers))
+                Some(journal.visit(seq, node, answers))
             }
             None => None,
         };
