@@ -98,6 +98,22 @@ impl Checkpoints {
         py.detach(|| self.inner.put_exec(&run, visit, &key, &value)).map_err(error)
     }
 
+    /// `put` of the checkpoint given as `staged` (the arguments of `put` but
+    /// the run), if any, and `put_exec`, at once.
+    #[allow(clippy::type_complexity)]
+    fn put_with_exec(
+        &self,
+        py: Python<'_>,
+        run: String,
+        staged: Option<StagedArgs>,
+        visit: u64,
+        key: String,
+        value: Vec<u8>,
+    ) -> PyResult<()> {
+        let checkpoint = staged.map(checkpoint_of).transpose()?;
+        py.detach(|| self.inner.put_with_exec(&run, checkpoint.as_ref(), visit, &key, &value)).map_err(error)
+    }
+
     fn get_exec<'py>(
         &self,
         py: Python<'py>,
@@ -143,6 +159,32 @@ impl Steps {
     fn enter(&self, node: &Bound<'_, PyAny>) -> PyResult<()> {
         self.0.lock().enter(node)
     }
+}
+
+/// A checkpoint as the driver hands it over: `put`'s arguments but the run.
+type StagedArgs = (
+    u64,
+    Option<u64>,
+    u64,
+    Vec<String>,
+    Vec<u64>,
+    String,
+    Option<Vec<u8>>,
+    Vec<Vec<u8>>,
+    Vec<(String, Option<Vec<u8>>)>,
+);
+
+fn checkpoint_of(args: StagedArgs) -> PyResult<Checkpoint> {
+    let (seq, parent, visit, path, steps, status, detail, answers, fields) = args;
+    let detail = detail.unwrap_or_default();
+    let status = match status.as_str() {
+        "running" => Status::Running,
+        "paused" => Status::Paused { question: detail },
+        "finished" => Status::Finished { action: String::from_utf8_lossy(&detail).into_owned() },
+        other => return Err(pyo3::exceptions::PyValueError::new_err(format!("unknown status {other}"))),
+    };
+    let fields = fields.into_iter().map(|(n, v)| (n, v.map_or(Field::Unchanged, Field::Value))).collect();
+    Ok(Checkpoint::new(seq, parent, visit, path, steps, status, answers, fields, minllm_now_ms()))
 }
 
 fn minllm_now_ms() -> u64 {

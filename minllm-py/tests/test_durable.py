@@ -208,8 +208,11 @@ def test_a_crafted_database_never_runs_code(tmp_path):
             return (open, (str(marker), "w"))
 
     payload = base64.b64encode(__import__("pickle").dumps(Evil())).decode()
+    # Someone rewrites every checkpoint's store with a pickle that would
+    # create a file when loaded.
+    evil = json.dumps({"__p": payload}).encode().hex()
     db = sqlite3.connect(path)
-    db.execute("UPDATE blobs SET data = ?", (json.dumps({"__p": payload}).encode(),))
+    db.execute("UPDATE checkpoints SET fields = ?", (json.dumps({"count": evil}),))
     db.commit()
     db.close()
     with pytest.raises(CheckpointError, match="does not allow pickle"):

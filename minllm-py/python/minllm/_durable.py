@@ -295,6 +295,10 @@ class _Run:
         self.fields: dict[str, bytes] = {}
         self.stack: list[list[Any]] = []  # [name, steps] per flow entered, the node last
         self.again: tuple[int, list[Any]] | None = None  # the visit to continue
+        # A node's checkpoint waits to be written with its first exec record
+        # (one write per transition); a crash before that resumes from the
+        # checkpoint before, whose exec is recorded.
+        self.staged: tuple[Any, ...] | None = None
 
     # -- checkpoints --
 
@@ -314,9 +318,19 @@ class _Run:
         encoded = [self.codec.encode(a, "an answer") for a in answers or []]
         path = [frame[0] for frame in self.stack]
         steps = [frame[1] for frame in self.stack]
-        self.cp._cp.put(self.run_id, seq, self.last or None, visit or seq, path, steps, status, detail, encoded, marked)
+        self.flush()
+        args = (seq, self.last or None, visit or seq, path, steps, status, detail, encoded, marked)
+        if status == "running":
+            self.staged = args
+        else:
+            self.cp._cp.put(self.run_id, *args)
         self.last, self.next, self.fields = seq, seq + 1, fields
         return seq
+
+    def flush(self) -> None:
+        if self.staged is not None and self.cp is not None:
+            staged, self.staged = self.staged, None
+            self.cp._cp.put(self.run_id, *staged)
 
     def follow(self, checkpoint: dict[str, Any]) -> None:
         self.last = checkpoint["seq"]
@@ -367,6 +381,10 @@ class _Run:
             self.write("paused", dict(self.fields), detail, visit.seq, visit.answers)
             path = " > ".join(f[0] for f in self.stack)
             raise Interrupted(self.run_id or "", visit.asked, path) from None
+        except BaseException:
+            # The failed node's checkpoint is kept: the run resumes there.
+            self.flush()
+            raise
         finally:
             _visit.reset(tokens[0])
             _sink.reset(tokens[1])
@@ -390,8 +408,10 @@ class _Run:
             results.append(await self.recorded(curr, visit, str(i), one, is_async))
         return results
 
-    async def recorded(self, curr: Any, visit: _Visit, key: str, call: Callable[[], Any], is_async: bool) -> Any:
+    async def recorded(self, curr: Any, visit: _Visit, item: str, call: Callable[[], Any], is_async: bool) -> Any:
         assert self.cp is not None and self.codec is not None
+        # Keyed by node, so that a number reused after a crash never replays another node's.
+        key = self.stack[-1][0] + (f"[{item}]" if item else "")
         found = self.cp._cp.get_exec(self.run_id, visit.seq, key)
         if found is not None:
             record = self.codec.decode(found)
@@ -401,9 +421,10 @@ class _Run:
         value = call()
         if is_async:
             value = await value
-        what = f"the exec result of {type(curr).__name__}" + (f" (item {key})" if key else "")
+        what = f"the exec result of {type(curr).__name__}" + (f" (item {item})" if item else "")
         record = self.codec.encode({"taken": visit.next - before, "value": value}, what)
-        self.cp._cp.put_exec(self.run_id, visit.seq, key, record)
+        staged, self.staged = self.staged, None
+        self.cp._cp.put_with_exec(self.run_id, staged, visit.seq, key, record)
         return value
 
     # -- flows --
