@@ -20,6 +20,7 @@ import json
 import os
 import pickle
 import queue
+import sys
 import threading
 import time
 from typing import Any, AsyncIterator, Callable, Iterator
@@ -56,6 +57,18 @@ def register(cls: type, dump: Callable[[Any], Any], load: Callable[[Any], Any], 
 def _type_name(value: Any) -> str:
     t = type(value)
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+_JSON = json.JSONEncoder(separators=(",", ":"))
+_SCALARS = frozenset({int, str, bool, float, type(None)})
+_CLASSES: dict[str, Any] = {}
+
+
+def _classes(*names: str) -> tuple[Any, ...]:
+    """The package's classes by name (the package imports this module first)."""
+    if not _CLASSES:
+        _CLASSES.update(vars(sys.modules[__name__.rpartition(".")[0]]))
+    return tuple(_CLASSES[n] for n in names)
 
 
 class _Codec:
@@ -119,7 +132,9 @@ class _Codec:
         raise CheckpointError(f"the checkpoint holds an unknown value {json.dumps(data)[:80]}")
 
     def encode(self, value: Any, where: str) -> bytes:
-        return json.dumps(self.dump(value, where), separators=(",", ":")).encode()
+        if type(value) in _SCALARS:
+            return _JSON.encode(value).encode()
+        return _JSON.encode(self.dump(value, where)).encode()
 
     def decode(self, data: bytes) -> Any:
         return self.load(json.loads(data))
@@ -209,8 +224,10 @@ class _Pause(BaseException):
 
 
 class _Visit:
-    def __init__(self, seq: int, answers: list[Any]) -> None:
+    def __init__(self, seq: int, answers: list[Any], fresh: bool) -> None:
         self.seq, self.answers, self.next, self.asked = seq, answers, 0, _MISSING
+        # A node's first try has no records to look up.
+        self.fresh = fresh
 
 
 _visit: contextvars.ContextVar[_Visit | None] = contextvars.ContextVar("minllm_visit", default=None)
@@ -345,16 +362,15 @@ class _Run:
     # -- nodes --
 
     async def node(self, curr: Any, shared: Any, name: str) -> Any:
-        from . import AsyncNode, Node
-
+        AsyncNode, Node = _classes("AsyncNode", "Node")
         visit = None
         if self.cp is not None:
             if self.again is not None:
                 seq, answers = self.again
                 self.again = None
+                visit = _Visit(seq, answers, False)
             else:
-                seq, answers = self.write("running", self._save_fields(shared)), []
-            visit = _Visit(seq, answers)
+                visit = _Visit(self.write("running", self._save_fields(shared)), [], True)
         where = " > ".join(f[0] for f in self.stack[:-1]) or self.flow_name
         started = time.perf_counter()
         self.send("node_started", name)
@@ -393,8 +409,7 @@ class _Run:
 
     async def exec(self, curr: Any, p: Any, visit: _Visit, is_async: bool) -> Any:
         """``curr._exec(p)``, or its recorded result; batch items one by one."""
-        from . import AsyncBatchNode, AsyncNode, BatchNode, Node
-
+        AsyncBatchNode, AsyncNode, BatchNode, Node = _classes("AsyncBatchNode", "AsyncNode", "BatchNode", "Node")
         assert self.cp is not None and self.codec is not None
         if is_async:
             per_item = type(curr)._exec is AsyncBatchNode._exec
@@ -412,7 +427,7 @@ class _Run:
         assert self.cp is not None and self.codec is not None
         # Keyed by node, so that a number reused after a crash never replays another node's.
         key = self.stack[-1][0] + (f"[{item}]" if item else "")
-        found = self.cp._cp.get_exec(self.run_id, visit.seq, key)
+        found = None if visit.fresh else self.cp._cp.get_exec(self.run_id, visit.seq, key)
         if found is not None:
             record = self.codec.decode(found)
             visit.next += record["taken"]
@@ -432,8 +447,7 @@ class _Run:
     async def flow(self, flow: Any, shared: Any, params: Any, restore: list[tuple[str, int]]) -> Any:
         """One pass of ``flow`` (``Flow._orch``), node by node; ``restore`` says
         where a resumed run was in this flow and the ones inside it."""
-        from . import AsyncFlow, BatchFlow, Flow
-
+        AsyncFlow, BatchFlow, Flow = _classes("AsyncFlow", "BatchFlow", "Flow")
         names = _names(flow)
         by_name = {v: k for k, v in names.items()}
         nodes = {}

@@ -25,10 +25,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     run TEXT NOT NULL, seq INTEGER NOT NULL, parent INTEGER, visit INTEGER NOT NULL,
     path TEXT NOT NULL, steps TEXT NOT NULL, status TEXT NOT NULL, detail BLOB,
     answers TEXT NOT NULL, created_ms INTEGER NOT NULL, fields TEXT NOT NULL,
-    PRIMARY KEY (run, seq));
+    PRIMARY KEY (run, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS execs (
     run TEXT NOT NULL, visit INTEGER NOT NULL, key TEXT NOT NULL, data BLOB NOT NULL,
-    PRIMARY KEY (run, visit, key));
+    PRIMARY KEY (run, visit, key)) WITHOUT ROWID;
 ";
 
 /// Checkpoints in a SQLite file (WAL mode): the embedded default. Runs of

@@ -213,6 +213,9 @@ pub(crate) struct Visit<'a> {
     /// The node's checkpoint, when it is not written yet: it goes with the
     /// first record, in one write.
     staged: Staged,
+    /// Whether the visit is a node's first try (not a resumed one): it has
+    /// no records to look up.
+    fresh: bool,
 }
 
 /// A checkpoint waiting to be written with the next `exec` record.
@@ -230,6 +233,9 @@ impl Visit<'_> {
     /// The `exec` result (of batch item `item`) recorded by an earlier try of
     /// this visit.
     pub(crate) fn recorded(&self, item: Option<usize>) -> Result<Option<Vec<u8>>, CheckpointError> {
+        if self.fresh {
+            return Ok(None);
+        }
         self.checkpointer.get_exec(self.run, self.seq, &self.key(item))
     }
 
@@ -363,8 +369,9 @@ impl<'a> Journal<'a> {
     }
 
     /// The visit of the node entered at checkpoint `seq`, with the answers
-    /// its interrupts have.
-    pub(crate) fn visit(&self, seq: u64, node: &str, answers: Vec<Vec<u8>>) -> Visit<'a> {
+    /// its interrupts have; `fresh` when it is the node's first try, which has
+    /// no records yet.
+    pub(crate) fn visit(&self, seq: u64, node: &str, answers: Vec<Vec<u8>>, fresh: bool) -> Visit<'a> {
         let asks = Asks { answers, next: 0, asked: None };
         Visit {
             checkpointer: self.checkpointer,
@@ -373,6 +380,7 @@ impl<'a> Journal<'a> {
             node: node.to_owned(),
             asks: Arc::new(Mutex::new(asks)),
             staged: Arc::clone(&self.staged),
+            fresh,
         }
     }
 

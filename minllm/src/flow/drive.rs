@@ -60,16 +60,16 @@ pub(super) async fn drive<S: Send + Sync + 'static>(
         let (path, steps) = position(&frames);
         let visit = match &mut plan.journal {
             Some((journal, save_fields)) => {
-                let (seq, answers) = match again.take() {
-                    Some(visit) => visit,
+                let (seq, answers, fresh) = match again.take() {
+                    Some((seq, answers)) => (seq, answers, false),
                     None => {
                         let fields = save(store, *save_fields)?;
                         let seq =
                             journal.write(path.clone(), steps.clone(), Status::Running, None, Vec::new(), fields)?;
-                        (seq, Vec::new())
+                        (seq, Vec::new(), true)
                     }
                 };
-                Some((journal.visit(seq, &slot.name, answers), seq))
+                Some((journal.visit(seq, &slot.name, answers, fresh), seq))
             }
             None => None,
         };

@@ -174,16 +174,20 @@ impl<'a, S> Hook<S> for DriveHook<'a, S> {
         self.taken += 1;
         let visit = match &mut self.plan.journal {
             Some((journal, save)) => {
-                let (seq, answers) = match self.again.take() {
-                    Some(visit) => visit,
+                let (seq, answers, fresh) = match self.again.take() {
+                    Some((seq, answers)) => (seq, answers, false),
                     None => {
                         let fields =
                             save(store).map_err(|reason| not_checkpointable(self.flow, self.plan.run, reason))?;
                         let path = vec![node.to_owned()];
-                        (journal.write(path, vec![self.taken], Status::Running, None, Vec::new(), fields)?, Vec::new())
+                        (
+                            journal.write(path, vec![self.taken], Status::Running, None, Vec::new(), fields)?,
+                            Vec::new(),
+                            true,
+                        )
                     }
                 };
-                Some(journal.visit(seq, node, answers))
+                Some(journal.visit(seq, node, answers, fresh))
             }
             None => None,
         };
