@@ -32,17 +32,15 @@ from typing import Any as _Any
 from typing import TypeVar as _TypeVar
 
 from . import _durable, _minllm
-from ._durable import (
-    CheckpointError,
-    CheckpointInfo,
-    Event,
-    Interrupted,
-    MemoryCheckpointer,
-    SqliteCheckpointer,
-    emit,
-    interrupt,
-    register,
-)
+from ._durable import CheckpointError as CheckpointError
+from ._durable import CheckpointInfo as CheckpointInfo
+from ._durable import Event as Event
+from ._durable import Interrupted as Interrupted
+from ._durable import MemoryCheckpointer as MemoryCheckpointer
+from ._durable import SqliteCheckpointer as SqliteCheckpointer
+from ._durable import emit as emit
+from ._durable import interrupt as interrupt
+from ._durable import register as register
 from ._minllm import FlowError, SharedStore
 
 _Core = _minllm.NodeCore

@@ -316,6 +316,8 @@ class _Run:
         # (one write per transition); a crash before that resumes from the
         # checkpoint before, whose exec is recorded.
         self.staged: tuple[Any, ...] | None = None
+        # Where the last node ran, for the run's last checkpoint.
+        self.last_stack: list[list[Any]] = []
 
     # -- checkpoints --
 
@@ -372,6 +374,7 @@ class _Run:
             else:
                 visit = _Visit(self.write("running", self._save_fields(shared)), [], True)
         where = " > ".join(f[0] for f in self.stack[:-1]) or self.flow_name
+        self.last_stack = [list(frame) for frame in self.stack]
         started = time.perf_counter()
         self.send("node_started", name)
         tokens = (_visit.set(visit), _sink.set((self.events, where, name) if self.events is not None else None))
@@ -521,8 +524,8 @@ async def _drive(flow: Any, shared: Any, run: _Run, restore: list[tuple[str, int
             )
         last = await run.flow(flow, shared, None, restore)
         if run.cp is not None:
-            detail = json.dumps(last).encode() if isinstance(last, str) else b"null"
-            run.stack = []
+            detail = last.encode() if isinstance(last, str) else b"default"
+            run.stack = run.last_stack
             run.write("finished", run._save_fields(shared), detail)
         return last
     finally:

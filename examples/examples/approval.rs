@@ -1,0 +1,156 @@
+//! Human in the loop: a post is drafted from the offline library, then the run
+//! pauses for a person's approval and exits; nothing waits in memory. Later,
+//! another process resumes it with the answer: "yes" publishes, anything else
+//! is sent back as feedback for a new draft, which asks again. Checkpoints live
+//! in a SQLite file, so a crash at any point loses nothing either.
+//!
+//! ```sh
+//! cargo run -p minllm-examples --example approval -- start runs.db post-1 "bees"
+//! cargo run -p minllm-examples --example approval -- answer runs.db post-1 "shorter please"
+//! cargo run -p minllm-examples --example approval -- answer runs.db post-1 yes
+//! cargo run -p minllm-examples --example approval -- history runs.db post-1
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use minllm::durable::{Outcome, SqliteCheckpointer, interrupt};
+use minllm::{End, ExecContext, Flow, Node, NodeResult, Params};
+use minllm_examples::llm;
+use serde::{Deserialize, Serialize};
+
+/// The store, saved at every step: serde types only.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Post {
+    topic: String,
+    feedback: Vec<String>,
+    draft: String,
+    published: bool,
+}
+
+/// Drafts a post: the library's passage on the topic, summarised, cut shorter
+/// for each piece of feedback.
+struct Draft;
+
+impl Node<Post> for Draft {
+    type Prep = (String, usize);
+    type Exec = String;
+    type Action = ();
+    fn prep(&self, post: &Post, _: &Params) -> NodeResult<(String, usize)> {
+        Ok((post.topic.clone(), post.feedback.len()))
+    }
+    fn exec(&self, (topic, rounds): &(String, usize), _: &ExecContext) -> NodeResult<String> {
+        let source = library_text(topic)?;
+        let summary = llm::summarize(&source);
+        let words: Vec<&str> = summary.split_whitespace().collect();
+        let keep = words.len().saturating_sub(rounds * 4).max(6).min(words.len());
+        Ok(words[..keep].join(" "))
+    }
+    fn post(&self, post: &mut Post, _: (String, usize), draft: String) -> NodeResult<()> {
+        post.draft = draft;
+        Ok(())
+    }
+}
+
+/// Asks a person to approve the draft: the run pauses here until answered.
+struct Review;
+
+impl Node<Post> for Review {
+    type Prep = String;
+    type Exec = String;
+    type Action = &'static str;
+    fn prep(&self, post: &Post, _: &Params) -> NodeResult<String> {
+        Ok(post.draft.clone())
+    }
+    fn exec(&self, draft: &String, _: &ExecContext) -> NodeResult<String> {
+        interrupt(format!("Publish this? (yes, or what to change)\n\n  {draft}\n"))
+    }
+    fn post(&self, post: &mut Post, _: String, answer: String) -> NodeResult<&'static str> {
+        if answer.trim().eq_ignore_ascii_case("yes") {
+            post.published = true;
+            return Ok("approved");
+        }
+        post.feedback.push(answer);
+        Ok("revise")
+    }
+}
+
+fn library_text(topic: &str) -> NodeResult<String> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data");
+    let topic = topic.to_lowercase();
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        let text = std::fs::read_to_string(&path)?;
+        if path.file_stem().is_some_and(|s| s.to_string_lossy().contains(&topic))
+            || text.to_lowercase().contains(&topic)
+        {
+            return Ok(text);
+        }
+    }
+    Err(format!("the library in {} has nothing on `{topic}`", dir.display()).into())
+}
+
+fn flow() -> Flow<Post> {
+    let mut flow = Flow::new("publish");
+    let draft = flow.add("draft", Draft);
+    let review = flow.add("review", Review);
+    flow.edge(draft >> review).edge(review.on("revise") >> draft).edge(review.on("approved") >> End).max_steps(50);
+    flow
+}
+
+/// Prints how a run ended; exit code 3 while it waits for an answer.
+fn report(outcome: Outcome, post: &Post) -> ExitCode {
+    match outcome {
+        Outcome::Paused(pause) => {
+            println!("paused at `{}`:\n{}", pause.node(), pause.question::<String>().unwrap_or_default());
+            ExitCode::from(3)
+        }
+        Outcome::Finished(_) => {
+            println!("published after {} rounds of feedback:\n\n  {}", post.feedback.len(), post.draft);
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: approval start <db> <run> <topic> | answer <db> <run> <answer> | history <db> <run>";
+    let (Some(command), Some(db), Some(run_id)) = (args.first(), args.get(1), args.get(2)) else {
+        eprintln!("{usage}");
+        return ExitCode::from(2);
+    };
+    let checkpoints = match SqliteCheckpointer::open(db) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let flow = flow();
+    let run = flow.durable(&checkpoints, run_id.as_str());
+    let mut post = Post::default();
+    let outcome = match (command.as_str(), args.get(3)) {
+        ("start", Some(topic)) => {
+            post.topic = topic.clone();
+            run.run(&mut post)
+        }
+        ("answer", Some(answer)) => run.resume_with(&mut post, answer),
+        ("history", None) => {
+            for line in run.history().unwrap_or_default() {
+                println!("{line}");
+            }
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("{usage}");
+            return ExitCode::from(2);
+        }
+    };
+    match outcome {
+        Ok(outcome) => report(outcome, &post),
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
