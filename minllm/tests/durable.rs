@@ -395,3 +395,45 @@ mod tempdir {
         }
     }
 }
+
+#[test]
+fn a_crafted_database_cannot_make_the_engine_build_anything_but_plain_values() {
+    struct Note;
+    impl Node for Note {
+        type Prep = ();
+        type Exec = ();
+        type Action = ();
+        fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<()> {
+            Ok(())
+        }
+        fn exec(&self, _: &(), _: &ExecContext) -> NodeResult<()> {
+            Ok(())
+        }
+        fn post(&self, store: &mut SharedStore, _: (), _: ()) -> NodeResult<()> {
+            store.set("note", "written".to_string());
+            Ok(())
+        }
+    }
+    let dir = tempdir::Dir::new();
+    let path = dir.path().join("runs.db");
+    let mut flow = Flow::new("notes");
+    flow.add("note", Note);
+    let sqlite = SqliteCheckpointer::open(&path).unwrap();
+    finished(flow.durable(&sqlite, "n").run(&mut SharedStore::new()).unwrap());
+    // Someone rewrites the stored values: a type the program never registered,
+    // and a registered type with a value that does not fit it.
+    let hex = |v: serde_json::Value| v.to_string().bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    let db = rusqlite::Connection::open(&path).unwrap();
+    for (crafted, expected) in [
+        (serde_json::json!({"type": "std::process::Command", "value": "rm -rf /"}), "not a plain type"),
+        (serde_json::json!({"type": "u32", "value": "not a number"}), "invalid type"),
+    ] {
+        let fields = serde_json::json!({ "note": hex(crafted) }).to_string();
+        db.execute("UPDATE checkpoints SET fields = ?1", [&fields]).unwrap();
+        let mut store = SharedStore::new();
+        let error = flow.durable(&sqlite, "n").load(None, &mut store).unwrap_err();
+        assert!(matches!(error, Error::NotCheckpointable { .. }), "{error}");
+        assert!(error.to_string().contains("store key `note`") && error.to_string().contains(expected), "{error}");
+        assert!(store.is_empty(), "nothing was loaded");
+    }
+}

@@ -101,7 +101,7 @@ pub(crate) fn is_interrupt(error: &(dyn std::error::Error + 'static)) -> bool {
 /// Call it in a hook of a node (`prep`, `exec` or `post`) and pass its error
 /// on with `?`: the run then stops with [`Outcome::Paused`], having
 /// checkpointed where it was; nothing waits in memory. Resuming the run with
-/// an answer ([`DurableRun::resume_with`](crate::DurableRun::resume_with), in
+/// an answer ([`DurableRun::resume_with`](crate::durable::DurableRun::resume_with), in
 /// any process) runs the node again from `prep`, and this call returns the
 /// answer. A node may ask several times: the n-th call gets the n-th answer.
 /// An `exec` that already finished is not run again.
