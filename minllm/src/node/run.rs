@@ -270,6 +270,9 @@ where
             Err(failure) => retry_in_place(&**node, failure, retry, first, prep, cx).await?,
         }
     } else {
+        // What `exec_on_pool` does, written out: awaiting it here would put its
+        // future in this one's layout, which costs every quick transition
+        // (measured: 432 -> 469 instructions).
         let (shared, name) = (Arc::clone(node), cx.node.to_owned());
         // `emit` reaches the run from the pool's thread too.
         let ambient = Ambient::current();
