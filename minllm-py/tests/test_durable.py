@@ -398,3 +398,54 @@ def test_a_second_process_on_the_same_run_is_refused(tmp_path):
     with pytest.raises(Interrupted):
         work_flow([], ask=True).resume("busy", checkpointer=other, answer="x")
     assert os.path.exists(tmp_path / "runs.db")
+
+
+def test_a_batch_flow_resumes_at_the_item_that_failed(checkpointer):
+    from minllm import BatchFlow
+
+    seen = []
+
+    class Translate(Node):
+        def prep(self, shared):
+            return self.params["lang"]
+
+        def exec(self, lang):
+            seen.append(lang)
+            if lang == "fr" and not getattr(Translate, "healed", False):
+                raise ConnectionError("the model is down")
+            return f"hello in {lang}"
+
+        def post(self, shared, lang, text):
+            shared.setdefault("texts", []).append(text)
+
+    class Languages(BatchFlow):
+        def prep(self, shared):
+            return [{"lang": lang} for lang in ["de", "es", "fr", "it"]]
+
+        def post(self, shared, prep_res, exec_res):
+            shared["done"] = len(prep_res)
+
+    flow = Languages(start=Translate())
+    with pytest.raises(ConnectionError):
+        flow.run({}, checkpointer=checkpointer, run_id="b")
+    assert [c.node for c in checkpointer.history("b")] == ["[0] > Translate", "[1] > Translate", "[2] > Translate"]
+    Translate.healed = True
+    shared = flow.resume("b", checkpointer=checkpointer)
+    assert shared["texts"] == ["hello in de", "hello in es", "hello in fr", "hello in it"]
+    assert shared["done"] == 4
+    assert seen == ["de", "es", "fr", "fr", "it"], "the items before the failure did not run again"
+
+
+def test_a_flow_subclass_keeps_its_own_prep_and_post_in_a_checkpointed_run(checkpointer):
+    class Wrapped(Flow):
+        def prep(self, shared):
+            shared["before"] = True
+
+        def post(self, shared, prep_res, exec_res):
+            shared["after"] = exec_res
+            return "wrapped"
+
+    shared = {}
+    last = Wrapped(start=work_flow([]).start_node).run(shared, checkpointer=checkpointer, run_id="w")
+    assert last == "wrapped"
+    assert shared["before"] is True and shared["after"] == "done"

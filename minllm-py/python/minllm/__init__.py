@@ -180,7 +180,6 @@ class Flow(BaseNode):
         after a crash, an error or an :func:`interrupt`, in any process."""
         if checkpointer is None and run_id is None:
             return _Core.run(self, shared)
-        self._refuse_batch_at_top(checkpointer)
         return _durable.run(self, shared, checkpointer, run_id)
 
     def resume(
@@ -197,15 +196,7 @@ class Flow(BaseNode):
         """Runs the flow on a thread of its own and yields its :class:`Event` objects
         as they happen: ``node_started``, ``node_finished``, and ``custom`` values that
         hooks :func:`emit`. Errors (and :class:`Interrupted`) are raised at the end."""
-        self._refuse_batch_at_top(checkpointer)
         return _durable.stream(self, shared, checkpointer, run_id)
-
-    def _refuse_batch_at_top(self, checkpointer: _Any) -> None:
-        if checkpointer is not None and isinstance(self, BatchFlow):
-            raise TypeError(
-                "a BatchFlow cannot be checkpointed at the top yet: put it in a Flow "
-                "(Flow(start=batch_flow)); its runs then repeat as a whole on resume"
-            )
     def validate(self) -> list[Problem]:
         """The flow's wiring problems, and the settings a run would refuse; empty when
         there are none. Each :class:`Problem` reads as its message."""
@@ -284,7 +275,6 @@ class AsyncFlow(Flow, AsyncNode):
         """``Flow.run`` for async flows, with the same checkpoint arguments."""
         if checkpointer is None and run_id is None:
             return await _Core._async_run(self, shared)
-        self._refuse_batch_at_top(checkpointer)
         return await _durable.run_async(self, shared, checkpointer, run_id)
 
     async def resume_async(
@@ -299,7 +289,6 @@ class AsyncFlow(Flow, AsyncNode):
     ) -> _abc.AsyncIterator[Event]:
         """``Flow.stream`` for async flows: an async iterator of events while the flow
         runs as a task of the current loop."""
-        self._refuse_batch_at_top(checkpointer)
         return _durable.stream_async(self, shared, checkpointer, run_id)
 
 

@@ -450,7 +450,6 @@ class _Run:
     async def flow(self, flow: Any, shared: Any, params: Any, restore: list[tuple[str, int]]) -> Any:
         """One pass of ``flow`` (``Flow._orch``), node by node; ``restore`` says
         where a resumed run was in this flow and the ones inside it."""
-        AsyncFlow, BatchFlow, Flow = _classes("AsyncFlow", "BatchFlow", "Flow")
         names = _names(flow)
         by_name = {v: k for k, v in names.items()}
         nodes = {}
@@ -482,21 +481,63 @@ class _Run:
             try:
                 inner = restore[1:] if restore else []
                 restore = []
-                plain = isinstance(curr, Flow) and not isinstance(curr, BatchFlow)
-                if plain and isinstance(curr, AsyncFlow) and type(curr)._run_async is AsyncFlow._run_async:
-                    prep_res = await curr.prep_async(shared)
-                    o = await self.flow(curr, shared, None, inner)
-                    last = await curr.post_async(shared, prep_res, o)
-                elif plain and not isinstance(curr, AsyncFlow) and type(curr)._run is Flow._run:
-                    prep_res = curr.prep(shared)
-                    o = await self.flow(curr, shared, None, inner)
-                    last = curr.post(shared, prep_res, o)
-                else:
+                last = await self.compound(curr, shared, inner)
+                if last is _MISSING:
                     last = await self.node(curr, shared, name)
             finally:
                 self.stack.pop()
             orig = flow.get_next_node(curr, last)
         return last
+
+
+    async def compound(self, curr: Any, shared: Any, restore: list[tuple[str, int]]) -> Any:
+        """``curr._run(shared)`` (or ``_run_async``) for a flow the driver runs in
+        place: its ``prep``, its passes node by node (one per params set for a
+        batch flow, each item a frame ``[i]`` of the position), its ``post``.
+        ``_MISSING`` for anything else (nodes, parallel batch flows, flows with a
+        ``_run`` of their own), which runs as one node."""
+        kind = _flow_kind(curr)
+        if kind is None:
+            return _MISSING
+        is_async = kind.startswith("async")
+        prep_res = await curr.prep_async(shared) if is_async else curr.prep(shared)
+        if kind.endswith("flow"):
+            o = await self.flow(curr, shared, None, restore)
+        else:
+            items = list(prep_res or [])
+            first = 0
+            if restore:
+                marker = restore[0][0]
+                if not (marker.startswith("[") and marker.endswith("]") and marker[1:-1].isdigit()):
+                    raise CheckpointError(
+                        f"run {self.run_id!r} was inside {type(curr).__name__}, which is no longer a batch flow"
+                    )
+                first, restore = int(marker[1:-1]), restore[1:]
+            for i in range(first, len(items)):
+                self.stack.append([f"[{i}]", 0])
+                try:
+                    await self.flow(curr, shared, {**curr.params, **items[i]}, restore if i == first else [])
+                finally:
+                    self.stack.pop()
+            o = None
+        return await curr.post_async(shared, prep_res, o) if is_async else curr.post(shared, prep_res, o)
+
+
+def _flow_kind(curr: Any) -> str | None:
+    """How the driver runs `curr` in place: `"flow"`, `"async_flow"`, `"batch"`,
+    `"async_batch"`, or `None` when it runs as one node."""
+    AsyncBatchFlow, AsyncFlow, BatchFlow, Flow = _classes("AsyncBatchFlow", "AsyncFlow", "BatchFlow", "Flow")
+    if not isinstance(curr, Flow):
+        return None
+    kind = type(curr)
+    if isinstance(curr, AsyncBatchFlow):
+        return "async_batch" if kind._run_async is AsyncBatchFlow._run_async else None
+    if isinstance(curr, BatchFlow):
+        # Parallel batch flows (their own `_run`) run as one node.
+        return "batch" if kind._run is BatchFlow._run and not isinstance(curr, AsyncFlow) else None
+    if isinstance(curr, AsyncFlow):
+        return "async_flow" if kind._run_async is AsyncFlow._run_async else None
+    return "flow" if kind._run is Flow._run else None
 
 
 def _sync(coro: Any) -> Any:
@@ -522,7 +563,10 @@ async def _drive(flow: Any, shared: Any, run: _Run, restore: list[tuple[str, int
             raise CheckpointError(
                 f"run {run.run_id!r} has checkpoints already: resume it (flow.resume), or start a new run id"
             )
-        last = await run.flow(flow, shared, None, restore)
+        last = await run.compound(flow, shared, restore)
+        if last is _MISSING:
+            # A flow with a `_run` of its own, or a parallel batch flow: one step.
+            last = await run.node(flow, shared, type(flow).__name__)
         if run.cp is not None:
             detail = last.encode() if isinstance(last, str) else b"default"
             run.stack = run.last_stack
