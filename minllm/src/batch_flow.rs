@@ -179,6 +179,15 @@ impl<S: Send + Sync + 'static> ErasedNode<S> for BatchFlow<S> {
         })
     }
 
+    fn batch_items(&self, store: &S, cx: &NodeCx<'_>) -> Option<Result<Vec<Params>, Error>> {
+        (!self.parallel)
+            .then(|| call_stage(Stage::BatchParams, || (self.params)(store, cx.params)).map_err(|h| cx.error(h)))
+    }
+
+    fn batch_post(&self, store: &mut S, list: Vec<Params>, cx: &NodeCx<'_>) -> Result<Label, Error> {
+        call_stage(Stage::Post, || self.finish(store, list)).map_err(|h| cx.error(h))
+    }
+
     fn kind(&self) -> NodeKind {
         NodeKind::BatchFlow
     }

@@ -4,6 +4,10 @@
 
 #![allow(clippy::unwrap_used)] // tests unwrap what they expect to succeed
 
+mod durable_common;
+
+use durable_common::{backends, finished, tempdir};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -62,19 +66,6 @@ fn work_flow(n: u64, calls: &Calls) -> Flow<Ledger> {
 
 fn expected(n: u64) -> Ledger {
     Ledger { count: n, log: (0..n).map(|i| format!("paid call {i}")).collect() }
-}
-
-fn finished(outcome: Outcome) -> String {
-    match outcome {
-        Outcome::Finished(label) => label.to_string(),
-        Outcome::Paused(p) => panic!("paused at {}", p.node()),
-    }
-}
-
-fn backends() -> Vec<(Box<dyn Checkpointer>, tempdir::Dir)> {
-    let dir = tempdir::Dir::new();
-    let sqlite = SqliteCheckpointer::open(dir.path().join("runs.db")).unwrap();
-    vec![(Box::new(MemoryCheckpointer::new()), tempdir::Dir::new()), (Box::new(sqlite), dir)]
 }
 
 #[test]
@@ -366,74 +357,4 @@ fn a_large_value_that_never_changes_is_stored_once() {
         .map(|m| m.len())
         .sum();
     assert!(size < 2 << 20, "{STEPS} checkpoints of a 1 MB store took {size} bytes");
-}
-
-/// A temporary directory, removed when dropped.
-mod tempdir {
-    use std::path::{Path, PathBuf};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    pub struct Dir(PathBuf);
-
-    impl Dir {
-        pub fn new() -> Self {
-            static NEXT: AtomicUsize = AtomicUsize::new(0);
-            let n = NEXT.fetch_add(1, Ordering::SeqCst);
-            let path = std::env::temp_dir().join(format!("minllm-durable-{}-{n}", std::process::id()));
-            std::fs::create_dir_all(&path).unwrap();
-            Dir(path)
-        }
-
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-#[test]
-fn a_crafted_database_cannot_make_the_engine_build_anything_but_plain_values() {
-    struct Note;
-    impl Node for Note {
-        type Prep = ();
-        type Exec = ();
-        type Action = ();
-        fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<()> {
-            Ok(())
-        }
-        fn exec(&self, _: &(), _: &ExecContext) -> NodeResult<()> {
-            Ok(())
-        }
-        fn post(&self, store: &mut SharedStore, _: (), _: ()) -> NodeResult<()> {
-            store.set("note", "written".to_string());
-            Ok(())
-        }
-    }
-    let dir = tempdir::Dir::new();
-    let path = dir.path().join("runs.db");
-    let mut flow = Flow::new("notes");
-    flow.add("note", Note);
-    let sqlite = SqliteCheckpointer::open(&path).unwrap();
-    finished(flow.durable(&sqlite, "n").run(&mut SharedStore::new()).unwrap());
-    // Someone rewrites the stored values: a type the program never registered,
-    // and a registered type with a value that does not fit it.
-    let hex = |v: serde_json::Value| v.to_string().bytes().map(|b| format!("{b:02x}")).collect::<String>();
-    let db = rusqlite::Connection::open(&path).unwrap();
-    for (crafted, expected) in [
-        (serde_json::json!({"type": "std::process::Command", "value": "rm -rf /"}), "not a plain type"),
-        (serde_json::json!({"type": "u32", "value": "not a number"}), "invalid type"),
-    ] {
-        let fields = serde_json::json!({ "note": hex(crafted) }).to_string();
-        db.execute("UPDATE checkpoints SET fields = ?1", [&fields]).unwrap();
-        let mut store = SharedStore::new();
-        let error = flow.durable(&sqlite, "n").load(None, &mut store).unwrap_err();
-        assert!(matches!(error, Error::NotCheckpointable { .. }), "{error}");
-        assert!(error.to_string().contains("store key `note`") && error.to_string().contains(expected), "{error}");
-        assert!(store.is_empty(), "nothing was loaded");
-    }
 }

@@ -6,13 +6,15 @@
 
 use std::time::Instant;
 
-use super::Flow;
-use super::run::{Exit, Frames};
+use super::run::{Ended, Exit, Frames};
+use super::{Flow, Slot};
 use crate::access::{AsyncStoreRef, StoreRef};
+use crate::action::Label;
 use crate::context::{FlowPath, NodeCx, Seg, no_span};
 use crate::durable::{Ambient, Checkpoint, Journal, Mode, Outcome, Pause, Plan, SaveFields, Status, is_interrupt};
 use crate::error::Error;
 use crate::events::EventKind;
+use crate::params::Params;
 
 /// Runs `flow` node by node from checkpoint `from` (its node entered again,
 /// with `answers` for its interrupts) or from the start.
@@ -27,13 +29,15 @@ pub(super) async fn drive<S: Send + Sync + 'static>(
     flow.check(&root)?;
     let mut frames = Frames::new(flow, &root, &flow.params, false);
     let mut segs: Vec<Seg<'_>> = Vec::new();
+    // The batch flows whose items run: each with its params and the next item.
+    let mut batches: Vec<Batch<'_, S>> = Vec::new();
     // The visit to continue: its checkpoint and the answers it has.
     let mut again = None;
     if let Some(from) = from {
         if let Some((journal, _)) = &mut plan.journal {
             journal.follow(from);
         }
-        restore(flow, plan.run, &mut frames, &mut segs, from)?;
+        restore(flow, plan.run, &mut frames, &mut segs, &mut batches, store, from)?;
         again = Some((from.visit, answers));
     }
     let save = |store: &S, save_fields: SaveFields<S>| {
@@ -56,6 +60,21 @@ pub(super) async fn drive<S: Send + Sync + 'static>(
             frames.enter(slot, None);
             segs.push(Seg { name: &slot.name, item: None });
             continue;
+        }
+        if let Some(list) = slot.node.batch_items(store, &NodeCx::new(&at, &slot.name, &params, None)) {
+            // A batch flow run item by item, each item's run a frame.
+            let list = list?;
+            let mut batch = Batch { slot, list, next: 0 };
+            let ended = if batch.enter_next(&mut frames, &mut segs) {
+                batches.push(batch);
+                Ended::Going
+            } else {
+                batch.finish(store, &mut frames, &root, &mut segs)?
+            };
+            match settle(ended, store, &mut frames, &root, &mut segs, &mut batches)? {
+                Some(last) => return finish(&mut plan, store, &frames, last, save),
+                None => continue,
+            }
         }
         let (path, steps) = position(&frames);
         let visit = match &mut plan.journal {
@@ -129,13 +148,100 @@ pub(super) async fn drive<S: Send + Sync + 'static>(
         if goes_on {
             continue;
         }
-        if let Some(last) = frames.after(Exit::End(label), &root, &mut segs)? {
-            if let Some((journal, save_fields)) = &mut plan.journal {
-                let fields = save(store, *save_fields)?;
+        let ended = frames.after(Exit::End(label), &root, &mut segs)?;
+        if let Some(last) = settle(ended, store, &mut frames, &root, &mut segs, &mut batches)? {
+            let fields = match &plan.journal {
+                Some((_, save_fields)) => Some(save(store, *save_fields)?),
+                None => None,
+            };
+            if let (Some((journal, _)), Some(fields)) = (&mut plan.journal, fields) {
                 let status = Status::Finished { action: last.to_string() };
                 journal.write(path, steps, status, None, Vec::new(), fields)?;
             }
             return Ok(Outcome::Finished(last));
+        }
+    }
+}
+
+/// The end of a run that ended outside any node (its last batch flow's `post`).
+fn finish<S>(
+    plan: &mut Plan<'_, S>,
+    store: &S,
+    frames: &Frames<'_, S>,
+    last: Label,
+    save: impl Fn(&S, SaveFields<S>) -> Result<Vec<(String, Vec<u8>)>, Error>,
+) -> Result<Outcome, Error> {
+    if let Some((journal, save_fields)) = &mut plan.journal {
+        let (path, steps) = position(frames);
+        let fields = save(store, *save_fields)?;
+        journal.write(path, steps, Status::Finished { action: last.to_string() }, None, Vec::new(), fields)?;
+    }
+    Ok(Outcome::Finished(last))
+}
+
+/// A batch flow whose items the driver runs one after the other.
+struct Batch<'f, S: 'static> {
+    slot: &'f Slot<S>,
+    list: Vec<Params>,
+    next: usize,
+}
+
+impl<'f, S: Send + Sync + 'static> Batch<'f, S> {
+    /// Enters the next item's run; `false` when every item ran.
+    fn enter_next(&mut self, frames: &mut Frames<'f, S>, segs: &mut Vec<Seg<'f>>) -> bool {
+        let Some(inner) = self.slot.node.inner_flow() else { return false };
+        let Some(item) = self.list.get(self.next) else { return false };
+        let params = inner.own_params().merged(&frames.top().params).merged(item);
+        frames.enter_item(inner, params, self.next);
+        segs.push(Seg { name: &self.slot.name, item: Some(self.next) });
+        self.next += 1;
+        true
+    }
+
+    /// Runs the batch flow's `post` and follows its action in the flow around it.
+    fn finish(
+        self,
+        store: &mut S,
+        frames: &mut Frames<'f, S>,
+        root: &FlowPath<'_>,
+        segs: &mut Vec<Seg<'f>>,
+    ) -> Result<Ended, Error> {
+        let at = root.extended(segs);
+        let params = frames.top().params.clone();
+        let cx = NodeCx::new(&at, &self.slot.name, &params, None);
+        let label = self.slot.node.batch_post(store, self.list, &cx)?;
+        let frame = frames.top();
+        let mut run = frame.run;
+        let goes_on = run.follow(frame.flow, &at, &label)?;
+        frame.run = run;
+        if goes_on { Ok(Ended::Going) } else { frames.end(root, segs, label) }
+    }
+}
+
+/// Acts on how a flow ended until the run goes on (`None`) or ends (`Some`):
+/// a batch item's run ended enters the next item, or ends the batch flow.
+fn settle<'f, S: Send + Sync + 'static>(
+    mut ended: Ended,
+    store: &mut S,
+    frames: &mut Frames<'f, S>,
+    root: &FlowPath<'_>,
+    segs: &mut Vec<Seg<'f>>,
+    batches: &mut Vec<Batch<'f, S>>,
+) -> Result<Option<Label>, Error> {
+    loop {
+        match ended {
+            Ended::Going => return Ok(None),
+            Ended::Run(last) => return Ok(Some(last)),
+            Ended::Item => {
+                frames.frames.pop();
+                segs.pop();
+                let Some(mut batch) = batches.pop() else { return Ok(None) };
+                if batch.enter_next(frames, segs) {
+                    batches.push(batch);
+                    return Ok(None);
+                }
+                ended = batch.finish(store, frames, root, segs)?;
+            }
         }
     }
 }
@@ -147,10 +253,13 @@ fn restore<'f, S: Send + Sync + 'static>(
     run: &str,
     frames: &mut Frames<'f, S>,
     segs: &mut Vec<Seg<'f>>,
+    batches: &mut Vec<Batch<'f, S>>,
+    store: &S,
     from: &Checkpoint,
 ) -> Result<(), Error> {
     let refuse = |reason| Error::Resume { flow: flow.name().to_owned(), run: run.to_owned(), reason };
-    for (i, name) in from.path.iter().enumerate() {
+    let mut path = from.path.iter().enumerate().peekable();
+    while let Some((i, name)) = path.next() {
         let frame = frames.top();
         let here = frame.flow;
         let index = here.slots.iter().position(|s| &s.name == name).ok_or_else(|| {
@@ -166,23 +275,51 @@ fn restore<'f, S: Send + Sync + 'static>(
         // The node about to run is counted again when it is entered.
         frame.run.steps = if last { steps.saturating_sub(1) } else { steps };
         let slot = &here.slots[index];
-        if !last {
-            if !slot.nested {
-                return Err(refuse(format!(
-                    "its checkpoint {} is inside `{name}`, which is no longer a nested flow",
-                    from.seq
-                )));
-            }
+        if last {
+            continue;
+        }
+        if slot.nested {
             frames.enter(slot, None);
             segs.push(Seg { name: &slot.name, item: None });
+            continue;
         }
+        // Inside a batch flow: the next element is the item, `[i]`.
+        let item = path.next().and_then(|(_, m)| m.strip_prefix('[')?.strip_suffix(']')?.parse::<usize>().ok());
+        let params = frames.top().params.clone();
+        let at = FlowPath::root(flow.name());
+        let cx = NodeCx::new(&at, &slot.name, &params, None);
+        let (Some(item), Some(Ok(list))) = (item, slot.node.batch_items(store, &cx)) else {
+            return Err(refuse(format!(
+                "its checkpoint {} is inside `{name}`, which is no longer a nested flow or a batch flow",
+                from.seq
+            )));
+        };
+        let mut batch = Batch { slot, list, next: item };
+        if !batch.enter_next(frames, segs) {
+            return Err(refuse(format!(
+                "its checkpoint {} is at item {item} of `{name}`, whose params now have fewer items",
+                from.seq
+            )));
+        }
+        batches.push(batch);
     }
     Ok(())
 }
 
 /// Where the frames are: the nested flows and the node, and each flow's steps.
+/// A batch item's run shows as `[i]` (with no steps) before its nodes.
 fn position<S>(frames: &Frames<'_, S>) -> (Vec<String>, Vec<u64>) {
-    frames.frames.iter().map(|f| (f.flow.slots[f.run.current].name.clone(), f.run.steps)).unzip()
+    let mut path = Vec::with_capacity(frames.frames.len());
+    let mut steps = Vec::with_capacity(frames.frames.len());
+    for frame in &frames.frames {
+        if let Some(item) = frame.item {
+            path.push(format!("[{item}]"));
+            steps.push(0);
+        }
+        path.push(frame.flow.slots[frame.run.current].name.clone());
+        steps.push(frame.run.steps);
+    }
+    (path, steps)
 }
 
 /// Whether a node's error is an interrupt.

@@ -22,6 +22,7 @@ use crate::marker;
 use crate::node::{
     AsyncNode, Node, run_async_node, run_async_visit, run_node, run_node_visit, run_offloaded_node, run_offloaded_visit,
 };
+use crate::params::Params;
 use crate::typed::{AsyncTypedFlow, TypedFlow};
 
 /// What kind of node a slot holds, for validation and diagrams.
@@ -85,6 +86,16 @@ pub trait ErasedNode<S>: Sealed + Send + Sync + 'static {
     /// batch flow. Validation and diagrams look inside it.
     fn inner_flow(&self) -> Option<&Flow<S>> {
         None
+    }
+    /// A batch flow that runs its items one after the other: the params of
+    /// its runs (the driver of checkpointed runs runs them item by item, so
+    /// that a run resumes at the item it stopped in). `None` for other nodes.
+    fn batch_items(&self, _store: &S, _cx: &NodeCx<'_>) -> Option<Result<Vec<Params>, Error>> {
+        None
+    }
+    /// The `post` of such a batch flow, after its items' runs.
+    fn batch_post(&self, _store: &mut S, _list: Vec<Params>, _cx: &NodeCx<'_>) -> Result<Label, Error> {
+        Ok(Label::DEFAULT)
     }
     /// Moves the nodes of the flows it holds into `into`, so that dropping a
     /// deeply nested flow needs no recursion.

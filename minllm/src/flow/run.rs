@@ -37,7 +37,7 @@ impl<S: Send + Sync + 'static> Flow<S> {
             } else {
                 frame.run_nodes::<false>(store.reborrow(), &at, cancel)?
             };
-            if let Some(label) = frames.after(exit, path, &mut segs)? {
+            if let Ended::Run(label) = frames.after(exit, path, &mut segs)? {
                 return Ok(label);
             }
         }
@@ -65,7 +65,7 @@ impl<S: Send + Sync + 'static> Flow<S> {
             } else {
                 frame.run_nodes_async::<false>(store.reborrow(), &at, cancel).await?
             };
-            if let Some(label) = frames.after(exit, path, &mut segs)? {
+            if let Ended::Run(label) = frames.after(exit, path, &mut segs)? {
                 return Ok(label);
             }
         }
@@ -100,6 +100,20 @@ pub(super) struct Frame<'f, S: 'static> {
     pub(super) params: Params,
     span: tracing::Span,
     holder: Option<NodeSpan>,
+    /// For one run of a batch flow's inner flow that the driver of
+    /// checkpointed runs runs in place: the item.
+    pub(super) item: Option<usize>,
+}
+
+/// What a flow's end leads to.
+pub(super) enum Ended {
+    /// The run ended with this action.
+    Run(Label),
+    /// An enclosing flow goes on.
+    Going,
+    /// The run of a batch flow's item ended; its frame is still on the stack
+    /// (only the driver of checkpointed runs makes those).
+    Item,
 }
 
 impl<'f, S: Send + Sync + 'static> Frames<'f, S> {
@@ -114,21 +128,29 @@ impl<'f, S: Send + Sync + 'static> Frames<'f, S> {
     }
 
     /// Acts on why the innermost flow stopped: enters the nested flow it
-    /// reached, or ends it and the flows it ends. `Some` when the run ends.
+    /// reached, or ends it and the flows it ends.
     pub(super) fn after(
         &mut self,
         exit: Exit<'f, S>,
         path: &FlowPath<'_>,
         segs: &mut Vec<Seg<'f>>,
-    ) -> Result<Option<Label>, Error> {
+    ) -> Result<Ended, Error> {
         match exit {
             Exit::Enter(slot, spans) => {
                 self.enter(slot, spans);
                 segs.push(Seg { name: &slot.name, item: None });
-                Ok(None)
+                Ok(Ended::Going)
             }
             Exit::End(label) => self.end(path, segs, label),
         }
+    }
+
+    /// Enters the run of item `item` of the batch flow whose inner flow is
+    /// `inner`, with `params`.
+    pub(super) fn enter_item(&mut self, inner: &'f Flow<S>, params: Params, item: usize) {
+        let mut frame = Frame::new(inner, params, tracing::Span::none());
+        frame.item = Some(item);
+        self.frames.push(frame);
     }
 
     /// Enters the flow nested in `slot`.
@@ -143,14 +165,17 @@ impl<'f, S: Send + Sync + 'static> Frames<'f, S> {
 
     /// The innermost flow ended with `label`: it is the action of the node
     /// that holds it, which the enclosing flow follows, and so on outwards.
-    /// `Some` when the outermost flow ends.
-    fn end(&mut self, path: &FlowPath<'_>, segs: &mut Vec<Seg<'f>>, label: Label) -> Result<Option<Label>, Error> {
+    /// A batch item's run stops there.
+    pub(super) fn end(&mut self, path: &FlowPath<'_>, segs: &mut Vec<Seg<'f>>, label: Label) -> Result<Ended, Error> {
         loop {
+            if self.frames.last().is_some_and(|f| f.item.is_some()) {
+                return Ok(Ended::Item);
+            }
             if let Some(done) = self.frames.pop() {
                 done.span.record("steps", done.run.steps);
             }
             if self.frames.is_empty() {
-                return Ok(Some(label));
+                return Ok(Ended::Run(label));
             }
             segs.pop();
             let at = path.extended(segs);
@@ -159,7 +184,7 @@ impl<'f, S: Send + Sync + 'static> Frames<'f, S> {
                 finish_span(&span, started, label.as_str());
             }
             if top.run.follow(top.flow, &at, &label)? {
-                return Ok(None);
+                return Ok(Ended::Going);
             }
         }
     }
@@ -167,7 +192,7 @@ impl<'f, S: Send + Sync + 'static> Frames<'f, S> {
 
 impl<'f, S: 'static> Frame<'f, S> {
     fn new(flow: &'f Flow<S>, params: Params, span: tracing::Span) -> Self {
-        Frame { flow, run: Run::new(flow), params, span, holder: None }
+        Frame { flow, run: Run::new(flow), params, span, holder: None, item: None }
     }
 
     /// Runs this flow's nodes until it ends or reaches a nested flow: the hot
