@@ -20,6 +20,8 @@ pub struct Event {
     pub flow: String,
     /// The node's name in its flow.
     pub node: String,
+    /// For a value a batch node's item emitted: the item's index.
+    pub item: Option<usize>,
 }
 
 /// What an [`Event`] says.
@@ -70,22 +72,27 @@ impl Sink {
 
     /// Sends an event; a consumer that stopped listening is not an error.
     pub(crate) fn send(&self, kind: EventKind, flow: &str, node: &str) {
-        let event = Event { kind, flow: flow.to_owned(), node: node.to_owned() };
+        self.send_item(kind, flow, node, None);
+    }
+
+    /// [`send`](Sink::send) for batch item `item`.
+    pub(crate) fn send_item(&self, kind: EventKind, flow: &str, node: &str, item: Option<usize>) {
+        let event = Event { kind, flow: flow.to_owned(), node: node.to_owned(), item };
         let _ = match self {
             Sink::Thread(tx) => tx.send(event).map_err(drop),
             Sink::Task(tx) => tx.send(event).map_err(drop),
         };
     }
 
-    /// Makes [`emit`] send to this sink, as node `node` of `flow`, on this
-    /// thread until the guard drops.
-    pub(crate) fn enter(&self, flow: &str, node: &str) -> Emitting {
-        let here = Some((self.clone(), flow.to_owned(), node.to_owned()));
+    /// Makes [`emit`] send to this sink, as node `node` of `flow` (its item
+    /// `item`), on this thread until the guard drops.
+    pub(crate) fn enter(&self, flow: &str, node: &str, item: Option<usize>) -> Emitting {
+        let here = Some((self.clone(), flow.to_owned(), node.to_owned(), item));
         Emitting(EMITTING.with(|e| std::mem::replace(&mut *e.borrow_mut(), here)))
     }
 }
 
-pub(crate) type Here = Option<(Sink, String, String)>;
+pub(crate) type Here = Option<(Sink, String, String, Option<usize>)>;
 
 thread_local! {
     /// The sink, flow and node of the hook running on this thread, in a streamed run.
@@ -122,9 +129,9 @@ impl Drop for Emitting {
 /// ```
 pub fn emit<T: Serialize>(value: T) {
     EMITTING.with(|e| {
-        if let Some((sink, flow, node)) = &*e.borrow() {
+        if let Some((sink, flow, node, item)) = &*e.borrow() {
             let value = serde_json::to_value(value).unwrap_or_else(|e| serde_json::Value::String(e.to_string()));
-            sink.send(EventKind::Custom(value), flow, node);
+            sink.send_item(EventKind::Custom(value), flow, node, *item);
         }
     });
 }

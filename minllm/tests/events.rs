@@ -136,3 +136,42 @@ fn a_checkpointed_run_streams_too_and_emit_outside_a_stream_does_nothing() {
     flow.run(&mut store).unwrap();
     assert_eq!(store.get::<String>("said").as_deref(), Some("z"));
 }
+
+/// Emits from each item of a parallel batch.
+struct Shout;
+
+impl minllm::BatchNode for Shout {
+    type Item = u32;
+    type Output = u32;
+    type Action = ();
+    fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<Vec<u32>> {
+        Ok((0..8).collect())
+    }
+    fn exec(&self, item: &u32, _: &ExecContext) -> NodeResult<u32> {
+        emit(item * 10);
+        Ok(*item)
+    }
+    fn post(&self, _: &mut SharedStore, _: Vec<u32>, _: Vec<u32>) -> NodeResult<()> {
+        Ok(())
+    }
+    fn mode(&self) -> minllm::BatchMode {
+        minllm::BatchMode::Parallel { threads: Some(4) }
+    }
+}
+
+#[test]
+fn values_emitted_by_batch_items_on_other_threads_say_which_item() {
+    let mut flow = Flow::new("loud");
+    flow.add("shout", Shout);
+    let mut custom = Vec::new();
+    flow.stream(&mut SharedStore::new(), |events| {
+        for event in events {
+            if let EventKind::Custom(value) = &event.kind {
+                custom.push((event.item.unwrap(), value.as_u64().unwrap()));
+            }
+        }
+    })
+    .unwrap();
+    custom.sort();
+    assert_eq!(custom, (0..8).map(|i| (i as usize, i * 10)).collect::<Vec<_>>());
+}

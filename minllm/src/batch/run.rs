@@ -12,7 +12,7 @@ use super::spread::{batch_error, branches_on_threads, concurrent_map, par_map};
 use super::{AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode};
 use crate::access::{Access, AsyncAccess, locked};
 use crate::context::{Cancel, NodeCx, is_cancelled};
-use crate::durable::{ExecRecord, Visit, decode_value, encode_value};
+use crate::durable::{Ambient, ExecRecord, Visit, decode_value, encode_value};
 use crate::error::{Error, Failure, HookError, Stage};
 use crate::node::{ExecContext, Retry, call_stage, caught, exec_with_retry, guarded, offload, retry_after_async};
 
@@ -92,12 +92,7 @@ fn exec_items<S, N: BatchNode<S>>(
 ) -> Result<Vec<N::Output>, Option<HookError>> {
     let retry = node.retry();
     let one = |i: usize, item: &N::Item, cancel: Option<&Cancel<'_>>| {
-        if let Some(visit) = visit
-            && let Some(output) = replay_item::<N::Output>(visit, i)?
-        {
-            return Ok(output);
-        }
-        let output = exec_with_retry(
+        exec_with_retry(
             retry,
             name,
             Some(i),
@@ -106,12 +101,38 @@ fn exec_items<S, N: BatchNode<S>>(
             |it, c| node.exec(it, c),
             |it, e, c| node.exec_fallback(it, e, c),
         )
-        .map(|(out, _)| out)?;
+        .map(|(out, _)| out)
+    };
+    // In a checkpointed or streamed run, each item is recorded, and its hooks
+    // reach the run (`interrupt`, `emit` with the item's index) on whatever
+    // thread; a plain run's items pay for none of it.
+    let ambient = Ambient::current();
+    if visit.is_none() && ambient.is_empty() {
+        return spread_items(mode, items, cancel, one);
+    }
+    spread_items(mode, items, cancel, |i, item, cancel| {
+        let _inside = ambient.with_item(i).enter();
+        if let Some(visit) = visit
+            && let Some(output) = replay_item::<N::Output>(visit, i)?
+        {
+            return Ok(output);
+        }
+        let output = one(i, item, cancel)?;
         if let Some(visit) = visit {
             record_item(visit, i, &output)?;
         }
         Ok(output)
-    };
+    })
+}
+
+/// `one` over every item, as `mode` says.
+#[inline(always)]
+fn spread_items<I: Sync, O: Send>(
+    mode: BatchMode,
+    items: &[I],
+    cancel: Option<&Cancel<'_>>,
+    one: impl Fn(usize, &I, Option<&Cancel<'_>>) -> Result<O, HookError> + Sync,
+) -> Result<Vec<O>, Option<HookError>> {
     match mode {
         BatchMode::Sequential => items
             .iter()
@@ -158,8 +179,9 @@ where
     N: AsyncBatchNode<S>,
 {
     let retry = node.retry();
-    if let Some(visit) = cx.visit {
-        return exec_async_items_recorded(node, mode, items, cx, visit).await;
+    let ambient = Ambient::current();
+    if cx.visit.is_some() || !ambient.is_empty() {
+        return exec_async_items_driven(node, mode, items, cx, ambient).await;
     }
     match mode {
         AsyncBatchMode::Concurrent { limit } => {
@@ -175,31 +197,40 @@ where
     }
 }
 
-/// [`exec_async_items`] in a checkpointed run: each item's output recorded as
-/// it finishes, and taken from the record when an earlier try got it.
+/// [`exec_async_items`] in a checkpointed or streamed run: each item's output
+/// recorded as it finishes (and taken from the record when an earlier try got
+/// it), each item's future polled in the item's ambient.
 #[cold]
-fn exec_async_items_recorded<'a, S, N>(
+fn exec_async_items_driven<'a, S, N>(
     node: &'a N,
     mode: AsyncBatchMode,
     items: &'a [N::Item],
     cx: &'a NodeCx<'a>,
-    visit: &'a Visit<'a>,
+    ambient: Ambient,
 ) -> BoxFuture<'a, Result<Vec<N::Output>, Box<Error>>>
 where
     S: Send + Sync,
     N: AsyncBatchNode<S>,
 {
     let retry = node.retry();
-    let one = move |i: usize| async move {
-        let failed = |h: HookError| batch_error(cx, Some(h));
-        if let Some(output) = replay_item::<N::Output>(visit, i).map_err(failed)? {
-            return Ok(output);
-        }
-        let output = exec_async_item(node, i, &items[i], cx, retry).await?;
-        record_item(visit, i, &output).map_err(failed)?;
-        Ok(output)
+    let one = move |i: usize| {
+        let item = async move {
+            let failed = |h: HookError| batch_error(cx, Some(h));
+            if let Some(visit) = cx.visit
+                && let Some(output) = replay_item::<N::Output>(visit, i).map_err(failed)?
+            {
+                return Ok(output);
+            }
+            let output = exec_async_item(node, i, &items[i], cx, retry).await?;
+            if let Some(visit) = cx.visit {
+                record_item(visit, i, &output).map_err(failed)?;
+            }
+            Ok(output)
+        };
+        ambient.with_item(i).scope(item)
     };
     Box::pin(async move {
+        let one = &one;
         match mode {
             AsyncBatchMode::Concurrent { limit } => concurrent_map(items.len(), limit, one).await,
             AsyncBatchMode::Sequential => {

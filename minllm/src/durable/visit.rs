@@ -140,7 +140,7 @@ impl Drop for Asking {
 #[derive(Clone, Default)]
 pub(crate) struct Ambient {
     asks: Option<Arc<Mutex<Asks>>>,
-    emit: Option<(Sink, String, String)>,
+    emit: Option<(Sink, String, String, Option<usize>)>,
 }
 
 /// A node's visit in a run driven node by node, as a `flow!` machine gets it:
@@ -161,7 +161,7 @@ impl Ambient {
     pub(crate) fn new(visit: Option<&Visit<'_>>, sink: Option<&Sink>, flow: &str, node: &str) -> Self {
         Ambient {
             asks: visit.map(|v| Arc::clone(&v.asks)),
-            emit: sink.map(|s| (s.clone(), flow.to_owned(), node.to_owned())),
+            emit: sink.map(|s| (s.clone(), flow.to_owned(), node.to_owned(), None)),
         }
     }
 
@@ -174,8 +174,22 @@ impl Ambient {
     pub(crate) fn enter(&self) -> InAmbient {
         let asks = self.asks.clone();
         let asking = Asking(ASKING.with(|a| std::mem::replace(&mut *a.borrow_mut(), asks)));
-        let emitting = self.emit.as_ref().map(|(sink, flow, node)| sink.enter(flow, node));
+        let emitting = self.emit.as_ref().map(|(sink, flow, node, item)| sink.enter(flow, node, *item));
         InAmbient(asking, emitting)
+    }
+
+    /// Whether there is nothing to set (a plain run).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.asks.is_none() && self.emit.is_none()
+    }
+
+    /// This ambient for batch item `item`: its emitted values say so.
+    pub(crate) fn with_item(&self, item: usize) -> Ambient {
+        let mut ambient = self.clone();
+        if let Some((_, _, _, at)) = &mut ambient.emit {
+            *at = Some(item);
+        }
+        ambient
     }
 
     /// `future`, with this ambient set on the thread during each of its polls.
