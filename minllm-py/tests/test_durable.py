@@ -449,3 +449,37 @@ def test_a_flow_subclass_keeps_its_own_prep_and_post_in_a_checkpointed_run(check
     last = Wrapped(start=work_flow([]).start_node).run(shared, checkpointer=checkpointer, run_id="w")
     assert last == "wrapped"
     assert shared["before"] is True and shared["after"] == "done"
+
+
+def test_a_parallel_batch_records_each_item_and_streams_what_items_emit(checkpointer):
+    import threading
+
+    from minllm import ParallelBatchNode
+
+    calls = []
+    lock = threading.Lock()
+
+    class Embed(ParallelBatchNode):
+        def prep(self, shared):
+            return list(range(10))
+
+        def exec(self, i):
+            with lock:
+                calls.append(i)
+            emit(f"item {i}")
+            if i == 6 and not getattr(Embed, "healed", False):
+                raise TimeoutError("slow model")
+            return i * 2
+
+        def post(self, shared, _, out):
+            shared["vectors"] = out
+
+    flow = Flow(start=Embed(max_workers=1))
+    with pytest.raises(TimeoutError):
+        flow.run({}, checkpointer=checkpointer, run_id="p")
+    Embed.healed = True
+    assert flow.resume("p", checkpointer=checkpointer)["vectors"] == [i * 2 for i in range(10)]
+    assert sorted(calls) == [0, 1, 2, 3, 4, 5, 6, 6, 7, 8, 9], "only the failed item ran again"
+    # A stream hears the items, from their threads.
+    values = sorted(e.value for e in Flow(start=Embed(max_workers=4)).stream({}) if e.kind == "custom")
+    assert values == sorted(f"item {i}" for i in range(10))

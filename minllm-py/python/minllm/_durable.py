@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextvars
 import copy
 import json
@@ -318,6 +319,7 @@ class _Run:
         self.staged: tuple[Any, ...] | None = None
         # Where the last node ran, for the run's last checkpoint.
         self.last_stack: list[list[Any]] = []
+        self.recording = threading.Lock()
 
     # -- checkpoints --
 
@@ -384,15 +386,15 @@ class _Run:
                 own_run = type(curr)._run_async is AsyncNode._run_async
             else:
                 own_run = type(curr)._run is Node._run
-            if visit is None or not own_run:
+            # A streamed parallel batch runs its items here too, so that what
+            # they emit from their threads reaches the stream.
+            parallel = self.events is not None and _parallel_items(curr) is not None
+            if (visit is None and not parallel) or not own_run:
                 # Not checkpointed, or a node with a `_run` of its own: as the engine runs it.
                 action = await curr._run_async(shared) if is_async else curr._run(shared)
             else:
                 p = await curr.prep_async(shared) if is_async else curr.prep(shared)
-                if visit is None:
-                    e = await curr._exec(p) if is_async else curr._exec(p)
-                else:
-                    e = await self.exec(curr, p, visit, is_async)
+                e = await self.exec(curr, p, visit, is_async)
                 action = await curr.post_async(shared, p, e) if is_async else curr.post(shared, p, e)
         except _Pause:
             assert visit is not None and self.codec is not None
@@ -410,10 +412,13 @@ class _Run:
         self.send("node_finished", name, action=action, elapsed=time.perf_counter() - started)
         return action
 
-    async def exec(self, curr: Any, p: Any, visit: _Visit, is_async: bool) -> Any:
-        """``curr._exec(p)``, or its recorded result; batch items one by one."""
+    async def exec(self, curr: Any, p: Any, visit: _Visit | None, is_async: bool) -> Any:
+        """``curr._exec(p)``, or its recorded result; batch items one by one (or
+        on threads, or as tasks, for parallel batches), each item recorded."""
         AsyncBatchNode, AsyncNode, BatchNode, Node = _classes("AsyncBatchNode", "AsyncNode", "BatchNode", "Node")
-        assert self.cp is not None and self.codec is not None
+        parallel = _parallel_items(curr)
+        if parallel is not None:
+            return await self.parallel(curr, list(p or []), visit, parallel)
         if is_async:
             per_item = type(curr)._exec is AsyncBatchNode._exec
         else:
@@ -426,8 +431,44 @@ class _Run:
             results.append(await self.recorded(curr, visit, str(i), one, is_async))
         return results
 
-    async def recorded(self, curr: Any, visit: _Visit, item: str, call: Callable[[], Any], is_async: bool) -> Any:
-        assert self.cp is not None and self.codec is not None
+    async def parallel(self, curr: Any, items: list[Any], visit: _Visit | None, kind: str) -> list[Any]:
+        """A parallel batch's items, each recorded as it finishes: on threads
+        (``max_workers`` of them, one per item up to 32 by default), or as tasks
+        of the loop. The first error stops items that have not started."""
+        AsyncNode, Node = _classes("AsyncNode", "Node")
+        if kind == "async":
+
+            def start(item: Any) -> Callable[[], Any]:
+                return lambda: AsyncNode._exec(curr, item)
+
+            calls = [self.recorded(curr, visit, str(i), start(item), True) for i, item in enumerate(items)]
+            return list(await asyncio.gather(*calls))
+        results: list[Any] = [None] * len(items)
+        workers = getattr(curr, "max_workers", None) or max(1, min(len(items), 32))
+
+        def one(i: int) -> None:
+            results[i] = _sync(self.recorded(curr, visit, str(i), lambda: Node._exec(curr, items[i]), False))
+
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            pending = [pool.submit(contextvars.copy_context().run, one, i) for i in range(len(items))]
+            try:
+                for done in concurrent.futures.as_completed(pending):
+                    done.result()
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+        return results
+
+    async def recorded(
+        self, curr: Any, visit: _Visit | None, item: str, call: Callable[[], Any], is_async: bool
+    ) -> Any:
+        """``call()``'s result, recorded under the node (and `item`); the
+        record of an earlier try of this visit when there is one. Without a
+        visit (a stream without checkpoints), just ``call()``."""
+        if visit is None or self.cp is None or self.codec is None:
+            value = call()
+            return await value if is_async else value
         # Keyed by node, so that a number reused after a crash never replays another node's.
         key = self.stack[-1][0] + (f"[{item}]" if item else "")
         found = None if visit.fresh else self.cp._cp.get_exec(self.run_id, visit.seq, key)
@@ -441,8 +482,10 @@ class _Run:
             value = await value
         what = f"the exec result of {type(curr).__name__}" + (f" (item {item})" if item else "")
         record = self.codec.encode({"taken": visit.next - before, "value": value}, what)
-        staged, self.staged = self.staged, None
-        self.cp._cp.put_with_exec(self.run_id, staged, visit.seq, key, record)
+        # Items on threads record at once: the node's checkpoint goes with the first.
+        with self.recording:
+            staged, self.staged = self.staged, None
+            self.cp._cp.put_with_exec(self.run_id, staged, visit.seq, key, record)
         return value
 
     # -- flows --
@@ -521,6 +564,18 @@ class _Run:
                     self.stack.pop()
             o = None
         return await curr.post_async(shared, prep_res, o) if is_async else curr.post(shared, prep_res, o)
+
+
+def _parallel_items(curr: Any) -> str | None:
+    """`"threads"` for a ParallelBatchNode, `"async"` for an
+    AsyncParallelBatchNode (each with the package's own item loop), else `None`."""
+    AsyncParallelBatchNode, ParallelBatchNode = _classes("AsyncParallelBatchNode", "ParallelBatchNode")
+    kind = type(curr)
+    if isinstance(curr, ParallelBatchNode) and kind._exec is ParallelBatchNode._exec:
+        return "threads"
+    if isinstance(curr, AsyncParallelBatchNode) and kind._exec is AsyncParallelBatchNode._exec:
+        return "async"
+    return None
 
 
 def _flow_kind(curr: Any) -> str | None:
