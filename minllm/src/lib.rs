@@ -143,7 +143,8 @@ pub mod __private {
         post_prep, post_store, routed,
     };
     pub use crate::context::{FlowPath, NodeCx, flow_span, tracing_on};
-    pub use crate::durable::{Drive, Mode, NodeVisit, Plan, stream_flow, stream_flow_async};
+    pub use crate::durable::run::{Drive, Mode, Plan, stream_flow, stream_flow_async};
+    pub use crate::durable::visit::NodeVisit;
     pub use crate::node::wait_between_attempts;
     pub use crate::typed::{
         AsyncMachine, AsyncTyped, AsyncTypedFlow, AsyncTypedNode, DriveHook, Hook, NoHook, StepLimit, SyncKind,

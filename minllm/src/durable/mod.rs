@@ -45,10 +45,10 @@
 
 mod codec;
 mod memory;
-mod run;
+pub(crate) mod run;
 #[cfg(feature = "sqlite")]
 mod sqlite;
-mod visit;
+pub(crate) mod visit;
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -57,11 +57,13 @@ pub use crate::error::CheckpointError;
 pub use codec::{DurableStore, register};
 pub(crate) use codec::{ExecRecord, decode_value, encode_value};
 pub use memory::MemoryCheckpointer;
-pub use run::{Drive, DurableRun, Mode, Plan, SaveFields, stream_flow, stream_flow_async};
+pub use run::DurableRun;
+pub(crate) use run::{Drive, Mode, Plan, SaveFields, stream_flow, stream_flow_async};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteCheckpointer;
 pub(crate) use visit::{Ambient, Journal, Visit, is_interrupt};
-pub use visit::{NodeVisit, Outcome, Pause, interrupt};
+pub(crate) use visit::NodeVisit;
+pub use visit::{Outcome, Pause, interrupt};
 
 /// How a run stood at one checkpoint.
 #[derive(Debug, Clone, PartialEq)]
