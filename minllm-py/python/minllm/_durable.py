@@ -62,14 +62,14 @@ def _type_name(value: Any) -> str:
 
 _JSON = json.JSONEncoder(separators=(",", ":"))
 _SCALARS = frozenset({int, str, bool, float, type(None)})
-_CLASSES: dict[str, Any] = {}
+_PACKAGE: list[Any] = []
 
 
-def _classes(*names: str) -> tuple[Any, ...]:
-    """The package's classes by name (the package imports this module first)."""
-    if not _CLASSES:
-        _CLASSES.update(vars(sys.modules[__name__.rpartition(".")[0]]))
-    return tuple(_CLASSES[n] for n in names)
+def _pkg() -> Any:
+    """The package, for its classes (it imports this module first)."""
+    if not _PACKAGE:
+        _PACKAGE.append(sys.modules[__name__.rpartition(".")[0]])
+    return _PACKAGE[0]
 
 
 class _Codec:
@@ -366,7 +366,8 @@ class _Run:
     # -- nodes --
 
     async def node(self, curr: Any, shared: Any, name: str) -> Any:
-        AsyncNode, Node = _classes("AsyncNode", "Node")
+        pkg = _pkg()
+        AsyncNode, Node = pkg.AsyncNode, pkg.Node
         visit = None
         if self.cp is not None:
             if self.again is not None:
@@ -415,7 +416,8 @@ class _Run:
     async def exec(self, curr: Any, p: Any, visit: _Visit | None, is_async: bool) -> Any:
         """``curr._exec(p)``, or its recorded result; batch items one by one (or
         on threads, or as tasks, for parallel batches), each item recorded."""
-        AsyncBatchNode, AsyncNode, BatchNode, Node = _classes("AsyncBatchNode", "AsyncNode", "BatchNode", "Node")
+        pkg = _pkg()
+        AsyncBatchNode, AsyncNode, BatchNode, Node = pkg.AsyncBatchNode, pkg.AsyncNode, pkg.BatchNode, pkg.Node
         parallel = _parallel_items(curr)
         if parallel is not None:
             return await self.parallel(curr, list(p or []), visit, parallel)
@@ -435,7 +437,7 @@ class _Run:
         """A parallel batch's items, each recorded as it finishes: on threads
         (``max_workers`` of them, one per item up to 32 by default), or as tasks
         of the loop. The first error stops items that have not started."""
-        AsyncNode, Node = _classes("AsyncNode", "Node")
+        AsyncNode, Node = _pkg().AsyncNode, _pkg().Node
         if kind == "async":
 
             def start(item: Any) -> Callable[[], Any]:
@@ -473,15 +475,16 @@ class _Run:
         key = self.stack[-1][0] + (f"[{item}]" if item else "")
         found = None if visit.fresh else self.cp._cp.get_exec(self.run_id, visit.seq, key)
         if found is not None:
-            record = self.codec.decode(found)
-            visit.next += record["taken"]
-            return record["value"]
+            taken, value = json.loads(found)
+            visit.next += taken
+            return self.codec.load(value)
         before = visit.next
         value = call()
         if is_async:
             value = await value
         what = f"the exec result of {type(curr).__name__}" + (f" (item {item})" if item else "")
-        record = self.codec.encode({"taken": visit.next - before, "value": value}, what)
+        # A record: the interrupt answers the exec took, then its value.
+        record = _JSON.encode([visit.next - before, self.codec.dump(value, what)]).encode()
         # Items on threads record at once: the node's checkpoint goes with the first.
         with self.recording:
             staged, self.staged = self.staged, None
@@ -569,7 +572,8 @@ class _Run:
 def _parallel_items(curr: Any) -> str | None:
     """`"threads"` for a ParallelBatchNode, `"async"` for an
     AsyncParallelBatchNode (each with the package's own item loop), else `None`."""
-    AsyncParallelBatchNode, ParallelBatchNode = _classes("AsyncParallelBatchNode", "ParallelBatchNode")
+    pkg = _pkg()
+    AsyncParallelBatchNode, ParallelBatchNode = pkg.AsyncParallelBatchNode, pkg.ParallelBatchNode
     kind = type(curr)
     if isinstance(curr, ParallelBatchNode) and kind._exec is ParallelBatchNode._exec:
         return "threads"
@@ -581,7 +585,8 @@ def _parallel_items(curr: Any) -> str | None:
 def _flow_kind(curr: Any) -> str | None:
     """How the driver runs `curr` in place: `"flow"`, `"async_flow"`, `"batch"`,
     `"async_batch"`, or `None` when it runs as one node."""
-    AsyncBatchFlow, AsyncFlow, BatchFlow, Flow = _classes("AsyncBatchFlow", "AsyncFlow", "BatchFlow", "Flow")
+    pkg = _pkg()
+    AsyncBatchFlow, AsyncFlow, BatchFlow, Flow = pkg.AsyncBatchFlow, pkg.AsyncFlow, pkg.BatchFlow, pkg.Flow
     if not isinstance(curr, Flow):
         return None
     kind = type(curr)
