@@ -61,8 +61,8 @@ pub use run::DurableRun;
 pub(crate) use run::{Drive, Mode, Plan, SaveFields, stream_flow, stream_flow_async};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteCheckpointer;
-pub(crate) use visit::{Ambient, Journal, Visit, is_interrupt};
 pub(crate) use visit::NodeVisit;
+pub(crate) use visit::{Ambient, Journal, Visit, is_interrupt};
 pub use visit::{Outcome, Pause, interrupt};
 
 /// How a run stood at one checkpoint.
