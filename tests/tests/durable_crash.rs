@@ -87,10 +87,22 @@ fn expected_log(n: u64) -> serde_json::Value {
 
 #[test]
 fn a_run_killed_at_any_point_of_a_node_resumes_in_a_new_process_without_paying_twice() {
+    killed_at_any_point(false);
+}
+
+#[test]
+fn an_async_run_killed_at_any_point_of_a_node_resumes_in_a_new_process_without_paying_twice() {
+    killed_at_any_point(true);
+}
+
+fn killed_at_any_point(is_async: bool) {
     // point, and what the resumed run must have called for step 2 in all
     for (point, starts, posts) in [("prep", 1, 1), ("exec", 2, 1), ("between", 1, 1), ("post", 1, 2)] {
-        let scratch = Scratch::new(point);
-        let env = [("KILL_AT", format!("{point}:2"))];
+        let scratch = Scratch::new(&format!("{point}-{is_async}"));
+        let mut env = vec![("KILL_AT", format!("{point}:2"))];
+        if is_async {
+            env.push(("ASYNC", "1".to_owned()));
+        }
         let first = run_child(&scratch, "run", &env);
         assert!(killed(&first), "{point}: the child should have died: {:?}", first.status);
         let second = run_child(&scratch, "resume", &env);

@@ -4,7 +4,8 @@
 //! `durable_child <database> <run id> run|resume|answer:<text>`, with
 //! `KILL_AT=<prep|exec|between|post|item>:<k>` (once: while the file `KILL_ONCE`
 //! does not exist), `LOG=<file>` (one line per hook call), `SLOW_MS=<ms>` (each
-//! `exec` sleeps), `PAD=<bytes>` (a store field rewritten at every step).
+//! `exec` sleeps), `PAD=<bytes>` (a store field rewritten at every step),
+//! `ASYNC` (the async engine).
 //! Exit codes: 0 finished (prints the store but its padding, as JSON), 3 paused (prints the
 //! question), 4 the run is busy, 1 any other error.
 
@@ -160,12 +161,20 @@ fn main() {
     let flow = flow(n);
     let durable = flow.durable(&checkpoints, run.as_str());
     let mut ledger = Ledger::default();
-    let outcome = match mode.as_str() {
-        "run" => durable.run(&mut ledger),
-        "resume" => durable.resume(&mut ledger),
-        other => match other.strip_prefix("answer:") {
-            Some(answer) => durable.resume_with(&mut ledger, answer),
-            None => {
+    // `ASYNC` runs the same flow through the async engine (its `exec`s on
+    // tokio's blocking pool).
+    let runtime = std::env::var("ASYNC")
+        .is_ok()
+        .then(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime"));
+    let outcome = match (mode.as_str(), &runtime) {
+        ("run", None) => durable.run(&mut ledger),
+        ("run", Some(rt)) => rt.block_on(durable.run_async(&mut ledger)),
+        ("resume", None) => durable.resume(&mut ledger),
+        ("resume", Some(rt)) => rt.block_on(durable.resume_async(&mut ledger)),
+        (other, rt) => match (other.strip_prefix("answer:"), rt) {
+            (Some(answer), None) => durable.resume_with(&mut ledger, answer),
+            (Some(answer), Some(rt)) => rt.block_on(durable.resume_with_async(&mut ledger, answer)),
+            (None, _) => {
                 eprintln!("unknown mode {other}");
                 std::process::exit(2);
             }
