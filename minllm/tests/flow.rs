@@ -155,6 +155,12 @@ fn spans_record_flow_node_action_attempts_and_duration() {
     let (_, logs) = capture_logs(|| outer.run(&mut SharedStore::new()));
     assert!(logs.contains("node{node=sub action=bye"), "{logs}");
     assert!(logs.contains("flow{flow=outer > sub steps=2}"), "{logs}");
+
+    // A checkpointed run has its node spans too.
+    let checkpoints = minllm::durable::MemoryCheckpointer::new();
+    let (_, logs) = capture_logs(|| outer.durable(&checkpoints, "t").run(&mut SharedStore::new()).map(drop));
+    assert!(logs.contains("node{node=first attempts=1 action=default elapsed_us="), "{logs}");
+    assert!(logs.contains("node{node=second attempts=1 action=bye elapsed_us="), "{logs}");
 }
 
 struct Forever;

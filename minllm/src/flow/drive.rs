@@ -6,11 +6,13 @@
 
 use std::time::Instant;
 
+use tracing::Instrument as _;
+
 use super::run::{Ended, Exit, Frames};
 use super::{Flow, Slot};
 use crate::access::{AsyncStoreRef, StoreRef};
 use crate::action::Label;
-use crate::context::{FlowPath, NodeCx, Seg, no_span};
+use crate::context::{FlowPath, NodeCx, Seg, finish_span, no_span, node_span, tracing_on};
 use crate::durable::{Ambient, Checkpoint, Journal, Mode, Outcome, Pause, Plan, SaveFields, Status, is_interrupt};
 use crate::error::Error;
 use crate::events::EventKind;
@@ -27,6 +29,8 @@ pub(super) async fn drive<S: Send + Sync + 'static>(
 ) -> Result<Outcome, Error> {
     let root = FlowPath::root(flow.name());
     flow.check(&root)?;
+    // Node spans as in plain runs, made only when a subscriber listens.
+    let traced = tracing_on();
     let mut frames = Frames::new(flow, &root, &flow.params, false);
     let mut segs: Vec<Seg<'_>> = Vec::new();
     // The batch flows whose items run: each with its params and the next item.
@@ -98,23 +102,28 @@ pub(super) async fn drive<S: Send + Sync + 'static>(
             sink.send(EventKind::NodeStarted, &flow_name, &slot.name);
         }
         let ambient = Ambient::new(visit.as_ref().map(|(v, _)| v), plan.events, &flow_name, &slot.name);
+        let span = if traced { node_span(&tracing::Span::current(), &slot.name) } else { tracing::Span::none() };
         let cx = NodeCx {
             flow: &at,
             node: &slot.name,
             params: &params,
             cancel: None,
-            span: no_span(),
+            span: if traced { &span } else { no_span() },
             visit: visit.as_ref().map(|(v, _)| v),
         };
         let result = match plan.mode {
             Mode::Sync => {
                 let _inside = ambient.enter();
-                slot.node.run_visiting(StoreRef::exclusive(store), cx)
+                span.in_scope(|| slot.node.run_visiting(StoreRef::exclusive(store), cx))
             }
             Mode::Async => {
-                ambient.scope(slot.node.run_async(AsyncStoreRef::exclusive(store), &cx)).await.map_err(|e| *e)
+                let node = slot.node.run_async(AsyncStoreRef::exclusive(store), &cx);
+                ambient.scope(node.instrument(span.clone())).await.map_err(|e| *e)
             }
         };
+        if let Ok(label) = &result {
+            finish_span(&span, traced.then_some(started), label.as_str());
+        }
         let label = match result {
             Ok(label) => label,
             Err(error) if interrupted(&error) => {
