@@ -483,3 +483,41 @@ def test_a_parallel_batch_records_each_item_and_streams_what_items_emit(checkpoi
     # A stream hears the items, from their threads.
     values = sorted(e.value for e in Flow(start=Embed(max_workers=4)).stream({}) if e.kind == "custom")
     assert values == sorted(f"item {i}" for i in range(10))
+
+
+def test_a_batch_node_run_alone_takes_the_checkpoint_arguments(checkpointer):
+    seen = []
+
+    class Double(BatchNode):
+        def prep(self, shared):
+            return [1, 2, 3]
+
+        def exec(self, x):
+            seen.append(x)
+            if x == 3 and not getattr(Double, "healed", False):
+                raise ValueError("flaky")
+            return 2 * x
+
+        def post(self, shared, _, out):
+            shared["out"] = out
+
+    with pytest.raises(ValueError):
+        Double().run({}, checkpointer=checkpointer, run_id="alone")
+    Double.healed = True
+    shared = Flow(start=Double()).resume("alone", checkpointer=checkpointer)
+    assert shared["out"] == [2, 4, 6]
+    assert seen == [1, 2, 3, 3]
+
+    class Ask(AsyncNode):
+        async def exec_async(self, _):
+            return interrupt("ok?")
+
+        async def post_async(self, shared, _, answer):
+            shared["answer"] = answer
+
+    async def main():
+        with pytest.raises(Interrupted):
+            await Ask().run_async({}, checkpointer=checkpointer, run_id="ask")
+        return await AsyncFlow(start=Ask()).resume_async("ask", checkpointer=checkpointer, answer="yes")
+
+    assert asyncio.run(main()) == {"answer": "yes"}

@@ -85,6 +85,14 @@ class BaseNode(_Core):
     def __init__(self) -> None:
         self.params, self.successors = {}, {}
 
+    def run(self, shared: _Any, checkpointer: _Any = None, run_id: str | None = None) -> _Any:
+        """Runs this node alone on ``shared``. With a ``checkpointer`` and a
+        ``run_id``, as a checkpointed run (see ``Flow.run``): a batch node's items
+        are recorded as they finish, and ``Flow(start=node).resume`` finishes it."""
+        if checkpointer is None and run_id is None:
+            return _Core.run(self, shared)
+        return _durable.run(_alone(self), shared, checkpointer, run_id)
+
     def next(self, node: _T, action: _Any = "default") -> _T:
         """Runs ``node`` after this one returns ``action``; returns ``node``."""
         if action in self.successors:
@@ -242,11 +250,13 @@ class AsyncNode(Node):
         pass
 
     _exec = _Core._async_exec
-    async def run_async(self, shared: _Any) -> _Any:
+    async def run_async(self, shared: _Any, checkpointer: _Any = None, run_id: str | None = None) -> _Any:
         # A real coroutine function at the entry point (so `inspect` and the
         # "never awaited" warning behave as with the original); the run itself
         # is one Rust future.
-        return await _Core._async_run(self, shared)
+        if checkpointer is None and run_id is None:
+            return await _Core._async_run(self, shared)
+        return await _durable.run_async(_alone(self), shared, checkpointer, run_id)
 
     _run_async = _Core._async_node_run
     _run = _Core._async_run_sync_refused
@@ -302,6 +312,16 @@ class AsyncParallelBatchFlow(AsyncFlow, BatchFlow):
     """An async flow run once per params dict, all at once (``asyncio.gather``)."""
 
     _run_async = _Core._async_parallel_batch_flow_run
+
+
+def _alone(node: BaseNode) -> Flow:
+    """A flow of `node` alone (its successors are not run, as `node.run` does
+    not run them), for a checkpointed run of one node."""
+    if node.successors:
+        _warn("Node won't run successors. Use Flow.")
+    alone = copy.copy(node)
+    alone.successors = {}
+    return AsyncFlow(start=alone) if isinstance(node, AsyncNode) else Flow(start=alone)
 
 
 def _warn(message: str) -> None:
