@@ -521,3 +521,14 @@ def test_a_batch_node_run_alone_takes_the_checkpoint_arguments(checkpointer):
         return await AsyncFlow(start=Ask()).resume_async("ask", checkpointer=checkpointer, answer="yes")
 
     assert asyncio.run(main()) == {"answer": "yes"}
+
+
+def test_a_sync_flow_streams_to_an_async_caller():
+    async def main():
+        shared = {}
+        kinds = [e.kind async for e in work_flow([]).stream_async(shared)]
+        return kinds, shared
+
+    kinds, shared = asyncio.run(main())
+    assert kinds.count("custom") == 3 and kinds[-1] == "node_finished"
+    assert shared["count"] == 3

@@ -205,6 +205,13 @@ class Flow(BaseNode):
         as they happen: ``node_started``, ``node_finished``, and ``custom`` values that
         hooks :func:`emit`. Errors (and :class:`Interrupted`) are raised at the end."""
         return _durable.stream(self, shared, checkpointer, run_id)
+
+    def stream_async(
+        self, shared: _Any, checkpointer: _Any = None, run_id: str | None = None
+    ) -> _abc.AsyncIterator[Event]:
+        """``stream`` as an async iterator: an async flow runs as a task of the current
+        loop, a sync one on a thread of its own."""
+        return _durable.stream_async(self, shared, checkpointer, run_id)
     def validate(self) -> list[Problem]:
         """The flow's wiring problems, and the settings a run would refuse; empty when
         there are none. Each :class:`Problem` reads as its message."""
@@ -294,12 +301,6 @@ class AsyncFlow(Flow, AsyncNode):
         """``Flow.resume`` for async flows."""
         return await _durable.resume_async(self, run_id, checkpointer, answer, checkpoint, shared)
 
-    def stream_async(
-        self, shared: _Any, checkpointer: _Any = None, run_id: str | None = None
-    ) -> _abc.AsyncIterator[Event]:
-        """``Flow.stream`` for async flows: an async iterator of events while the flow
-        runs as a task of the current loop."""
-        return _durable.stream_async(self, shared, checkpointer, run_id)
 
 
 class AsyncBatchFlow(AsyncFlow, BatchFlow):

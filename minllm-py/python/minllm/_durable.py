@@ -600,6 +600,10 @@ def _flow_kind(curr: Any) -> str | None:
     return "flow" if kind._run is Flow._run else None
 
 
+def _sync_drive(flow: Any, shared: Any, run: _Run) -> Any:
+    return _sync(_drive(flow, shared, run, []))
+
+
 def _sync(coro: Any) -> Any:
     """Runs a coroutine that never waits (a sync flow's driver) to its end."""
     try:
@@ -722,14 +726,28 @@ def stream(flow: Any, shared: Any, checkpointer: Any, run_id: Any) -> Iterator[E
 
 
 async def stream_async(flow: Any, shared: Any, checkpointer: Any, run_id: Any) -> AsyncIterator[Event]:
-    """The flow's events while it runs as a task of the current loop."""
+    """The flow's events while it runs: an async flow as a task of the current
+    loop, a sync one on a thread of its own (so that it never blocks the loop)."""
     events: asyncio.Queue[Any] = asyncio.Queue()
     done = object()
-    run = _start(flow, checkpointer, run_id, events.put_nowait)
+    loop = asyncio.get_running_loop()
+    is_async = isinstance(flow, _pkg().AsyncFlow)
+
+    def put(event: Any) -> None:
+        if is_async:
+            events.put_nowait(event)
+        else:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+    run = _start(flow, checkpointer, run_id, put)
 
     async def work() -> None:
         try:
-            await _drive(flow, shared, run, [])
+            if is_async:
+                await _drive(flow, shared, run, [])
+            else:
+                context = contextvars.copy_context()
+                await loop.run_in_executor(None, context.run, _sync_drive, flow, shared, run)
         finally:
             events.put_nowait(done)
 
