@@ -268,6 +268,16 @@ fn a_node_gone_from_the_flow_is_named_when_resuming() {
 }
 
 #[test]
+fn sqlite_can_wait_for_the_disk_on_every_write() {
+    let dir = tempdir::Dir::new();
+    let sqlite = SqliteCheckpointer::open(dir.path().join("runs.db")).unwrap().sync_every_write().unwrap();
+    let flow = work_flow(2, &Calls::default());
+    assert_eq!(finished(flow.durable(&sqlite, "s").run(&mut Ledger::default()).unwrap()), "done");
+    assert_eq!(sqlite.history("s").unwrap().len(), 3);
+    assert!(sqlite.path().ends_with("runs.db"));
+}
+
+#[test]
 fn one_holder_per_run_id() {
     for (checkpointer, _dir) in backends() {
         let held = checkpointer.lock("busy").unwrap();
