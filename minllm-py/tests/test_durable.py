@@ -532,3 +532,16 @@ def test_a_sync_flow_streams_to_an_async_caller():
     kinds, shared = asyncio.run(main())
     assert kinds.count("custom") == 3 and kinds[-1] == "node_finished"
     assert shared["count"] == 3
+
+
+def test_a_flow_with_its_own_orch_runs_as_one_step(checkpointer):
+    class Custom(Flow):
+        def _orch(self, shared, params=None):
+            shared["custom"] = True
+            return "mine"
+
+    outer = Flow(start=Custom(start=Work([])))
+    shared = {}
+    outer.run(shared, checkpointer=checkpointer, run_id="c")
+    assert shared == {"custom": True}
+    assert [c.node for c in checkpointer.history("c")][0] == "Custom"

@@ -590,6 +590,12 @@ def _flow_kind(curr: Any) -> str | None:
     if not isinstance(curr, Flow):
         return None
     kind = type(curr)
+    # A flow that overrides how its passes run (`_orch`) runs as one node.
+    if isinstance(curr, AsyncFlow):
+        if kind._orch_async is not AsyncFlow._orch_async:
+            return None
+    elif kind._orch is not Flow._orch:
+        return None
     if isinstance(curr, AsyncBatchFlow):
         return "async_batch" if kind._run_async is AsyncBatchFlow._run_async else None
     if isinstance(curr, BatchFlow):
