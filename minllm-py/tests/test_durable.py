@@ -545,3 +545,18 @@ def test_a_flow_with_its_own_orch_runs_as_one_step(checkpointer):
     outer.run(shared, checkpointer=checkpointer, run_id="c")
     assert shared == {"custom": True}
     assert [c.node for c in checkpointer.history("c")][0] == "Custom"
+
+
+def test_values_emitted_by_batch_items_say_which_item():
+    from minllm import ParallelBatchNode
+
+    class Shout(ParallelBatchNode):
+        def prep(self, shared):
+            return list(range(6))
+
+        def exec(self, i):
+            emit(i * 10)
+            return i
+
+    events = [e for e in Flow(start=Shout(max_workers=3)).stream({}) if e.kind == "custom"]
+    assert sorted((e.item, e.value) for e in events) == [(i, i * 10) for i in range(6)]

@@ -233,6 +233,7 @@ class _Visit:
 
 _visit: contextvars.ContextVar[_Visit | None] = contextvars.ContextVar("minllm_visit", default=None)
 _sink: contextvars.ContextVar[Any] = contextvars.ContextVar("minllm_sink", default=None)
+_item: contextvars.ContextVar[int | None] = contextvars.ContextVar("minllm_item", default=None)
 
 
 def interrupt(value: Any) -> Any:
@@ -256,14 +257,23 @@ def interrupt(value: Any) -> Any:
 
 class Event:
     """One thing that happened in a streamed run: ``kind`` (``"node_started"``,
-    ``"node_finished"``, ``"custom"``), ``flow`` (``outer > inner``), ``node``,
-    ``action`` and ``elapsed`` (seconds) for ``node_finished``, ``value`` for ``custom``."""
+    ``"node_finished"``, ``"custom"``), ``flow`` (``outer > inner``, with ``[i]`` for a
+    batch flow's item), ``node``, ``action`` and ``elapsed`` (seconds) for
+    ``node_finished``, ``value`` for ``custom`` (and ``item``, the index of the batch
+    node's item that emitted it, else ``None``)."""
 
     def __init__(
-        self, kind: str, flow: str, node: str, action: Any = None, value: Any = None, elapsed: float | None = None
+        self,
+        kind: str,
+        flow: str,
+        node: str,
+        action: Any = None,
+        value: Any = None,
+        elapsed: float | None = None,
+        item: int | None = None,
     ) -> None:
         self.kind, self.flow, self.node = kind, flow, node
-        self.action, self.value, self.elapsed = action, value, elapsed
+        self.action, self.value, self.elapsed, self.item = action, value, elapsed, item
 
     def __repr__(self) -> str:
         extra = f", action={self.action!r}" if self.kind == "node_finished" else ""
@@ -276,7 +286,7 @@ def emit(value: Any) -> None:
     token of an LLM answer, progress). Outside a streamed run it does nothing."""
     sink = _sink.get()
     if sink is not None:
-        sink[0](Event("custom", sink[1], sink[2], value=value))
+        sink[0](Event("custom", sink[1], sink[2], value=value, item=_item.get()))
 
 
 # ---- the driver ----
@@ -468,6 +478,16 @@ class _Run:
         """``call()``'s result, recorded under the node (and `item`); the
         record of an earlier try of this visit when there is one. Without a
         visit (a stream without checkpoints), just ``call()``."""
+        token = _item.set(int(item)) if item else None
+        try:
+            return await self._recorded(curr, visit, item, call, is_async)
+        finally:
+            if token is not None:
+                _item.reset(token)
+
+    async def _recorded(
+        self, curr: Any, visit: _Visit | None, item: str, call: Callable[[], Any], is_async: bool
+    ) -> Any:
         if visit is None or self.cp is None or self.codec is None:
             value = call()
             return await value if is_async else value
