@@ -368,3 +368,24 @@ fn a_large_value_that_never_changes_is_stored_once() {
         .sum();
     assert!(size < 2 << 20, "{STEPS} checkpoints of a 1 MB store took {size} bytes");
 }
+
+#[test]
+fn an_interrupt_in_a_nested_flow_pauses_the_outer_run_and_resumes_there() {
+    for (checkpointer, _dir) in backends() {
+        let calls = Calls::default();
+        let mut inner = Flow::new("review");
+        inner.add("approve", Approve);
+        let mut outer = Flow::new("publish");
+        let work = outer.add("work", Work { n: 1, calls: calls.clone() });
+        let nested = outer.add("review", inner);
+        outer.edge(work.on("done") >> nested);
+        let run = outer.durable(&*checkpointer, "n");
+        let Outcome::Paused(pause) = run.run(&mut Ledger::default()).unwrap() else { panic!("asks") };
+        assert_eq!(pause.node(), "review > approve");
+        let Outcome::Paused(_) = run.resume_with(&mut Ledger::default(), "yes").unwrap() else { panic!("asks twice") };
+        let mut ledger = Ledger::default();
+        finished(run.resume_with(&mut ledger, "sure").unwrap());
+        assert_eq!(ledger.log, ["paid call 0", "yes/sure"]);
+        assert_eq!(calls.execs.load(Ordering::SeqCst), 1, "the work before the nested flow ran once");
+    }
+}
