@@ -265,11 +265,27 @@ impl<S: Send + Sync + 'static, F: Drive<S>> DurableRun<'_, F, S> {
     }
 
     /// The run's checkpoints, oldest first.
-    pub fn history(&self) -> Result<Vec<CheckpointInfo>, Error>
-    where
-        S: DurableStore,
-    {
+    pub fn history(&self) -> Result<Vec<CheckpointInfo>, Error> {
         self.checkpointer.history(&self.id).map_err(|e| self.checkpoint_error(e))
+    }
+
+    fn latest(&self) -> Result<Option<Checkpoint>, Error> {
+        self.checkpointer.latest(&self.id).map_err(|e| self.checkpoint_error(e))
+    }
+
+    fn get(&self, seq: u64) -> Result<Checkpoint, Error> {
+        self.checkpointer
+            .get(&self.id, seq)
+            .map_err(|e| self.checkpoint_error(e))?
+            .ok_or_else(|| self.refuse(format!("it has no checkpoint {seq}")))
+    }
+
+    fn checkpoint_error(&self, source: CheckpointError) -> Error {
+        Error::Checkpoint { flow: self.flow.flow_name().to_owned(), run: self.id.clone(), source }
+    }
+
+    fn refuse(&self, reason: String) -> Error {
+        Error::Resume { flow: self.flow.flow_name().to_owned(), run: self.id.clone(), reason }
     }
 }
 
@@ -333,17 +349,6 @@ impl<S: DurableStore + Send + Sync + 'static, F: Drive<S>> DurableRun<'_, F, S> 
         })
     }
 
-    fn latest(&self) -> Result<Option<Checkpoint>, Error> {
-        self.checkpointer.latest(&self.id).map_err(|e| self.checkpoint_error(e))
-    }
-
-    fn get(&self, seq: u64) -> Result<Checkpoint, Error> {
-        self.checkpointer
-            .get(&self.id, seq)
-            .map_err(|e| self.checkpoint_error(e))?
-            .ok_or_else(|| self.refuse(format!("it has no checkpoint {seq}")))
-    }
-
     fn load_store(&self, checkpoint: &Checkpoint, store: &mut S) -> Result<(), Error> {
         let fields = checkpoint
             .fields
@@ -359,13 +364,5 @@ impl<S: DurableStore + Send + Sync + 'static, F: Drive<S>> DurableRun<'_, F, S> 
             what: format!("the store of checkpoint {}", checkpoint.seq),
             reason,
         })
-    }
-
-    fn checkpoint_error(&self, source: CheckpointError) -> Error {
-        Error::Checkpoint { flow: self.flow.flow_name().to_owned(), run: self.id.clone(), source }
-    }
-
-    fn refuse(&self, reason: String) -> Error {
-        Error::Resume { flow: self.flow.flow_name().to_owned(), run: self.id.clone(), reason }
     }
 }
