@@ -148,8 +148,8 @@ pub mod __private {
     pub use crate::node::wait_between_attempts;
     pub use crate::typed::{
         AsyncMachine, AsyncTyped, AsyncTypedFlow, AsyncTypedNode, DriveHook, Hook, NoHook, StepLimit, SyncKind,
-        SyncMachine, SyncTyped, TypedFlow, TypedNode, run_typed_node, run_typed_node_async, run_typed_node_traced,
-        run_typed_node_visiting,
+        SyncMachine, SyncTyped, TypedFlow, TypedNode, run_typed_node, run_typed_node_async, run_typed_node_driven,
+        run_typed_node_traced, run_typed_node_visiting,
     };
     pub use futures_util::future::BoxFuture;
     pub use tracing::Instrument;

@@ -210,3 +210,49 @@ async fn an_async_flow_macro_flow_pauses_and_resumes() {
     assert!(matches!(run.resume_with_async(&mut ticket, "pro").await.unwrap(), Outcome::Finished(_)));
     assert_eq!(ticket.answer.as_deref(), Some("pro"));
 }
+
+flow! {
+    /// `Writing` nested in another flow: its nodes are checkpointed one level down.
+    struct Publishing: Essay {
+        node writing: Writing = Writing::new();
+        start writing;
+    }
+}
+
+#[test]
+fn a_flow_macro_flow_nested_in_another_resumes_inside_it() {
+    let _turn = TURNS.lock().unwrap_or_else(|e| e.into_inner());
+    DRAFTS.store(0, Ordering::SeqCst);
+    let flow = Publishing::new();
+    let checkpoints = MemoryCheckpointer::new();
+    let run = flow.durable(&checkpoints, "nested");
+    let Outcome::Paused(first) = run.run(&mut Essay::default()).unwrap() else { panic!("asks") };
+    assert_eq!(first.node(), "writing > check");
+    let Outcome::Paused(_) = run.resume_with(&mut Essay::default(), "again").unwrap() else { panic!("asks again") };
+    let mut essay = Essay::default();
+    assert!(matches!(run.resume_with(&mut essay, "ok").unwrap(), Outcome::Finished(_)));
+    assert_eq!(essay.reviews, 2);
+    assert_eq!(essay.approved.as_deref(), Some("ok"));
+    assert_eq!(DRAFTS.load(Ordering::SeqCst), 2, "the nested flow resumed at its own node, nothing paid twice");
+    let nodes: Vec<_> = run.history().unwrap().iter().map(|c| c.node.clone()).collect();
+    assert_eq!(nodes[..3], ["writing > outline", "writing > draft", "writing > check"]);
+}
+
+flow! {
+    async struct SupportDesk: Ticket {
+        node support: Support = Support::new();
+        start support;
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_async_flow_macro_flow_nested_in_another_pauses_inside_it() {
+    let flow = SupportDesk::new();
+    let checkpoints = MemoryCheckpointer::new();
+    let run = flow.durable(&checkpoints, "desk");
+    let Outcome::Paused(pause) = run.run_async(&mut Ticket::default()).await.unwrap() else { panic!("asks") };
+    assert_eq!(pause.node(), "support > ask");
+    let mut ticket = Ticket::default();
+    assert!(matches!(run.resume_with_async(&mut ticket, "basic").await.unwrap(), Outcome::Finished(_)));
+    assert_eq!(ticket.answer.as_deref(), Some("basic"));
+}

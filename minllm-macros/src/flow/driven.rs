@@ -39,7 +39,6 @@ pub(crate) fn machine_impl(def: &FlowDef, outcome: &syn::Type, cfgs: &[&syn::Att
             #[automatically_derived]
             impl #impl_generics ::minllm::__private::SyncMachine<#store> for #name #ty_generics #where_clause {
                 const NAME: &'static str = #name_str;
-                type Outcome = #outcome;
 
                 fn run_machine(
                     &self,

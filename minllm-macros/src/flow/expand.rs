@@ -312,27 +312,23 @@ pub(crate) fn expand(model: &Model<'_>, mermaid: &str) -> TokenStream {
             // The node's context is made once per run, before the loop, and
             // its future holds a pointer to it.
             let cx = format_ident!("__cx_{}", field);
-            quote_spanned!(ty.span()=> match __visit {
-                ::core::option::Option::Some(__visit) => {
-                    ::minllm::__private::run_typed_node_visiting::<#store, _, _>(&self.#field, store, &#cx, __visit).await?
-                }
-                ::core::option::Option::None if TRACED => {
-                    ::minllm::__private::run_typed_node_traced::<#store, _, _>(&self.#field, store, path, #name, params).await?
-                }
-                ::core::option::Option::None => {
-                    ::minllm::__private::run_typed_node_async::<#store, _, _>(&self.#field, store, &#cx).await?
-                }
+            // A driven run (checkpoints, events) goes through the hook; a
+            // plain one's `DRIVEN` is `false`, so that branch compiles away.
+            quote_spanned!(ty.span()=> if <__H as ::minllm::__private::Hook<#store>>::DRIVEN {
+                ::minllm::__private::run_typed_node_driven::<#store, _, _, _>(&self.#field, store, &#cx, #name, __hook).await?
+            } else if TRACED {
+                ::minllm::__private::run_typed_node_traced::<#store, _, _>(&self.#field, store, path, #name, params).await?
+            } else {
+                ::minllm::__private::run_typed_node_async::<#store, _, _>(&self.#field, store, &#cx).await?
             })
         } else {
-            quote_spanned!(ty.span()=> ::minllm::__private::run_typed_node::<#store, _, _>(&self.#field, store, path, #name, params, TRACED, __visit)?)
+            quote_spanned!(ty.span()=> ::minllm::__private::run_typed_node::<#store, _, _, _>(&self.#field, store, path, #name, params, TRACED, __hook)?)
         };
         let route = route(model, routes, field);
         quote! {
             __State::#field => {
                 #enter
-                let __visit = ::minllm::__private::Hook::<#store>::before(__hook, #name, store)?;
                 let __action = #run;
-                ::minllm::__private::Hook::<#store>::after(__hook, #name, ::minllm::Action::label(&__action));
                 #route
             }
         }
@@ -350,10 +346,10 @@ pub(crate) fn expand(model: &Model<'_>, mermaid: &str) -> TokenStream {
         #[allow(non_camel_case_types)]
         enum __State { #(#states),* }
         #contexts
-        let (mut __state, __resumed) = match ::minllm::__private::Hook::<#store>::resume_at(&*__hook) {
+        let (mut __state, __resumed) = match ::minllm::__private::Hook::<#store>::resume_at(&mut *__hook) {
             ::core::option::Option::None => (__State::#start, 0_u64),
             ::core::option::Option::Some((__node, __steps)) => (
-                match __node {
+                match __node.as_str() {
                     #(#state_names => __State::#states,)*
                     __other => return ::core::result::Result::Err(::core::convert::Into::into(::minllm::__private::Hook::<#store>::unknown(&*__hook, __other))),
                 },
@@ -380,6 +376,7 @@ pub(crate) fn expand(model: &Model<'_>, mermaid: &str) -> TokenStream {
     // An async machine's nodes fail with a boxed error, which moves through
     // their futures faster; the run unboxes it once, at its end.
     let machine_error = if is_async { quote!(::std::boxed::Box<::minllm::Error>) } else { quote!(::minllm::Error) };
+    let hook_send = is_async.then(|| quote!(+ ::core::marker::Send));
     let machine_fn = quote! {
         #(#cfgs)*
         #[automatically_derived]
@@ -388,7 +385,7 @@ pub(crate) fn expand(model: &Model<'_>, mermaid: &str) -> TokenStream {
             /// once without, so that an untraced run pays nothing for them.
             #[doc(hidden)]
             #[allow(unreachable_code, clippy::diverging_sub_expression)]
-            #asyncness fn __minllm_machine<const TRACED: bool, __H: ::minllm::__private::Hook<#store>>(
+            #asyncness fn __minllm_machine<const TRACED: bool, __H: ::minllm::__private::Hook<#store> #hook_send>(
                 &self,
                 store: &mut #store,
                 path: &::minllm::__private::FlowPath<'_>,

@@ -69,7 +69,6 @@ pub(crate) fn flow(input: TokenStream) -> TokenStream {
                     #(#cfgs)*
                     impl #impl_generics ::minllm::__private::SyncMachine<#store> for #name #ty_generics #where_clause {
                         const NAME: &'static str = #name_str;
-                        type Outcome = #outcome;
                         fn run_machine(&self, _: &mut #store, _: &mut ::minllm::__private::DriveHook<'_, #store>)
                             -> ::core::result::Result<#outcome, ::minllm::Error> {
                             ::core::unreachable!("this flow did not compile")

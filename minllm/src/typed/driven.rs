@@ -6,7 +6,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{AsyncTypedNode, TypedNode};
+use futures_util::future::BoxFuture;
+
+use super::{AsyncTypedNode, TypedFlow, TypedNode};
 use crate::action::Action;
 use crate::context::{FlowPath, NodeCx};
 use crate::durable::{
@@ -21,14 +23,34 @@ use crate::params::Params;
 /// driven through [`DurableRun`](crate::durable::DurableRun) or a stream.
 #[doc(hidden)]
 pub trait Hook<S> {
-    /// The node a resumed run starts at, and the steps taken before it.
-    fn resume_at(&self) -> Option<(&str, u64)>;
+    /// Whether the machine calls the hook around its nodes at all (`false`
+    /// for [`NoHook`]: its calls compile away).
+    const DRIVEN: bool;
+    /// The node a resumed run starts at in the machine that asks (each
+    /// machine asks once, nested ones too), and the steps taken before it.
+    fn resume_at(&mut self) -> Option<(String, u64)>;
     /// Called before node `node` runs: the visit it runs in, if any.
     fn before(&mut self, node: &'static str, store: &S) -> Result<Option<&NodeVisit<'_>>, Error>;
     /// Called after the node returned `action`.
     fn after(&mut self, node: &'static str, action: &str);
     /// The error of a resumed run whose node the flow does not have.
     fn unknown(&self, node: &str) -> Error;
+    /// Runs `node`, when it is a `flow!` flow, one level down this hook (its
+    /// nodes checkpointed and streamed on their own); `None` for other nodes
+    /// and hooks.
+    fn nested<M, T: TypedNode<S, M>>(
+        &mut self,
+        node: &T,
+        name: &'static str,
+        store: &mut S,
+    ) -> Option<Result<T::Action, Error>>;
+    /// [`nested`](Hook::nested) in an async machine.
+    fn nested_async<'h, M, T: AsyncTypedNode<S, M>>(
+        &'h mut self,
+        node: &'h Arc<T>,
+        name: &'static str,
+        store: &'h mut S,
+    ) -> Option<BoxFuture<'h, Result<T::Action, Error>>>;
 }
 
 /// The hook of a plain run.
@@ -36,8 +58,9 @@ pub trait Hook<S> {
 pub struct NoHook;
 
 impl<S> Hook<S> for NoHook {
+    const DRIVEN: bool = false;
     #[inline(always)]
-    fn resume_at(&self) -> Option<(&str, u64)> {
+    fn resume_at(&mut self) -> Option<(String, u64)> {
         None
     }
     #[inline(always)]
@@ -49,6 +72,19 @@ impl<S> Hook<S> for NoHook {
     #[cold]
     fn unknown(&self, node: &str) -> Error {
         Error::Resume { flow: String::new(), run: String::new(), reason: format!("no node `{node}`") }
+    }
+    #[inline(always)]
+    fn nested<M, T: TypedNode<S, M>>(&mut self, _: &T, _: &'static str, _: &mut S) -> Option<Result<T::Action, Error>> {
+        None
+    }
+    #[inline(always)]
+    fn nested_async<'h, M, T: AsyncTypedNode<S, M>>(
+        &'h mut self,
+        _: &'h Arc<T>,
+        _: &'static str,
+        _: &'h mut S,
+    ) -> Option<BoxFuture<'h, Result<T::Action, Error>>> {
+        None
     }
 }
 
@@ -68,6 +104,57 @@ pub(super) fn run_visiting<S, M, T: TypedNode<S, M>>(
     node.run_typed_visiting(store, NodeCx { visit: visit.visit.as_ref(), ..NodeCx::new(flow, name, params, None) })
 }
 
+/// A node of a sync machine in a driven run: a nested `flow!` flow one level
+/// down the hook, any other node in its visit, the hook told before and after.
+#[cold]
+#[inline(never)]
+pub(super) fn run_driven<S, M, T: TypedNode<S, M>, H: Hook<S>>(
+    node: &T,
+    store: &mut S,
+    flow: &FlowPath<'_>,
+    name: &'static str,
+    params: &Params,
+    hook: &mut H,
+) -> Result<T::Action, Error> {
+    if let Some(result) = hook.nested(node, name, store) {
+        return result;
+    }
+    let action = match hook.before(name, store)? {
+        Some(visit) => run_visiting(node, store, flow, name, params, visit)?,
+        None => node.run_typed(store, NodeCx::new(flow, name, params, None))?,
+    };
+    hook.after(name, action.label());
+    Ok(action)
+}
+
+/// [`run_driven`] for a node of an async machine (`base` is the node's
+/// context of plain runs), boxed: only driven runs make it.
+#[doc(hidden)]
+pub fn run_typed_node_driven<'a, S, M, T, H>(
+    node: &'a Arc<T>,
+    store: &'a mut S,
+    base: &'a NodeCx<'a>,
+    name: &'static str,
+    hook: &'a mut H,
+) -> BoxFuture<'a, Result<T::Action, Box<Error>>>
+where
+    S: Send + Sync,
+    T: AsyncTypedNode<S, M>,
+    H: Hook<S> + Send,
+{
+    Box::pin(async move {
+        if let Some(nested) = hook.nested_async(node, name, store) {
+            return Ok(nested.await?);
+        }
+        let action = match hook.before(name, store)? {
+            Some(visit) => run_typed_node_visiting(node, store, base, visit).await?,
+            None => T::run_typed_async(node, store, base).await?,
+        };
+        hook.after(name, action.label());
+        Ok(action)
+    })
+}
+
 /// Runs a node of an async machine in a driven run (see [`run_visiting`]).
 #[doc(hidden)]
 pub async fn run_typed_node_visiting<S, M, T: AsyncTypedNode<S, M>>(
@@ -85,31 +172,64 @@ pub async fn run_typed_node_visiting<S, M, T: AsyncTypedNode<S, M>>(
 #[doc(hidden)]
 pub struct DriveHook<'a, S> {
     plan: Plan<'a, S>,
-    /// Where a resumed run starts: the node and the steps it had counted.
-    resume: Option<(String, u64)>,
+    /// Where a resumed run starts: the nested flows and the node, each with
+    /// the steps its flow had counted.
+    resume: Vec<(String, u64)>,
+    /// How many machines have taken their resume point.
+    resumed: usize,
     /// The visit to continue: its checkpoint and the answers it has.
     again: Option<(u64, Vec<Vec<u8>>)>,
+    /// The nested `flow!` flows entered, each with its flow's steps.
+    levels: Vec<(&'static str, u64)>,
+    /// The steps of the innermost machine.
     taken: u64,
     flow: &'static str,
     current: Option<NodeVisit<'a>>,
-    /// The node running and when it started.
-    at: Option<(&'static str, u64, Instant)>,
+    /// Where the node running is (the nested flows and it, each flow's
+    /// steps), and when it started.
+    at: Option<(Vec<String>, Vec<u64>, Instant)>,
 }
 
 impl<'a, S> DriveHook<'a, S> {
     /// The hook of flow `flow`'s run as `plan` says, from checkpoint `from`
     /// (with `answers`) or from the start.
     pub fn new(flow: &'static str, mut plan: Plan<'a, S>, from: Option<&Checkpoint>, answers: Vec<Vec<u8>>) -> Self {
-        let mut resume = None;
+        let mut resume = Vec::new();
         let mut again = None;
         if let Some(from) = from {
             if let Some((journal, _)) = &mut plan.journal {
                 journal.follow(from);
             }
-            resume = Some((from.node().to_owned(), from.steps.first().copied().unwrap_or(1)));
+            let steps = from.steps.iter().copied().chain(std::iter::repeat(1));
+            resume = from.path.iter().cloned().zip(steps).collect();
             again = Some((from.visit, answers));
         }
-        DriveHook { plan, resume, again, taken: 0, flow, current: None, at: None }
+        let levels = Vec::new();
+        DriveHook { plan, resume, resumed: 0, again, levels, taken: 0, flow, current: None, at: None }
+    }
+
+    /// Enters the `flow!` flow nested as node `node`: one level down.
+    pub(crate) fn enter(&mut self, node: &'static str) {
+        self.taken += 1;
+        self.levels.push((node, self.taken));
+        self.taken = 0;
+    }
+
+    /// Leaves the innermost nested flow.
+    pub(crate) fn leave(&mut self) {
+        if let Some((_, taken)) = self.levels.pop() {
+            self.taken = taken;
+        }
+    }
+
+    /// The flows the node runs in, for its events (`flow > nested`).
+    fn flow_path(&self) -> String {
+        let mut path = self.flow.to_owned();
+        for (node, _) in &self.levels {
+            path.push_str(" > ");
+            path.push_str(node);
+        }
+        path
     }
 
     /// The error of an async flow driven by a sync call.
@@ -128,9 +248,9 @@ impl<'a, S> DriveHook<'a, S> {
             Ok(action) => {
                 if let Some((journal, save)) = &mut self.plan.journal {
                     let fields = save(store).map_err(|reason| not_checkpointable(self.flow, self.plan.run, reason))?;
-                    let (node, steps) = self.at.map_or(("", self.taken), |(n, s, _)| (n, s));
+                    let (path, steps) = self.at.take().map_or((Vec::new(), Vec::new()), |(p, s, _)| (p, s));
                     let status = Status::Finished { action: action.label().to_owned() };
-                    journal.write(vec![node.to_owned()], vec![steps], status, None, Vec::new(), fields)?;
+                    journal.write(path, steps, status, None, Vec::new(), fields)?;
                 }
                 return Ok(Outcome::Finished(action.into_label()));
             }
@@ -141,8 +261,8 @@ impl<'a, S> DriveHook<'a, S> {
             // The failed node's checkpoint is kept: the run resumes there.
             journal.flush()?;
         }
-        let (Some((journal, _)), true, Some(visit), Some((node, steps, _))) =
-            (&mut self.plan.journal, interrupted, self.current.as_ref().and_then(|v| v.visit.as_ref()), self.at)
+        let (Some((journal, _)), true, Some(visit), Some((path, steps, _))) =
+            (&mut self.plan.journal, interrupted, self.current.as_ref().and_then(|v| v.visit.as_ref()), self.at.take())
         else {
             return Err(error);
         };
@@ -151,8 +271,9 @@ impl<'a, S> DriveHook<'a, S> {
         let fields = journal.last_fields().to_vec();
         let status = Status::Paused { question: question.clone() };
         let seq = visit.seq();
-        journal.write(vec![node.to_owned()], vec![steps], status, Some(seq), answers, fields)?;
-        Ok(Outcome::Paused(Pause { run: self.plan.run.to_owned(), node: node.to_owned(), question }))
+        let node = path.join(" > ");
+        journal.write(path, steps, status, Some(seq), answers, fields)?;
+        Ok(Outcome::Paused(Pause { run: self.plan.run.to_owned(), node, question }))
     }
 }
 
@@ -161,17 +282,26 @@ fn not_checkpointable(flow: &str, run: &str, reason: String) -> Error {
 }
 
 impl<'a, S> Hook<S> for DriveHook<'a, S> {
-    fn resume_at(&self) -> Option<(&str, u64)> {
-        self.resume.as_ref().map(|(node, steps)| (node.as_str(), steps.saturating_sub(1)))
+    const DRIVEN: bool = true;
+
+    fn resume_at(&mut self) -> Option<(String, u64)> {
+        let depth = self.levels.len();
+        if self.resumed != depth || depth >= self.resume.len() {
+            return None;
+        }
+        self.resumed += 1;
+        let (node, steps) = &self.resume[depth];
+        // The node is counted again when it is entered.
+        self.taken = steps.saturating_sub(1);
+        Some((node.clone(), self.taken))
     }
 
     fn before(&mut self, node: &'static str, store: &S) -> Result<Option<&NodeVisit<'_>>, Error> {
-        if self.taken == 0
-            && let Some((_, steps)) = &self.resume
-        {
-            self.taken = steps.saturating_sub(1);
-        }
         self.taken += 1;
+        let mut path: Vec<String> = self.levels.iter().map(|(n, _)| (*n).to_owned()).collect();
+        path.push(node.to_owned());
+        let mut steps: Vec<u64> = self.levels.iter().map(|(_, t)| *t).collect();
+        steps.push(self.taken);
         let visit = match &mut self.plan.journal {
             Some((journal, save)) => {
                 let (seq, answers, fresh) = match self.again.take() {
@@ -179,32 +309,48 @@ impl<'a, S> Hook<S> for DriveHook<'a, S> {
                     None => {
                         let fields =
                             save(store).map_err(|reason| not_checkpointable(self.flow, self.plan.run, reason))?;
-                        let path = vec![node.to_owned()];
-                        (
-                            journal.write(path, vec![self.taken], Status::Running, None, Vec::new(), fields)?,
-                            Vec::new(),
-                            true,
-                        )
+                        let seq =
+                            journal.write(path.clone(), steps.clone(), Status::Running, None, Vec::new(), fields)?;
+                        (seq, Vec::new(), true)
                     }
                 };
                 Some(journal.visit(seq, node, answers, fresh))
             }
             None => None,
         };
+        let flow = self.flow_path();
         if let Some(sink) = self.plan.events {
-            sink.send(EventKind::NodeStarted, self.flow, node);
+            sink.send(EventKind::NodeStarted, &flow, node);
         }
-        self.at = Some((node, self.taken, Instant::now()));
-        let ambient = Ambient::new(visit.as_ref(), self.plan.events, self.flow, node);
+        self.at = Some((path, steps, Instant::now()));
+        let ambient = Ambient::new(visit.as_ref(), self.plan.events, &flow, node);
         self.current = Some(NodeVisit { visit, ambient });
         Ok(self.current.as_ref())
     }
 
     fn after(&mut self, node: &'static str, action: &str) {
-        if let (Some(sink), Some((_, _, started))) = (self.plan.events, self.at) {
+        if let (Some(sink), Some((_, _, started))) = (self.plan.events, &self.at) {
             let kind = EventKind::NodeFinished { action: action.to_owned(), elapsed: started.elapsed() };
-            sink.send(kind, self.flow, node);
+            sink.send(kind, &self.flow_path(), node);
         }
+    }
+
+    fn nested<M, T: TypedNode<S, M>>(
+        &mut self,
+        node: &T,
+        name: &'static str,
+        store: &mut S,
+    ) -> Option<Result<T::Action, Error>> {
+        node.run_nested(store, name, self)
+    }
+
+    fn nested_async<'h, M, T: AsyncTypedNode<S, M>>(
+        &'h mut self,
+        node: &'h Arc<T>,
+        name: &'static str,
+        store: &'h mut S,
+    ) -> Option<BoxFuture<'h, Result<T::Action, Error>>> {
+        T::run_nested(node, store, name, self)
     }
 
     fn unknown(&self, node: &str) -> Error {
@@ -221,11 +367,9 @@ impl<'a, S> Hook<S> for DriveHook<'a, S> {
 
 /// A sync `flow!` flow's machine, driven with a hook (generated).
 #[doc(hidden)]
-pub trait SyncMachine<S>: Sync {
+pub trait SyncMachine<S>: TypedFlow<S> {
     /// What the flow's name is.
     const NAME: &'static str;
-    /// What a run ends with.
-    type Outcome: Action;
     /// Runs the machine.
     fn run_machine(&self, store: &mut S, hook: &mut DriveHook<'_, S>) -> Result<Self::Outcome, Error>;
 }
@@ -235,7 +379,7 @@ pub trait SyncMachine<S>: Sync {
 pub trait AsyncMachine<S>: Sync {
     /// What the flow's name is.
     const NAME: &'static str;
-    /// What a run ends with.
+    /// What a run ends with (its `AsyncTypedFlow::Outcome`).
     type Outcome: Action;
     /// Runs the machine.
     fn run_machine<'a>(

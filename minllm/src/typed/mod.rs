@@ -6,19 +6,22 @@
 
 mod driven;
 
-use driven::run_visiting;
-pub use driven::{AsyncMachine, AsyncTyped, DriveHook, Hook, NoHook, SyncMachine, SyncTyped, run_typed_node_visiting};
+use driven::run_driven;
+pub use driven::{
+    AsyncMachine, AsyncTyped, DriveHook, Hook, NoHook, SyncMachine, SyncTyped, run_typed_node_driven,
+    run_typed_node_visiting,
+};
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::future::BoxFuture;
 use tracing::Instrument as _;
 
 use crate::action::Action;
 use crate::batch::{AsyncBatchNode, BatchNode, run_async_batch, run_batch, run_offloaded_batch};
 use crate::context::{FlowPath, NodeCx, finish_span, node_span};
-use crate::durable::NodeVisit;
 use crate::error::Error;
 use crate::marker;
 use crate::node::{
@@ -72,6 +75,17 @@ pub trait TypedNode<S, M>: Send + Sync + 'static {
     fn run_typed_visiting(&self, store: &mut S, cx: NodeCx<'_>) -> Result<Self::Action, Error> {
         self.run_typed(store, cx)
     }
+
+    /// Runs the node one level down `hook` when it is a `flow!` flow (its nodes
+    /// checkpointed and streamed on their own); `None` for other nodes.
+    fn run_nested(
+        &self,
+        _store: &mut S,
+        _name: &'static str,
+        _hook: &mut DriveHook<'_, S>,
+    ) -> Option<Result<Self::Action, Error>> {
+        None
+    }
 }
 
 /// A node of an async `flow!` flow. `M` tells the implementations apart.
@@ -100,6 +114,17 @@ pub trait AsyncTypedNode<S, M>: Send + Sync + 'static {
         cx: &'a NodeCx<'a>,
     ) -> impl Future<Output = Result<Self::Action, Box<Error>>> + Send + 'a {
         Self::run_typed_async(this, store, cx)
+    }
+
+    /// Runs the node one level down `hook` when it is a `flow!` flow; `None`
+    /// for other nodes.
+    fn run_nested<'a>(
+        _this: &'a Arc<Self>,
+        _store: &'a mut S,
+        _name: &'static str,
+        _hook: &'a mut DriveHook<'_, S>,
+    ) -> Option<BoxFuture<'a, Result<Self::Action, Error>>> {
+        None
     }
 }
 
@@ -162,10 +187,22 @@ impl<S, N: BatchNode<S>> TypedNode<S, marker::Batch> for N {
     }
 }
 
-impl<S, F: TypedFlow<S>> TypedNode<S, marker::Flow> for F {
+impl<S, F: SyncMachine<S>> TypedNode<S, marker::Flow> for F {
     type Action = F::Outcome;
     fn run_typed(&self, store: &mut S, cx: NodeCx<'_>) -> Result<F::Outcome, Error> {
         self.run_in(store, &cx.flow.child(cx.node, None), cx.params)
+    }
+
+    fn run_nested(
+        &self,
+        store: &mut S,
+        name: &'static str,
+        hook: &mut DriveHook<'_, S>,
+    ) -> Option<Result<F::Outcome, Error>> {
+        hook.enter(name);
+        let result = self.run_machine(store, hook);
+        hook.leave();
+        Some(result)
     }
 }
 
@@ -235,7 +272,19 @@ impl<S: Send + Sync + 'static, N: AsyncBatchNode<S>> AsyncTypedNode<S, marker::A
     }
 }
 
-impl<S: Send + Sync + 'static, F: TypedFlow<S>> AsyncTypedNode<S, marker::Flow> for F {
+impl<S: Send + Sync + 'static, F: SyncMachine<S>> AsyncTypedNode<S, marker::Flow> for F {
+    fn run_nested<'a>(
+        this: &'a Arc<Self>,
+        store: &'a mut S,
+        name: &'static str,
+        hook: &'a mut DriveHook<'_, S>,
+    ) -> Option<BoxFuture<'a, Result<F::Outcome, Error>>> {
+        hook.enter(name);
+        let result = this.run_machine(store, hook);
+        hook.leave();
+        Some(Box::pin(std::future::ready(result)))
+    }
+
     type Action = F::Outcome;
     async fn run_typed_async<'a>(
         this: &'a Arc<Self>,
@@ -247,13 +296,31 @@ impl<S: Send + Sync + 'static, F: TypedFlow<S>> AsyncTypedNode<S, marker::Flow> 
     }
 }
 
-impl<S: Send + Sync + 'static, F: AsyncTypedFlow<S>> AsyncTypedNode<S, marker::AsyncFlow> for F {
-    type Action = F::Outcome;
+impl<S, F> AsyncTypedNode<S, marker::AsyncFlow> for F
+where
+    S: Send + Sync + 'static,
+    F: AsyncTypedFlow<S> + AsyncMachine<S, Outcome = <F as AsyncTypedFlow<S>>::Outcome>,
+{
+    fn run_nested<'a>(
+        this: &'a Arc<Self>,
+        store: &'a mut S,
+        name: &'static str,
+        hook: &'a mut DriveHook<'_, S>,
+    ) -> Option<BoxFuture<'a, Result<Self::Action, Error>>> {
+        Some(Box::pin(async move {
+            hook.enter(name);
+            let result = this.run_machine(store, hook).await;
+            hook.leave();
+            result
+        }))
+    }
+
+    type Action = <F as AsyncTypedFlow<S>>::Outcome;
     async fn run_typed_async<'a>(
         this: &'a Arc<Self>,
         store: &'a mut S,
         cx: &'a NodeCx<'a>,
-    ) -> Result<F::Outcome, Box<Error>> {
+    ) -> Result<Self::Action, Box<Error>> {
         let path = cx.flow.child(cx.node, None);
         Ok(this.run_in(store, &path, cx.params).await?)
     }
@@ -269,17 +336,17 @@ fn run_in_place<R>(work: impl FnOnce() -> R) -> R {
 /// Runs the node `name` of a typed flow, in its tracing span when `traced`.
 #[doc(hidden)]
 #[inline(always)]
-pub fn run_typed_node<S, M: SyncKind, T: TypedNode<S, M>>(
+pub fn run_typed_node<S, M: SyncKind, T: TypedNode<S, M>, H: Hook<S>>(
     node: &T,
     store: &mut S,
     flow: &FlowPath<'_>,
-    name: &str,
+    name: &'static str,
     params: &Params,
     traced: bool,
-    visit: Option<&NodeVisit<'_>>,
+    hook: &mut H,
 ) -> Result<T::Action, Error> {
-    if let Some(visit) = visit {
-        return run_visiting(node, store, flow, name, params, visit);
+    if H::DRIVEN {
+        return run_driven(node, store, flow, name, params, hook);
     }
     if !traced {
         return node.run_typed(store, NodeCx::new(flow, name, params, None));
