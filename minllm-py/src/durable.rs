@@ -1,7 +1,7 @@
 //! The checkpoint backends for Python (`minllm.SqliteCheckpointer`,
 //! `minllm.MemoryCheckpointer`): the runtime crate's own, so that one
 //! implementation of each backend serves both languages. The Python driver
-//! (`python/minllm/_durable.py`) encodes values as plain data (JSON bytes)
+//! (`python/minllm/_driver.py`, `_plain.py`) encodes values as plain data (JSON bytes)
 //! and hands them here; nothing here ever builds a Python object from stored
 //! bytes but `bytes`, `str` and numbers.
 

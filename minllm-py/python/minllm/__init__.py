@@ -31,16 +31,16 @@ import warnings
 from typing import Any as _Any
 from typing import TypeVar as _TypeVar
 
-from . import _durable, _minllm
-from ._durable import CheckpointError as CheckpointError
-from ._durable import CheckpointInfo as CheckpointInfo
-from ._durable import Event as Event
-from ._durable import Interrupted as Interrupted
-from ._durable import MemoryCheckpointer as MemoryCheckpointer
-from ._durable import SqliteCheckpointer as SqliteCheckpointer
-from ._durable import emit as emit
-from ._durable import interrupt as interrupt
-from ._durable import register as register
+from . import _durable, _minllm, _signals
+from ._checkpoints import CheckpointInfo as CheckpointInfo
+from ._checkpoints import MemoryCheckpointer as MemoryCheckpointer
+from ._checkpoints import SqliteCheckpointer as SqliteCheckpointer
+from ._plain import CheckpointError as CheckpointError
+from ._plain import register as register
+from ._signals import Event as Event
+from ._signals import Interrupted as Interrupted
+from ._signals import emit as emit
+from ._signals import interrupt as interrupt
 from ._minllm import FlowError, SharedStore
 
 _Core = _minllm.NodeCore
@@ -191,7 +191,7 @@ class Flow(BaseNode):
         return _durable.run(self, shared, checkpointer, run_id)
 
     def resume(
-        self, run_id: str, checkpointer: _Any, answer: _Any = _durable._MISSING, checkpoint: int | None = None,
+        self, run_id: str, checkpointer: _Any, answer: _Any = _signals._MISSING, checkpoint: int | None = None,
         shared: _Any = None,
     ) -> _Any:
         """Finishes run ``run_id`` from its newest checkpoint (or from ``checkpoint``,
@@ -295,7 +295,7 @@ class AsyncFlow(Flow, AsyncNode):
         return await _durable.run_async(self, shared, checkpointer, run_id)
 
     async def resume_async(
-        self, run_id: str, checkpointer: _Any, answer: _Any = _durable._MISSING, checkpoint: int | None = None,
+        self, run_id: str, checkpointer: _Any, answer: _Any = _signals._MISSING, checkpoint: int | None = None,
         shared: _Any = None,
     ) -> _Any:
         """``Flow.resume`` for async flows."""
