@@ -151,6 +151,17 @@ impl Checkpoint {
     pub fn node(&self) -> &str {
         self.path.last().map_or("", String::as_str)
     }
+
+    /// The fields that hold a value, copied (a loaded checkpoint holds only those).
+    pub(crate) fn values(&self) -> Vec<(String, Vec<u8>)> {
+        self.fields
+            .iter()
+            .filter_map(|(n, f)| match f {
+                Field::Value(v) => Some((n.clone(), v.clone())),
+                Field::Unchanged => None,
+            })
+            .collect()
+    }
 }
 
 /// A line of a run's history: [`Checkpointer::history`].

@@ -7,7 +7,7 @@ use std::future::Future;
 use futures_util::FutureExt as _;
 use serde::Serialize;
 
-use super::{Checkpoint, CheckpointInfo, Checkpointer, DurableStore, Field, Journal, Outcome, Status};
+use super::{Checkpoint, CheckpointInfo, Checkpointer, DurableStore, Journal, Outcome, Status};
 use crate::action::Label;
 use crate::error::{CheckpointError, Error};
 use crate::events::{AsyncEvents, Events, Sink};
@@ -350,15 +350,7 @@ impl<S: DurableStore + Send + Sync + 'static, F: Drive<S>> DurableRun<'_, F, S> 
     }
 
     fn load_store(&self, checkpoint: &Checkpoint, store: &mut S) -> Result<(), Error> {
-        let fields = checkpoint
-            .fields
-            .iter()
-            .filter_map(|(n, f)| match f {
-                Field::Value(v) => Some((n.clone(), v.clone())),
-                Field::Unchanged => None,
-            })
-            .collect();
-        store.load_fields(fields).map_err(|reason| Error::NotCheckpointable {
+        store.load_fields(checkpoint.values()).map_err(|reason| Error::NotCheckpointable {
             flow: self.flow.flow_name().to_owned(),
             run: self.id.clone(),
             what: format!("the store of checkpoint {}", checkpoint.seq),

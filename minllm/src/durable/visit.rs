@@ -317,14 +317,7 @@ impl<'a> Journal<'a> {
     /// checkpoint compares with).
     pub(crate) fn follow(&mut self, from: &Checkpoint) {
         self.last = from.seq;
-        self.fields = from
-            .fields
-            .iter()
-            .filter_map(|(n, f)| match f {
-                Field::Value(v) => Some((n.clone(), v.clone())),
-                Field::Unchanged => None,
-            })
-            .collect();
+        self.fields = from.values();
     }
 
     pub(crate) fn error(&self, source: CheckpointError) -> Error {
