@@ -99,14 +99,11 @@ impl<'py> Builder<'py> {
         self.graph.flows[f].start = Some(Target::Node(0));
         let mut index: HashMap<usize, usize> = HashMap::from([(start.as_ptr() as usize, 0)]);
         let mut nodes = vec![start];
-        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut names = Repeats::default();
         let mut queue = VecDeque::from([0_usize]);
         while let Some(i) = queue.pop_front() {
             let node = nodes[i].clone();
-            let class = node.get_type().name()?.to_string();
-            let seen = names.entry(class.clone()).or_insert(0);
-            *seen += 1;
-            let name = if *seen == 1 { class } else { format!("{class}#{seen}") };
+            let name = names.name(node.get_type().name()?.to_string());
             let mut edges = Vec::new();
             for (action, target) in successors(&node)? {
                 let to = if is_node(&target) {
@@ -143,6 +140,50 @@ impl<'py> Builder<'py> {
         }
         Ok(())
     }
+}
+
+/// The rule that names a Python flow's nodes: the first node of a name keeps
+/// it, later ones get `#2`, `#3`, ... in the order a breadth-first walk from
+/// the start meets them.
+#[derive(Default)]
+struct Repeats(HashMap<String, usize>);
+
+impl Repeats {
+    fn name(&mut self, base: String) -> String {
+        let seen = self.0.entry(base.clone()).or_insert(0);
+        *seen += 1;
+        if *seen == 1 { base } else { format!("{base}#{seen}") }
+    }
+}
+
+/// The nodes of a Python flow, breadth-first from its start, each once (by
+/// identity), with the names checkpoints know them by: a node's `name`
+/// attribute when it is a non-empty str, else its class name, with the
+/// `#n` rule of `validate()` for repeats.
+#[pyfunction]
+pub(crate) fn _node_names<'py>(flow: &Bound<'py, PyAny>) -> PyResult<Vec<(Bound<'py, PyAny>, String)>> {
+    let py = flow.py();
+    let Some(start) = crate::core::attr_or_none(flow, intern!(py, "start_node"))? else { return Ok(Vec::new()) };
+    let mut met = std::collections::HashSet::from([start.as_ptr() as usize]);
+    let mut queue = VecDeque::from([start]);
+    let mut names = Repeats::default();
+    let mut out = Vec::new();
+    while let Some(node) = queue.pop_front() {
+        let own = crate::core::attr_or_none(&node, intern!(py, "name"))?
+            .and_then(|n| n.extract::<String>().ok())
+            .filter(|n| !n.is_empty());
+        let base = match own {
+            Some(name) => name,
+            None => node.get_type().name()?.to_string(),
+        };
+        for (_, target) in successors(&node)? {
+            if met.insert(target.as_ptr() as usize) {
+                queue.push_back(target);
+            }
+        }
+        out.push((node, names.name(base)));
+    }
+    Ok(out)
 }
 
 /// The kind of a problem with a setting (`max_steps`, `max_workers`, `max_retries`).

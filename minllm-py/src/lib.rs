@@ -32,5 +32,6 @@ fn minllm_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<durable::Steps>()?;
     m.add_function(wrap_pyfunction!(registry::_register, m)?)?;
     m.add_function(wrap_pyfunction!(settings::_check_setting, m)?)?;
+    m.add_function(wrap_pyfunction!(graph::_node_names, m)?)?;
     Ok(())
 }

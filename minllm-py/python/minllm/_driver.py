@@ -29,26 +29,6 @@ def _pkg() -> Any:
     return _PACKAGE[0]
 
 
-def _names(flow: Any) -> dict[int, str]:
-    """A stable name for each node of a flow: its ``name`` attribute when it has a
-    str one, else its class name; ``#2``, ``#3`` for repeats, in the order a walk
-    from the start meets them."""
-    names: dict[int, str] = {}
-    seen: dict[str, int] = {}
-    todo = [flow.start_node] if flow.start_node is not None else []
-    while todo:
-        node = todo.pop(0)
-        if id(node) in names:
-            continue
-        base = getattr(node, "name", None)
-        base = base if isinstance(base, str) and base else type(node).__name__
-        seen[base] = seen.get(base, 0) + 1
-        names[id(node)] = base if seen[base] == 1 else f"{base}#{seen[base]}"
-        successors = getattr(node, "successors", None) or {}
-        todo.extend(successors.values())
-    return names
-
-
 class _Run:
     """One run: its checkpointer and journal, its events, the stack of flows."""
 
@@ -253,15 +233,9 @@ class _Run:
     async def flow(self, flow: Any, shared: Any, params: Any, restore: list[tuple[str, int]]) -> Any:
         """One pass of ``flow`` (``Flow._orch``), node by node; ``restore`` says
         where a resumed run was in this flow and the ones inside it."""
-        names = _names(flow)
-        by_name = {v: k for k, v in names.items()}
-        nodes = {}
-        todo = [flow.start_node] if flow.start_node is not None else []
-        while todo:
-            node = todo.pop(0)
-            if id(node) not in nodes:
-                nodes[id(node)] = node
-                todo.extend((getattr(node, "successors", None) or {}).values())
+        walk = _minllm._node_names(flow)
+        names = {id(node): name for node, name in walk}
+        by_name = {name: node for node, name in walk}
         orig = flow.start_node
         steps = 0
         if restore:
@@ -270,7 +244,7 @@ class _Run:
                 raise CheckpointError(
                     f"run {self.run_id!r} was at node {name!r}, which the flow no longer has (renamed or removed since)"
                 )
-            orig, steps = nodes[by_name[name]], steps - 1
+            orig, steps = by_name[name], steps - 1
         p = params or {**flow.params}
         last = None
         counter = _minllm._Steps(flow, steps)
