@@ -94,6 +94,13 @@ fn in_parallel_item(py: Python<'_>) -> PyResult<bool> {
     parallel_item_var(py)?.bind(py).call_method1(intern!(py, "get"), (false,))?.is_truthy()
 }
 
+/// `_mark_parallel_item()`: the current asyncio task runs one item of a
+/// parallel batch (the driver of durable runs calls it in each item's task).
+#[pyfunction]
+pub(crate) fn _mark_parallel_item(py: Python<'_>) -> PyResult<()> {
+    parallel_item_var(py)?.bind(py).call_method1(intern!(py, "set"), (true,)).map(drop)
+}
+
 /// Runs `awaitable` as one item of a parallel batch: inside it (its own
 /// asyncio task), `_exec` knows that items share the node.
 fn mark_parallel_item(awaitable: Py<PyAny>) -> Coroutine {

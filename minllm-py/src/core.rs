@@ -60,7 +60,7 @@ fn items<'py>(value: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
 
 /// How many threads a parallel batch uses: `max_workers`, else the runtime's
 /// default for a pool of a batch's own (one per item, up to 32).
-fn workers_of(node: &Bound<'_, PyAny>, count: usize) -> PyResult<usize> {
+pub(crate) fn workers_of(node: &Bound<'_, PyAny>, count: usize) -> PyResult<usize> {
     Ok(match MAX_WORKERS.of(node)? {
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         None => minllm::__private::default_threads(count),

@@ -33,5 +33,7 @@ fn minllm_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(registry::_register, m)?)?;
     m.add_function(wrap_pyfunction!(settings::_check_setting, m)?)?;
     m.add_function(wrap_pyfunction!(graph::_node_names, m)?)?;
+    m.add_function(wrap_pyfunction!(threads::_on_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(asyncs::_mark_parallel_item, m)?)?;
     Ok(())
 }

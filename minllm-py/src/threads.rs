@@ -67,3 +67,18 @@ pub(crate) fn run_on_threads(
     }
     spread.finish().map_err(|e| e.unwrap_or_else(|| PyRuntimeError::new_err("minllm: a batch item produced no result")))
 }
+
+/// `_on_threads(owner, count, work)`: `[work(0), ..., work(count - 1)]`, on
+/// the worker threads of `owner`'s parallel batch (its `max_workers`, else one
+/// per item up to the default), as the batch itself runs its items. The
+/// driver of durable runs calls it for parallel batches it runs item by item.
+#[pyfunction]
+pub(crate) fn _on_threads(
+    py: Python<'_>,
+    owner: &Bound<'_, PyAny>,
+    count: usize,
+    work: Py<PyAny>,
+) -> PyResult<Vec<Py<PyAny>>> {
+    let workers = crate::core::workers_of(owner, count)?;
+    run_on_threads(py, count, workers, move |py, i| Ok(work.bind(py).call1((i,))?.unbind()))
+}

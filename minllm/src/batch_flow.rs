@@ -6,8 +6,9 @@ use crate::access::{AsyncStoreRef, StoreRef, locked};
 use crate::action::{Action, Label};
 use crate::batch::{branches_on_threads, concurrent_map, default_threads};
 use crate::context::{Cancel, NodeCx, Root, is_cancelled};
+use crate::durable::{Ambient, ready};
 use crate::error::{Error, NodeResult, Stage};
-use crate::flow::{AsyncRun, ErasedNode, Flow, NodeKind, Sealed};
+use crate::flow::{AsyncRun, Driven, ErasedNode, Flow, NodeKind, Place, Sealed};
 use crate::node::call_stage;
 use crate::params::Params;
 use crate::store::SharedStore;
@@ -30,6 +31,13 @@ type PostFn<S> = dyn Fn(&mut S, Vec<Params>) -> NodeResult<Label> + Send + Sync;
 ///
 /// A flow made by `flow!` and added to the inner flow runs on the store as a
 /// whole, holding it for its run: parallel branches then take turns with it.
+///
+/// In a checkpointed run ([`Flow::durable`]) a sequential batch flow is
+/// checkpointed inside each item's run and resumes at the item it stopped in.
+/// A parallel one records every `exec` of its items' runs; resumed, it runs
+/// again from its checkpoint with those results read back, so that only the
+/// calls in flight at a crash are made again. Its items cannot
+/// [`interrupt`](crate::durable::interrupt): they run at the same time.
 ///
 /// ```
 /// use minllm::{BatchFlow, ExecContext, Flow, Node, NodeResult, Params, SharedStore};
@@ -122,60 +130,20 @@ impl<S: Send + Sync + 'static> BatchFlow<S> {
 impl<S> Sealed for BatchFlow<S> {}
 
 impl<S: Send + Sync + 'static> ErasedNode<S> for BatchFlow<S> {
-    fn run(&self, mut store: StoreRef<'_, S>, cx: NodeCx<'_>) -> Result<Label, Error> {
-        let list =
-            store.with(|s| call_stage(Stage::BatchParams, || (self.params)(s, cx.params))).map_err(|h| cx.error(h))?;
-        let base = self.flow_params(cx.params);
-        if self.parallel {
-            let share = store.reborrow().share();
-            let access = share.access();
-            let threads = self.limit.unwrap_or_else(|| default_threads(list.len()));
-            branches_on_threads(&list, threads, cx.cancel, |i, item, cancel| {
-                let path = cx.flow.child(cx.node, Some(i));
-                self.flow.orchestrate(StoreRef::shared(access), &path, &base.merged(item), Some(cancel))
-            })
-            .map_err(|e| e.unwrap_or_else(|| Error::Cancelled { flow: cx.flow.to_string() }))?;
-        } else {
-            for (i, item) in list.iter().enumerate() {
-                if is_cancelled(cx.cancel) {
-                    return Err(Error::Cancelled { flow: cx.flow.to_string() });
-                }
-                let path = cx.flow.child(cx.node, Some(i));
-                self.flow.orchestrate(store.reborrow(), &path, &base.merged(item), cx.cancel)?;
-            }
-        }
-        store.with(|s| call_stage(Stage::Post, || self.finish(s, list))).map_err(|h| cx.error(h))
+    fn run(&self, store: StoreRef<'_, S>, cx: NodeCx<'_>) -> Result<Label, Error> {
+        self.run_sync(store, &cx, None)
     }
 
-    fn run_async<'a>(&'a self, mut store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
+    fn run_visiting(&self, store: StoreRef<'_, S>, cx: NodeCx<'_>) -> Result<Label, Error> {
+        let ambient = Ambient::current();
+        self.run_sync(store, &cx, Driven::of(cx.visit, &ambient))
+    }
+
+    fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
         Box::pin(async move {
-            let list = {
-                let guard = locked!(store);
-                call_stage(Stage::BatchParams, || (self.params)(&guard, cx.params))
-            }
-            .map_err(|h| cx.error(h))?;
-            let base = self.flow_params(cx.params);
-            if self.parallel {
-                let share = store.reborrow().share();
-                let access = share.access();
-                let base = &base;
-                let list = &list;
-                concurrent_map(list.len(), self.limit, |i| async move {
-                    let path = cx.flow.child(cx.node, Some(i));
-                    let cancel = Cancel::new(cx.cancel);
-                    self.flow
-                        .orchestrate_async(AsyncStoreRef::shared(access), &path, &base.merged(&list[i]), Some(&cancel))
-                        .await
-                })
-                .await?;
-            } else {
-                for (i, item) in list.iter().enumerate() {
-                    let path = cx.flow.child(cx.node, Some(i));
-                    self.flow.orchestrate_async(store.reborrow(), &path, &base.merged(item), cx.cancel).await?;
-                }
-            }
-            let mut guard = locked!(store);
-            call_stage(Stage::Post, || self.finish(&mut guard, list)).map_err(|h| cx.fail(h))
+            // Set around each poll of a driven run's node, so read in the future.
+            let ambient = Ambient::current();
+            self.run_async_in(store, cx, Driven::of(cx.visit, &ambient)).await
         })
     }
 
@@ -206,6 +174,86 @@ impl<S: Send + Sync + 'static> ErasedNode<S> for BatchFlow<S> {
 }
 
 impl<S: Send + Sync + 'static> BatchFlow<S> {
+    /// Runs the items and `post` in a sync run; a checkpointed or streamed
+    /// run (`driven`) runs each item node by node (`flow/items.rs`).
+    fn run_sync(
+        &self,
+        mut store: StoreRef<'_, S>,
+        cx: &NodeCx<'_>,
+        driven: Option<Driven<'_>>,
+    ) -> Result<Label, Error> {
+        let list =
+            store.with(|s| call_stage(Stage::BatchParams, || (self.params)(s, cx.params))).map_err(|h| cx.error(h))?;
+        let base = self.flow_params(cx.params);
+        let one = |store: StoreRef<'_, S>, i: usize, item: &Params, cancel: Option<&Cancel<'_>>| {
+            let path = cx.flow.child(cx.node, Some(i));
+            let params = base.merged(item);
+            match driven {
+                None => self.flow.orchestrate(store, &path, &params, cancel),
+                Some(driven) => ready(self.flow.run_item(Place::Sync(store), &path, &params, cancel, driven, i)),
+            }
+        };
+        if self.parallel {
+            let share = store.reborrow().share();
+            let access = share.access();
+            let threads = self.limit.unwrap_or_else(|| default_threads(list.len()));
+            branches_on_threads(&list, threads, cx.cancel, |i, item, cancel| {
+                one(StoreRef::shared(access), i, item, Some(cancel))
+            })
+            .map_err(|e| e.unwrap_or_else(|| Error::Cancelled { flow: cx.flow.to_string() }))?;
+        } else {
+            for (i, item) in list.iter().enumerate() {
+                if is_cancelled(cx.cancel) {
+                    return Err(Error::Cancelled { flow: cx.flow.to_string() });
+                }
+                one(store.reborrow(), i, item, cx.cancel)?;
+            }
+        }
+        store.with(|s| call_stage(Stage::Post, || self.finish(s, list))).map_err(|h| cx.error(h))
+    }
+
+    /// [`run_sync`](Self::run_sync) in an async run.
+    async fn run_async_in(
+        &self,
+        mut store: AsyncStoreRef<'_, S>,
+        cx: &NodeCx<'_>,
+        driven: Option<Driven<'_>>,
+    ) -> Result<Label, Box<Error>> {
+        let list = {
+            let guard = locked!(store);
+            call_stage(Stage::BatchParams, || (self.params)(&guard, cx.params))
+        }
+        .map_err(|h| cx.error(h))?;
+        let base = &self.flow_params(cx.params);
+        let one = async |store: AsyncStoreRef<'_, S>, i: usize, item: &Params, cancel: Option<&Cancel<'_>>| {
+            let path = cx.flow.child(cx.node, Some(i));
+            let params = base.merged(item);
+            match driven {
+                None => self.flow.orchestrate_async(store, &path, &params, cancel).await,
+                Some(driven) => {
+                    self.flow.run_item(Place::Async(store), &path, &params, cancel, driven, i).await.map_err(Box::new)
+                }
+            }
+        };
+        if self.parallel {
+            let share = store.reborrow().share();
+            let access = share.access();
+            let list = &list;
+            let one = &one;
+            concurrent_map(list.len(), self.limit, |i| async move {
+                let cancel = Cancel::new(cx.cancel);
+                one(AsyncStoreRef::shared(access), i, &list[i], Some(&cancel)).await
+            })
+            .await?;
+        } else {
+            for (i, item) in list.iter().enumerate() {
+                one(store.reborrow(), i, item, cx.cancel).await?;
+            }
+        }
+        let mut guard = locked!(store);
+        call_stage(Stage::Post, || self.finish(&mut guard, list)).map_err(|h| cx.fail(h))
+    }
+
     /// The params every inner run starts from: the inner flow's own, under the parent's.
     fn flow_params(&self, parent: &Params) -> Params {
         self.flow.own_params().merged(parent)

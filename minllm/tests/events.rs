@@ -175,3 +175,60 @@ fn values_emitted_by_batch_items_on_other_threads_say_which_item() {
     custom.sort();
     assert_eq!(custom, (0..8).map(|i| (i as usize, i * 10)).collect::<Vec<_>>());
 }
+
+#[test]
+fn the_nodes_of_parallel_batch_flow_items_report_their_item_sync_and_async() {
+    use minllm::BatchFlow;
+    let make = || {
+        let mut inner = Flow::new("item");
+        inner.add("speak", Speak(&["a", "b"]));
+        let batch = BatchFlow::new(inner, |_: &SharedStore, _: &Params| Ok(vec![Params::new(); 3])).parallel();
+        let mut outer = Flow::new("outer");
+        outer.add("all", batch);
+        outer
+    };
+    // Custom values with their flow too: the item is in the flow's path.
+    let sorted = |events: Vec<Event>| {
+        let mut lines: Vec<String> = events
+            .iter()
+            .zip(summary(&events))
+            .map(|(e, line)| match &e.kind {
+                EventKind::Custom(v) => format!("emit {} {} {v}", e.flow, e.node),
+                _ => line,
+            })
+            .collect();
+        lines.sort();
+        lines
+    };
+    let mut expected: Vec<String> = (0..3)
+        .flat_map(|i| {
+            let flow = format!("outer > all[{i}]");
+            [
+                format!("start {flow} speak"),
+                format!("emit {flow} speak \"a\""),
+                format!("emit {flow} speak \"b\""),
+                format!("end {flow} speak default"),
+            ]
+        })
+        .chain(["start outer all".to_owned(), "end outer all default".to_owned()])
+        .collect();
+    expected.sort();
+    let outer = make();
+    let mut seen = Vec::new();
+    outer.stream(&mut SharedStore::new(), |events| seen.extend(events)).unwrap();
+    assert_eq!(sorted(seen), expected);
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let seen = runtime.block_on(async {
+        let mut seen = Vec::new();
+        outer
+            .stream_async(&mut SharedStore::new(), async |mut events| {
+                while let Some(event) = events.next().await {
+                    seen.push(event);
+                }
+            })
+            .await
+            .unwrap();
+        seen
+    });
+    assert_eq!(sorted(seen), expected);
+}

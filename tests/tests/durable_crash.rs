@@ -121,24 +121,32 @@ fn killed_at_any_point(is_async: bool) {
 
 #[test]
 fn a_batch_killed_at_an_item_redoes_that_item_only() {
-    for parallel in [false, true] {
-        let scratch = Scratch::new(if parallel { "batch-parallel" } else { "batch" });
+    for (flow, parallel) in [(false, false), (false, true), (true, false), (true, true)] {
+        let name = format!(
+            "batch-{}-{}",
+            if flow { "flow" } else { "node" },
+            if parallel { "parallel" } else { "one-by-one" }
+        );
+        let scratch = Scratch::new(&name);
         let mut env = vec![("KILL_AT", "item:20".to_owned())];
         if parallel {
             env.push(("PARALLEL", "1".to_owned()));
         }
+        if flow {
+            env.push(("BATCH_FLOW", "1".to_owned()));
+        }
         let first = run_child(&scratch, "run", &env);
-        assert!(killed(&first), "{:?}", first.status);
+        assert!(killed(&first), "{name}: {:?}", first.status);
         let store = ledger(&run_child(&scratch, "resume", &env));
-        assert_eq!(store["squares"], (0..30u64).map(|i| i * i).sum::<u64>());
+        assert_eq!(store["squares"], (0..30u64).map(|i| i * i).sum::<u64>(), "{name}");
         let counts = scratch.counts();
         let starts: usize = (0..30).map(|i| counts.get(&format!("item-start {i}")).copied().unwrap_or(0)).sum();
+        assert_eq!(counts[&"item-start 20".to_owned()], 2, "{name}: {counts:?}");
         if parallel {
             // The items in flight on the batch's 4 threads may run again.
-            assert!(starts <= 30 + 4, "{starts} item calls for 30 items");
+            assert!(starts <= 30 + 4, "{name}: {starts} item calls for 30 items");
         } else {
-            assert_eq!(starts, 31, "only item 20 ran twice: {counts:?}");
-            assert_eq!(counts[&"item-start 20".to_owned()], 2);
+            assert_eq!(starts, 31, "{name}: only item 20 ran twice: {counts:?}");
         }
     }
 }

@@ -5,7 +5,6 @@ recording each ``exec`` result (each batch item's) before its ``post``."""
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextvars
 import copy
 import json
@@ -47,6 +46,10 @@ class _Run:
         # Where the last node ran, for the run's last checkpoint.
         self.last_stack: list[list[Any]] = []
         self.recording = threading.Lock()
+        # The run that writes the checkpoints (an item's run is inside one).
+        self.root = self
+        # The items an item's run is one of (it stops between nodes when another fails).
+        self.spread: _Spread | None = None
 
     # -- checkpoints --
 
@@ -90,19 +93,28 @@ class _Run:
         if self.events is not None:
             self.events(Event(kind, " > ".join(f[0] for f in self.stack[:-1]) or self.flow_name, node, **more))
 
+    def key(self, item: str) -> str:
+        """The key of a record of the node running (of its batch item `item`)."""
+        name: str = self.stack[-1][0]
+        return name + (f"[{item}]" if item else "")
+
     # -- nodes --
+
+    def enter(self, shared: Any) -> _Visit | None:
+        """The visit of the node about to run: the one to continue, or a new one
+        with its checkpoint; ``None`` without a checkpointer."""
+        if self.cp is None:
+            return None
+        if self.again is not None:
+            seq, answers = self.again
+            self.again = None
+            return _Visit(seq, answers, False)
+        return _Visit(self.write("running", self._save_fields(shared)), [], True)
 
     async def node(self, curr: Any, shared: Any, name: str) -> Any:
         pkg = _pkg()
         AsyncNode, Node = pkg.AsyncNode, pkg.Node
-        visit = None
-        if self.cp is not None:
-            if self.again is not None:
-                seq, answers = self.again
-                self.again = None
-                visit = _Visit(seq, answers, False)
-            else:
-                visit = _Visit(self.write("running", self._save_fields(shared)), [], True)
+        visit = self.enter(shared)
         where = " > ".join(f[0] for f in self.stack[:-1]) or self.flow_name
         self.last_stack = [list(frame) for frame in self.stack]
         started = time.perf_counter()
@@ -117,7 +129,10 @@ class _Run:
             # A streamed parallel batch runs its items here too, so that what
             # they emit from their threads reaches the stream.
             parallel = self.events is not None and _parallel_items(curr) is not None
-            if (visit is None and not parallel) or not own_run:
+            runs = _parallel_runs(curr)
+            if runs is not None and (visit is not None or self.events is not None):
+                action = await self.parallel_flow(curr, shared, visit, runs == "async")
+            elif (visit is None and not parallel) or not own_run:
                 # Not checkpointed, or a node with a `_run` of its own: as the engine runs it.
                 action = await curr._run_async(shared) if is_async else curr._run(shared)
             else:
@@ -161,33 +176,43 @@ class _Run:
         return results
 
     async def parallel(self, curr: Any, items: list[Any], visit: _Visit | None, kind: str) -> list[Any]:
-        """A parallel batch's items, each recorded as it finishes: on threads
-        (``max_workers`` of them, one per item up to 32 by default), or as tasks
-        of the loop. The first error stops items that have not started."""
+        """A parallel batch's items, each recorded as it finishes: on the
+        engine's worker threads (``max_workers``, else one per item up to its
+        default), or as tasks of the loop; ``cur_retry`` is each item's own. The
+        first error stops items that have not started."""
         AsyncNode, Node = _pkg().AsyncNode, _pkg().Node
+        spread = _Spread()
         if kind == "async":
 
-            def start(item: Any) -> Callable[[], Any]:
-                return lambda: AsyncNode._exec(curr, item)
+            async def task(i: int) -> Any:
+                _minllm._mark_parallel_item()  # `cur_retry` per item
+                return await self.recorded(curr, visit, str(i), lambda: AsyncNode._exec(curr, items[i]), True)
 
-            calls = [self.recorded(curr, visit, str(i), start(item), True) for i, item in enumerate(items)]
-            return list(await asyncio.gather(*calls))
-        results: list[Any] = [None] * len(items)
-        workers = getattr(curr, "max_workers", None) or max(1, min(len(items), 32))
+            return await spread.gather([task(i) for i in range(len(items))])
 
-        def one(i: int) -> None:
-            results[i] = _sync(self.recorded(curr, visit, str(i), lambda: Node._exec(curr, items[i]), False))
+        def one(i: int) -> Any:
+            return _sync(self.recorded(curr, visit, str(i), lambda: Node._exec(curr, items[i]), False))
 
-        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            pending = [pool.submit(contextvars.copy_context().run, one, i) for i in range(len(items))]
-            try:
-                for done in concurrent.futures.as_completed(pending):
-                    done.result()
-            except BaseException:
-                for future in pending:
-                    future.cancel()
-                raise
-        return results
+        return spread.on_threads(curr, len(items), one)
+
+    async def parallel_flow(self, curr: Any, shared: Any, visit: _Visit | None, is_async: bool) -> Any:
+        """A parallel batch flow's runs at the same time, as the engine runs them
+        (on its worker threads, or as tasks of the loop), each node by node in an
+        :class:`_ItemRun` whose execs are recorded under the batch flow's visit;
+        then its ``post``. A resumed run runs them again: ``prep`` and ``post``
+        rebuild the store, and each ``exec`` that finished is read back."""
+        prep_res = await curr.prep_async(shared) if is_async else curr.prep(shared)
+        items = list(prep_res or [])
+        spread = _Spread()
+
+        def one(i: int) -> Any:
+            return _ItemRun(self, visit, i, spread).flow(curr, shared, {**curr.params, **items[i]}, [])
+
+        if is_async:
+            await spread.gather([one(i) for i in range(len(items))])
+        else:
+            spread.on_threads(curr, len(items), lambda i: _sync(one(i)))
+        return await curr.post_async(shared, prep_res, None) if is_async else curr.post(shared, prep_res, None)
 
     async def recorded(
         self, curr: Any, visit: _Visit | None, item: str, call: Callable[[], Any], is_async: bool
@@ -209,7 +234,7 @@ class _Run:
             value = call()
             return await value if is_async else value
         # Keyed by node, so that a number reused after a crash never replays another node's.
-        key = self.stack[-1][0] + (f"[{item}]" if item else "")
+        key = self.key(item)
         found = None if visit.fresh else self.cp._cp.get_exec(self.run_id, visit.seq, key)
         if found is not None:
             taken, value = json.loads(found)
@@ -223,8 +248,9 @@ class _Run:
         # A record: the interrupt answers the exec took, then its value.
         record = _JSON.encode([visit.next - before, self.codec.dump(value, what)]).encode()
         # Items on threads record at once: the node's checkpoint goes with the first.
-        with self.recording:
-            staged, self.staged = self.staged, None
+        root = self.root
+        with root.recording:
+            staged, root.staged = root.staged, None
             self.cp._cp.put_with_exec(self.run_id, staged, visit.seq, key, record)
         return value
 
@@ -249,6 +275,8 @@ class _Run:
         last = None
         counter = _minllm._Steps(flow, steps)
         while orig:
+            if self.spread is not None:
+                self.spread.check()
             counter.enter(orig)
             steps += 1
             curr = copy.copy(orig)
@@ -272,7 +300,8 @@ class _Run:
         place: its ``prep``, its passes node by node (one per params set for a
         batch flow, each item a frame ``[i]`` of the position), its ``post``.
         ``_MISSING`` for anything else (nodes, parallel batch flows, flows with a
-        ``_run`` of their own), which runs as one node."""
+        ``_run`` of their own), which runs as one node (a parallel batch flow's
+        runs then go node by node in :meth:`parallel_flow`)."""
         kind = _flow_kind(curr)
         if kind is None:
             return _MISSING
@@ -298,6 +327,122 @@ class _Run:
                     self.stack.pop()
             o = None
         return await curr.post_async(shared, prep_res, o) if is_async else curr.post(shared, prep_res, o)
+
+
+class _ItemRun(_Run):
+    """One item's run of a parallel batch flow in a driven run: node by node on
+    a stack of its own (the batch flow's place, then ``[i]``), with no
+    checkpoints of its own: each ``exec`` is recorded under the batch flow's
+    visit, keyed by the item and the node's place in the item's run (which tells
+    apart a node visited twice). Its nodes cannot pause: the items run at the
+    same time."""
+
+    def __init__(self, outer: _Run, batch: _Visit | None, i: int, spread: _Spread) -> None:
+        super().__init__(outer.cp, outer.run_id, outer.events, outer.flow_name)
+        self.root, self.batch, self.spread = outer.root, batch, spread
+        self.stack = [list(frame) for frame in outer.stack] + [[f"[{i}]", 0]]
+        name = outer.stack[-1][0] if outer.stack else outer.flow_name
+        self.refused = (batch.refused if batch is not None else None) or (
+            f"interrupt() cannot pause inside the items of parallel batch flow {name!r}, which run"
+            " at the same time: make it a BatchFlow, or ask before or after it"
+        )
+
+    def key(self, item: str) -> str:
+        return " > ".join(f"{name}#{steps}" for name, steps in self.stack) + (f"[{item}]" if item else "")
+
+    def enter(self, shared: Any) -> _Visit | None:
+        if self.batch is None:
+            return None
+        return _Visit(self.batch.seq, [], self.batch.fresh, self.refused)
+
+    def flush(self) -> None:
+        self.root.flush()
+
+
+class _Stopped(Exception):
+    """An item's run stops between two nodes: another item failed."""
+
+
+class _Spread:
+    """The items of a parallel batch in a driven run, spread as the engine
+    spreads them (on its worker threads, or as tasks): the first error wins and
+    stops the others between their nodes, an item not started yet never
+    starts, and the batch returns only when every item stopped, so that nothing
+    of a run goes on after it ended."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.error: BaseException | None = None
+
+    def check(self) -> None:
+        if self.stop.is_set():
+            raise _Stopped()
+
+    def failed(self, error: BaseException) -> None:
+        with self.lock:
+            if self.error is None:
+                self.error = error
+        self.stop.set()
+
+    def results(self, results: list[Any]) -> list[Any]:
+        if self.error is not None:
+            raise self.error
+        return results
+
+    def on_threads(self, owner: Any, count: int, one: Callable[[int], Any]) -> list[Any]:
+        """``[one(0), ...]`` on the worker threads of `owner`'s parallel batch,
+        each in a copy of the caller's context (its visit and event sink)."""
+        context = contextvars.copy_context()
+
+        def guarded(i: int) -> Any:
+            if self.stop.is_set():
+                return None
+            try:
+                return context.copy().run(one, i)
+            except _Stopped:
+                return None
+            except BaseException as error:  # the first is raised once all stopped
+                self.failed(error)
+                return None
+
+        return self.results(_minllm._on_threads(owner, count, guarded))
+
+    async def gather(self, calls: list[Any]) -> list[Any]:
+        """The coroutines `calls` as tasks of the loop, their results in order."""
+
+        async def guarded(call: Any) -> Any:
+            if self.stop.is_set():
+                call.close()
+                return None
+            try:
+                return await call
+            except _Stopped:
+                return None
+            except asyncio.CancelledError:
+                raise
+            except BaseException as error:  # the first is raised once all stopped
+                self.failed(error)
+                return None
+
+        return self.results(list(await asyncio.gather(*(guarded(call) for call in calls))))
+
+
+def _parallel_runs(curr: Any) -> str | None:
+    """`"threads"` for a ParallelBatchFlow, `"async"` for an
+    AsyncParallelBatchFlow (each running its flows as the package does), else `None`."""
+    pkg = _pkg()
+    AsyncParallelBatchFlow, ParallelBatchFlow = pkg.AsyncParallelBatchFlow, pkg.ParallelBatchFlow
+    kind = type(curr)
+    if isinstance(curr, ParallelBatchFlow) and kind._run is ParallelBatchFlow._run and kind._orch is pkg.Flow._orch:
+        return "threads"
+    if (
+        isinstance(curr, AsyncParallelBatchFlow)
+        and kind._run_async is AsyncParallelBatchFlow._run_async
+        and kind._orch_async is pkg.AsyncFlow._orch_async
+    ):
+        return "async"
+    return None
 
 
 def _parallel_items(curr: Any) -> str | None:
@@ -359,16 +504,17 @@ def _start(flow: Any, checkpointer: Any, run_id: Any, events: Any) -> _Run:
 
 async def _drive(flow: Any, shared: Any, run: _Run, restore: list[tuple[str, int]], locked: bool = False) -> Any:
     """Runs `flow` as `run` from `restore` (or the start), holding the run id
-    unless the caller does (`locked`)."""
+    unless the caller does (`locked`: a resume, whose `restore` is empty when
+    the checkpoint is at the flow itself, run as one node)."""
     lock = run.cp._cp.lock(run.run_id) if run.cp is not None and not locked else None
     try:
-        if run.cp is not None and not restore and run.cp._cp.get(run.run_id) is not None:
+        if run.cp is not None and not locked and run.cp._cp.get(run.run_id) is not None:
             raise CheckpointError(
                 f"run {run.run_id!r} has checkpoints already: resume it (flow.resume), or start a new run id"
             )
         last = await run.compound(flow, shared, restore)
         if last is _MISSING:
-            # A flow with a `_run` of its own, or a parallel batch flow: one step.
+            # A flow with a `_run` of its own, or a parallel batch flow: one node.
             last = await run.node(flow, shared, type(flow).__name__)
         if run.cp is not None:
             detail = last.encode() if isinstance(last, str) else b"default"

@@ -1,6 +1,6 @@
 """The Rust engine of minllm. Use the classes of ``minllm``, not these."""
 
-from collections.abc import Coroutine, Iterator, MutableMapping
+from collections.abc import Callable, Coroutine, Iterator, MutableMapping
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
@@ -59,6 +59,8 @@ class SharedStore(MutableMapping[Any, Any]):
 def _register(classes: dict[str, Any]) -> None: ...
 def _check_setting(owner: Any, name: str, value: _T) -> _T: ...
 def _node_names(flow: Any) -> list[tuple[Any, str]]: ...
+def _on_threads(owner: Any, count: int, work: Callable[[int], Any]) -> list[Any]: ...
+def _mark_parallel_item() -> None: ...
 
 class CheckpointError(FlowError):
     """A checkpoint backend failed: a damaged or foreign database, a run held by another process, I/O."""

@@ -25,10 +25,12 @@ class _Pause(BaseException):
 
 
 class _Visit:
-    def __init__(self, seq: int, answers: list[Any], fresh: bool) -> None:
+    def __init__(self, seq: int, answers: list[Any], fresh: bool, refused: str | None = None) -> None:
         self.seq, self.answers, self.next, self.asked = seq, answers, 0, _MISSING
         # A node's first try has no records to look up.
         self.fresh = fresh
+        # Why the node cannot pause, when it cannot (an item of a parallel batch flow).
+        self.refused = refused
 
 
 _visit: contextvars.ContextVar[_Visit | None] = contextvars.ContextVar("minllm_visit", default=None)
@@ -47,6 +49,8 @@ def interrupt(value: Any) -> Any:
         raise RuntimeError(
             "interrupt() needs a checkpointed run: flow.run(shared, checkpointer=..., run_id=...)"
         )
+    if visit.refused is not None:
+        raise RuntimeError(visit.refused)
     if visit.next < len(visit.answers):
         answer = visit.answers[visit.next]
         visit.next += 1

@@ -58,7 +58,7 @@ pub use codec::{DurableStore, register};
 pub(crate) use codec::{ExecRecord, decode_value, encode_value};
 pub use memory::MemoryCheckpointer;
 pub use run::DurableRun;
-pub(crate) use run::{Drive, Mode, Plan, SaveFields, stream_flow, stream_flow_async};
+pub(crate) use run::{Drive, Mode, Plan, SaveFields, ready, stream_flow, stream_flow_async};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteCheckpointer;
 pub(crate) use visit::NodeVisit;

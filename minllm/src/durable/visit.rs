@@ -64,6 +64,9 @@ pub(crate) struct Asks {
     answers: Vec<Vec<u8>>,
     next: usize,
     asked: Option<Vec<u8>>,
+    /// Why the node cannot pause, when it cannot (it runs in a parallel
+    /// batch flow's item): what `interrupt` fails with.
+    refused: Option<String>,
 }
 
 thread_local! {
@@ -112,6 +115,9 @@ pub fn interrupt<Q: Serialize, A: DeserializeOwned>(question: Q) -> NodeResult<A
         .with(|a| a.borrow().clone())
         .ok_or("interrupt() needs a checkpointed run: run the flow with `Flow::durable(checkpointer, run_id)`")?;
     let mut asks = asks.lock();
+    if let Some(why) = &asks.refused {
+        return Err(why.clone().into());
+    }
     if let Some(answer) = asks.answers.get(asks.next) {
         let answer =
             serde_json::from_slice(answer).map_err(|e| format!("the answer to interrupt() does not fit: {e}"))?;
@@ -178,6 +184,11 @@ impl Ambient {
         InAmbient(asking, emitting)
     }
 
+    /// The event sink of a streamed run.
+    pub(crate) fn sink(&self) -> Option<&Sink> {
+        self.emit.as_ref().map(|(sink, ..)| sink)
+    }
+
     /// Whether there is nothing to set (a plain run).
     pub(crate) fn is_empty(&self) -> bool {
         self.asks.is_none() && self.emit.is_none()
@@ -235,7 +246,7 @@ pub(crate) struct Visit<'a> {
 /// A checkpoint waiting to be written with the next `exec` record.
 type Staged = Arc<Mutex<Option<Checkpoint>>>;
 
-impl Visit<'_> {
+impl<'a> Visit<'a> {
     /// The key of the record of the node's `exec` (`item` for a batch item).
     fn key(&self, item: Option<usize>) -> String {
         match item {
@@ -254,10 +265,45 @@ impl Visit<'_> {
     }
 
     /// Records an `exec` result (of batch item `item`) before `post` runs,
-    /// with the node's checkpoint when that is not written yet.
+    /// with the node's checkpoint when that is not written yet. Records made at
+    /// the same time (items on several threads) wait until that checkpoint is
+    /// written: none is stored under a checkpoint that a crash could lose.
     pub(crate) fn record(&self, item: Option<usize>, value: &[u8]) -> Result<(), CheckpointError> {
-        let staged = self.staged.lock().take();
-        self.checkpointer.put_with_exec(self.run, staged.as_ref(), self.seq, &self.key(item), value)
+        let mut staged = self.staged.lock();
+        if let Some(checkpoint) = staged.take() {
+            let written =
+                self.checkpointer.put_with_exec(self.run, Some(&checkpoint), self.seq, &self.key(item), value);
+            if written.is_err() {
+                *staged = Some(checkpoint);
+            }
+            return written;
+        }
+        drop(staged);
+        self.checkpointer.put_exec(self.run, self.seq, &self.key(item), value)
+    }
+
+    /// The visit of a node in item `item` of the batch flow this is the visit
+    /// of, at `place` in the item's run (see `flow/items.rs`): its records are
+    /// kept under this visit's checkpoint, with a key of their own; it cannot
+    /// pause, as the items run at the same time.
+    pub(crate) fn within(&self, item: usize, place: &str) -> Visit<'a> {
+        let refused = self.asks.lock().refused.clone().unwrap_or_else(|| {
+            format!(
+                "interrupt() cannot pause inside the items of batch flow `{}`, which run at the same time: \
+                 make the batch flow sequential, or ask before or after it",
+                self.node
+            )
+        });
+        let asks = Asks { refused: Some(refused), ..Asks::default() };
+        Visit {
+            checkpointer: self.checkpointer,
+            run: self.run,
+            seq: self.seq,
+            node: format!("{}[{item}] > {place}", self.node),
+            asks: Arc::new(Mutex::new(asks)),
+            staged: Arc::clone(&self.staged),
+            fresh: self.fresh,
+        }
     }
 
     /// How many answers the node's interrupts have taken so far.
@@ -379,7 +425,7 @@ impl<'a> Journal<'a> {
     /// its interrupts have; `fresh` when it is the node's first try, which has
     /// no records yet.
     pub(crate) fn visit(&self, seq: u64, node: &str, answers: Vec<Vec<u8>>, fresh: bool) -> Visit<'a> {
-        let asks = Asks { answers, next: 0, asked: None };
+        let asks = Asks { answers, ..Asks::default() };
         Visit {
             checkpointer: self.checkpointer,
             run: self.run,

@@ -4,10 +4,12 @@
 mod drive;
 mod durable;
 mod erased;
+mod items;
 mod run;
 
 pub(crate) use erased::{AsyncRun, ErasedNode, Sealed};
 pub use erased::{IntoNode, NodeKind};
+pub(crate) use items::{Driven, Place};
 
 use std::collections::HashMap;
 use std::fmt;

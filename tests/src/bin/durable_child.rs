@@ -5,7 +5,8 @@
 //! `KILL_AT=<prep|exec|between|post|item>:<k>` (once: while the file `KILL_ONCE`
 //! does not exist), `LOG=<file>` (one line per hook call), `SLOW_MS=<ms>` (each
 //! `exec` sleeps), `PAD=<bytes>` (a store field rewritten at every step),
-//! `ASYNC` (the async engine).
+//! `ASYNC` (the async engine), `BATCH_FLOW` (the batch of squares as a batch
+//! flow instead of a batch node), `PARALLEL` (that batch in parallel).
 //! Exit codes: 0 finished (prints the store but its padding, as JSON), 3 paused (prints the
 //! question), 4 the run is busy, 1 any other error.
 
@@ -13,7 +14,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use minllm::durable::{Outcome, SqliteCheckpointer, interrupt};
-use minllm::{BatchMode, BatchNode, End, Error, ExecContext, Flow, Node, NodeResult, Params};
+use minllm::{BatchFlow, BatchMode, BatchNode, End, Error, ExecContext, Flow, Node, NodeResult, Params};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -109,6 +110,36 @@ impl BatchNode<Ledger> for Items {
     }
 }
 
+/// One item of the batch flow that replaces `Items` when `BATCH_FLOW` is set:
+/// the same squares, each item a run of an inner flow.
+struct Square;
+
+impl Node<Ledger> for Square {
+    type Prep = u64;
+    type Exec = u64;
+    type Action = ();
+    fn prep(&self, _: &Ledger, params: &Params) -> NodeResult<u64> {
+        Ok(params.get("i")?)
+    }
+    fn exec(&self, i: &u64, _: &ExecContext) -> NodeResult<u64> {
+        log(format!("item-start {i}"));
+        maybe_die("item", *i);
+        Ok(i * i)
+    }
+    fn post(&self, ledger: &mut Ledger, _: u64, square: u64) -> NodeResult<()> {
+        ledger.squares += square;
+        Ok(())
+    }
+}
+
+fn squares_flow() -> BatchFlow<Ledger> {
+    let mut inner = Flow::new("square");
+    inner.add("square", Square);
+    let batch =
+        BatchFlow::new(inner, |_: &Ledger, _: &Params| Ok((0..30u64).map(|i| Params::new().with("i", i)).collect()));
+    if std::env::var("PARALLEL").is_ok() { batch.limit(4) } else { batch }
+}
+
 /// Asks for approval when `ASK` is set.
 struct Approve;
 
@@ -138,7 +169,11 @@ fn flow(n: u64) -> Flow<Ledger> {
     inner.edge(work.on("again") >> work).edge(work.on("done") >> End).max_steps(10_000);
     let mut outer = Flow::new("outer");
     let nested = outer.add("inner", inner);
-    let items = outer.add("items", Items);
+    let items = if std::env::var("BATCH_FLOW").is_ok() {
+        outer.add("items", squares_flow())
+    } else {
+        outer.add("items", Items)
+    };
     let approve = outer.add("approve", Approve);
     outer.edge(nested.on("done") >> items >> approve);
     outer
