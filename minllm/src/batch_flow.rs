@@ -136,14 +136,14 @@ impl<S: Send + Sync + 'static> ErasedNode<S> for BatchFlow<S> {
 
     fn run_visiting(&self, store: StoreRef<'_, S>, cx: NodeCx<'_>) -> Result<Label, Error> {
         let ambient = Ambient::current();
-        self.run_sync(store, &cx, Driven::of(cx.visit, &ambient))
+        self.run_sync(store, &cx, Driven::of(&cx, &ambient))
     }
 
     fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
         Box::pin(async move {
             // Set around each poll of a driven run's node, so read in the future.
             let ambient = Ambient::current();
-            self.run_async_in(store, cx, Driven::of(cx.visit, &ambient)).await
+            self.run_async_in(store, cx, Driven::of(cx, &ambient)).await
         })
     }
 

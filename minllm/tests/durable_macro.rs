@@ -256,3 +256,69 @@ async fn an_async_flow_macro_flow_nested_in_another_pauses_inside_it() {
     assert!(matches!(run.resume_with_async(&mut ticket, "basic").await.unwrap(), Outcome::Finished(_)));
     assert_eq!(ticket.answer.as_deref(), Some("basic"));
 }
+
+#[test]
+fn a_flow_macro_flow_inside_a_runtime_flow_replays_its_finished_nodes_and_pauses_inside() {
+    let _turn = TURNS.lock().unwrap_or_else(|e| e.into_inner());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for is_async in [false, true] {
+        DRAFTS.store(0, Ordering::SeqCst);
+        let mut outer = minllm::Flow::<Essay>::new("publish");
+        outer.add("writing", Writing::new());
+        let checkpoints = MemoryCheckpointer::new();
+        let run = outer.durable(&checkpoints, "inside");
+        let mut essay = Essay::default();
+        let outcome = if is_async { runtime.block_on(run.run_async(&mut essay)) } else { run.run(&mut essay) };
+        let Outcome::Paused(first) = outcome.unwrap() else { panic!("asks") };
+        assert_eq!(first.question::<String>().unwrap(), "review #1?");
+        assert_eq!(first.node(), "writing");
+        let mut answer = |essay: &mut Essay, text: &str| {
+            if is_async { runtime.block_on(run.resume_with_async(essay, text)) } else { run.resume_with(essay, text) }
+        };
+        let Outcome::Paused(second) = answer(&mut Essay::default(), "again").unwrap() else { panic!("asks again") };
+        assert_eq!(second.question::<String>().unwrap(), "review #2?");
+        let mut essay = Essay::default();
+        assert!(matches!(answer(&mut essay, "ok").unwrap(), Outcome::Finished(_)));
+        assert_eq!((essay.reviews, essay.approved.as_deref()), (2, Some("ok")));
+        // One draft and one rewrite; the resumed runs read the finished ones back.
+        assert_eq!(DRAFTS.load(Ordering::SeqCst), 2, "async {is_async}");
+    }
+}
+
+#[test]
+fn a_flow_macro_flow_inside_a_runtime_flow_streams_its_nodes() {
+    let _turn = TURNS.lock().unwrap_or_else(|e| e.into_inner());
+    flow! {
+        struct Quick: Essay {
+            node outline: Outline = Outline;
+            node draft: Draft = Draft;
+            start outline;
+            outline >> draft;
+        }
+    }
+    let mut outer = minllm::Flow::<Essay>::new("publish");
+    outer.add("quick", Quick::new());
+    let mut seen = Vec::new();
+    outer.stream(&mut Essay::default(), |events| seen.extend(events)).unwrap();
+    let lines: Vec<String> = seen
+        .iter()
+        .map(|e| match &e.kind {
+            EventKind::NodeStarted => format!("start {} {}", e.flow, e.node),
+            EventKind::NodeFinished { action, .. } => format!("end {} {} {action}", e.flow, e.node),
+            EventKind::Custom(v) => format!("emit {} {} {v}", e.flow, e.node),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "start publish quick",
+            "start publish > quick outline",
+            "end publish > quick outline default",
+            "start publish > quick draft",
+            "emit publish > quick draft \"drafting\"",
+            "end publish > quick draft default",
+            "end publish quick default",
+        ]
+    );
+}

@@ -31,6 +31,18 @@ pub(crate) fn machine_impl(def: &FlowDef, outcome: &syn::Type, cfgs: &[&syn::Att
                         self.__minllm_machine::<false, _>(store, &path, &params, hook).await.map_err(|__error| *__error)
                     }
                 }
+
+                fn run_machine_in<'__a>(
+                    &'__a self,
+                    store: &'__a mut #store,
+                    path: &'__a ::minllm::__private::FlowPath<'__a>,
+                    params: &'__a ::minllm::Params,
+                    hook: &'__a mut ::minllm::__private::DriveHook<'_, #store>,
+                ) -> impl ::core::future::Future<Output = ::core::result::Result<#outcome, ::minllm::Error>> + ::core::marker::Send + '__a {
+                    async move {
+                        self.__minllm_machine::<false, _>(store, path, params, hook).await.map_err(|__error| *__error)
+                    }
+                }
             }
         }
     } else {
@@ -40,13 +52,14 @@ pub(crate) fn machine_impl(def: &FlowDef, outcome: &syn::Type, cfgs: &[&syn::Att
             impl #impl_generics ::minllm::__private::SyncMachine<#store> for #name #ty_generics #where_clause {
                 const NAME: &'static str = #name_str;
 
-                fn run_machine(
+                fn run_machine_in(
                     &self,
                     store: &mut #store,
+                    path: &::minllm::__private::FlowPath<'_>,
+                    params: &::minllm::Params,
                     hook: &mut ::minllm::__private::DriveHook<'_, #store>,
                 ) -> ::core::result::Result<#outcome, ::minllm::Error> {
-                    let path = ::minllm::__private::FlowPath::root(#name_str);
-                    self.__minllm_machine::<false, _>(store, &path, &::minllm::Params::new(), hook)
+                    self.__minllm_machine::<false, _>(store, path, params, hook)
                 }
             }
         }

@@ -62,6 +62,11 @@ pub(crate) fn flow(input: TokenStream) -> TokenStream {
                             -> impl ::core::future::Future<Output = ::core::result::Result<#outcome, ::minllm::Error>> + ::core::marker::Send + '__a {
                             async { ::core::unreachable!("this flow did not compile") }
                         }
+                        #[allow(unreachable_code)]
+                        fn run_machine_in<'__a>(&'__a self, _: &'__a mut #store, _: &'__a ::minllm::__private::FlowPath<'__a>, _: &'__a ::minllm::Params, _: &'__a mut ::minllm::__private::DriveHook<'_, #store>)
+                            -> impl ::core::future::Future<Output = ::core::result::Result<#outcome, ::minllm::Error>> + ::core::marker::Send + '__a {
+                            async { ::core::unreachable!("this flow did not compile") }
+                        }
                     }
                 }
             } else {
@@ -69,7 +74,7 @@ pub(crate) fn flow(input: TokenStream) -> TokenStream {
                     #(#cfgs)*
                     impl #impl_generics ::minllm::__private::SyncMachine<#store> for #name #ty_generics #where_clause {
                         const NAME: &'static str = #name_str;
-                        fn run_machine(&self, _: &mut #store, _: &mut ::minllm::__private::DriveHook<'_, #store>)
+                        fn run_machine_in(&self, _: &mut #store, _: &::minllm::__private::FlowPath<'_>, _: &::minllm::Params, _: &mut ::minllm::__private::DriveHook<'_, #store>)
                             -> ::core::result::Result<#outcome, ::minllm::Error> {
                             ::core::unreachable!("this flow did not compile")
                         }

@@ -282,25 +282,36 @@ impl<'a> Visit<'a> {
         self.checkpointer.put_exec(self.run, self.seq, &self.key(item), value)
     }
 
-    /// The visit of a node in item `item` of the batch flow this is the visit
-    /// of, at `place` in the item's run (see `flow/items.rs`): its records are
-    /// kept under this visit's checkpoint, with a key of their own; it cannot
-    /// pause, as the items run at the same time.
-    pub(crate) fn within(&self, item: usize, place: &str) -> Visit<'a> {
+    /// The visit of a node in item `item` of batch flow `batch`, whose visit
+    /// this is, at `place` in the item's run (see `flow/items.rs`): its records
+    /// are kept under this visit's checkpoint, with a key of their own; it
+    /// cannot pause, as the items run at the same time.
+    pub(crate) fn within_item(&self, batch: &str, item: usize, place: &str) -> Visit<'a> {
         let refused = self.asks.lock().refused.clone().unwrap_or_else(|| {
             format!(
-                "interrupt() cannot pause inside the items of batch flow `{}`, which run at the same time: \
-                 make the batch flow sequential, or ask before or after it",
-                self.node
+                "interrupt() cannot pause inside the items of batch flow `{batch}`, which run at the same time: \
+                 make the batch flow sequential, or ask before or after it"
             )
         });
         let asks = Asks { refused: Some(refused), ..Asks::default() };
+        self.derived(format!("{}[{item}] > {place}", self.node), Arc::new(Mutex::new(asks)))
+    }
+
+    /// The visit of a node at `place` in the `flow!` flow whose visit this is
+    /// (a `flow!` flow in a runtime flow): its records are kept under this
+    /// visit's checkpoint, with a key of their own, and its interrupts take
+    /// this visit's answers, in the order the flow asks them.
+    pub(crate) fn within_flow(&self, place: &str) -> Visit<'a> {
+        self.derived(format!("{} > {place}", self.node), Arc::clone(&self.asks))
+    }
+
+    fn derived(&self, node: String, asks: Arc<Mutex<Asks>>) -> Visit<'a> {
         Visit {
             checkpointer: self.checkpointer,
             run: self.run,
             seq: self.seq,
-            node: format!("{}[{item}] > {place}", self.node),
-            asks: Arc::new(Mutex::new(asks)),
+            node,
+            asks,
             staged: Arc::clone(&self.staged),
             fresh: self.fresh,
         }
@@ -323,7 +334,7 @@ impl<'a> Visit<'a> {
     }
 
     /// The run id, for errors.
-    pub(crate) fn run(&self) -> &str {
+    pub(crate) fn run(&self) -> &'a str {
         self.run
     }
 

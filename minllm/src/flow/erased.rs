@@ -17,13 +17,14 @@ use crate::batch::{
     AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode, run_async_batch, run_batch, run_offloaded_batch,
 };
 use crate::context::NodeCx;
+use crate::durable::{Ambient, Mode};
 use crate::error::Error;
 use crate::marker;
 use crate::node::{
     AsyncNode, Node, run_async_node, run_async_visit, run_node, run_node_visit, run_offloaded_node, run_offloaded_visit,
 };
 use crate::params::Params;
-use crate::typed::{AsyncTypedFlow, TypedFlow};
+use crate::typed::{AsyncMachine, AsyncTypedFlow, DriveHook, SyncMachine, TypedFlow};
 
 /// What kind of node a slot holds, for validation and diagrams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,10 +271,12 @@ impl<S: Send + Sync + 'static, N: AsyncBatchNode<S>> ErasedNode<S> for AsyncBatc
     }
 }
 
-/// A sync `flow!` flow inside a runtime flow.
+/// A sync `flow!` flow inside a runtime flow. In a checkpointed or streamed
+/// run its machine runs with a hook of its own (`DriveHook::within`): each of
+/// its nodes recorded under this node's visit, and its events sent.
 struct TypedFlowAdapter<F>(F);
 
-impl<S: Send + Sync + 'static, F: TypedFlow<S>> IntoNode<S, marker::Flow> for F {
+impl<S: Send + Sync + 'static, F: SyncMachine<S>> IntoNode<S, marker::Flow> for F {
     fn into_node(self) -> Arc<dyn ErasedNode<S>> {
         Arc::new(TypedFlowAdapter(self))
     }
@@ -281,10 +284,20 @@ impl<S: Send + Sync + 'static, F: TypedFlow<S>> IntoNode<S, marker::Flow> for F 
 
 impl<F> Sealed for TypedFlowAdapter<F> {}
 
-impl<S: Send + Sync + 'static, F: TypedFlow<S>> ErasedNode<S> for TypedFlowAdapter<F> {
+impl<S: Send + Sync + 'static, F: SyncMachine<S>> ErasedNode<S> for TypedFlowAdapter<F> {
     fn run(&self, mut store: StoreRef<'_, S>, cx: NodeCx<'_>) -> Result<Label, Error> {
         let path = cx.flow.child(cx.node, None);
         store.with(|s| self.0.run_in(s, &path, cx.params)).map(Action::into_label)
+    }
+
+    fn run_visiting(&self, mut store: StoreRef<'_, S>, cx: NodeCx<'_>) -> Result<Label, Error> {
+        let ambient = Ambient::current();
+        if cx.visit.is_none() && ambient.is_empty() {
+            return self.run(store, cx);
+        }
+        let path = cx.flow.child(cx.node, None);
+        let mut hook = DriveHook::within(F::NAME, path.to_string(), cx.visit, ambient.sink(), Mode::Sync);
+        store.with(|s| self.0.run_machine_in(s, &path, cx.params, &mut hook)).map(Action::into_label)
     }
 
     fn run_async<'a>(&'a self, mut store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
@@ -292,8 +305,13 @@ impl<S: Send + Sync + 'static, F: TypedFlow<S>> ErasedNode<S> for TypedFlowAdapt
             // In place on the task's thread, as in a `flow!` async flow (see
             // `typed.rs`): make the flow `async struct` to offload its execs.
             let path = cx.flow.child(cx.node, None);
+            let ambient = Ambient::current();
             let mut guard = locked!(store);
-            Ok(self.0.run_in(&mut guard, &path, cx.params).map(Action::into_label)?)
+            if cx.visit.is_none() && ambient.is_empty() {
+                return Ok(self.0.run_in(&mut guard, &path, cx.params).map(Action::into_label)?);
+            }
+            let mut hook = DriveHook::within(F::NAME, path.to_string(), cx.visit, ambient.sink(), Mode::Async);
+            Ok(self.0.run_machine_in(&mut guard, &path, cx.params, &mut hook).map(Action::into_label)?)
         })
     }
 
@@ -302,14 +320,18 @@ impl<S: Send + Sync + 'static, F: TypedFlow<S>> ErasedNode<S> for TypedFlowAdapt
     }
 
     fn declared_actions(&self) -> Option<&'static [&'static str]> {
-        F::Outcome::declared()
+        <F as TypedFlow<S>>::Outcome::declared()
     }
 }
 
-/// An async `flow!` flow inside a runtime flow.
+/// An async `flow!` flow inside a runtime flow (driven runs as for sync ones).
 struct AsyncTypedFlowAdapter<F>(F);
 
-impl<S: Send + Sync + 'static, F: AsyncTypedFlow<S>> IntoNode<S, marker::AsyncFlow> for F {
+impl<S, F> IntoNode<S, marker::AsyncFlow> for F
+where
+    S: Send + Sync + 'static,
+    F: AsyncTypedFlow<S> + AsyncMachine<S, Outcome = <F as AsyncTypedFlow<S>>::Outcome>,
+{
     fn into_node(self) -> Arc<dyn ErasedNode<S>> {
         Arc::new(AsyncTypedFlowAdapter(self))
     }
@@ -317,7 +339,11 @@ impl<S: Send + Sync + 'static, F: AsyncTypedFlow<S>> IntoNode<S, marker::AsyncFl
 
 impl<F> Sealed for AsyncTypedFlowAdapter<F> {}
 
-impl<S: Send + Sync + 'static, F: AsyncTypedFlow<S>> ErasedNode<S> for AsyncTypedFlowAdapter<F> {
+impl<S, F> ErasedNode<S> for AsyncTypedFlowAdapter<F>
+where
+    S: Send + Sync + 'static,
+    F: AsyncTypedFlow<S> + AsyncMachine<S, Outcome = <F as AsyncTypedFlow<S>>::Outcome>,
+{
     fn run(&self, _: StoreRef<'_, S>, cx: NodeCx<'_>) -> Result<Label, Error> {
         Err(async_in_sync(&cx))
     }
@@ -325,8 +351,13 @@ impl<S: Send + Sync + 'static, F: AsyncTypedFlow<S>> ErasedNode<S> for AsyncType
     fn run_async<'a>(&'a self, mut store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
         Box::pin(async move {
             let path = cx.flow.child(cx.node, None);
+            let ambient = Ambient::current();
             let mut guard = locked!(store);
-            Ok(self.0.run_in(&mut guard, &path, cx.params).await.map(Action::into_label)?)
+            if cx.visit.is_none() && ambient.is_empty() {
+                return Ok(self.0.run_in(&mut guard, &path, cx.params).await.map(Action::into_label)?);
+            }
+            let mut hook = DriveHook::within(F::NAME, path.to_string(), cx.visit, ambient.sink(), Mode::Async);
+            Ok(self.0.run_machine_in(&mut guard, &path, cx.params, &mut hook).await.map(Action::into_label)?)
         })
     }
 
@@ -335,7 +366,7 @@ impl<S: Send + Sync + 'static, F: AsyncTypedFlow<S>> ErasedNode<S> for AsyncType
     }
 
     fn declared_actions(&self) -> Option<&'static [&'static str]> {
-        F::Outcome::declared()
+        <F as AsyncTypedFlow<S>>::Outcome::declared()
     }
 }
 

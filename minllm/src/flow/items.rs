@@ -25,18 +25,20 @@ pub(crate) enum Place<'a, S> {
 }
 
 /// What the batch flow's items take from the run around it: the batch flow's
-/// visit (checkpointed runs) and its ambient (the event sink of streamed runs).
+/// name, its visit (checkpointed runs) and its ambient (the event sink of
+/// streamed runs).
 #[derive(Clone, Copy)]
 pub(crate) struct Driven<'a> {
+    pub(crate) batch: &'a str,
     pub(crate) visit: Option<&'a Visit<'a>>,
     pub(crate) ambient: &'a Ambient,
 }
 
 impl<'a> Driven<'a> {
-    /// What a batch flow run with `visit` on a thread whose ambient is
-    /// `ambient` drives; `None` in a plain run.
-    pub(crate) fn of(visit: Option<&'a Visit<'a>>, ambient: &'a Ambient) -> Option<Self> {
-        (visit.is_some() || !ambient.is_empty()).then_some(Driven { visit, ambient })
+    /// What the node `cx` is about, run on a thread whose ambient is `ambient`,
+    /// drives; `None` in a plain run.
+    pub(crate) fn of(cx: &NodeCx<'a>, ambient: &'a Ambient) -> Option<Self> {
+        (cx.visit.is_some() || !ambient.is_empty()).then_some(Driven { batch: cx.node, visit: cx.visit, ambient })
     }
 }
 
@@ -69,7 +71,7 @@ impl<S: Send + Sync + 'static> Flow<S> {
                 segs.push(Seg { name: &slot.name, item: None });
                 continue;
             }
-            let visit = driven.visit.map(|batch| batch.within(item, &place_key(&frames)));
+            let visit = driven.visit.map(|batch| batch.within_item(driven.batch, item, &place_key(&frames)));
             let flow_name = sink.map(|_| at.to_string()).unwrap_or_default();
             let started = Instant::now();
             if let Some(sink) = sink {

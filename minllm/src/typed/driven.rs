@@ -12,10 +12,11 @@ use super::{AsyncTypedNode, TypedFlow, TypedNode};
 use crate::action::Action;
 use crate::context::{FlowPath, NodeCx};
 use crate::durable::{
-    Ambient, Checkpoint, Drive, Journal, Mode, NodeVisit, Outcome, Pause, Plan, Status, is_interrupt,
+    Ambient, Checkpoint, Drive, Journal, Mode, NodeVisit, Outcome, Pause, Plan, Status, Visit, is_interrupt,
 };
 use crate::error::Error;
 use crate::events::EventKind;
+use crate::events::Sink;
 use crate::params::Params;
 
 /// What a `flow!` machine asks before and after each node: nothing in a plain
@@ -184,6 +185,12 @@ pub struct DriveHook<'a, S> {
     /// The steps of the innermost machine.
     taken: u64,
     flow: &'static str,
+    /// The flows around the machine's nodes, for their events: its name, or
+    /// the path of the runtime flow's node it runs as.
+    base: String,
+    /// The visit of the runtime flow's node the machine runs as: its nodes'
+    /// visits are derived from it (no checkpoints of their own).
+    within: Option<&'a Visit<'a>>,
     current: Option<NodeVisit<'a>>,
     /// Where the node running is (the nested flows and it, each flow's
     /// steps), and when it started.
@@ -205,7 +212,62 @@ impl<'a, S> DriveHook<'a, S> {
             again = Some((from.visit, answers));
         }
         let levels = Vec::new();
-        DriveHook { plan, resume, resumed: 0, again, levels, taken: 0, flow, current: None, at: None }
+        let base = flow.to_owned();
+        DriveHook {
+            plan,
+            resume,
+            resumed: 0,
+            again,
+            levels,
+            taken: 0,
+            flow,
+            base,
+            within: None,
+            current: None,
+            at: None,
+        }
+    }
+
+    /// The hook of a `flow!` flow that runs as a node of a runtime flow, at
+    /// `path`, in a checkpointed run (the node's `visit`) or a streamed one
+    /// (`events`): no checkpoints of its own; each node's `exec` is recorded
+    /// under the node's visit, keyed by its place in the machine, so that the
+    /// node entered again reads back what finished, and interrupts take the
+    /// node's answers in the order they are asked.
+    pub(crate) fn within(
+        flow: &'static str,
+        path: String,
+        visit: Option<&'a Visit<'a>>,
+        events: Option<&'a Sink>,
+        mode: Mode,
+    ) -> Self {
+        let plan = Plan { journal: None, events, run: visit.map_or("", |v| v.run()), mode };
+        let (resume, levels) = (Vec::new(), Vec::new());
+        let (current, at) = (None, None);
+        DriveHook {
+            plan,
+            resume,
+            resumed: 0,
+            again: None,
+            levels,
+            taken: 0,
+            flow,
+            base: path,
+            within: visit,
+            current,
+            at,
+        }
+    }
+
+    /// Where the node about to run is in the machine: each nested flow and the
+    /// node, with its flow's steps (`nested#2 > node#1`).
+    fn place(&self, node: &str) -> String {
+        let mut place = String::new();
+        for (level, taken) in &self.levels {
+            place.push_str(&format!("{level}#{taken} > "));
+        }
+        place.push_str(&format!("{node}#{}", self.taken));
+        place
     }
 
     /// Enters the `flow!` flow nested as node `node`: one level down.
@@ -224,7 +286,7 @@ impl<'a, S> DriveHook<'a, S> {
 
     /// The flows the node runs in, for its events (`flow > nested`).
     fn flow_path(&self) -> String {
-        let mut path = self.flow.to_owned();
+        let mut path = self.base.clone();
         for (node, _) in &self.levels {
             path.push_str(" > ");
             path.push_str(node);
@@ -316,7 +378,7 @@ impl<'a, S> Hook<S> for DriveHook<'a, S> {
                 };
                 Some(journal.visit(seq, node, answers, fresh))
             }
-            None => None,
+            None => self.within.map(|within| within.within_flow(&self.place(node))),
         };
         let flow = self.flow_path();
         if let Some(sink) = self.plan.events {
@@ -370,8 +432,18 @@ impl<'a, S> Hook<S> for DriveHook<'a, S> {
 pub trait SyncMachine<S>: TypedFlow<S> {
     /// What the flow's name is.
     const NAME: &'static str;
-    /// Runs the machine.
-    fn run_machine(&self, store: &mut S, hook: &mut DriveHook<'_, S>) -> Result<Self::Outcome, Error>;
+    /// Runs the machine at `path` with `params` (a `flow!` flow in a runtime flow).
+    fn run_machine_in(
+        &self,
+        store: &mut S,
+        path: &FlowPath<'_>,
+        params: &Params,
+        hook: &mut DriveHook<'_, S>,
+    ) -> Result<Self::Outcome, Error>;
+    /// Runs the machine as a flow of its own.
+    fn run_machine(&self, store: &mut S, hook: &mut DriveHook<'_, S>) -> Result<Self::Outcome, Error> {
+        self.run_machine_in(store, &FlowPath::root(Self::NAME), &Params::new(), hook)
+    }
 }
 
 /// An async `flow!` flow's machine, driven with a hook (generated).
@@ -381,10 +453,18 @@ pub trait AsyncMachine<S>: Sync {
     const NAME: &'static str;
     /// What a run ends with (its `AsyncTypedFlow::Outcome`).
     type Outcome: Action;
-    /// Runs the machine.
+    /// Runs the machine as a flow of its own.
     fn run_machine<'a>(
         &'a self,
         store: &'a mut S,
+        hook: &'a mut DriveHook<'_, S>,
+    ) -> impl Future<Output = Result<Self::Outcome, Error>> + Send + 'a;
+    /// Runs the machine at `path` with `params` (a `flow!` flow in a runtime flow).
+    fn run_machine_in<'a>(
+        &'a self,
+        store: &'a mut S,
+        path: &'a FlowPath<'a>,
+        params: &'a Params,
         hook: &'a mut DriveHook<'_, S>,
     ) -> impl Future<Output = Result<Self::Outcome, Error>> + Send + 'a;
 }
