@@ -272,7 +272,7 @@ fn a_flow_macro_flow_inside_a_runtime_flow_replays_its_finished_nodes_and_pauses
         let Outcome::Paused(first) = outcome.unwrap() else { panic!("asks") };
         assert_eq!(first.question::<String>().unwrap(), "review #1?");
         assert_eq!(first.node(), "writing");
-        let mut answer = |essay: &mut Essay, text: &str| {
+        let answer = |essay: &mut Essay, text: &str| {
             if is_async { runtime.block_on(run.resume_with_async(essay, text)) } else { run.resume_with(essay, text) }
         };
         let Outcome::Paused(second) = answer(&mut Essay::default(), "again").unwrap() else { panic!("asks again") };
