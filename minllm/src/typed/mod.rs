@@ -2,15 +2,16 @@
 //! `flow!` call, with no boxing and no string lookups. Each kind of node runs
 //! through the same runner as in runtime flows (`node::run`, `batch::run`);
 //! only the dispatch is static here. `driven.rs`: what a machine does in a
-//! checkpointed or streamed run.
+//! checkpointed or streamed run; `hook.rs`: the hook that drives it there.
 
 mod driven;
+mod hook;
 
 use driven::run_driven;
 pub use driven::{
-    AsyncMachine, AsyncTyped, DriveHook, Hook, NoHook, SyncMachine, SyncTyped, run_typed_node_driven,
-    run_typed_node_visiting,
+    AsyncMachine, AsyncTyped, Hook, NoHook, SyncMachine, SyncTyped, run_typed_node_driven, run_typed_node_visiting,
 };
+pub use hook::DriveHook;
 
 use std::future::Future;
 use std::sync::Arc;
