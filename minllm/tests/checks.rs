@@ -94,12 +94,18 @@ fn validate_reports_every_kind_of_problem() {
         "{text:#?}"
     );
 
-    // Reaching the foreign edge at run time is an error, not a silent end.
+    // A flow with an edge that leads nowhere does not start.
     let mut run = Flow::new("run");
     let s = run.add("s", Mark { name: "s", action: "away" });
     run.edge(s.on("away") >> foreign);
-    let err = run.run(&mut SharedStore::new()).unwrap_err();
-    assert!(matches!(err, Error::UnknownTarget { ref node, ref action, .. } if node == "s" && action == "away"));
+    let mut store = SharedStore::new();
+    let err = run.run(&mut store).unwrap_err();
+    assert!(
+        matches!(&err, Error::Invalid { problem, .. } if matches!(**problem, Problem::UnknownTarget { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("`s`") && err.to_string().contains("away"), "{err}");
+    assert!(trace(&store).is_empty(), "no node ran");
     let _ = other;
 }
 

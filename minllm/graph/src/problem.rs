@@ -243,8 +243,12 @@ impl Problem {
         }
     }
 
-    /// Whether a run of the flow cannot work at all (the engine refuses it
-    /// before its first node), as opposed to a wiring smell that may never bite.
+    /// Whether a run of the flow cannot work (the engine refuses it before its
+    /// first node): no way to start, no way to end, no step allowed, or an edge
+    /// that leads nowhere or was never added, so that the run would fail, or
+    /// run another graph than the one written, once it gets there. The others
+    /// (unreachable nodes, edges for actions a node never returns, a name or an
+    /// edge given twice) are warnings: the run may go well.
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
@@ -253,6 +257,11 @@ impl Problem {
                 | Problem::StartNotANode { .. }
                 | Problem::ContainsItself { .. }
                 | Problem::UnboundedCycle { .. }
+                | Problem::ZeroStepLimit { .. }
+                | Problem::UnknownTarget { .. }
+                | Problem::NotANode { .. }
+                | Problem::ForeignEdge { .. }
+                | Problem::MissingEdge { .. }
         )
     }
 }

@@ -327,8 +327,9 @@ impl<S: Send + Sync + 'static> Flow<S> {
         self.refusal.take();
     }
 
-    /// Refuses a run that cannot work: no start, or a loop without a limit
-    /// (here or in a nested flow). Worked out once per flow, not once per run.
+    /// Refuses a run that cannot work ([`Problem::is_fatal`]: no start, a loop
+    /// without a limit, an edge that leads nowhere, ..., here or in a nested
+    /// flow). Worked out once per flow, not once per run.
     fn check(&self, path: &FlowPath<'_>) -> Result<(), Error> {
         let refusal = self.refusal.get_or_init(|| {
             let refusal = self.graph().validate().into_iter().find(Problem::is_fatal);
@@ -363,9 +364,13 @@ impl<S: Send + Sync + 'static> Flow<S> {
     /// Runs the flow on `store` and returns the last action.
     ///
     /// Before the first node, the flow is checked once (the result is kept
-    /// until the flow changes): a flow without a start, or with a cycle and
-    /// neither a step limit nor [`unbounded`](Flow::unbounded), here or in a
-    /// nested flow, does not run. Async nodes cannot run here: they make the
+    /// until the flow changes): a flow that cannot work does not run, here or
+    /// in a nested flow ([`Problem::is_fatal`]: no start, a cycle with neither
+    /// a step limit nor [`unbounded`](Flow::unbounded), a step limit of 0, an
+    /// edge to a node of another flow, an action a node declares with no edge
+    /// for it, ...); the error names the first problem. What
+    /// [`validate`](Flow::validate) reports besides (unreachable nodes, edges
+    /// for actions never returned) are warnings. Async nodes cannot run here: they make the
     /// run fail with [`Error::AsyncInSyncRun`]; use [`run_async`](Flow::run_async)
     /// for them.
     pub fn run(&self, store: &mut S) -> Result<Label, Error> {
