@@ -183,23 +183,35 @@ pub(crate) fn no_span() -> &'static tracing::Span {
 #[doc(hidden)]
 #[inline]
 pub fn tracing_on() -> bool {
-    tracing::level_filters::STATIC_MAX_LEVEL >= tracing::Level::DEBUG
-        && tracing::level_filters::LevelFilter::current() >= tracing::Level::DEBUG
+    tracing::level_filters::STATIC_MAX_LEVEL >= tracing::Level::INFO
+        && tracing::level_filters::LevelFilter::current() >= tracing::Level::INFO
 }
 
 /// The span of node `name` run inside `parent` (a flow's span), with the
 /// target `minllm::node` in every engine: the node's action, attempts and
 /// time are recorded on it when it ends.
 pub(crate) fn node_span(parent: &tracing::Span, name: &str) -> tracing::Span {
-    tracing::debug_span!(target: "minllm::node", parent: parent, "node", node = %name, action = tracing::field::Empty, attempts = tracing::field::Empty, elapsed_us = tracing::field::Empty)
+    tracing::info_span!(target: "minllm::node", parent: parent, "node", node = %name, action = tracing::field::Empty, attempts = tracing::field::Empty, elapsed_us = tracing::field::Empty)
+}
+
+/// The span of item `item` of batch node `node`, inside the node's span
+/// (made only when that one records: `parent` is enabled).
+pub(crate) fn item_span(parent: &tracing::Span, node: &str, item: usize) -> tracing::Span {
+    tracing::info_span!(target: "minllm::item", parent: parent, "item", node = %node, item)
 }
 
 /// Records how a node's span ended: its action and, when anything records
 /// the span (`started` is set then), how long the node took.
+///
+/// It also logs the end as an event in the span (`node finished`, at INFO),
+/// so that a plain `tracing_subscriber::fmt().init()`, which prints events
+/// and not spans, shows each node with its flow, action and time (the span's
+/// fields).
 pub(crate) fn finish_span(span: &tracing::Span, started: Option<Instant>, action: &str) {
     if let Some(started) = started {
         span.record("action", tracing::field::display(action));
         span.record("elapsed_us", u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        tracing::info!(target: "minllm::node", parent: span, "node finished");
     }
 }
 
@@ -207,7 +219,7 @@ pub(crate) fn finish_span(span: &tracing::Span, started: Option<Instant>, action
 #[doc(hidden)]
 #[inline]
 pub fn flow_span(path: &FlowPath<'_>) -> tracing::Span {
-    tracing::debug_span!("flow", flow = %path)
+    tracing::info_span!("flow", flow = %path)
 }
 
 /// The flow name used in errors of nodes run outside any flow.

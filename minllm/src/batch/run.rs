@@ -7,11 +7,12 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+use tracing::Instrument as _;
 
 use super::spread::{batch_error, branches_on_threads, concurrent_map, par_map};
 use super::{AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode};
 use crate::access::{Access, AsyncAccess, locked};
-use crate::context::{Cancel, NodeCx, is_cancelled};
+use crate::context::{Cancel, NodeCx, is_cancelled, item_span};
 use crate::durable::{Ambient, ExecRecord, Visit, decode_value, encode_value};
 use crate::error::{Error, Failure, HookError, Stage};
 use crate::node::{ExecContext, Retry, call_stage, caught, exec_with_retry, guarded, offload, retry_after_async};
@@ -24,7 +25,8 @@ pub(crate) fn run_batch<S, N: BatchNode<S>>(
     cx: NodeCx<'_>,
 ) -> Result<N::Action, Error> {
     let items = store.with_store(|s| call_stage(Stage::Prep, || node.prep(s, cx.params))).map_err(|h| cx.error(h))?;
-    let outputs = exec_items(node, mode, &items, cx.node, cx.cancel, cx.visit).map_err(|h| batch_error(&cx, h))?;
+    let outputs =
+        exec_items(node, mode, &items, cx.node, cx.span, cx.cancel, cx.visit).map_err(|h| batch_error(&cx, h))?;
     store.with_store(|s| call_stage(Stage::Post, || node.post(s, items, outputs))).map_err(|h| cx.error(h))
 }
 
@@ -46,9 +48,9 @@ where
         call_stage(Stage::Prep, || node.prep(&guard, cx.params))
     }
     .map_err(|h| cx.error(h))?;
-    let (shared, name) = (Arc::clone(node), cx.node.to_owned());
+    let (shared, name, span) = (Arc::clone(node), cx.node.to_owned(), cx.span.clone());
     let (items, outputs) = offload(move |cancel| {
-        let outputs = exec_items(&*shared, mode, &items, &name, Some(cancel), None);
+        let outputs = exec_items(&*shared, mode, &items, &name, &span, Some(cancel), None);
         (items, outputs)
     })
     .await
@@ -87,6 +89,7 @@ fn exec_items<S, N: BatchNode<S>>(
     mode: BatchMode,
     items: &[N::Item],
     name: &str,
+    span: &tracing::Span,
     cancel: Option<&Cancel<'_>>,
     visit: Option<&Visit<'_>>,
 ) -> Result<Vec<N::Output>, Option<HookError>> {
@@ -106,12 +109,20 @@ fn exec_items<S, N: BatchNode<S>>(
     // In a checkpointed or streamed run, each item is recorded, and its hooks
     // reach the run (`interrupt`, `emit` with the item's index) on whatever
     // thread; a plain run's items pay for none of it.
+    // With a subscriber listening, each item has a span in the node's.
+    let traced = !span.is_disabled();
     let ambient = Ambient::current();
     if visit.is_none() && ambient.is_empty() {
+        if traced {
+            return spread_items(mode, items, cancel, |i, item, c| {
+                item_span(span, name, i).in_scope(|| one(i, item, c))
+            });
+        }
         return spread_items(mode, items, cancel, one);
     }
     spread_items(mode, items, cancel, |i, item, cancel| {
         let _inside = ambient.with_item(i).enter();
+        let _span = traced.then(|| item_span(span, name, i).entered());
         if let Some(visit) = visit
             && let Some(output) = replay_item::<N::Output>(visit, i)?
         {
@@ -183,6 +194,20 @@ where
     if cx.visit.is_some() || !ambient.is_empty() {
         return exec_async_items_driven(node, mode, items, cx, ambient).await;
     }
+    if !cx.span.is_disabled() {
+        // With a subscriber listening, each item has a span in the node's.
+        let one = |i: usize| exec_async_item(node, i, &items[i], cx, retry).instrument(item_span(cx.span, cx.node, i));
+        return match mode {
+            AsyncBatchMode::Concurrent { limit } => concurrent_map(items.len(), limit, one).await,
+            AsyncBatchMode::Sequential => {
+                let mut outputs = Vec::with_capacity(items.len());
+                for i in 0..items.len() {
+                    outputs.push(one(i).await?);
+                }
+                Ok(outputs)
+            }
+        };
+    }
     match mode {
         AsyncBatchMode::Concurrent { limit } => {
             concurrent_map(items.len(), limit, |i| exec_async_item(node, i, &items[i], cx, retry)).await
@@ -221,7 +246,8 @@ where
             {
                 return Ok(output);
             }
-            let output = exec_async_item(node, i, &items[i], cx, retry).await?;
+            let span = if cx.span.is_disabled() { tracing::Span::none() } else { item_span(cx.span, cx.node, i) };
+            let output = exec_async_item(node, i, &items[i], cx, retry).instrument(span).await?;
             if let Some(visit) = cx.visit {
                 record_item(visit, i, &output).map_err(failed)?;
             }

@@ -119,7 +119,7 @@ pub(super) enum Ended {
 impl<'f, S: Send + Sync + 'static> Frames<'f, S> {
     pub(super) fn new(flow: &'f Flow<S>, path: &FlowPath<'_>, params: &Params, traced: bool) -> Self {
         let span =
-            if traced { tracing::debug_span!("flow", flow = %path, steps = Empty) } else { tracing::Span::none() };
+            if traced { tracing::info_span!("flow", flow = %path, steps = Empty) } else { tracing::Span::none() };
         Frames { frames: vec![Frame::new(flow, params.clone(), span)] }
     }
 
@@ -276,7 +276,7 @@ impl<'f, S: 'static> Frame<'f, S> {
     /// span of that flow; `at` is this flow's path.
     fn nested_spans(&self, slot: &Slot<S>, at: &FlowPath<'_>) -> (NodeSpan, tracing::Span) {
         let holder = self.node_span(slot);
-        let span = tracing::debug_span!(parent: &holder.0, "flow", flow = %at.child(&slot.name, None), steps = Empty);
+        let span = tracing::info_span!(parent: &holder.0, "flow", flow = %at.child(&slot.name, None), steps = Empty);
         (holder, span)
     }
 

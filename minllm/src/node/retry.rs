@@ -166,7 +166,7 @@ pub(crate) fn retry_after<I: ?Sized, O>(
                 Err(payload) => Err(HookError::new(Stage::Fallback, item, Failure::panicked(payload))),
             };
         }
-        tracing::debug!(node, attempt, error = %source, "exec failed; retrying");
+        tracing::warn!(node, item, attempt, max_attempts, error = %source, "exec failed; retrying");
         pause(retry.wait, cancel);
         if is_cancelled(cancel) {
             // Cancelled during the wait: no further attempt.
@@ -217,7 +217,7 @@ where
                 Err(payload) => Err(HookError::new(Stage::Fallback, item, Failure::panicked(payload))),
             };
         }
-        tracing::debug!(node, attempt, error = %source, "exec failed; retrying");
+        tracing::warn!(node, item, attempt, max_attempts, error = %source, "exec failed; retrying");
         if !retry.wait.is_zero() {
             tokio::time::sleep(retry.wait).await;
         }
