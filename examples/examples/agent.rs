@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 
 use minllm::{Action, BoxError, flow, node};
-use minllm_examples::client::Client;
+use minllm_examples::client::{Client, Request};
 use minllm_examples::llm;
 
 /// The agent's store.
@@ -131,7 +131,7 @@ impl Answer {
                 let prompt = format!(
                     "Answer in two sentences, using only these notes.\n\nNotes: {text}\n\nQuestion: {question}"
                 );
-                llm.complete(&prompt).map(Some)
+                Ok(Some(llm.chat_blocking(&Request::prompt(prompt))?.content))
             }
             None => Ok(Some(llm::summarize(&text))),
         }

@@ -1,5 +1,7 @@
 //! Helpers shared by the examples: a stand-in for an LLM that runs offline, and
-//! a small client for a real one (OpenAI-compatible servers).
+//! a client for a real one (OpenAI-compatible APIs, configured from the
+//! environment: see [`client::Config`]). Example code to copy, not part of
+//! minllm, which has no model client of its own.
 
 pub mod client;
 pub mod llm;
