@@ -52,6 +52,13 @@ pub fn derive_action(input: TokenStream) -> TokenStream {
 /// | `exec_fallback` | `fn exec_fallback(&self, prep: &P, error: BoxError) -> E`; like `exec`, also `(&self, error)` and with `ctx` last | returns the error |
 /// | `post` | `fn post(&self, store: &mut S, prep: P, exec: E) -> A`; also `(store, exec)`, `(store)` | `A` is `()` |
 ///
+/// In a batch node (`batch`, `parallel`, `concurrent`), `prep` returns
+/// `Vec<Item>`, `exec` takes one `&Item` (or `&str` for a `String` item, `&[T]`
+/// for a `Vec<T>` one) and returns an `Output`, and `post` gets the lists:
+/// `fn post(&self, store: &mut S, items: Vec<Item>, outputs: Vec<Output>) -> A`,
+/// or `(store, outputs)`, or `(store)`; `outputs[i]` is item `i`'s, whatever
+/// order the items ran in.
+///
 /// Any hook may return `Result<T, E>` (any error that converts into `BoxError`,
 /// so `?` works) or a plain `T`, and may be an `async fn` (the node is then an
 /// `AsyncNode`). `exec` may take `&str` for a `String` and `&[T]` for a `Vec<T>`.
@@ -137,6 +144,7 @@ pub fn node(args: TokenStream, input: TokenStream) -> TokenStream {
 /// statement:
 ///     node name: Type;              // a node, made with Default::default()
 ///     node name: Type = expr;       // a node, made with `expr`
+///     node name: Type = _;          // a node given to `new(..)` (a client, a channel, a pool)
 ///     start name;                   // the start node (required)
 ///     max_steps expr;               // the step limit (required when the graph has a cycle)
 ///     a >> b;                       // after `a` (which returns `()`), run `b`
@@ -168,7 +176,13 @@ pub fn node(args: TokenStream, input: TokenStream) -> TokenStream {
 ///
 /// # What it generates
 ///
-/// - `Name::new()` (and `Default`), and `with_<node>(node)` to replace a node;
+/// - `Name::new(..)`, which makes the flow's nodes: each `= expr` is evaluated
+///   there, once per flow made (not once per run), a node without one is made
+///   with `Default`, and the nodes declared `= _` are its arguments, in the order
+///   they are declared, so that none can be forgotten (`Name::new(client, sender)`).
+///   A node type without `Default` declared without `= ...` is a compile error that
+///   says so. The flow is `Default` too when no node is `= _`. `with_<node>(node)`
+///   replaces a node.
 /// - `run(&self, &mut Store) -> Result<Outcome, minllm::Error>` and
 ///   `run_with(&self, &mut Store, &Params)`; both are `async fn` for an
 ///   `async struct`, whose nodes may be async (an async node in a sync flow is a

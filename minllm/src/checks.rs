@@ -357,3 +357,28 @@ pub fn fallback_error<X: FallbackError>(error: crate::BoxError) -> X {
 #[doc(hidden)]
 #[inline(always)]
 pub fn assert_store<S: Send + Sync + 'static>() {}
+
+/// A node `flow!` makes with `Default` (declared `node name: Type;`).
+#[diagnostic::on_unimplemented(
+    message = "the node type `{Self}` has no `Default`, so `flow!` cannot make it",
+    label = "`flow!` makes this node with `Default::default()`",
+    note = "give it as an argument of `new`: `node name: {Self} = _;` (a client, a channel, a pool), or make it with an expression: `node name: {Self} = {Self}::new(..);`, or derive or implement `Default` for it"
+)]
+#[doc(hidden)]
+pub trait DefaultNode: Sized {
+    fn make() -> Self;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Default> DefaultNode for T {
+    #[inline(always)]
+    fn make() -> Self {
+        T::default()
+    }
+}
+
+#[doc(hidden)]
+#[inline(always)]
+pub fn default_node<T: DefaultNode>() -> T {
+    T::make()
+}

@@ -138,9 +138,9 @@ pub mod __private {
     pub use crate::access::{AsyncStoreRef, StoreGuard, StoreRef};
     pub use crate::batch::{Spread, default_threads};
     pub use crate::checks::{
-        DefaultEdge, ExecInput, ExecItem, FallbackError, ImplicitEnd, PostExec, PostPrep, PostStore, Routable, as_str,
-        assert_store, default_edge, exec_input, exec_item, fallback_error, implicit_end, missing_edge, post_exec,
-        post_prep, post_store, routed,
+        DefaultEdge, DefaultNode, ExecInput, ExecItem, FallbackError, ImplicitEnd, PostExec, PostPrep, PostStore,
+        Routable, as_str, assert_store, default_edge, default_node, exec_input, exec_item, fallback_error,
+        implicit_end, missing_edge, post_exec, post_prep, post_store, routed,
     };
     pub use crate::context::{FlowPath, NodeCx, flow_span, tracing_on};
     pub use crate::durable::run::{Drive, Mode, Plan, stream_flow, stream_flow_async};

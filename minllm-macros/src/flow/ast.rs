@@ -45,7 +45,7 @@ pub(crate) struct FlowDef {
     pub(crate) max_steps_docs: Vec<String>,
 }
 
-/// `node name: Type = init;`
+/// `node name: Type = init;` (`= _`: an argument of `new`)
 pub(crate) struct NodeDecl {
     /// The attributes other than doc comments, for the node's field.
     pub(crate) attrs: Vec<Attribute>,
@@ -54,6 +54,13 @@ pub(crate) struct NodeDecl {
     pub(crate) name: Ident,
     pub(crate) ty: Type,
     pub(crate) init: Option<Expr>,
+}
+
+impl NodeDecl {
+    /// Whether the node is given to `new` (`node name: Type = _;`).
+    pub(crate) fn is_given(&self) -> bool {
+        matches!(self.init, Some(Expr::Infer(_)))
+    }
 }
 
 /// `start name;`

@@ -32,16 +32,36 @@ pub(crate) fn shell(def: &FlowDef, outcome: &TokenStream, mermaid: &str) -> Toke
     let inits = nodes.iter().map(|n| {
         let (field, ty) = (&n.name, &n.ty);
         match &n.init {
+            Some(_) if n.is_given() => {
+                let value = make(quote!(#field));
+                quote!(#field: #value)
+            }
             Some(init) => {
                 let value = make(quote!(#init));
                 quote_spanned!(init.span()=> #field: #value)
             }
             None => {
-                let value = make(quote_spanned!(ty.span()=> ::core::default::Default::default()));
+                let value = make(quote_spanned!(ty.span()=> ::minllm::__private::default_node::<#ty>()));
                 quote_spanned!(ty.span()=> #field: #value)
             }
         }
     });
+    // The nodes given to `new` (`= _`), in the order they are declared.
+    let given: Vec<&&NodeDecl> = nodes.iter().filter(|n| n.is_given()).collect();
+    let params = given.iter().map(|n| {
+        let (field, ty) = (&n.name, &n.ty);
+        quote!(#field: #ty)
+    });
+    let new_doc = if given.is_empty() {
+        "The flow, each node made as its declaration says (`Default` when it gives no expression).".to_owned()
+    } else {
+        let names: Vec<String> = given.iter().map(|n| format!("`{}`", n.name)).collect();
+        format!(
+            "The flow, with the nodes declared `= _` given here ({}), the others made as their declarations say \
+             (`Default` when they give no expression).",
+            names.join(", ")
+        )
+    };
     let setters = nodes.iter().map(|n| {
         let (field, ty) = (&n.name, &n.ty);
         let setter = format_ident!("with_{}", field);
@@ -68,6 +88,18 @@ pub(crate) fn shell(def: &FlowDef, outcome: &TokenStream, mermaid: &str) -> Toke
     } else {
         (quote!(), quote!(), quote!(::minllm::__private::TypedFlow))
     };
+    // A flow whose nodes are all made by `new()` is `Default`.
+    let default_impl = given.is_empty().then(|| {
+        quote! {
+            #(#cfgs)*
+            #[automatically_derived]
+            impl #impl_generics ::core::default::Default for #name #ty_generics #where_clause {
+                fn default() -> Self {
+                    Self::new()
+                }
+            }
+        }
+    });
     let name_str = name.to_string();
     let wrapper = if is_async { format_ident!("AsyncTyped") } else { format_ident!("SyncTyped") };
     let stream = if is_async {
@@ -117,9 +149,8 @@ pub(crate) fn shell(def: &FlowDef, outcome: &TokenStream, mermaid: &str) -> Toke
             /// The flow's graph as a Mermaid flowchart.
             pub const MERMAID: &'static str = #mermaid;
 
-            /// The flow, each node made as its declaration says (`Default` when
-            /// it gives no expression).
-            pub fn new() -> Self {
+            #[doc = #new_doc]
+            pub fn new(#(#params),*) -> Self {
                 Self { #(#inits,)* __minllm_store: ::core::marker::PhantomData }
             }
 
@@ -156,13 +187,7 @@ pub(crate) fn shell(def: &FlowDef, outcome: &TokenStream, mermaid: &str) -> Toke
             }
         }
 
-        #(#cfgs)*
-        #[automatically_derived]
-        impl #impl_generics ::core::default::Default for #name #ty_generics #where_clause {
-            fn default() -> Self {
-                Self::new()
-            }
-        }
+        #default_impl
     }
 }
 
