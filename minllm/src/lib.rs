@@ -116,7 +116,7 @@ pub use flow::{Flow, IntoNode, NodeKind};
 pub type StepKind = NodeKind;
 #[doc(hidden)]
 pub use flow::IntoNode as IntoStep;
-pub use node::{AsyncNode, ExecContext, Node, Retry};
+pub use node::{AsyncNode, ExecContext, Node, Retry, Step, step};
 pub use params::{ParamError, Params, Value};
 pub use store::{SharedStore, StoreError};
 pub use wire::{Edge, End, Ended, NodeId, PendingEdge, Wire};

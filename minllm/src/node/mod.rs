@@ -5,6 +5,7 @@
 mod hooks;
 mod retry;
 mod run;
+mod step;
 
 pub(crate) use hooks::{call_stage, caught, guarded, offload};
 #[doc(hidden)]
@@ -14,6 +15,7 @@ pub(crate) use retry::{exec_with_retry, retry_after_async};
 pub(crate) use run::{
     run_async_node, run_async_visit, run_node, run_node_visit, run_offloaded_node, run_offloaded_visit,
 };
+pub use step::{Step, step};
 
 use std::future::Future;
 
