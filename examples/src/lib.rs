@@ -4,4 +4,6 @@
 //! minllm, which has no model client of its own.
 
 pub mod client;
+pub mod embed;
 pub mod llm;
+pub mod model;

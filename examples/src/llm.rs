@@ -19,6 +19,11 @@ const STOP_WORDS: &[&str] = &[
     "when", "where", "which", "while", "who", "with", "within", "would", "also", "many", "much", "own", "same",
 ];
 
+/// Whether `word` (lowercase) is too common to carry meaning.
+pub fn is_stop_word(word: &str) -> bool {
+    STOP_WORDS.contains(&word)
+}
+
 /// Lowercase words of `text`, without punctuation.
 pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
     text.split(|c: char| !c.is_alphanumeric() && c != '\'')
