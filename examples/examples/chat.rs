@@ -132,14 +132,17 @@ mod tests {
         let lines = ["hello", "my name is Ada", "", "what is my name?", "bye", "never read"];
         let conversation = chat(lines.map(String::from).into_iter(), Model::scripted(script)).unwrap();
         let said: Vec<(Role, &str)> = conversation.messages.iter().map(|m| (m.role, m.text())).collect();
-        assert_eq!(said, [
-            (Role::User, "hello"),
-            (Role::Assistant, "Hello! What would you like to talk about?"),
-            (Role::User, "my name is Ada"),
-            (Role::Assistant, "Nice to meet you, Ada!"),
-            (Role::User, "what is my name?"),
-            (Role::Assistant, "Your name is Ada."),
-        ]);
+        assert_eq!(
+            said,
+            [
+                (Role::User, "hello"),
+                (Role::Assistant, "Hello! What would you like to talk about?"),
+                (Role::User, "my name is Ada"),
+                (Role::Assistant, "Nice to meet you, Ada!"),
+                (Role::User, "what is my name?"),
+                (Role::Assistant, "Your name is Ada."),
+            ]
+        );
     }
 
     #[test]

@@ -11,7 +11,8 @@ pub const DIMENSIONS: usize = 512;
 /// The hashed embedding of `text` (unit length, or all zeros for no words).
 pub fn hashed(text: &str) -> Vec<f32> {
     let mut counts = vec![0f32; DIMENSIONS];
-    let words: Vec<String> = llm::words(text).filter(|w| w.len() > 2 && !llm::is_stop_word(w)).map(|w| stem(&w)).collect();
+    let words: Vec<String> =
+        llm::words(text).filter(|w| w.len() > 2 && !llm::is_stop_word(w)).map(|w| stem(&w)).collect();
     for word in &words {
         counts[bucket(word)] += 1.0;
     }
