@@ -163,7 +163,7 @@ fn write(topic: &str, model: Model) -> Result<(Outcome, Article), minllm::Error>
 }
 
 fn main() -> Result<(), BoxError> {
-    let topic = std::env::args().nth(1).unwrap_or_else(|| "why bees dance".into());
+    let topic = std::env::args().nth(1).unwrap_or_else(|| "the waggle dance of bees".into());
     let (outcome, article) = write(&topic, Model::from_env(script)?)?;
     println!("{outcome:?} after {} reviews:\n{}", article.notes.len(), article.draft);
     Ok(())
