@@ -12,7 +12,7 @@ use minllm::{BoxError, flow, node};
 use minllm_examples::client::{Message, Reply, Request};
 use minllm_examples::model::Model;
 
-/// At most this many calls at once.
+/// At most this many calls at once (the `limit` of the batch node).
 const LIMIT: usize = 3;
 
 #[derive(Debug, Default)]
@@ -101,7 +101,8 @@ async fn main() -> Result<(), BoxError> {
     for (language, translation) in &job.translations {
         println!("{language:>10}: {translation}");
     }
-    println!("{} translations in {:.0?}, {peak} calls at most at once", job.translations.len(), started.elapsed());
+    let (count, elapsed) = (job.translations.len(), started.elapsed());
+    println!("{count} translations in {elapsed:.0?}, {peak} calls at once at most (limit {LIMIT})");
     Ok(())
 }
 
