@@ -16,7 +16,9 @@ use std::process::ExitCode;
 
 use minllm::durable::{Outcome, SqliteCheckpointer, interrupt};
 use minllm::{End, ExecContext, Flow, Node, NodeResult, Params};
+use minllm_examples::client::{Reply, Request};
 use minllm_examples::llm;
+use minllm_examples::model::Model;
 use serde::{Deserialize, Serialize};
 
 /// The store, saved at every step: serde types only.
@@ -28,28 +30,42 @@ struct Post {
     published: bool,
 }
 
-/// Drafts a post: the library's passage on the topic, summarised, cut shorter
-/// for each piece of feedback.
-struct Draft;
+/// Drafts a post from the library's text on the topic, with the feedback so far.
+struct Draft {
+    model: Model,
+}
 
 impl Node<Post> for Draft {
-    type Prep = (String, usize);
+    type Prep = (String, Vec<String>);
     type Exec = String;
     type Action = ();
-    fn prep(&self, post: &Post, _: &Params) -> NodeResult<(String, usize)> {
-        Ok((post.topic.clone(), post.feedback.len()))
+    fn prep(&self, post: &Post, _: &Params) -> NodeResult<(String, Vec<String>)> {
+        Ok((post.topic.clone(), post.feedback.clone()))
     }
-    fn exec(&self, (topic, rounds): &(String, usize), _: &ExecContext) -> NodeResult<String> {
-        let source = library_text(topic)?;
-        let summary = llm::summarize(&source);
-        let words: Vec<&str> = summary.split_whitespace().collect();
-        let keep = words.len().saturating_sub(rounds * 4).max(6).min(words.len());
-        Ok(words[..keep].join(" "))
+    fn exec(&self, (topic, feedback): &(String, Vec<String>), _: &ExecContext) -> NodeResult<String> {
+        let mut prompt = format!("Write a one-sentence post about {topic} from this text.");
+        for note in feedback {
+            prompt.push_str(&format!("\nThe editor said: {note}"));
+        }
+        prompt.push_str(&format!("\n\n{}", library_text(topic)?));
+        Ok(self.model.chat(&Request::prompt(prompt))?.content)
     }
-    fn post(&self, post: &mut Post, _: (String, usize), draft: String) -> NodeResult<()> {
+    fn post(&self, post: &mut Post, _: (String, Vec<String>), draft: String) -> NodeResult<()> {
         post.draft = draft;
         Ok(())
     }
+}
+
+/// The offline model: the text's key sentence, four words shorter for each
+/// note of the editor.
+fn script(request: &Request) -> Reply {
+    let asked = request.last_user();
+    let (head, text) = asked.split_once("\n\n").unwrap_or((asked, ""));
+    let rounds = head.matches("The editor said:").count();
+    let summary = llm::summarize(text);
+    let words: Vec<&str> = summary.split_whitespace().collect();
+    let keep = words.len().saturating_sub(rounds * 4).max(6).min(words.len());
+    Reply::text(words[..keep].join(" "))
 }
 
 /// Asks a person to approve the draft: the run pauses here until answered.
@@ -90,9 +106,9 @@ fn library_text(topic: &str) -> NodeResult<String> {
     Err(format!("the library in {} has nothing on `{topic}`", dir.display()).into())
 }
 
-fn flow() -> Flow<Post> {
+fn flow(model: Model) -> Flow<Post> {
     let mut flow = Flow::new("publish");
-    let draft = flow.add("draft", Draft);
+    let draft = flow.add("draft", Draft { model });
     let review = flow.add("review", Review);
     flow.edge(draft >> review).edge(review.on("revise") >> draft).edge(review.on("approved") >> End).max_steps(50);
     flow
@@ -126,7 +142,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let flow = flow();
+    let model = match Model::from_env(script) {
+        Ok(model) => model,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let flow = flow(model);
     let run = flow.durable(&checkpoints, run_id.as_str());
     let mut post = Post::default();
     let outcome = match (command.as_str(), args.get(3)) {
@@ -152,5 +175,30 @@ fn main() -> ExitCode {
             eprintln!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minllm::durable::MemoryCheckpointer;
+
+    #[test]
+    fn the_run_pauses_for_each_review_and_publishes_on_yes() {
+        let (flow, checkpoints) = (flow(Model::scripted(script)), MemoryCheckpointer::new());
+        let run = flow.durable(&checkpoints, "post-1");
+        let mut post = Post { topic: "bees".into(), ..Post::default() };
+        let Outcome::Paused(first) = run.run(&mut post).unwrap() else { panic!("it asks first") };
+        let first = first.question::<String>().unwrap();
+        assert!(first.starts_with("Publish this?") && first.contains("dance"), "{first}");
+        // Each answer in a store of its own: it comes back from the checkpoint.
+        let Outcome::Paused(second) = run.resume_with(&mut Post::default(), "shorter please").unwrap() else {
+            panic!("it asks again")
+        };
+        assert!(second.question::<String>().unwrap().len() < first.len(), "the feedback made it shorter");
+        let mut post = Post::default();
+        assert!(matches!(run.resume_with(&mut post, "yes").unwrap(), Outcome::Finished(_)));
+        assert!(post.published);
+        assert_eq!(post.feedback, ["shorter please"]);
     }
 }
