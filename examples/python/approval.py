@@ -19,6 +19,8 @@ from typing import Any
 
 from minllm import Flow, Interrupted, Node, SqliteCheckpointer, interrupt
 
+from model import Model, Reply, Request
+
 DATA = Path(__file__).resolve().parent.parent / "data"
 Shared = dict[str, Any]
 
@@ -32,19 +34,32 @@ def source(topic: str) -> str:
 
 
 class Draft(Node):
-    def prep(self, shared: Shared) -> tuple[str, int]:
-        return shared["topic"], len(shared["feedback"])
+    def __init__(self, model: Model) -> None:
+        super().__init__(max_retries=3, wait=0.5)
+        self.model = model
 
-    def exec(self, prep_res: tuple[str, int]) -> str:
-        topic, rounds = prep_res
-        sentences = re.split(r"(?<=[.!?])\s+", source(topic).strip())
-        best = max(sentences, key=lambda s: (s.lower().count(topic.lower()), -len(s)))
-        words = best.split()
-        keep = max(6, len(words) - 4 * rounds)
-        return " ".join(words[:keep])
+    def prep(self, shared: Shared) -> str:
+        asked = f"Write a one-sentence post about {shared['topic']} from this text."
+        for note in shared["feedback"]:
+            asked += f"\nThe editor said: {note}"
+        return f"{asked}\n\n{source(shared['topic'])}"
+
+    def exec(self, prep_res: str) -> str:
+        return self.model.chat([{"role": "user", "content": prep_res}]).content
 
     def post(self, shared: Shared, prep_res: Any, exec_res: str) -> None:
         shared["draft"] = exec_res
+
+
+def script(request: Request) -> Reply:
+    """The offline model: the text's sentence most about the topic, four words
+    shorter for each note of the editor."""
+    head, _, text = request.last_user().partition("\n\n")
+    topic = head.split(" about ", 1)[1].split(" from this text", 1)[0].lower()
+    sentences = re.split(r"(?<=[.!?])\s+", text.strip())
+    best = max(sentences, key=lambda s: (s.lower().count(topic), -len(s)))
+    words = best.split()
+    return Reply(" ".join(words[: max(6, len(words) - 4 * head.count("The editor said:"))]))
 
 
 class Review(Node):
@@ -64,8 +79,8 @@ class Review(Node):
         return "revise"
 
 
-def build() -> Flow:
-    draft, review = Draft(), Review()
+def build(model: Model) -> Flow:
+    draft, review = Draft(model), Review()
     draft >> review
     review - "revise" >> draft
     review - "approved" >> Node()
@@ -78,7 +93,7 @@ def main() -> int:
         return 2
     command, db, run_id = sys.argv[1:4]
     checkpoints = SqliteCheckpointer(db)
-    flow = build()
+    flow = build(Model.from_env(script))
     try:
         if command == "start":
             shared: Shared = {"topic": sys.argv[4], "feedback": [], "published": False}

@@ -1,31 +1,27 @@
-"""Map-reduce over the text files in examples/data, offline: a ParallelBatchNode
-summarises every file at once on a thread pool (each "LLM call" blocks 50 ms,
-as a real client would), then a node reduces the summaries into a report.
+"""Map-reduce over the text files in examples/data: a ParallelBatchNode
+summarises every file at once on threads (each a blocking model call), then a
+node reduces the summaries into a report. Offline, the scripted model picks
+each text's key sentence; with ``MINLLM_LLM_URL`` set, a real model writes it.
 
     python examples/python/map_reduce.py
 """
 
 from __future__ import annotations
 
-import re
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from minllm import Flow, Node, ParallelBatchNode
 
+from model import Model, Reply, Request, summarize
+
 DATA = Path(__file__).resolve().parent.parent / "data"
-STOP = {"that", "with", "this", "they", "their", "from", "into", "when", "which", "where", "than", "have", "more"}
 
 
-def fake_llm_summary(text: str) -> str:
-    """Stands in for a blocking LLM call: waits, then picks the key sentence."""
-    time.sleep(0.05)
-    words = [w.lower() for w in re.findall(r"[A-Za-z]+", text) if len(w) > 3 and w.lower() not in STOP]
-    top = {w for w, _ in Counter(words).most_common(6)}
-    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
-    return max(sentences, key=lambda s: (sum(w.lower() in top for w in re.findall(r"[A-Za-z]+", s)), -len(s)))
+def script(request: Request) -> Reply:
+    """The offline model: the text's key sentence."""
+    return Reply(summarize(request.last_user().split("\n\n", 1)[-1]))
 
 
 class Load(Node):
@@ -37,13 +33,17 @@ class Load(Node):
 
 
 class Summarise(ParallelBatchNode):
+    def __init__(self, model: Model) -> None:
+        super().__init__(max_retries=3, wait=0.5, max_workers=8)
+        self.model = model
+
     def prep(self, shared: dict[str, Any]) -> list[tuple[str, str]]:
         docs: list[tuple[str, str]] = shared["docs"]
         return docs
 
     def exec(self, prep_res: tuple[str, str]) -> tuple[str, str]:
         name, text = prep_res
-        return name, fake_llm_summary(text)
+        return name, self.model.chat([{"role": "user", "content": f"Summarize in one sentence:\n\n{text}"}]).content
 
     def post(self, shared: dict[str, Any], prep_res: Any, exec_res: list[tuple[str, str]]) -> None:
         shared["summaries"] = exec_res
@@ -61,14 +61,19 @@ class Report(Node):
         shared["report"] = exec_res
 
 
-def main() -> None:
-    load, summarise, report = Load(), Summarise(max_workers=8), Report()
+def map_reduce(model: Model) -> dict[str, Any]:
+    load, summarise, report = Load(), Summarise(model), Report()
     load >> summarise >> report
     shared: dict[str, Any] = {}
-    started = time.perf_counter()
     Flow(start=load).run(shared)
+    return shared
+
+
+def main() -> None:
+    started = time.perf_counter()
+    shared = map_reduce(Model.from_env(script))
     print(shared["report"])
-    print(f"\n{len(shared['docs'])} files summarised in {time.perf_counter() - started:.2f} s (50 ms per call, on threads)")
+    print(f"\n{len(shared['docs'])} files summarised in {time.perf_counter() - started:.2f} s, on threads")
 
 
 if __name__ == "__main__":

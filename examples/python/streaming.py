@@ -1,5 +1,5 @@
-"""Streaming: a flow answers a question from the offline library, and each word
-of the answer is printed as the node produces it, with each node's start and
+"""Streaming: a flow answers a question from the offline library, and each token
+of the answer is printed as the model streams it (the node emits each one), with each node's start and
 end, from the flow's event stream (``flow.stream``; ``stream_async`` for async
 flows).
 
@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from minllm import Flow, Node, emit
+
+from model import Model, Reply, Request, summarize
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 Shared = dict[str, Any]
@@ -39,27 +40,36 @@ class Retrieve(Node):
 
 
 class Answer(Node):
-    def prep(self, shared: Shared) -> tuple[str, str]:
-        return shared["question"], shared["passage"]
+    def __init__(self, model: Model) -> None:
+        super().__init__()
+        self.model = model
 
-    def exec(self, prep_res: tuple[str, str]) -> str:
-        question, passage = prep_res
-        sentences = re.split(r"(?<=[.!?])\s+", passage.strip())
-        answer = max(sentences, key=lambda s: len(words(s) & words(question)))
-        for word in answer.split(" "):
-            emit(word + " ")  # one token at a time, as a model streams them
-            time.sleep(0.015)
-        return answer
+    def prep(self, shared: Shared) -> str:
+        passage: str = shared["passage"]
+        return passage
+
+    def exec(self, prep_res: str) -> str:
+        asked = [{"role": "user", "content": f"In one sentence, what does this say?\n\n{prep_res}"}]
+        return self.model.stream(asked, emit).content  # each token emitted as it comes
 
     def post(self, shared: Shared, prep_res: Any, exec_res: str) -> None:
         shared["answer"] = exec_res
 
 
+def script(request: Request) -> Reply:
+    """The offline model: the passage's key sentence, streamed word by word."""
+    return Reply(summarize(request.last_user().split("\n\n", 1)[-1]))
+
+
+def build(model: Model) -> Flow:
+    retrieve, answer = Retrieve(), Answer(model)
+    retrieve >> answer
+    return Flow(start=retrieve)
+
+
 def main() -> None:
     question = sys.argv[1] if len(sys.argv) > 1 else "How do bees find the richest flowers?"
-    retrieve, answer = Retrieve(), Answer()
-    retrieve >> answer
-    flow = Flow(start=retrieve)
+    flow = build(Model.from_env(script))
     shared: Shared = {"question": question}
     print(f"Q: {question}")
     mid_line = False

@@ -128,3 +128,40 @@ def test_requests_carry_tools_and_schemas_to_the_script() -> None:
 
     Model(script).chat([{"role": "user", "content": "hi"}], tools=tools.TOOLS, schema={"type": "object"})
     assert seen[0].tools == tools.TOOLS and seen[0].schema == {"type": "object"}
+
+
+def test_map_reduce_summarises_every_document() -> None:
+    import map_reduce
+
+    shared = map_reduce.map_reduce(Model(map_reduce.script))
+    assert [name for name, _ in shared["summaries"]] == ["bees", "bread", "compilers", "lighthouses", "rivers"]
+    assert "dance" in shared["summaries"][0][1]
+    assert shared["report"].startswith("bees: ")
+
+
+def test_streaming_emits_the_answer_token_by_token() -> None:
+    import streaming
+
+    shared = {"question": "How do bees find the richest flowers?"}
+    events = list(streaming.build(Model(streaming.script)).stream(shared))
+    tokens = [e.value for e in events if e.kind == "custom"]
+    assert len(tokens) > 5 and "".join(tokens) == shared["answer"]
+    assert [(e.kind, e.node) for e in events if e.kind != "custom"] == [
+        ("node_started", "Retrieve"), ("node_finished", "Retrieve"),
+        ("node_started", "Answer"), ("node_finished", "Answer"),
+    ]
+
+
+def test_approval_pauses_for_each_review_and_publishes_on_yes() -> None:
+    import approval
+    from minllm import Interrupted, MemoryCheckpointer
+
+    flow, checkpoints = approval.build(Model(approval.script)), MemoryCheckpointer()
+    with pytest.raises(Interrupted) as first:
+        flow.run({"topic": "bees", "feedback": [], "published": False}, checkpointer=checkpoints, run_id="p")
+    assert "Publish this?" in str(first.value.value) and "bees" in str(first.value.value)
+    with pytest.raises(Interrupted) as second:
+        flow.resume("p", checkpointer=checkpoints, answer="shorter please")
+    assert len(str(second.value.value)) < len(str(first.value.value))
+    shared = flow.resume("p", checkpointer=checkpoints, answer="yes")
+    assert shared["published"] and shared["feedback"] == ["shorter please"]
