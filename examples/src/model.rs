@@ -6,6 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument as _;
+use tracing::field::Empty;
+
 use crate::client::{Client, ClientError, Reply, Request};
 use crate::embed;
 
@@ -59,30 +62,39 @@ impl Model {
 
     /// The answer to `request` (blocking: for a sync node's `exec`).
     pub fn chat(&self, request: &Request) -> Result<Reply, ClientError> {
-        match self {
+        let span = self.span("chat");
+        let reply = span.in_scope(|| match self {
             Model::Remote(client) => client.chat_blocking(request),
             Model::Scripted(name, script) => {
                 std::thread::sleep(SCRIPTED_LATENCY);
                 Ok(scripted(name, script, request))
             }
-        }
+        });
+        record(&span, reply)
     }
 
     /// The answer to `request`, for an async node.
     pub async fn chat_async(&self, request: &Request) -> Result<Reply, ClientError> {
-        match self {
-            Model::Remote(client) => client.chat(request).await,
-            Model::Scripted(name, script) => {
-                tokio::time::sleep(SCRIPTED_LATENCY).await;
-                Ok(scripted(name, script, request))
+        let span = self.span("chat");
+        let reply = async {
+            match self {
+                Model::Remote(client) => client.chat(request).await,
+                Model::Scripted(name, script) => {
+                    tokio::time::sleep(SCRIPTED_LATENCY).await;
+                    Ok(scripted(name, script, request))
+                }
             }
         }
+        .instrument(span.clone())
+        .await;
+        record(&span, reply)
     }
 
     /// The answer to `request`, each piece of text handed to `on_token` as it
     /// comes (a script's answer comes word by word).
     pub fn stream(&self, request: &Request, mut on_token: impl FnMut(&str)) -> Result<Reply, ClientError> {
-        match self {
+        let span = self.span("chat");
+        let reply = span.in_scope(|| match self {
             Model::Remote(client) => client.chat_stream_blocking(request, on_token),
             Model::Scripted(name, script) => {
                 let reply = scripted(name, script, request);
@@ -92,7 +104,27 @@ impl Model {
                 }
                 Ok(reply)
             }
-        }
+        });
+        record(&span, reply)
+    }
+
+    /// The span of one call, named and with attributes as OpenTelemetry's
+    /// semantic conventions for generative AI say (`chat gpt-4o-mini`,
+    /// `gen_ai.request.model`, `gen_ai.usage.input_tokens`, ...).
+    fn span(&self, operation: &str) -> tracing::Span {
+        let provider = if self.is_scripted() { "offline" } else { "openai" };
+        tracing::info_span!(
+            target: "minllm_examples::model",
+            "gen_ai",
+            otel.name = %format!("{operation} {}", self.name()),
+            otel.kind = "client",
+            gen_ai.operation.name = operation,
+            gen_ai.provider.name = provider,
+            gen_ai.request.model = self.name(),
+            gen_ai.response.model = Empty,
+            gen_ai.usage.input_tokens = Empty,
+            gen_ai.usage.output_tokens = Empty,
+        )
     }
 
     /// One embedding per text: the API's embedding model, or offline the
@@ -116,6 +148,16 @@ fn scripted(name: &str, script: &Script, request: &Request) -> Reply {
         let prompt: usize = request.messages.iter().map(|m| m.text().split_whitespace().count()).sum();
         reply.usage.prompt_tokens = prompt as u64;
         reply.usage.completion_tokens = reply.content.split_whitespace().count() as u64;
+    }
+    reply
+}
+
+/// Records on the call's span what the answer says of itself.
+fn record(span: &tracing::Span, reply: Result<Reply, ClientError>) -> Result<Reply, ClientError> {
+    if let Ok(reply) = &reply {
+        span.record("gen_ai.response.model", reply.model.as_str());
+        span.record("gen_ai.usage.input_tokens", reply.usage.prompt_tokens);
+        span.record("gen_ai.usage.output_tokens", reply.usage.completion_tokens);
     }
     reply
 }
