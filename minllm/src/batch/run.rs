@@ -197,25 +197,25 @@ where
     if !cx.span.is_disabled() {
         // With a subscriber listening, each item has a span in the node's.
         let one = |i: usize| exec_async_item(node, i, &items[i], cx, retry).instrument(item_span(cx.span, cx.node, i));
-        return match mode {
-            AsyncBatchMode::Concurrent { limit } => concurrent_map(items.len(), limit, one).await,
-            AsyncBatchMode::Sequential => {
-                let mut outputs = Vec::with_capacity(items.len());
-                for i in 0..items.len() {
-                    outputs.push(one(i).await?);
-                }
-                Ok(outputs)
-            }
-        };
+        return each_item(mode, items.len(), one).await;
     }
+    each_item(mode, items.len(), |i| exec_async_item(node, i, &items[i], cx, retry)).await
+}
+
+/// `one(i)` for every item, as `mode` says: at once up to its limit, or one
+/// after the other; the outputs in the items' order.
+#[inline(always)]
+async fn each_item<O, F: Future<Output = Result<O, Box<Error>>>>(
+    mode: AsyncBatchMode,
+    count: usize,
+    mut one: impl FnMut(usize) -> F,
+) -> Result<Vec<O>, Box<Error>> {
     match mode {
-        AsyncBatchMode::Concurrent { limit } => {
-            concurrent_map(items.len(), limit, |i| exec_async_item(node, i, &items[i], cx, retry)).await
-        }
+        AsyncBatchMode::Concurrent { limit } => concurrent_map(count, limit, one).await,
         AsyncBatchMode::Sequential => {
-            let mut outputs = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                outputs.push(exec_async_item(node, i, item, cx, retry).await?);
+            let mut outputs = Vec::with_capacity(count);
+            for i in 0..count {
+                outputs.push(one(i).await?);
             }
             Ok(outputs)
         }
@@ -255,19 +255,7 @@ where
         };
         ambient.with_item(i).scope(item)
     };
-    Box::pin(async move {
-        let one = &one;
-        match mode {
-            AsyncBatchMode::Concurrent { limit } => concurrent_map(items.len(), limit, one).await,
-            AsyncBatchMode::Sequential => {
-                let mut outputs = Vec::with_capacity(items.len());
-                for i in 0..items.len() {
-                    outputs.push(one(i).await?);
-                }
-                Ok(outputs)
-            }
-        }
-    })
+    Box::pin(async move { each_item(mode, items.len(), &one).await })
 }
 
 /// One item's `exec`: the first attempt in place, retries and the fallback in
