@@ -343,3 +343,22 @@ fn blocking_calls_work_inside_an_async_runtime_too() {
     assert_eq!(reply.content, "from inside");
     server.join().unwrap();
 }
+
+#[test]
+fn an_https_url_speaks_tls() {
+    // A loopback server that answers in plain HTTP: the client's TLS
+    // handshake fails on it, which shows the https path is TLS (rustls with
+    // the platform's roots), without reaching the internet.
+    let (url, server) = serve(vec![json_answer(200, completion(json!({"content": "plain"})))]);
+    let https = url.replacen("http://", "https://", 1);
+    let probe = std::thread::spawn(move || client(&https, |_| {}).chat_blocking(&Request::prompt("hi")));
+    // The server reads what the client sends (a TLS hello, not HTTP) and answers.
+    let err = probe.join().unwrap().unwrap_err();
+    assert!(matches!(err, ClientError::Connect { .. }), "{err:?}");
+    assert!(
+        err.to_string().starts_with(&format!("cannot connect to {}", url.replacen("http://", "https://", 1))),
+        "{err}"
+    );
+    assert!(err.to_string().contains("tls"), "{err}");
+    drop(server);
+}
