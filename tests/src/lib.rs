@@ -1,1 +1,3 @@
-//! Integration tests live in `tests/`.
+//! Integration tests live in `tests/`; what several of them share lives here.
+
+pub mod restate;
