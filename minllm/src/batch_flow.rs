@@ -224,6 +224,11 @@ impl<S: Send + Sync + 'static> BatchFlow<S> {
             call_stage(Stage::BatchParams, || (self.params)(&guard, cx.params))
         }
         .map_err(|h| cx.error(h))?;
+        if self.parallel
+            && let Some(refused) = crate::flow::not_journaled(cx, "a parallel batch flow")
+        {
+            return Err(refused);
+        }
         let base = &self.flow_params(cx.params);
         let one = async |store: AsyncStoreRef<'_, S>, i: usize, item: &Params, cancel: Option<&Cancel<'_>>| {
             let path = cx.flow.child(cx.node, Some(i));

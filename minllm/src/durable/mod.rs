@@ -48,6 +48,7 @@ mod memory;
 pub(crate) mod run;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+pub(crate) mod steps;
 pub(crate) mod visit;
 
 use std::fmt;
@@ -61,6 +62,7 @@ pub use run::DurableRun;
 pub(crate) use run::{Drive, Mode, Plan, SaveFields, ready, stream_flow, stream_flow_async};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteCheckpointer;
+pub use steps::{StepJournal, StepResult};
 pub(crate) use visit::NodeVisit;
 pub(crate) use visit::{Ambient, Journal, Visit, is_interrupt};
 pub use visit::{Outcome, Pause, interrupt};

@@ -7,7 +7,7 @@ use std::future::Future;
 use futures_util::FutureExt as _;
 use serde::Serialize;
 
-use super::{Checkpoint, CheckpointInfo, Checkpointer, DurableStore, Journal, Outcome, Status};
+use super::{Checkpoint, CheckpointInfo, Checkpointer, DurableStore, Journal, Outcome, Status, StepJournal};
 use crate::action::Label;
 use crate::error::{CheckpointError, Error};
 use crate::events::{AsyncEvents, Events, Sink};
@@ -29,6 +29,8 @@ pub enum Mode {
 #[doc(hidden)]
 pub struct Plan<'a, S> {
     pub(crate) journal: Option<(Journal<'a>, SaveFields<S>)>,
+    /// A durable-execution engine's journal that each `exec` runs through.
+    pub(crate) steps: Option<&'a dyn StepJournal>,
     pub(crate) events: Option<&'a Sink>,
     /// The run id, for errors.
     pub(crate) run: &'a str,
@@ -81,7 +83,7 @@ pub async fn stream_flow_async<S: Send, F: Drive<S>>(
 }
 
 async fn drive_events<S, F: Drive<S>>(flow: &F, store: &mut S, sink: Sink, mode: Mode) -> Result<Outcome, Error> {
-    flow.drive(store, Plan { journal: None, events: Some(&sink), run: "", mode }, None, Vec::new()).await
+    flow.drive(store, Plan { journal: None, steps: None, events: Some(&sink), run: "", mode }, None, Vec::new()).await
 }
 
 /// The label a run without checkpoints ended with (it cannot pause).
@@ -336,7 +338,7 @@ impl<S: DurableStore + Send + Sync + 'static, F: Drive<S>> DurableRun<'_, F, S> 
         mode: Mode,
     ) -> Result<Outcome, Error> {
         let journal = Journal::new(self.checkpointer, &self.id, self.flow.flow_name(), next);
-        let plan = Plan { journal: Some((journal, S::save_fields)), events, run: &self.id, mode };
+        let plan = Plan { journal: Some((journal, S::save_fields)), steps: None, events, run: &self.id, mode };
         self.flow.drive(store, plan, from, answers).await
     }
 

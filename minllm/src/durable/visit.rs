@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::steps::{NoCheckpoints, StepJournal};
 use super::{Checkpoint, Checkpointer, Field, Status, now_ms};
 use crate::action::Label;
 use crate::error::{BoxError, CheckpointError, Error, NodeResult};
@@ -241,6 +242,8 @@ pub(crate) struct Visit<'a> {
     /// Whether the visit is a node's first try (not a resumed one): it has
     /// no records to look up.
     fresh: bool,
+    /// In a journaled run, the journal each `exec` runs through as a step.
+    steps: Option<&'a dyn StepJournal>,
 }
 
 /// A checkpoint waiting to be written with the next `exec` record.
@@ -314,7 +317,33 @@ impl<'a> Visit<'a> {
             asks,
             staged: Arc::clone(&self.staged),
             fresh: self.fresh,
+            steps: self.steps,
         }
+    }
+
+    /// The visit of node `node` (its place in the run: `outer > node#3`) in a
+    /// run journaled by `steps`: no checkpoints; its `exec` is a step.
+    pub(crate) fn stepped(steps: &'a dyn StepJournal, run: &'a str, node: String) -> Visit<'a> {
+        Visit {
+            checkpointer: &NoCheckpoints,
+            run,
+            seq: 0,
+            node,
+            asks: Arc::default(),
+            staged: Staged::default(),
+            fresh: true,
+            steps: Some(steps),
+        }
+    }
+
+    /// The journal the node's `exec` runs through, in a journaled run.
+    pub(crate) fn steps(&self) -> Option<&'a dyn StepJournal> {
+        self.steps
+    }
+
+    /// The name of the node's step (its place in the run).
+    pub(crate) fn step_name(&self) -> &str {
+        &self.node
     }
 
     /// How many answers the node's interrupts have taken so far.
@@ -445,6 +474,7 @@ impl<'a> Journal<'a> {
             asks: Arc::new(Mutex::new(asks)),
             staged: Arc::clone(&self.staged),
             fresh,
+            steps: None,
         }
     }
 

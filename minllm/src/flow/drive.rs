@@ -13,7 +13,9 @@ use super::{Flow, Slot};
 use crate::access::{AsyncStoreRef, StoreRef};
 use crate::action::Label;
 use crate::context::{FlowPath, NodeCx, Seg, finish_span, no_span, node_span, tracing_on};
-use crate::durable::{Ambient, Checkpoint, Journal, Mode, Outcome, Pause, Plan, SaveFields, Status, is_interrupt};
+use crate::durable::{
+    Ambient, Checkpoint, Journal, Mode, Outcome, Pause, Plan, SaveFields, Status, Visit, is_interrupt,
+};
 use crate::error::Error;
 use crate::events::EventKind;
 use crate::params::Params;
@@ -81,6 +83,7 @@ pub(super) async fn drive<S: Send + Sync + 'static>(
             }
         }
         let (path, steps) = position(&frames);
+        let steps_taken = steps.clone();
         let visit = match &mut plan.journal {
             Some((journal, save_fields)) => {
                 let (seq, answers, fresh) = match again.take() {
@@ -94,7 +97,7 @@ pub(super) async fn drive<S: Send + Sync + 'static>(
                 };
                 Some((journal.visit(seq, &slot.name, answers, fresh), seq))
             }
-            None => None,
+            None => plan.steps.map(|steps| (Visit::stepped(steps, plan.run, step_name(&path, &steps_taken)), 0)),
         };
         let flow_name = plan.events.map(|_| at.to_string()).unwrap_or_default();
         let started = Instant::now();
@@ -329,6 +332,12 @@ fn position<S>(frames: &Frames<'_, S>) -> (Vec<String>, Vec<u64>) {
         steps.push(frame.run.steps);
     }
     (path, steps)
+}
+
+/// The name of a node's step in a journaled run: its place (`outer#2 > node#3`).
+fn step_name(path: &[String], steps: &[u64]) -> String {
+    let parts: Vec<String> = path.iter().zip(steps).map(|(name, step)| format!("{name}#{step}")).collect();
+    parts.join(" > ")
 }
 
 /// Whether a node's error is an interrupt.

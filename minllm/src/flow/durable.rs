@@ -6,7 +6,9 @@ use std::future::Future;
 use super::Flow;
 use super::drive::drive;
 use crate::action::Label;
-use crate::durable::{Checkpoint, Checkpointer, Drive, DurableRun, Outcome, Plan, stream_flow, stream_flow_async};
+use crate::durable::{
+    Checkpoint, Checkpointer, Drive, DurableRun, Mode, Outcome, Plan, StepJournal, stream_flow, stream_flow_async,
+};
 use crate::error::Error;
 use crate::events::{AsyncEvents, Events};
 
@@ -90,6 +92,28 @@ impl<S: Send + Sync + 'static> Flow<S> {
     /// ```
     pub async fn stream_async(&self, store: &mut S, consume: impl AsyncFnOnce(AsyncEvents)) -> Result<Label, Error> {
         stream_flow_async(&self, store, consume).await
+    }
+
+    /// Runs the flow on `store` as run `run_id` of a durable-execution engine
+    /// whose journal is `steps` (see [`StepJournal`]): each node's `exec`,
+    /// with its retries and fallback, is one journaled step, run once and read
+    /// back when the engine replays the run after a crash; `prep` and `post`
+    /// run again on every replay, so they must be deterministic. Nothing is
+    /// checkpointed here: the engine keeps the journal. An async run.
+    ///
+    /// Nodes and async nodes, nested flows and sequential batch flows run;
+    /// batch nodes, parallel batch flows and `flow!` flows as nodes are an
+    /// error naming the node, for now.
+    pub async fn run_journaled(&self, store: &mut S, steps: &dyn StepJournal, run_id: &str) -> Result<Label, Error> {
+        let plan = Plan { journal: None, steps: Some(steps), events: None, run: run_id, mode: Mode::Async };
+        match drive(self, store, plan, None, Vec::new()).await? {
+            Outcome::Finished(label) => Ok(label),
+            Outcome::Paused(pause) => Err(Error::Resume {
+                flow: self.name.clone(),
+                run: pause.run,
+                reason: "a journaled run cannot pause yet".to_owned(),
+            }),
+        }
     }
 }
 

@@ -21,7 +21,8 @@ use crate::durable::{Ambient, Mode};
 use crate::error::Error;
 use crate::marker;
 use crate::node::{
-    AsyncNode, Node, run_async_node, run_async_visit, run_node, run_node_visit, run_offloaded_node, run_offloaded_visit,
+    AsyncNode, Node, run_async_node, run_async_step, run_async_visit, run_node, run_node_visit, run_offloaded_node,
+    run_offloaded_step, run_offloaded_visit,
 };
 use crate::params::Params;
 use crate::typed::{AsyncMachine, AsyncTypedFlow, DriveHook, SyncMachine, TypedFlow};
@@ -119,6 +120,18 @@ impl<S, T: ErasedNode<S>> IntoNode<S, marker::Erased> for T {
     }
 }
 
+/// The error of a node of a kind that a run journaled by a durable-execution
+/// engine (`durable::StepJournal`) cannot run yet, when it is one.
+pub(crate) fn not_journaled(cx: &NodeCx<'_>, what: &str) -> Option<Box<Error>> {
+    cx.visit.and_then(|v| v.steps()).map(|_| {
+        Box::new(Error::Resume {
+            flow: cx.flow.to_string(),
+            run: cx.visit.map_or("", |v| v.run()).to_owned(),
+            reason: format!("node `{}` is {what}, which a journaled run does not run yet", cx.node),
+        })
+    })
+}
+
 /// The error of an async node reached by a sync run.
 fn async_in_sync(cx: &NodeCx<'_>) -> Error {
     Error::AsyncInSyncRun { flow: cx.flow.to_string(), node: cx.node.to_owned() }
@@ -152,7 +165,10 @@ impl<S: Send + Sync + 'static, N: Node<S>> ErasedNode<S> for NodeAdapter<N, S> {
 
     fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
         match cx.visit {
-            Some(visit) => Box::pin(run_offloaded_visit(&self.node, store, cx, visit, Action::into_label)),
+            Some(visit) => match visit.steps() {
+                Some(steps) => Box::pin(run_offloaded_step(&self.node, store, cx, visit, steps, Action::into_label)),
+                None => Box::pin(run_offloaded_visit(&self.node, store, cx, visit, Action::into_label)),
+            },
             None => Box::pin(run_offloaded_node(&self.node, store, cx, Action::into_label)),
         }
     }
@@ -168,13 +184,13 @@ impl<S: Send + Sync + 'static, N: Node<S>> ErasedNode<S> for NodeAdapter<N, S> {
 
 /// An [`AsyncNode`] as an erased node.
 struct AsyncNodeAdapter<N, S> {
-    node: N,
+    node: Arc<N>,
     store: PhantomData<fn(&mut S)>,
 }
 
 impl<S: Send + Sync + 'static, N: AsyncNode<S>> IntoNode<S, marker::AsyncNode> for N {
     fn into_node(self) -> Arc<dyn ErasedNode<S>> {
-        Arc::new(AsyncNodeAdapter { node: self, store: PhantomData })
+        Arc::new(AsyncNodeAdapter { node: Arc::new(self), store: PhantomData })
     }
 }
 
@@ -187,8 +203,11 @@ impl<S: Send + Sync + 'static, N: AsyncNode<S>> ErasedNode<S> for AsyncNodeAdapt
 
     fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
         match cx.visit {
-            Some(visit) => Box::pin(run_async_visit(&self.node, store, cx, visit, Action::into_label)),
-            None => Box::pin(run_async_node(&self.node, store, cx, Action::into_label)),
+            Some(visit) => match visit.steps() {
+                Some(steps) => Box::pin(run_async_step(&self.node, store, cx, visit, steps, Action::into_label)),
+                None => Box::pin(run_async_visit(&*self.node, store, cx, visit, Action::into_label)),
+            },
+            None => Box::pin(run_async_node(&*self.node, store, cx, Action::into_label)),
         }
     }
 
@@ -221,6 +240,9 @@ impl<S: Send + Sync + 'static, N: BatchNode<S>> ErasedNode<S> for BatchAdapter<N
     }
 
     fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
+        if let Some(refused) = not_journaled(cx, "a batch node") {
+            return Box::pin(std::future::ready(Err(refused)));
+        }
         Box::pin(run_offloaded_batch(&self.node, self.node.mode(), store, cx).map(|r| r.map(Action::into_label)))
     }
 
@@ -256,6 +278,9 @@ impl<S: Send + Sync + 'static, N: AsyncBatchNode<S>> ErasedNode<S> for AsyncBatc
     }
 
     fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
+        if let Some(refused) = not_journaled(cx, "a batch node") {
+            return Box::pin(std::future::ready(Err(refused)));
+        }
         Box::pin(run_async_batch(&self.node, self.node.mode(), store, cx).map(|r| r.map(Action::into_label)))
     }
 
@@ -304,6 +329,9 @@ impl<S: Send + Sync + 'static, F: SyncMachine<S>> ErasedNode<S> for TypedFlowAda
         Box::pin(async move {
             // In place on the task's thread, as in a `flow!` async flow (see
             // `typed.rs`): make the flow `async struct` to offload its execs.
+            if let Some(refused) = not_journaled(cx, "a `flow!` flow") {
+                return Err(refused);
+            }
             let path = cx.flow.child(cx.node, None);
             let ambient = Ambient::current();
             let mut guard = locked!(store);
@@ -350,6 +378,9 @@ where
 
     fn run_async<'a>(&'a self, mut store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
         Box::pin(async move {
+            if let Some(refused) = not_journaled(cx, "a `flow!` flow") {
+                return Err(refused);
+            }
             let path = cx.flow.child(cx.node, None);
             let ambient = Ambient::current();
             let mut guard = locked!(store);

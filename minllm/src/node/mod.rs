@@ -6,6 +6,7 @@ mod hooks;
 mod retry;
 mod run;
 mod step;
+mod steps;
 
 pub(crate) use hooks::{call_stage, caught, guarded, offload};
 #[doc(hidden)]
@@ -16,6 +17,7 @@ pub(crate) use run::{
     run_async_node, run_async_visit, run_node, run_node_visit, run_offloaded_node, run_offloaded_visit,
 };
 pub use step::{Step, step};
+pub(crate) use steps::{run_async_step, run_offloaded_step};
 
 use std::future::Future;
 

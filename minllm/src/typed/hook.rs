@@ -88,7 +88,7 @@ impl<'a, S> DriveHook<'a, S> {
         events: Option<&'a Sink>,
         mode: Mode,
     ) -> Self {
-        let plan = Plan { journal: None, events, run: visit.map_or("", |v| v.run()), mode };
+        let plan = Plan { journal: None, steps: None, events, run: visit.map_or("", |v| v.run()), mode };
         let (resume, levels) = (Vec::new(), Vec::new());
         let (current, at) = (None, None);
         DriveHook {

@@ -1,0 +1,97 @@
+//! Runs whose side effects a durable-execution engine journals (Restate):
+//! the engine hands each `exec` (with its retries and fallback) to a
+//! [`StepJournal`] as one step, and the journal runs it once, records what it
+//! returned, and on a replay after a crash returns the record without running
+//! it. The store and the position need no checkpoints there: the whole run is
+//! replayed, deterministic code included, with the journaled results.
+
+use futures_util::future::BoxFuture;
+
+use super::{Checkpoint, CheckpointError, CheckpointInfo, Checkpointer, RunLock};
+use crate::error::Failure;
+
+/// What a step returns, as the journal keeps it: bytes the engine made (the
+/// `exec` result as plain data, or the error it failed with after its retries
+/// and fallback) and reads back on a replay.
+pub type StepResult = Vec<u8>;
+
+/// A journal of steps: a durable-execution engine's (see the module docs).
+///
+/// The contract: `step` runs `step` at most once per journaled position and
+/// returns its result; when the engine replays a run that already got past
+/// this step, it returns the journaled result without running `step`. Steps
+/// are asked for in the same order on every replay (the engine runs a flow's
+/// nodes one after the other); `name` says which node it is, for the engine's
+/// logs and UI. An error of the journal itself (not of the step) ends the run.
+pub trait StepJournal: Send + Sync {
+    /// Runs `step` as one journaled step, or returns its journaled result;
+    /// an `Err` is the journal's own failure.
+    fn step<'a>(
+        &'a self,
+        name: String,
+        step: BoxFuture<'static, StepResult>,
+    ) -> BoxFuture<'a, Result<StepResult, String>>;
+}
+
+/// The checkpointer of a visit in a journaled run: it has no checkpoints (the
+/// journal replays the run) and records nothing.
+pub(crate) struct NoCheckpoints;
+
+impl Checkpointer for NoCheckpoints {
+    fn lock(&self, _: &str) -> Result<RunLock, CheckpointError> {
+        Ok(RunLock::new(()))
+    }
+    fn put(&self, _: &str, _: &Checkpoint) -> Result<(), CheckpointError> {
+        Ok(())
+    }
+    fn put_exec(&self, _: &str, _: u64, _: &str, _: &[u8]) -> Result<(), CheckpointError> {
+        Ok(())
+    }
+    fn get_exec(&self, _: &str, _: u64, _: &str) -> Result<Option<Vec<u8>>, CheckpointError> {
+        Ok(None)
+    }
+    fn get(&self, _: &str, _: u64) -> Result<Option<Checkpoint>, CheckpointError> {
+        Ok(None)
+    }
+    fn latest(&self, _: &str) -> Result<Option<Checkpoint>, CheckpointError> {
+        Ok(None)
+    }
+    fn history(&self, _: &str) -> Result<Vec<CheckpointInfo>, CheckpointError> {
+        Ok(Vec::new())
+    }
+}
+
+/// A step's outcome as bytes: `{"ok": <exec result>}` or `{"failed": {...}}`.
+pub(crate) fn outcome_bytes(outcome: Result<Vec<u8>, Failure>) -> Vec<u8> {
+    let value = match outcome {
+        Ok(bytes) => {
+            let exec: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            serde_json::json!({ "ok": exec })
+        }
+        Err(failure) => {
+            let (message, attempts, panicked) = match failure {
+                Failure::Returned { source, attempts } => (source.to_string(), attempts, false),
+                Failure::Panicked { message, attempts } => (message, attempts, true),
+            };
+            serde_json::json!({ "failed": { "message": message, "attempts": attempts, "panicked": panicked } })
+        }
+    };
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
+/// A step's outcome from the bytes [`outcome_bytes`] made: the `exec`
+/// result's bytes, or the failure; `None` for bytes it did not make.
+pub(crate) fn read_outcome(bytes: &[u8]) -> Option<Result<Vec<u8>, Failure>> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    if let Some(ok) = value.get("ok") {
+        return serde_json::to_vec(ok).ok().map(Ok);
+    }
+    let failed = value.get("failed")?;
+    let message = failed.get("message")?.as_str()?.to_owned();
+    let attempts = u32::try_from(failed.get("attempts")?.as_u64()?).ok()?;
+    Some(Err(if failed.get("panicked")?.as_bool()? {
+        Failure::Panicked { message, attempts }
+    } else {
+        Failure::Returned { source: message.into(), attempts }
+    }))
+}

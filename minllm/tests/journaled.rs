@@ -1,0 +1,216 @@
+//! Runs journaled by a durable-execution engine (`durable::StepJournal`), on a
+//! journal in memory that behaves as Restate's does: each step runs once and
+//! is recorded; a replay after a crash returns the records in order without
+//! running them, and checks that the run asks for the same steps.
+
+#![allow(clippy::unwrap_used)] // tests unwrap what they expect to succeed
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures_util::future::BoxFuture;
+use minllm::durable::{StepJournal, StepResult};
+use minllm::{AsyncNode, BatchNode, End, ExecContext, Flow, Node, NodeResult, Params, SharedStore};
+
+/// The journal of one run: its records, the next one to replay, and a step
+/// at which the process "dies" (that step never runs, the run stops).
+#[derive(Default)]
+struct Journal {
+    records: Mutex<Vec<(String, Vec<u8>)>>,
+    cursor: AtomicUsize,
+    crash_at: Mutex<Option<usize>>,
+}
+
+impl Journal {
+    /// A new attempt of the run, as the engine makes after a crash: replay from the start.
+    fn restart(&self) {
+        self.cursor.store(0, Ordering::SeqCst);
+        *self.crash_at.lock().unwrap() = None;
+    }
+    fn names(&self) -> Vec<String> {
+        self.records.lock().unwrap().iter().map(|(n, _)| n.clone()).collect()
+    }
+}
+
+impl StepJournal for Journal {
+    fn step<'a>(
+        &'a self,
+        name: String,
+        step: BoxFuture<'static, StepResult>,
+    ) -> BoxFuture<'a, Result<StepResult, String>> {
+        Box::pin(async move {
+            let at = self.cursor.fetch_add(1, Ordering::SeqCst);
+            if let Some((recorded, bytes)) = self.records.lock().unwrap().get(at).cloned() {
+                if recorded != name {
+                    return Err(format!("replay asked for step {name} where the journal has {recorded}"));
+                }
+                return Ok(bytes);
+            }
+            if *self.crash_at.lock().unwrap() == Some(at) {
+                return Err("the process died".to_owned());
+            }
+            let bytes = step.await;
+            self.records.lock().unwrap().push((name, bytes.clone()));
+            Ok(bytes)
+        })
+    }
+}
+
+static CALLS: AtomicUsize = AtomicUsize::new(0);
+static FLAKY: AtomicUsize = AtomicUsize::new(0);
+
+/// Three paid calls in a loop.
+struct Fetch;
+
+impl Node for Fetch {
+    type Prep = u64;
+    type Exec = String;
+    type Action = &'static str;
+    fn prep(&self, store: &SharedStore, _: &Params) -> NodeResult<u64> {
+        Ok(store.get::<u64>("n").unwrap_or(0))
+    }
+    fn exec(&self, n: &u64, _: &ExecContext) -> NodeResult<String> {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+        // The second call fails once, and is retried inside its step.
+        if *n == 1 && FLAKY.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err("a hiccup".into());
+        }
+        Ok(format!("page {n}"))
+    }
+    fn post(&self, store: &mut SharedStore, n: u64, page: String) -> NodeResult<&'static str> {
+        store.update_or_insert("pages", Vec::new, |v: &mut Vec<String>| v.push(page))?;
+        store.set("n", n + 1);
+        Ok(if n + 1 < 3 { "again" } else { "done" })
+    }
+    fn retry(&self) -> minllm::Retry {
+        minllm::Retry::attempts(2)
+    }
+}
+
+/// An async paid call, in a nested flow.
+struct Sum;
+
+impl AsyncNode for Sum {
+    type Prep = Vec<String>;
+    type Exec = String;
+    type Action = ();
+    async fn prep(&self, store: &SharedStore, _: &Params) -> NodeResult<Vec<String>> {
+        Ok(store.get("pages").unwrap_or_default())
+    }
+    async fn exec(&self, pages: &Vec<String>, _: &ExecContext<'_>) -> NodeResult<String> {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        Ok(pages.join(" + "))
+    }
+    async fn post(&self, store: &mut SharedStore, _: Vec<String>, sum: String) -> NodeResult<()> {
+        store.set("sum", sum);
+        Ok(())
+    }
+}
+
+fn flow() -> Flow {
+    let mut inner = Flow::new("report");
+    inner.add("sum", Sum);
+    let mut outer = Flow::new("research");
+    let fetch = outer.add("fetch", Fetch);
+    let report = outer.add("report", inner);
+    outer.edge(fetch.on("again") >> fetch).edge(fetch.on("done") >> report).max_steps(10);
+    outer
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+#[test]
+fn a_journaled_run_replays_its_finished_steps_after_a_crash_and_runs_each_exec_once() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    CALLS.store(0, Ordering::SeqCst);
+    FLAKY.store(0, Ordering::SeqCst);
+    let (flow, journal, rt) = (flow(), Journal::default(), runtime());
+    // The process dies when the run reaches its third step.
+    *journal.crash_at.lock().unwrap() = Some(2);
+    let error = rt.block_on(flow.run_journaled(&mut SharedStore::new(), &journal, "r1")).unwrap_err();
+    assert!(error.to_string().contains("the process died"), "{error}");
+    assert_eq!(journal.names(), ["fetch#1", "fetch#2"]);
+    // The engine replays the run from its input: the two finished steps are
+    // read back, the rest runs.
+    journal.restart();
+    let mut store = SharedStore::new();
+    let last = rt.block_on(flow.run_journaled(&mut store, &journal, "r1")).unwrap();
+    assert_eq!(last, "default");
+    assert_eq!(store.get::<String>("sum").unwrap(), "page 0 + page 1 + page 2");
+    assert_eq!(journal.names(), ["fetch#1", "fetch#2", "fetch#3", "report#4 > sum#1"]);
+    // Four paid calls and one retry: nothing ran twice across the crash.
+    assert_eq!(CALLS.load(Ordering::SeqCst), 5);
+    // A third attempt replays everything and calls nothing.
+    journal.restart();
+    let mut again = SharedStore::new();
+    rt.block_on(flow.run_journaled(&mut again, &journal, "r1")).unwrap();
+    assert_eq!(again.get::<String>("sum"), store.get::<String>("sum"));
+    assert_eq!(CALLS.load(Ordering::SeqCst), 5);
+}
+
+/// The tests share the call counters.
+static TURN: Mutex<()> = Mutex::new(());
+
+#[test]
+fn a_failed_step_is_journaled_and_fails_the_same_way_on_replay() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    struct Broken;
+    impl Node for Broken {
+        type Prep = ();
+        type Exec = ();
+        type Action = ();
+        fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<()> {
+            Ok(())
+        }
+        fn exec(&self, _: &(), _: &ExecContext) -> NodeResult<()> {
+            CALLS.fetch_add(1, Ordering::SeqCst);
+            Err("the model refused".into())
+        }
+        fn post(&self, _: &mut SharedStore, _: (), _: ()) -> NodeResult<()> {
+            Ok(())
+        }
+        fn retry(&self) -> minllm::Retry {
+            minllm::Retry::attempts(3)
+        }
+    }
+    CALLS.store(0, Ordering::SeqCst);
+    let mut flow = Flow::new("f");
+    flow.add("broken", Broken);
+    let (journal, rt) = (Journal::default(), runtime());
+    let first = rt.block_on(flow.run_journaled(&mut SharedStore::new(), &journal, "r")).unwrap_err().to_string();
+    assert!(first.contains("node `broken`") && first.contains("after 3 attempts: the model refused"), "{first}");
+    journal.restart();
+    let again = rt.block_on(flow.run_journaled(&mut SharedStore::new(), &journal, "r")).unwrap_err().to_string();
+    assert_eq!(again, first);
+    assert_eq!(CALLS.load(Ordering::SeqCst), 3, "the replay read the failure back");
+}
+
+#[test]
+fn nodes_a_journaled_run_cannot_run_yet_are_named() {
+    struct Items;
+    impl BatchNode for Items {
+        type Item = u32;
+        type Output = u32;
+        type Action = ();
+        fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<Vec<u32>> {
+            Ok(vec![1])
+        }
+        fn exec(&self, i: &u32, _: &ExecContext) -> NodeResult<u32> {
+            Ok(*i)
+        }
+        fn post(&self, _: &mut SharedStore, _: Vec<u32>, _: Vec<u32>) -> NodeResult<()> {
+            Ok(())
+        }
+    }
+    let mut flow = Flow::new("f");
+    let items = flow.add("items", Items);
+    flow.edge(items >> End);
+    let error = runtime().block_on(flow.run_journaled(&mut SharedStore::new(), &Journal::default(), "r")).unwrap_err();
+    assert!(
+        error.to_string().contains("node `items` is a batch node, which a journaled run does not run yet"),
+        "{error}"
+    );
+}
