@@ -96,6 +96,8 @@ mod flow;
 pub mod marker;
 mod node;
 mod params;
+#[cfg(feature = "restate")]
+pub mod restate;
 mod store;
 mod typed;
 mod wire;

@@ -98,8 +98,9 @@ pub fn http(addr: &str, method: &str, path: &str, json: Option<&str>) -> Option<
     let mut stream = TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
     let body = json.unwrap_or("");
+    let kind = if json.is_some() { "Content-Type: application/json\r\n" } else { "" };
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{kind}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).ok()?;

@@ -1,0 +1,99 @@
+//! A worker for the Restate tests (`tests/restate_flow.rs`): serves the flow
+//! `research` (five paid calls in a loop, then a summary) as a Restate
+//! workflow on `127.0.0.1:<port>`, and kills itself with `kill -9` where told.
+//!
+//! `restate_worker <port>`, with `LOG=<file>` (one line per `exec` start and
+//! end, with the process id), `KILL_AT=exec:<k>` (once: while the file
+//! `KILL_ONCE` does not exist), `SLOW_MS=<ms>` (each `exec` sleeps).
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use minllm::restate::{RestateFlow, serve};
+use minllm::{ExecContext, Flow, Node, NodeResult, Params};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Ledger {
+    count: u64,
+    log: Vec<String>,
+    summary: String,
+}
+
+fn log(line: &str) {
+    if let Ok(path) = std::env::var("LOG") {
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("log file");
+        writeln!(file, "{line} pid={}", std::process::id()).expect("log line");
+    }
+}
+
+fn maybe_die(point: &str) {
+    let (Ok(at), Ok(once)) = (std::env::var("KILL_AT"), std::env::var("KILL_ONCE")) else { return };
+    if at != point || std::path::Path::new(&once).exists() {
+        return;
+    }
+    std::fs::write(&once, b"killed").expect("marker");
+    let _ = std::process::Command::new("kill").args(["-9", &std::process::id().to_string()]).status();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+struct Work;
+
+impl Node<Ledger> for Work {
+    type Prep = u64;
+    type Exec = String;
+    type Action = &'static str;
+    fn prep(&self, ledger: &Ledger, _: &Params) -> NodeResult<u64> {
+        Ok(ledger.count)
+    }
+    fn exec(&self, k: &u64, _: &ExecContext) -> NodeResult<String> {
+        log(&format!("exec-start {k}"));
+        if let Some(ms) = std::env::var("SLOW_MS").ok().and_then(|v| v.parse().ok()) {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        maybe_die(&format!("exec:{k}"));
+        log(&format!("exec-end {k}"));
+        Ok(format!("paid call {k}"))
+    }
+    fn post(&self, ledger: &mut Ledger, _: u64, line: String) -> NodeResult<&'static str> {
+        ledger.log.push(line);
+        ledger.count += 1;
+        Ok(if ledger.count < 5 { "again" } else { "done" })
+    }
+}
+
+struct Summarize;
+
+impl Node<Ledger> for Summarize {
+    type Prep = Vec<String>;
+    type Exec = String;
+    type Action = ();
+    fn prep(&self, ledger: &Ledger, _: &Params) -> NodeResult<Vec<String>> {
+        Ok(ledger.log.clone())
+    }
+    fn exec(&self, lines: &Vec<String>, _: &ExecContext) -> NodeResult<String> {
+        log("exec-start summary");
+        Ok(format!("{} calls", lines.len()))
+    }
+    fn post(&self, ledger: &mut Ledger, _: Vec<String>, summary: String) -> NodeResult<()> {
+        ledger.summary = summary;
+        Ok(())
+    }
+}
+
+fn flow() -> Flow<Ledger> {
+    let mut flow = Flow::new("research");
+    let work = flow.add("work", Work);
+    let summarize = flow.add("summarize", Summarize);
+    flow.edge(work.on("again") >> work).edge(work.on("done") >> summarize).max_steps(100);
+    flow
+}
+
+#[tokio::main]
+async fn main() {
+    let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).expect("usage: restate_worker <port>");
+    let definition = RestateFlow::new(flow()).definition().expect("a valid service name");
+    serve(([127, 0, 0, 1], port).into(), vec![definition]).await;
+}
