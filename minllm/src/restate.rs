@@ -10,7 +10,11 @@
 //!
 //! - `run`: the store as JSON in, the store after the run out; the run's id is
 //!   the workflow key (`POST /<flow>/<run id>/run`);
-//! - `status`: `running`, `finished` or `failed: <error>`.
+//! - `status`: `{"status": "running"}`, `"paused"` (with the `question` a
+//!   node's `interrupt` asked), `"finished"` or `"failed: <error>"`;
+//! - `answer`: the answer to the question the run waits on (any JSON): a
+//!   paused run holds no worker and survives any of them; the answer resumes
+//!   it wherever Restate runs it, and `interrupt` returns the answer there.
 //!
 //! `prep` and `post` run again on every replay: they must be deterministic
 //! (read and write the store, nothing else); anything that talks to the world
@@ -20,6 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+use restate_sdk::context::ContextPromises;
 use restate_sdk::discovery;
 use restate_sdk::endpoint::{ContextInternal, Endpoint};
 use restate_sdk::errors::{HandlerError, TerminalError};
@@ -100,6 +105,13 @@ where
                     ctx.end();
                     Ok(())
                 }
+                "answer" => {
+                    let (input, metadata) = ctx.input::<Json<serde_json::Value>>().await;
+                    let result = answer((&ctx, metadata).into(), input.into_inner()).await;
+                    ctx.handle_handler_result(result);
+                    ctx.end();
+                    Ok(())
+                }
                 other => Err(restate_sdk::endpoint::Error::unknown_handler(ctx.service_name(), other)),
             }
         })
@@ -131,9 +143,24 @@ where
     Ok(Json(output))
 }
 
-/// The `status` handler.
-async fn status(ctx: SharedWorkflowContext<'_>) -> Result<Json<String>, HandlerError> {
-    Ok(Json(ctx.get::<String>("status").await?.unwrap_or_else(|| "unknown".to_owned())))
+/// The `status` handler: `running`, `paused` (with the question), `finished`
+/// or `failed: <error>`.
+async fn status(ctx: SharedWorkflowContext<'_>) -> Result<Json<serde_json::Value>, HandlerError> {
+    let status = ctx.get::<String>("status").await?.unwrap_or_else(|| "unknown".to_owned());
+    let question = ctx.get::<Json<serde_json::Value>>("question").await?.map(Json::into_inner);
+    Ok(Json(match question {
+        Some(question) if status == "paused" => serde_json::json!({ "status": status, "question": question }),
+        _ => serde_json::json!({ "status": status }),
+    }))
+}
+
+/// The `answer` handler: resolves the question the run waits on.
+async fn answer(ctx: SharedWorkflowContext<'_>, answer: serde_json::Value) -> Result<Json<String>, HandlerError> {
+    let Some(pending) = ctx.get::<String>("pending").await? else {
+        return Err(TerminalError::new("the run is not waiting for an answer").into());
+    };
+    ctx.resolve_promise::<Json<serde_json::Value>>(&pending, Json(answer));
+    Ok(Json(pending))
 }
 
 /// The run's journal: Restate's, through `ctx.run`.
@@ -146,6 +173,22 @@ impl StepJournal for Steps<'_, '_> {
         Box::pin(async move {
             let journaled = self.ctx.run(move || async move { Ok(step.await) }).name(name);
             journaled.await.map_err(|e| e.to_string())
+        })
+    }
+
+    /// A durable promise named `name`, which the `answer` handler resolves;
+    /// the run is `paused` meanwhile, its question in the run's state.
+    fn ask<'b>(&'b self, name: String, question: Vec<u8>) -> BoxFuture<'b, Result<Vec<u8>, String>> {
+        Box::pin(async move {
+            let question: serde_json::Value = serde_json::from_slice(&question).unwrap_or(serde_json::Value::Null);
+            self.ctx.set("question", Json(question));
+            self.ctx.set("pending", name.clone());
+            self.ctx.set("status", "paused".to_owned());
+            let answer = self.ctx.promise::<Json<serde_json::Value>>(&name).await.map_err(|e| e.to_string())?;
+            self.ctx.clear("pending");
+            self.ctx.clear("question");
+            self.ctx.set("status", "running".to_owned());
+            serde_json::to_vec(&answer.into_inner()).map_err(|e| e.to_string())
         })
     }
 }
@@ -180,11 +223,16 @@ fn workflow_discovery(name: &str) -> Result<discovery::Service, String> {
         discovery::InputPayload::from_metadata::<Json<serde_json::Value>>(),
     )?;
     let status = handler("status", discovery::HandlerType::Shared, discovery::InputPayload::empty())?;
+    let answer = handler(
+        "answer",
+        discovery::HandlerType::Shared,
+        discovery::InputPayload::from_metadata::<Json<serde_json::Value>>(),
+    )?;
     Ok(discovery::Service {
         ty: discovery::ServiceType::Workflow,
         name: discovery::ServiceName::try_from(name.to_owned())
             .map_err(|e| format!("flow `{name}` cannot be a Restate service name: {e}"))?,
-        handlers: vec![run, status],
+        handlers: vec![run, status, answer],
         documentation: None,
         metadata: Default::default(),
         abort_timeout: None,

@@ -19,6 +19,8 @@ struct Journal {
     records: Mutex<Vec<(String, Vec<u8>)>>,
     cursor: AtomicUsize,
     crash_at: Mutex<Option<usize>>,
+    /// Answers given to the run's questions, not journaled yet.
+    answers: Mutex<Vec<Vec<u8>>>,
 }
 
 impl Journal {
@@ -52,6 +54,24 @@ impl StepJournal for Journal {
             let bytes = step.await;
             self.records.lock().unwrap().push((name, bytes.clone()));
             Ok(bytes)
+        })
+    }
+
+    fn ask<'a>(&'a self, name: String, question: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, String>> {
+        Box::pin(async move {
+            let at = self.cursor.fetch_add(1, Ordering::SeqCst);
+            if let Some((recorded, bytes)) = self.records.lock().unwrap().get(at).cloned() {
+                assert_eq!(recorded, name, "the replay asks where the journal has {recorded}");
+                return Ok(bytes);
+            }
+            let mut answers = self.answers.lock().unwrap();
+            if answers.is_empty() {
+                // The engine suspends the run here; nothing waits in memory.
+                return Err(format!("waiting for an answer to {}", String::from_utf8_lossy(&question)));
+            }
+            let answer = answers.remove(0);
+            self.records.lock().unwrap().push((name, answer.clone()));
+            Ok(answer)
         })
     }
 }
@@ -213,4 +233,55 @@ fn nodes_a_journaled_run_cannot_run_yet_are_named() {
         error.to_string().contains("node `items` is a batch node, which a journaled run does not run yet"),
         "{error}"
     );
+}
+
+#[test]
+fn an_interrupt_in_a_journaled_run_waits_for_its_answer_through_the_journal() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    struct Publish;
+    impl Node for Publish {
+        type Prep = ();
+        type Exec = String;
+        type Action = ();
+        fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<()> {
+            Ok(())
+        }
+        fn exec(&self, _: &(), _: &ExecContext) -> NodeResult<String> {
+            CALLS.fetch_add(1, Ordering::SeqCst);
+            let first: String = minllm::durable::interrupt("publish?")?;
+            let second: String = minllm::durable::interrupt(format!("really {first}?"))?;
+            Ok(format!("{first}/{second}"))
+        }
+        fn post(&self, store: &mut SharedStore, _: (), verdict: String) -> NodeResult<()> {
+            store.set("verdict", verdict);
+            Ok(())
+        }
+    }
+    CALLS.store(0, Ordering::SeqCst);
+    let mut flow = Flow::new("f");
+    flow.add("publish", Publish);
+    let (journal, rt) = (Journal::default(), runtime());
+    let waiting = rt.block_on(flow.run_journaled(&mut SharedStore::new(), &journal, "r")).unwrap_err().to_string();
+    assert!(waiting.contains("waiting for an answer to \"publish?\""), "{waiting}");
+    // The answer comes; the engine replays the run, which asks again.
+    journal.answers.lock().unwrap().push(br#""yes""#.to_vec());
+    journal.restart();
+    let waiting = rt.block_on(flow.run_journaled(&mut SharedStore::new(), &journal, "r")).unwrap_err().to_string();
+    assert!(waiting.contains("waiting for an answer to \"really yes?\""), "{waiting}");
+    journal.answers.lock().unwrap().push(br#""sure""#.to_vec());
+    journal.restart();
+    let mut store = SharedStore::new();
+    rt.block_on(flow.run_journaled(&mut store, &journal, "r")).unwrap();
+    assert_eq!(store.get::<String>("verdict").unwrap(), "yes/sure");
+    assert_eq!(
+        journal.names(),
+        [
+            "publish#1",
+            "publish#1 question 1",
+            "publish#1 (answered 1)",
+            "publish#1 question 2",
+            "publish#1 (answered 2)",
+        ]
+    );
+    assert_eq!(CALLS.load(Ordering::SeqCst), 3, "exec ran once per question and once to finish");
 }

@@ -69,6 +69,24 @@ fn listening(port: u16) {
     }
 }
 
+/// Waits until run `run` is paused on its question, then answers it.
+fn answer_when_paused(server: &RestateServer, run: &str, answer: &str) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let status = http(&server.ingress, "POST", &format!("/research/{run}/status"), None);
+        if let Some((200, body)) = &status {
+            let status: serde_json::Value = serde_json::from_str(body).unwrap();
+            if status["status"] == "paused" {
+                let (code, body) = server.post(&server.ingress, &format!("/research/{run}/answer"), answer).unwrap();
+                assert_eq!(code, 200, "{body}");
+                return status;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "run {run} never paused: {status:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_worker_killed_mid_exec_is_replaced_and_the_run_finishes_without_paying_twice() {
     let server = RestateServer::start();
@@ -98,6 +116,7 @@ fn a_worker_killed_mid_exec_is_replaced_and_the_run_finishes_without_paying_twic
     assert_eq!(died.signal(), Some(9), "{died:?}");
     let second = worker(port, &scratch, &env);
     listening(port);
+    answer_when_paused(&server, "run-1", "\"yes\"");
     let output = http(&server.ingress, "GET", "/restate/workflow/research/run-1/attach", None);
     let (status, body) = output.expect("the run's output");
     assert_eq!(status, 200, "{body}\n{}", server.log());
@@ -108,6 +127,7 @@ fn a_worker_killed_mid_exec_is_replaced_and_the_run_finishes_without_paying_twic
         serde_json::json!(["paid call 0", "paid call 1", "paid call 2", "paid call 3", "paid call 4"])
     );
     assert_eq!(store["summary"], "5 calls");
+    assert_eq!(store["approved"], "yes");
     let counts = scratch.counts();
     for k in 0..5 {
         assert_eq!(counts.get(&format!("exec-end {k}")), Some(&1), "exec {k}: {counts:?}");
@@ -116,6 +136,47 @@ fn a_worker_killed_mid_exec_is_replaced_and_the_run_finishes_without_paying_twic
     assert_eq!(counts.get("exec-start 0"), Some(&1), "{counts:?}");
     assert_eq!(counts.get("exec-start summary"), Some(&1), "{counts:?}");
     let (_, status) = http(&server.ingress, "POST", "/research/run-1/status", None).unwrap();
-    assert_eq!(status, "\"finished\"");
+    assert_eq!(status, r#"{"status":"finished"}"#);
+    drop(second);
+}
+
+#[test]
+fn a_paused_run_survives_its_worker_and_the_answer_resumes_it_on_another() {
+    let server = RestateServer::start();
+    let scratch = Scratch::new("pause");
+    let port = free_port();
+    let first = worker(port, &scratch, &[]);
+    listening(port);
+    let registered = server.post(&server.admin, "/deployments", &format!("{{\"uri\":\"http://127.0.0.1:{port}\"}}"));
+    assert!(registered.as_ref().is_some_and(|(s, _)| *s == 201 || *s == 200), "{registered:?}");
+    let (status, body) = server.post(&server.ingress, "/research/run-2/run/send", "{}").unwrap();
+    assert!(status == 200 || status == 202, "start: {status} {body}");
+    // Paused: nothing waits in memory, so the worker may go away.
+    let started = Instant::now();
+    let paused = loop {
+        if let Some((200, body)) = http(&server.ingress, "POST", "/research/run-2/status", None) {
+            let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if status["status"] == "paused" {
+                break status;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the run never paused");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(paused["question"], "publish 5 calls?");
+    drop(first);
+    let second = worker(port, &scratch, &[]);
+    listening(port);
+    let (code, body) = server.post(&server.ingress, "/research/run-2/answer", "\"ship it\"").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (status, body) = http(&server.ingress, "GET", "/restate/workflow/research/run-2/attach", None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let store: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(store["approved"], "ship it");
+    let counts = scratch.counts();
+    for k in 0..5 {
+        assert_eq!(counts.get(&format!("exec-start {k}")), Some(&1), "nothing before the pause ran again: {counts:?}");
+    }
+    assert_eq!(counts.get("exec-start approve"), Some(&2), "asked once, answered once: {counts:?}");
     drop(second);
 }

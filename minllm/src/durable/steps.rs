@@ -31,6 +31,23 @@ pub trait StepJournal: Send + Sync {
         name: String,
         step: BoxFuture<'static, StepResult>,
     ) -> BoxFuture<'a, Result<StepResult, String>>;
+
+    /// Waits, durably, for the answer to `question` (JSON), which a node's
+    /// [`interrupt`](super::interrupt) asked: nothing needs to wait in memory,
+    /// and the run goes on wherever the engine replays it once the answer is
+    /// given. `name` names the pause (the node's place and the question's
+    /// number); on a replay past the answer, the journaled answer (JSON).
+    fn ask<'a>(&'a self, name: String, question: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, String>>;
+}
+
+/// How a step ended, as the engine reads its bytes back.
+pub(crate) enum Outcome {
+    /// `exec` returned this (its bytes).
+    Done(Vec<u8>),
+    /// `exec` failed after its retries and fallback.
+    Failed(Failure),
+    /// `exec` called `interrupt` with this question (JSON).
+    Asked(Vec<u8>),
 }
 
 /// The checkpointer of a visit in a journaled run: it has no checkpoints (the
@@ -61,14 +78,14 @@ impl Checkpointer for NoCheckpoints {
     }
 }
 
-/// A step's outcome as bytes: `{"ok": <exec result>}` or `{"failed": {...}}`.
-pub(crate) fn outcome_bytes(outcome: Result<Vec<u8>, Failure>) -> Vec<u8> {
+/// A step's outcome as bytes: `{"ok": <exec result>}`, `{"failed": {...}}`
+/// or `{"asked": <question>}`.
+pub(crate) fn outcome_bytes(outcome: Outcome) -> Vec<u8> {
+    let json = |bytes: &[u8]| serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null);
     let value = match outcome {
-        Ok(bytes) => {
-            let exec: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-            serde_json::json!({ "ok": exec })
-        }
-        Err(failure) => {
+        Outcome::Done(bytes) => serde_json::json!({ "ok": json(&bytes) }),
+        Outcome::Asked(question) => serde_json::json!({ "asked": json(&question) }),
+        Outcome::Failed(failure) => {
             let (message, attempts, panicked) = match failure {
                 Failure::Returned { source, attempts } => (source.to_string(), attempts, false),
                 Failure::Panicked { message, attempts } => (message, attempts, true),
@@ -79,17 +96,20 @@ pub(crate) fn outcome_bytes(outcome: Result<Vec<u8>, Failure>) -> Vec<u8> {
     serde_json::to_vec(&value).unwrap_or_default()
 }
 
-/// A step's outcome from the bytes [`outcome_bytes`] made: the `exec`
-/// result's bytes, or the failure; `None` for bytes it did not make.
-pub(crate) fn read_outcome(bytes: &[u8]) -> Option<Result<Vec<u8>, Failure>> {
+/// A step's outcome from the bytes [`outcome_bytes`] made; `None` for bytes
+/// it did not make.
+pub(crate) fn read_outcome(bytes: &[u8]) -> Option<Outcome> {
     let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
     if let Some(ok) = value.get("ok") {
-        return serde_json::to_vec(ok).ok().map(Ok);
+        return serde_json::to_vec(ok).ok().map(Outcome::Done);
+    }
+    if let Some(asked) = value.get("asked") {
+        return serde_json::to_vec(asked).ok().map(Outcome::Asked);
     }
     let failed = value.get("failed")?;
     let message = failed.get("message")?.as_str()?.to_owned();
     let attempts = u32::try_from(failed.get("attempts")?.as_u64()?).ok()?;
-    Some(Err(if failed.get("panicked")?.as_bool()? {
+    Some(Outcome::Failed(if failed.get("panicked")?.as_bool()? {
         Failure::Panicked { message, attempts }
     } else {
         Failure::Returned { source: message.into(), attempts }

@@ -357,6 +357,26 @@ impl<'a> Visit<'a> {
         self.asks.lock().next += n;
     }
 
+    /// The question an `interrupt` asked during a step of this visit (a
+    /// journaled run), taken: what the step journals.
+    pub(crate) fn asked_in(asks: &Mutex<Asks>) -> Option<Vec<u8>> {
+        asks.lock().asked.take()
+    }
+
+    /// This visit's asks, for a step that runs on another thread or task.
+    pub(crate) fn asks_handle(&self) -> Arc<Mutex<Asks>> {
+        Arc::clone(&self.asks)
+    }
+
+    /// A journaled run got the answer to its node's next question: the node
+    /// runs again and its interrupts, from the first, take the answers so far.
+    pub(crate) fn answered(&self, answer: Vec<u8>) {
+        let mut asks = self.asks.lock();
+        asks.answers.push(answer);
+        asks.next = 0;
+        asks.asked = None;
+    }
+
     /// The checkpoint the node was entered at.
     pub(crate) fn seq(&self) -> u64 {
         self.seq

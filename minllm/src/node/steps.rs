@@ -1,7 +1,9 @@
 //! A node in a run journaled by a durable-execution engine (see
 //! `durable/steps.rs`): its `exec`, with its retries and fallback, is one
 //! step of the journal, run once and read back on every replay; `prep` and
-//! `post` run as in any run.
+//! `post` run as in any run. An `exec` that calls `interrupt` ends its step
+//! with the question; the journal waits for the answer (durably), and `exec`
+//! runs again as a new step, where `interrupt` returns the answers so far.
 
 use std::sync::Arc;
 
@@ -11,8 +13,9 @@ use parking_lot::Mutex;
 use super::{AsyncNode, ExecContext, Node, exec_with_retry, guarded, offload, retry_after_async};
 use crate::access::{AsyncAccess, locked};
 use crate::context::NodeCx;
-use crate::durable::steps::{outcome_bytes, read_outcome};
-use crate::durable::{Ambient, StepJournal, Visit, decode_value, encode_value};
+use crate::durable::steps::{Outcome, outcome_bytes, read_outcome};
+use crate::durable::visit::Asks;
+use crate::durable::{Ambient, StepJournal, Visit, decode_value, encode_value, is_interrupt};
 use crate::error::{CheckpointError, Error, Failure, HookError, Stage};
 use crate::node::{call_stage, caught};
 
@@ -35,36 +38,38 @@ where
         call_stage(Stage::Prep, || node.prep(&guard, cx.params))
     }
     .map_err(|h| cx.error(h))?;
-    // `prep` goes into the step and comes back; a replayed step never takes it.
+    // `prep` goes into each step and comes back; a replayed step never takes it.
     let slot = Arc::new(Mutex::new(Some(prep)));
-    let (shared, name, kept, ambient) = (Arc::clone(node), cx.node.to_owned(), Arc::clone(&slot), Ambient::current());
-    let step: BoxFuture<'static, Vec<u8>> = Box::pin(async move {
-        let Some(prep) = kept.lock().take() else {
-            return outcome_bytes(Err(Failure::Returned { source: "the step ran twice".into(), attempts: 1 }));
-        };
-        let ran = offload(move |cancel| {
-            let _inside = ambient.enter();
-            let result = exec_with_retry(
-                shared.retry(),
-                &name,
-                None,
-                Some(cancel),
-                &prep,
-                |p, c| shared.exec(p, c),
-                |p, e, c| shared.exec_fallback(p, e, c),
-            );
-            (prep, result)
+    let make = || -> BoxFuture<'static, Vec<u8>> {
+        let (shared, name, kept, ambient) =
+            (Arc::clone(node), cx.node.to_owned(), Arc::clone(&slot), Ambient::current());
+        let asks = visit.asks_handle();
+        Box::pin(async move {
+            let Some(prep) = kept.lock().take() else { return outcome_bytes(Outcome::Failed(ran_twice())) };
+            let ran = offload(move |cancel| {
+                let _inside = ambient.enter();
+                let result = exec_with_retry(
+                    shared.retry(),
+                    &name,
+                    None,
+                    Some(cancel),
+                    &prep,
+                    |p, c| shared.exec(p, c),
+                    |p, e, c| shared.exec_fallback(p, e, c),
+                );
+                (prep, result)
+            })
+            .await;
+            outcome_bytes(match ran {
+                Ok((prep, result)) => {
+                    *kept.lock() = Some(prep);
+                    outcome(result.map(|(exec, _)| exec).map_err(|h| h.failure), &asks)
+                }
+                Err(failure) => Outcome::Failed(failure),
+            })
         })
-        .await;
-        outcome_bytes(match ran {
-            Ok((prep, result)) => {
-                *kept.lock() = Some(prep);
-                encoded(result.map(|(exec, _)| exec).map_err(|h| h.failure))
-            }
-            Err(failure) => Err(failure),
-        })
-    });
-    let exec = journaled::<N::Exec>(steps, visit, cx, step).await?;
+    };
+    let exec = exec_steps::<N::Exec>(steps, visit, cx, make).await?;
     let prep = slot.lock().take().ok_or_else(|| cx.error(lost_prep()))?;
     let mut guard = locked!(store);
     call_stage(Stage::Post, || node.post(&mut guard, prep, exec)).map(finish).map_err(|h| cx.fail(h))
@@ -89,16 +94,16 @@ where
     }
     .map_err(|h| cx.error(h))?;
     let slot = Arc::new(Mutex::new(Some(prep)));
-    let (shared, name, kept) = (Arc::clone(node), cx.node.to_owned(), Arc::clone(&slot));
-    let step: BoxFuture<'static, Vec<u8>> = Box::pin(Ambient::current().scope(async move {
-        let Some(prep) = kept.lock().take() else {
-            return outcome_bytes(Err(Failure::Returned { source: "the step ran twice".into(), attempts: 1 }));
-        };
-        let result = attempts(&*shared, &prep, &name).await;
-        *kept.lock() = Some(prep);
-        outcome_bytes(encoded(result))
-    }));
-    let exec = journaled::<N::Exec>(steps, visit, cx, step).await?;
+    let make = || -> BoxFuture<'static, Vec<u8>> {
+        let (shared, name, kept, asks) = (Arc::clone(node), cx.node.to_owned(), Arc::clone(&slot), visit.asks_handle());
+        Box::pin(Ambient::current().scope(async move {
+            let Some(prep) = kept.lock().take() else { return outcome_bytes(Outcome::Failed(ran_twice())) };
+            let result = attempts(&*shared, &prep, &name).await;
+            *kept.lock() = Some(prep);
+            outcome_bytes(outcome(result, &asks))
+        }))
+    };
+    let exec = exec_steps::<N::Exec>(steps, visit, cx, make).await?;
     let prep = slot.lock().take().ok_or_else(|| cx.error(lost_prep()))?;
     let mut guard = locked!(store);
     match caught(Stage::Post, guarded(node.post(&mut guard, prep, exec)).await) {
@@ -133,23 +138,31 @@ where
     .map_err(|h| h.failure)
 }
 
-/// An `exec` result as the bytes of a step, or why it has none.
-fn encoded<E: Send + 'static>(result: Result<E, Failure>) -> Result<Vec<u8>, Failure> {
-    result.and_then(|exec| {
-        encode_value(&exec).map_err(|why| Failure::Returned {
-            source: format!("its exec result cannot be journaled: {why}").into(),
-            attempts: 1,
-        })
-    })
+/// How a step ended: its `exec` result, the question it asked, or its failure.
+fn outcome<E: Send + 'static>(result: Result<E, Failure>, asks: &Mutex<Asks>) -> Outcome {
+    match result {
+        Ok(exec) => match encode_value(&exec) {
+            Ok(bytes) => Outcome::Done(bytes),
+            Err(why) => Outcome::Failed(Failure::Returned {
+                source: format!("its exec result cannot be journaled: {why}").into(),
+                attempts: 1,
+            }),
+        },
+        Err(Failure::Returned { source, .. }) if is_interrupt(&*source) => {
+            Outcome::Asked(Visit::asked_in(asks).unwrap_or_else(|| b"null".to_vec()))
+        }
+        Err(failure) => Outcome::Failed(failure),
+    }
 }
 
-/// Runs `step` through the journal and reads its outcome: the `exec` result,
-/// or the node's error (the same on every replay).
-async fn journaled<E: Send + 'static>(
+/// Runs the node's `exec` through the journal (`make` makes each step) until
+/// it finishes or fails; each question it asks is answered through the
+/// journal, and `exec` runs again, as a new step, with the answers so far.
+async fn exec_steps<E: Send + 'static>(
     steps: &dyn StepJournal,
     visit: &Visit<'_>,
     cx: &NodeCx<'_>,
-    step: BoxFuture<'static, Vec<u8>>,
+    make: impl Fn() -> BoxFuture<'static, Vec<u8>>,
 ) -> Result<E, Box<Error>> {
     let journal_error = |reason: String| {
         Box::new(Error::Checkpoint {
@@ -158,14 +171,32 @@ async fn journaled<E: Send + 'static>(
             source: CheckpointError::Backend(format!("the journal of node `{}`: {reason}", cx.node)),
         })
     };
-    let bytes = steps.step(visit.step_name().to_owned(), step).await.map_err(journal_error)?;
-    match read_outcome(&bytes) {
-        Some(Ok(exec)) => {
-            decode_value(&exec).map_err(|why| journal_error(format!("a journaled result does not fit: {why}")))
+    let mut answered = 0usize;
+    loop {
+        let name = match answered {
+            0 => visit.step_name().to_owned(),
+            n => format!("{} (answered {n})", visit.step_name()),
+        };
+        let bytes = steps.step(name, make()).await.map_err(journal_error)?;
+        match read_outcome(&bytes) {
+            Some(Outcome::Done(exec)) => {
+                return decode_value(&exec)
+                    .map_err(|why| journal_error(format!("a journaled result does not fit: {why}")));
+            }
+            Some(Outcome::Failed(failure)) => return Err(cx.fail(HookError::new(Stage::Exec, None, failure))),
+            Some(Outcome::Asked(question)) => {
+                answered += 1;
+                let pause = format!("{} question {answered}", visit.step_name());
+                let answer = steps.ask(pause, question).await.map_err(journal_error)?;
+                visit.answered(answer);
+            }
+            None => return Err(journal_error("a journaled step this engine did not write".to_owned())),
         }
-        Some(Err(failure)) => Err(cx.fail(HookError::new(Stage::Exec, None, failure))),
-        None => Err(journal_error("a journaled step this engine did not write".to_owned())),
     }
+}
+
+fn ran_twice() -> Failure {
+    Failure::Returned { source: "the step ran twice".into(), attempts: 1 }
 }
 
 /// A `prep` that neither came back from its step nor stayed.

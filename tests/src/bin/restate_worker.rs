@@ -4,7 +4,8 @@
 //!
 //! `restate_worker <port>`, with `LOG=<file>` (one line per `exec` start and
 //! end, with the process id), `KILL_AT=exec:<k>` (once: while the file
-//! `KILL_ONCE` does not exist), `SLOW_MS=<ms>` (each `exec` sleeps).
+//! `KILL_ONCE` does not exist), `SLOW_MS=<ms>` (each `exec` sleeps). The
+//! flow ends by asking for approval (`interrupt`), which the test answers.
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -14,10 +15,12 @@ use minllm::{ExecContext, Flow, Node, NodeResult, Params};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 struct Ledger {
     count: u64,
     log: Vec<String>,
     summary: String,
+    approved: Option<String>,
 }
 
 fn log(line: &str) {
@@ -83,11 +86,32 @@ impl Node<Ledger> for Summarize {
     }
 }
 
+/// Asks a person to approve the summary (a durable pause on Restate).
+struct Approve;
+
+impl Node<Ledger> for Approve {
+    type Prep = String;
+    type Exec = String;
+    type Action = ();
+    fn prep(&self, ledger: &Ledger, _: &Params) -> NodeResult<String> {
+        Ok(ledger.summary.clone())
+    }
+    fn exec(&self, summary: &String, _: &ExecContext) -> NodeResult<String> {
+        log("exec-start approve");
+        minllm::durable::interrupt(format!("publish {summary}?"))
+    }
+    fn post(&self, ledger: &mut Ledger, _: String, answer: String) -> NodeResult<()> {
+        ledger.approved = Some(answer);
+        Ok(())
+    }
+}
+
 fn flow() -> Flow<Ledger> {
     let mut flow = Flow::new("research");
     let work = flow.add("work", Work);
     let summarize = flow.add("summarize", Summarize);
-    flow.edge(work.on("again") >> work).edge(work.on("done") >> summarize).max_steps(100);
+    let approve = flow.add("approve", Approve);
+    flow.edge(work.on("again") >> work).edge(work.on("done") >> summarize >> approve).max_steps(100);
     flow
 }
 
