@@ -209,19 +209,59 @@ fn a_failed_step_is_journaled_and_fails_the_same_way_on_replay() {
 }
 
 #[test]
+fn a_batch_node_journals_each_item_and_a_replay_redoes_only_the_item_in_flight() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    struct Squares;
+    impl BatchNode for Squares {
+        type Item = u64;
+        type Output = u64;
+        type Action = ();
+        fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<Vec<u64>> {
+            Ok((0..5).collect())
+        }
+        fn exec(&self, i: &u64, _: &ExecContext) -> NodeResult<u64> {
+            CALLS.fetch_add(1, Ordering::SeqCst);
+            Ok(i * i)
+        }
+        fn post(&self, store: &mut SharedStore, _: Vec<u64>, squares: Vec<u64>) -> NodeResult<()> {
+            store.set("squares", squares);
+            Ok(())
+        }
+        fn mode(&self) -> minllm::BatchMode {
+            minllm::BatchMode::Parallel { threads: Some(4) }
+        }
+    }
+    CALLS.store(0, Ordering::SeqCst);
+    let mut flow = Flow::new("f");
+    let squares = flow.add("squares", Squares);
+    flow.edge(squares >> End);
+    let (journal, rt) = (Journal::default(), runtime());
+    *journal.crash_at.lock().unwrap() = Some(3);
+    let died = rt.block_on(flow.run_journaled(&mut SharedStore::new(), &journal, "r")).unwrap_err();
+    assert!(died.to_string().contains("the process died"), "{died}");
+    journal.restart();
+    let mut store = SharedStore::new();
+    rt.block_on(flow.run_journaled(&mut store, &journal, "r")).unwrap();
+    assert_eq!(store.get::<Vec<u64>>("squares").unwrap(), [0, 1, 4, 9, 16]);
+    assert_eq!(journal.names(), ["squares#1[0]", "squares#1[1]", "squares#1[2]", "squares#1[3]", "squares#1[4]"]);
+    assert_eq!(CALLS.load(Ordering::SeqCst), 5, "each item ran once across the crash");
+}
+
+#[test]
 fn nodes_a_journaled_run_cannot_run_yet_are_named() {
+    use minllm::{AsyncBatchNode, BatchFlow};
     struct Items;
-    impl BatchNode for Items {
+    impl AsyncBatchNode for Items {
         type Item = u32;
         type Output = u32;
         type Action = ();
-        fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<Vec<u32>> {
+        async fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<Vec<u32>> {
             Ok(vec![1])
         }
-        fn exec(&self, i: &u32, _: &ExecContext) -> NodeResult<u32> {
+        async fn exec(&self, i: &u32, _: &ExecContext<'_>) -> NodeResult<u32> {
             Ok(*i)
         }
-        fn post(&self, _: &mut SharedStore, _: Vec<u32>, _: Vec<u32>) -> NodeResult<()> {
+        async fn post(&self, _: &mut SharedStore, _: Vec<u32>, _: Vec<u32>) -> NodeResult<()> {
             Ok(())
         }
     }
@@ -230,9 +270,15 @@ fn nodes_a_journaled_run_cannot_run_yet_are_named() {
     flow.edge(items >> End);
     let error = runtime().block_on(flow.run_journaled(&mut SharedStore::new(), &Journal::default(), "r")).unwrap_err();
     assert!(
-        error.to_string().contains("node `items` is a batch node, which a journaled run does not run yet"),
+        error.to_string().contains("node `items` is an async batch node, which a journaled run does not run yet"),
         "{error}"
     );
+    let mut inner = Flow::new("inner");
+    inner.add("sum", Sum);
+    let mut outer = Flow::new("outer");
+    outer.add("fan", BatchFlow::new(inner, |_: &SharedStore, _: &Params| Ok(vec![Params::new()])).parallel());
+    let error = runtime().block_on(outer.run_journaled(&mut SharedStore::new(), &Journal::default(), "r")).unwrap_err();
+    assert!(error.to_string().contains("node `fan` is a parallel batch flow"), "{error}");
 }
 
 #[test]

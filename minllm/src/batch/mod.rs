@@ -4,11 +4,13 @@
 
 mod run;
 mod spread;
+mod steps;
 mod wrappers;
 
 pub(crate) use run::{run_async_batch, run_batch, run_offloaded_batch};
 pub use spread::{DEFAULT_CONCURRENCY, DEFAULT_THREADS, Spread, default_threads};
 pub(crate) use spread::{branches_on_threads, concurrent_map};
+pub(crate) use steps::run_offloaded_batch_steps;
 #[allow(deprecated)]
 pub use wrappers::{AsyncBatch, Batch};
 

@@ -101,9 +101,11 @@ impl<S: Send + Sync + 'static> Flow<S> {
     /// run again on every replay, so they must be deterministic. Nothing is
     /// checkpointed here: the engine keeps the journal. An async run.
     ///
-    /// Nodes and async nodes, nested flows and sequential batch flows run;
+    /// Nodes and async nodes, nested flows, sequential batch flows and batch
+    /// nodes (one step per item, the items one after the other) run; async
     /// batch nodes, parallel batch flows and `flow!` flows as nodes are an
-    /// error naming the node, for now.
+    /// error naming the node, for now. An `interrupt` waits for its answer
+    /// through the journal ([`StepJournal::ask`]).
     pub async fn run_journaled(&self, store: &mut S, steps: &dyn StepJournal, run_id: &str) -> Result<Label, Error> {
         let plan = Plan { journal: None, steps: Some(steps), events: None, run: run_id, mode: Mode::Async };
         match drive(self, store, plan, None, Vec::new()).await? {

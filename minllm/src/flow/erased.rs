@@ -15,6 +15,7 @@ use crate::access::{AsyncStoreRef, StoreRef, locked};
 use crate::action::{Action, Label};
 use crate::batch::{
     AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode, run_async_batch, run_batch, run_offloaded_batch,
+    run_offloaded_batch_steps,
 };
 use crate::context::NodeCx;
 use crate::durable::{Ambient, Mode};
@@ -240,8 +241,10 @@ impl<S: Send + Sync + 'static, N: BatchNode<S>> ErasedNode<S> for BatchAdapter<N
     }
 
     fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
-        if let Some(refused) = not_journaled(cx, "a batch node") {
-            return Box::pin(std::future::ready(Err(refused)));
+        if let Some(visit) = cx.visit
+            && let Some(steps) = visit.steps()
+        {
+            return Box::pin(run_offloaded_batch_steps(&self.node, store, cx, visit, steps, Action::into_label));
         }
         Box::pin(run_offloaded_batch(&self.node, self.node.mode(), store, cx).map(|r| r.map(Action::into_label)))
     }
@@ -278,7 +281,7 @@ impl<S: Send + Sync + 'static, N: AsyncBatchNode<S>> ErasedNode<S> for AsyncBatc
     }
 
     fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
-        if let Some(refused) = not_journaled(cx, "a batch node") {
+        if let Some(refused) = not_journaled(cx, "an async batch node") {
             return Box::pin(std::future::ready(Err(refused)));
         }
         Box::pin(run_async_batch(&self.node, self.node.mode(), store, cx).map(|r| r.map(Action::into_label)))
