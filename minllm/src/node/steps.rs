@@ -44,8 +44,24 @@ where
         let (shared, name, kept, ambient) =
             (Arc::clone(node), cx.node.to_owned(), Arc::clone(&slot), Ambient::current());
         let asks = visit.asks_handle();
+        let blocks = shared.exec_blocks();
         Box::pin(async move {
             let Some(prep) = kept.lock().take() else { return outcome_bytes(Outcome::Failed(ran_twice())) };
+            if !blocks {
+                // A quick `exec` runs in place, as in any async run.
+                let _inside = ambient.enter();
+                let result = exec_with_retry(
+                    shared.retry(),
+                    &name,
+                    None,
+                    None,
+                    &prep,
+                    |p, c| shared.exec(p, c),
+                    |p, e, c| shared.exec_fallback(p, e, c),
+                );
+                *kept.lock() = Some(prep);
+                return outcome_bytes(outcome(result.map(|(exec, _)| exec).map_err(|h| h.failure), &asks));
+            }
             let ran = offload(move |cancel| {
                 let _inside = ambient.enter();
                 let result = exec_with_retry(

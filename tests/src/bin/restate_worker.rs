@@ -1,6 +1,7 @@
 //! A worker for the Restate tests (`tests/restate_flow.rs`): serves the flow
 //! `research` (five paid calls in a loop, then a summary) as a Restate
-//! workflow on `127.0.0.1:<port>`, and kills itself with `kill -9` where told.
+//! workflow on `127.0.0.1:<port>` (and the benchmark's flow `bench`), and
+//! kills itself with `kill -9` where told.
 //!
 //! `restate_worker <port>`, with `LOG=<file>` (one line per `exec` start and
 //! end, with the process id), `KILL_AT=exec:<k>` (once: while the file
@@ -118,6 +119,8 @@ fn flow() -> Flow<Ledger> {
 #[tokio::main]
 async fn main() {
     let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).expect("usage: restate_worker <port>");
-    let definition = RestateFlow::new(flow()).definition().expect("a valid service name");
-    serve(([127, 0, 0, 1], port).into(), vec![definition]).await;
+    let research = RestateFlow::new(flow()).definition().expect("a valid service name");
+    let bench =
+        RestateFlow::new(minllm_integration_tests::bench_flow::flow()).definition().expect("a valid service name");
+    serve(([127, 0, 0, 1], port).into(), vec![research, bench]).await;
 }
