@@ -45,6 +45,7 @@
 
 mod codec;
 mod memory;
+mod outcome;
 pub(crate) mod run;
 #[cfg(feature = "sqlite")]
 mod sqlite;

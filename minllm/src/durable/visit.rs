@@ -1,6 +1,6 @@
 //! The engine's side of a checkpointed run: the journal that writes its
-//! checkpoints, the visit of one node (its recorded `exec` results and the
-//! answers to its interrupts), and what a run ends with.
+//! checkpoints, and the visit of one node (its recorded `exec` results and
+//! the answers to its interrupts).
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -12,52 +12,12 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use super::outcome::{Outcome, Pause};
+
 use super::steps::{NoCheckpoints, StepJournal};
 use super::{Checkpoint, Checkpointer, Field, Status, now_ms};
-use crate::action::Label;
 use crate::error::{BoxError, CheckpointError, Error, NodeResult};
 use crate::events::{Emitting, Sink, current_emit};
-
-/// How a checkpointed run ended.
-#[derive(Debug)]
-#[must_use]
-pub enum Outcome {
-    /// The flow finished with this action.
-    Finished(Label),
-    /// A node called [`interrupt`]: the run waits, in its checkpoints only,
-    /// for an answer.
-    Paused(Pause),
-}
-
-/// A run paused by [`interrupt`]: what it asks, and where.
-#[derive(Debug, Clone)]
-pub struct Pause {
-    pub(crate) run: String,
-    pub(crate) node: String,
-    pub(crate) question: Vec<u8>,
-}
-
-impl Pause {
-    /// The run id.
-    pub fn run_id(&self) -> &str {
-        &self.run
-    }
-
-    /// The node that asked, with the nested flows around it (`outer > node`).
-    pub fn node(&self) -> &str {
-        &self.node
-    }
-
-    /// The question, as the type it was asked with (or any type it fits).
-    pub fn question<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_slice(&self.question)
-    }
-
-    /// The question as JSON.
-    pub fn question_json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.question).unwrap_or(serde_json::Value::Null)
-    }
-}
 
 /// The answers of a node's visit and the question it is asking.
 #[derive(Default)]
