@@ -10,11 +10,11 @@ use futures_util::future::BoxFuture;
 
 use super::BatchNode;
 use crate::access::{AsyncAccess, locked};
-use crate::context::NodeCx;
+use crate::context::{Cancel, NodeCx};
 use crate::durable::steps::{Outcome, outcome_bytes, read_outcome};
 use crate::durable::{Ambient, StepJournal, Visit, decode_value, encode_value, is_interrupt};
 use crate::error::{CheckpointError, Error, Failure, HookError, Stage};
-use crate::node::{call_stage, exec_with_retry, offload};
+use crate::node::{call_stage, exec_with_retry, in_place, offload};
 
 /// A sync batch node in a journaled (async) run: each item's `exec` on
 /// tokio's blocking pool, inside its step.
@@ -48,19 +48,24 @@ where
         let (shared, list, name) = (Arc::clone(node), Arc::clone(&items), cx.node.to_owned());
         let ambient = Ambient::current().with_item(i);
         let step: BoxFuture<'static, Vec<u8>> = Box::pin(async move {
-            let ran = offload(move |cancel| {
+            let run = move |cancel: Option<&Cancel<'_>>| {
                 let _inside = ambient.enter();
                 exec_with_retry(
                     shared.retry(),
                     &name,
                     Some(i),
-                    Some(cancel),
+                    cancel,
                     &list[i],
                     |it, c| shared.exec(it, c),
                     |it, e, c| shared.exec_fallback(it, e, c),
                 )
-            })
-            .await;
+            };
+            // In place where the runtime allows it (see `node/steps.rs`).
+            let ran = if in_place() {
+                Ok(tokio::task::block_in_place(|| run(None)))
+            } else {
+                offload(move |cancel| run(Some(cancel))).await
+            };
             outcome_bytes(match ran {
                 Ok(Ok((output, _))) => match encode_value(&output) {
                     Ok(bytes) => Outcome::Done(bytes),
