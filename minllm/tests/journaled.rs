@@ -248,7 +248,7 @@ fn a_batch_node_journals_each_item_and_a_replay_redoes_only_the_item_in_flight()
 }
 
 #[test]
-fn nodes_a_journaled_run_cannot_run_yet_are_named() {
+fn an_async_batch_node_runs_an_item_a_step_and_a_parallel_batch_flow_is_not_run_yet() {
     use minllm::{AsyncBatchNode, BatchFlow};
     struct Items;
     impl AsyncBatchNode for Items {
@@ -256,23 +256,25 @@ fn nodes_a_journaled_run_cannot_run_yet_are_named() {
         type Output = u32;
         type Action = ();
         async fn prep(&self, _: &SharedStore, _: &Params) -> NodeResult<Vec<u32>> {
-            Ok(vec![1])
+            Ok(vec![1, 2])
         }
         async fn exec(&self, i: &u32, _: &ExecContext<'_>) -> NodeResult<u32> {
-            Ok(*i)
+            tokio::task::yield_now().await;
+            Ok(i * 10)
         }
-        async fn post(&self, _: &mut SharedStore, _: Vec<u32>, _: Vec<u32>) -> NodeResult<()> {
+        async fn post(&self, store: &mut SharedStore, _: Vec<u32>, out: Vec<u32>) -> NodeResult<()> {
+            store.set("out", out);
             Ok(())
         }
     }
     let mut flow = Flow::new("f");
     let items = flow.add("items", Items);
     flow.edge(items >> End);
-    let error = runtime().block_on(flow.run_journaled(&mut SharedStore::new(), &Journal::default(), "r")).unwrap_err();
-    assert!(
-        error.to_string().contains("node `items` is an async batch node, which a journaled run does not run yet"),
-        "{error}"
-    );
+    let journal = Journal::default();
+    let mut store = SharedStore::new();
+    runtime().block_on(flow.run_journaled(&mut store, &journal, "r")).unwrap();
+    assert_eq!(store.get::<Vec<u32>>("out").unwrap(), [10, 20]);
+    assert_eq!(journal.names(), ["items#1[0]", "items#1[1]"]);
     let mut inner = Flow::new("inner");
     inner.add("sum", Sum);
     let mut outer = Flow::new("outer");

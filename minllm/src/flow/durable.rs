@@ -102,8 +102,8 @@ impl<S: Send + Sync + 'static> Flow<S> {
     /// checkpointed here: the engine keeps the journal. An async run.
     ///
     /// Nodes and async nodes, nested flows, sequential batch flows and batch
-    /// nodes (one step per item, the items one after the other) run; async
-    /// batch nodes, parallel batch flows and `flow!` flows as nodes are an
+    /// nodes, sync and async (one step per item, the items one after the
+    /// other), run; parallel batch flows and `flow!` flows as nodes are an
     /// error naming the node, for now. An `interrupt` waits for its answer
     /// through the journal ([`StepJournal::ask`]).
     pub async fn run_journaled(&self, store: &mut S, steps: &dyn StepJournal, run_id: &str) -> Result<Label, Error> {

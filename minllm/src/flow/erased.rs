@@ -14,8 +14,8 @@ use super::Flow;
 use crate::access::{AsyncStoreRef, StoreRef, locked};
 use crate::action::{Action, Label};
 use crate::batch::{
-    AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode, run_async_batch, run_batch, run_offloaded_batch,
-    run_offloaded_batch_steps,
+    AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode, run_async_batch, run_async_batch_steps, run_batch,
+    run_offloaded_batch, run_offloaded_batch_steps,
 };
 use crate::context::NodeCx;
 use crate::durable::{Ambient, Mode};
@@ -263,13 +263,13 @@ impl<S: Send + Sync + 'static, N: BatchNode<S>> ErasedNode<S> for BatchAdapter<N
 
 /// An [`AsyncBatchNode`] as an erased node.
 struct AsyncBatchAdapter<N, S> {
-    node: N,
+    node: Arc<N>,
     store: PhantomData<fn(&mut S)>,
 }
 
 impl<S: Send + Sync + 'static, N: AsyncBatchNode<S>> IntoNode<S, marker::AsyncBatch> for N {
     fn into_node(self) -> Arc<dyn ErasedNode<S>> {
-        Arc::new(AsyncBatchAdapter { node: self, store: PhantomData })
+        Arc::new(AsyncBatchAdapter { node: Arc::new(self), store: PhantomData })
     }
 }
 
@@ -281,10 +281,12 @@ impl<S: Send + Sync + 'static, N: AsyncBatchNode<S>> ErasedNode<S> for AsyncBatc
     }
 
     fn run_async<'a>(&'a self, store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
-        if let Some(refused) = not_journaled(cx, "an async batch node") {
-            return Box::pin(std::future::ready(Err(refused)));
+        if let Some(visit) = cx.visit
+            && let Some(steps) = visit.steps()
+        {
+            return Box::pin(run_async_batch_steps(&self.node, store, cx, visit, steps, Action::into_label));
         }
-        Box::pin(run_async_batch(&self.node, self.node.mode(), store, cx).map(|r| r.map(Action::into_label)))
+        Box::pin(run_async_batch(&*self.node, self.node.mode(), store, cx).map(|r| r.map(Action::into_label)))
     }
 
     fn kind(&self) -> NodeKind {
