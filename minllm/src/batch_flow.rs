@@ -224,11 +224,9 @@ impl<S: Send + Sync + 'static> BatchFlow<S> {
             call_stage(Stage::BatchParams, || (self.params)(&guard, cx.params))
         }
         .map_err(|h| cx.error(h))?;
-        if self.parallel
-            && let Some(refused) = crate::flow::not_journaled(cx, "a parallel batch flow")
-        {
-            return Err(refused);
-        }
+        // A run journaled by a durable-execution engine asks for its steps in
+        // the same order on every replay: the items run one after the other there.
+        let parallel = self.parallel && cx.visit.and_then(|v| v.steps()).is_none();
         let base = &self.flow_params(cx.params);
         let one = async |store: AsyncStoreRef<'_, S>, i: usize, item: &Params, cancel: Option<&Cancel<'_>>| {
             let path = cx.flow.child(cx.node, Some(i));
@@ -240,7 +238,7 @@ impl<S: Send + Sync + 'static> BatchFlow<S> {
                 }
             }
         };
-        if self.parallel {
+        if parallel {
             let share = store.reborrow().share();
             let access = share.access();
             let list = &list;

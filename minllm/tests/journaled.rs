@@ -248,8 +248,10 @@ fn a_batch_node_journals_each_item_and_a_replay_redoes_only_the_item_in_flight()
 }
 
 #[test]
-fn an_async_batch_node_runs_an_item_a_step_and_a_parallel_batch_flow_is_not_run_yet() {
+fn async_batch_nodes_and_parallel_batch_flows_run_an_item_a_step() {
     use minllm::{AsyncBatchNode, BatchFlow};
+    // `Sum` counts its calls, which other tests check.
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     struct Items;
     impl AsyncBatchNode for Items {
         type Item = u32;
@@ -275,12 +277,17 @@ fn an_async_batch_node_runs_an_item_a_step_and_a_parallel_batch_flow_is_not_run_
     runtime().block_on(flow.run_journaled(&mut store, &journal, "r")).unwrap();
     assert_eq!(store.get::<Vec<u32>>("out").unwrap(), [10, 20]);
     assert_eq!(journal.names(), ["items#1[0]", "items#1[1]"]);
+    // A parallel batch flow runs its items one after the other, each node a step.
     let mut inner = Flow::new("inner");
     inner.add("sum", Sum);
     let mut outer = Flow::new("outer");
-    outer.add("fan", BatchFlow::new(inner, |_: &SharedStore, _: &Params| Ok(vec![Params::new()])).parallel());
-    let error = runtime().block_on(outer.run_journaled(&mut SharedStore::new(), &Journal::default(), "r")).unwrap_err();
-    assert!(error.to_string().contains("node `fan` is a parallel batch flow"), "{error}");
+    outer.add("fan", BatchFlow::new(inner, |_: &SharedStore, _: &Params| Ok(vec![Params::new(); 2])).parallel());
+    let journal = Journal::default();
+    let mut store = SharedStore::new();
+    store.set("pages", vec!["a".to_string(), "b".to_string()]);
+    runtime().block_on(outer.run_journaled(&mut store, &journal, "r")).unwrap();
+    assert_eq!(store.get::<String>("sum").unwrap(), "a + b");
+    assert_eq!(journal.names(), ["fan#1[0] > sum#1", "fan#1[1] > sum#1"]);
 }
 
 #[test]

@@ -101,10 +101,11 @@ impl<S: Send + Sync + 'static> Flow<S> {
     /// run again on every replay, so they must be deterministic. Nothing is
     /// checkpointed here: the engine keeps the journal. An async run.
     ///
-    /// Nodes and async nodes, nested flows, sequential batch flows and batch
-    /// nodes, sync and async (one step per item, the items one after the
-    /// other), run; parallel batch flows and `flow!` flows as nodes are an
-    /// error naming the node, for now. An `interrupt` waits for its answer
+    /// Nodes and async nodes, nested flows, batch nodes and batch flows run
+    /// (a batch's items one after the other, so that every replay asks for
+    /// the same steps: one step per item of a batch node, one per node of a
+    /// batch flow's item); `flow!` flows as nodes are an error naming the
+    /// node, for now. An `interrupt` waits for its answer
     /// through the journal ([`StepJournal::ask`]).
     pub async fn run_journaled(&self, store: &mut S, steps: &dyn StepJournal, run_id: &str) -> Result<Label, Error> {
         let plan = Plan { journal: None, steps: Some(steps), events: None, run: run_id, mode: Mode::Async };

@@ -7,7 +7,7 @@ mod erased;
 mod items;
 mod run;
 
-pub(crate) use erased::{AsyncRun, ErasedNode, Sealed, not_journaled};
+pub(crate) use erased::{AsyncRun, ErasedNode, Sealed};
 pub use erased::{IntoNode, NodeKind};
 pub(crate) use items::{Driven, Place};
 
