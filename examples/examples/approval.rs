@@ -10,6 +10,12 @@
 //! cargo run -p minllm-examples --example approval -- answer runs.db post-1 yes
 //! cargo run -p minllm-examples --example approval -- history runs.db post-1
 //! ```
+//!
+//! The same flow on Restate (see the README's "Scale-out on Restate"): `serve
+//! 9080` serves it as the workflow `publish`; after registering the worker,
+//! `POST localhost:8080/publish/post-1/run` with `{"topic": "bees"}` starts a
+//! run, `/publish/post-1/status` shows the question, `/publish/post-1/answer`
+//! with `"yes"` answers it, from any process, with any worker alive.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 /// The store, saved at every step: serde types only.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 struct Post {
     topic: String,
     feedback: Vec<String>,
@@ -128,9 +135,42 @@ fn report(outcome: Outcome, post: &Post) -> ExitCode {
     }
 }
 
+/// Serves the flow as a Restate workflow `publish` on `127.0.0.1:<port>`.
+fn serve(port: &str) -> ExitCode {
+    let Ok(port) = port.parse::<u16>() else {
+        eprintln!("not a port: {port}");
+        return ExitCode::from(2);
+    };
+    let model = match Model::from_env(script) {
+        Ok(model) => model,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let definition = match minllm::restate::RestateFlow::new(flow(model)).definition() {
+        Ok(definition) => definition,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Ok(runtime) = tokio::runtime::Runtime::new() else {
+        eprintln!("cannot start a tokio runtime");
+        return ExitCode::FAILURE;
+    };
+    eprintln!("serving the workflow `publish` on 127.0.0.1:{port}; register it with Restate");
+    runtime.block_on(minllm::restate::serve(([127, 0, 0, 1], port).into(), vec![definition]));
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: approval start <db> <run> <topic> | answer <db> <run> <answer> | history <db> <run>";
+    if let (Some("serve"), Some(port)) = (args.first().map(String::as_str), args.get(1)) {
+        return serve(port);
+    }
+    let usage =
+        "usage: approval start <db> <run> <topic> | answer <db> <run> <answer> | history <db> <run> | serve <port>";
     let (Some(command), Some(db), Some(run_id)) = (args.first(), args.get(1), args.get(2)) else {
         eprintln!("{usage}");
         return ExitCode::from(2);
