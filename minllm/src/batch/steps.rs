@@ -10,11 +10,13 @@ use futures_util::future::BoxFuture;
 
 use super::{AsyncBatchNode, BatchNode};
 use crate::access::{AsyncAccess, locked};
-use crate::context::{Cancel, NodeCx};
+use crate::context::NodeCx;
 use crate::durable::steps::{Outcome, outcome_bytes, read_outcome};
-use crate::durable::{Ambient, StepJournal, Visit, decode_value, encode_value, is_interrupt};
-use crate::error::{CheckpointError, Error, Failure, HookError, Stage};
-use crate::node::{ExecContext, call_stage, caught, exec_with_retry, guarded, in_place, offload, retry_after_async};
+use crate::durable::{Ambient, StepJournal, Visit, decode_value};
+use crate::error::{Error, HookError, Stage};
+use crate::node::{
+    ExecContext, attempts_async, call_stage, caught, exec_blocking, exec_with_retry, guarded, journal_error, outcome,
+};
 
 /// A sync batch node in a journaled (async) run: each item's `exec` on
 /// tokio's blocking pool, inside its step.
@@ -40,7 +42,7 @@ where
         let (shared, list, name) = (Arc::clone(node), Arc::clone(&items), cx.node.to_owned());
         let ambient = Ambient::current().with_item(i);
         Box::pin(async move {
-            let run = move |cancel: Option<&Cancel<'_>>| {
+            let ran = exec_blocking(true, move |cancel| {
                 let _inside = ambient.enter();
                 exec_with_retry(
                     shared.retry(),
@@ -51,15 +53,10 @@ where
                     |it, c| shared.exec(it, c),
                     |it, e, c| shared.exec_fallback(it, e, c),
                 )
-            };
-            // In place where the runtime allows it (see `node/steps.rs`).
-            let ran = if in_place() {
-                Ok(tokio::task::block_in_place(|| run(None)))
-            } else {
-                offload(move |cancel| run(Some(cancel))).await
-            };
+            })
+            .await;
             outcome_bytes(match ran {
-                Ok(result) => item_outcome(result.map(|(output, _)| output).map_err(|h| h.failure)),
+                Ok(result) => outcome(result.map(|(output, _)| output).map_err(|h| h.failure), None),
                 Err(failure) => Outcome::Failed(failure),
             })
         })
@@ -93,25 +90,16 @@ where
     let make = |i: usize| -> BoxFuture<'static, Vec<u8>> {
         let (shared, list, name) = (Arc::clone(node), Arc::clone(&items), cx.node.to_owned());
         Box::pin(Ambient::current().with_item(i).scope(async move {
-            let item = &list[i];
-            let retry = shared.retry();
-            let first = ExecContext::new(&name, 1, retry.max_attempts(), Some(i));
-            let failure = match guarded(shared.exec(item, &first)).await {
-                Ok(Ok(output)) => return outcome_bytes(item_outcome(Ok(output))),
-                Ok(Err(source)) => Failure::Returned { source, attempts: 1 },
-                Err(payload) => Failure::panicked(payload),
-            };
-            let node = &*shared;
-            let result = retry_after_async(
-                failure,
-                retry,
+            let (node, item) = (&*shared, &list[i]);
+            let first = ExecContext::new(&name, 1, node.retry().max_attempts(), Some(i));
+            let result = attempts_async(
+                node.retry(),
                 first,
-                None,
                 |ctx| async move { node.exec(item, &ctx).await },
                 |err, ctx| async move { node.exec_fallback(item, err, &ctx).await },
             )
             .await;
-            outcome_bytes(item_outcome(result.map(|(output, _)| output).map_err(|h| h.failure)))
+            outcome_bytes(outcome(result, None))
         }))
     };
     let outputs = item_steps(steps, visit, cx, items.len(), make).await?;
@@ -120,24 +108,6 @@ where
     match caught(Stage::Post, guarded(node.post(&mut guard, items, outputs)).await) {
         Ok(action) => Ok(finish(action)),
         Err(h) => Err(cx.fail(h)),
-    }
-}
-
-/// How an item's step ended (an item cannot pause: its batch goes on).
-fn item_outcome<O: Send + 'static>(result: Result<O, Failure>) -> Outcome {
-    match result {
-        Ok(output) => match encode_value(&output) {
-            Ok(bytes) => Outcome::Done(bytes),
-            Err(why) => Outcome::Failed(Failure::Returned {
-                source: format!("its output cannot be journaled: {why}").into(),
-                attempts: 1,
-            }),
-        },
-        Err(Failure::Returned { source, attempts }) if is_interrupt(&*source) => Outcome::Failed(Failure::Returned {
-            source: "interrupt() cannot pause inside the items of a batch node in a journaled run".into(),
-            attempts,
-        }),
-        Err(failure) => Outcome::Failed(failure),
     }
 }
 
@@ -165,12 +135,4 @@ async fn item_steps<O: Send + 'static>(
         }
     }
     Ok(outputs)
-}
-
-fn journal_error(visit: &Visit<'_>, cx: &NodeCx<'_>, reason: String) -> Box<Error> {
-    Box::new(Error::Checkpoint {
-        flow: cx.flow.to_string(),
-        run: visit.run().to_owned(),
-        source: CheckpointError::Backend(format!("the journal of node `{}`: {reason}", cx.node)),
-    })
 }

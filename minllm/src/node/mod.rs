@@ -17,7 +17,7 @@ pub(crate) use run::{
     run_async_node, run_async_visit, run_node, run_node_visit, run_offloaded_node, run_offloaded_visit,
 };
 pub use step::{Step, step};
-pub(crate) use steps::{in_place, run_async_step, run_offloaded_step};
+pub(crate) use steps::{attempts_async, exec_blocking, journal_error, outcome, run_async_step, run_offloaded_step};
 
 use std::future::Future;
 

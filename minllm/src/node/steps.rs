@@ -10,13 +10,15 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 
-use super::{AsyncNode, ExecContext, Node, exec_with_retry, guarded, offload, retry_after_async};
+use std::future::Future;
+
+use super::{AsyncNode, ExecContext, Node, Retry, exec_with_retry, guarded, offload, retry_after_async};
 use crate::access::{AsyncAccess, locked};
-use crate::context::NodeCx;
+use crate::context::{Cancel, NodeCx};
 use crate::durable::steps::{Outcome, outcome_bytes, read_outcome};
 use crate::durable::visit::Asks;
 use crate::durable::{Ambient, StepJournal, Visit, decode_value, encode_value, is_interrupt};
-use crate::error::{CheckpointError, Error, Failure, HookError, Stage};
+use crate::error::{BoxError, CheckpointError, Error, Failure, HookError, NodeResult, Stage};
 use crate::node::{call_stage, caught};
 
 /// A sync node in a journaled (async) run: `exec` on tokio's blocking pool,
@@ -47,35 +49,13 @@ where
         let blocks = shared.exec_blocks();
         Box::pin(async move {
             let Some(prep) = kept.lock().take() else { return outcome_bytes(Outcome::Failed(ran_twice())) };
-            if !blocks || in_place() {
-                // A quick `exec` runs in place, as in any async run; a blocking
-                // one too on a multi-thread runtime, which moves the thread's
-                // other tasks away meanwhile: a step whose result arrives from
-                // the blocking pool waited for the engine's connection to wake
-                // up (about 40 ms on Restate).
-                let run = || {
-                    let _inside = ambient.enter();
-                    exec_with_retry(
-                        shared.retry(),
-                        &name,
-                        None,
-                        None,
-                        &prep,
-                        |p, c| shared.exec(p, c),
-                        |p, e, c| shared.exec_fallback(p, e, c),
-                    )
-                };
-                let result = if blocks { tokio::task::block_in_place(run) } else { run() };
-                *kept.lock() = Some(prep);
-                return outcome_bytes(outcome(result.map(|(exec, _)| exec).map_err(|h| h.failure), &asks));
-            }
-            let ran = offload(move |cancel| {
+            let ran = exec_blocking(blocks, move |cancel| {
                 let _inside = ambient.enter();
                 let result = exec_with_retry(
                     shared.retry(),
                     &name,
                     None,
-                    Some(cancel),
+                    cancel,
                     &prep,
                     |p, c| shared.exec(p, c),
                     |p, e, c| shared.exec_fallback(p, e, c),
@@ -86,7 +66,7 @@ where
             outcome_bytes(match ran {
                 Ok((prep, result)) => {
                     *kept.lock() = Some(prep);
-                    outcome(result.map(|(exec, _)| exec).map_err(|h| h.failure), &asks)
+                    outcome(result.map(|(exec, _)| exec).map_err(|h| h.failure), Some(&asks))
                 }
                 Err(failure) => Outcome::Failed(failure),
             })
@@ -121,9 +101,17 @@ where
         let (shared, name, kept, asks) = (Arc::clone(node), cx.node.to_owned(), Arc::clone(&slot), visit.asks_handle());
         Box::pin(Ambient::current().scope(async move {
             let Some(prep) = kept.lock().take() else { return outcome_bytes(Outcome::Failed(ran_twice())) };
-            let result = attempts(&*shared, &prep, &name).await;
+            let (node, held) = (&*shared, &prep);
+            let first = ExecContext::new(&name, 1, node.retry().max_attempts(), None);
+            let result = attempts_async(
+                node.retry(),
+                first,
+                |ctx| async move { node.exec(held, &ctx).await },
+                |err, ctx| async move { node.exec_fallback(held, err, &ctx).await },
+            )
+            .await;
             *kept.lock() = Some(prep);
-            outcome_bytes(outcome(result, &asks))
+            outcome_bytes(outcome(result, Some(&asks)))
         }))
     };
     let exec = exec_steps::<N::Exec>(steps, visit, cx, make).await?;
@@ -135,34 +123,50 @@ where
     }
 }
 
-/// An async node's attempts of `exec`, then its fallback.
-async fn attempts<S, N>(node: &N, prep: &N::Prep, name: &str) -> Result<N::Exec, Failure>
+/// An async `exec`'s attempts (the first one `first`), then its fallback:
+/// the retry loop of async runs, with no cancel flag (a step runs to its end).
+pub(crate) async fn attempts_async<'a, O, EF, FF>(
+    retry: Retry,
+    first: ExecContext<'a>,
+    exec: impl Fn(ExecContext<'a>) -> EF,
+    fallback: impl FnOnce(BoxError, ExecContext<'a>) -> FF,
+) -> Result<O, Failure>
 where
-    S: Send + Sync,
-    N: AsyncNode<S>,
+    EF: Future<Output = NodeResult<O>>,
+    FF: Future<Output = NodeResult<O>>,
 {
-    let retry = node.retry();
-    let first = ExecContext::new(name, 1, retry.max_attempts(), None);
-    let failure = match guarded(node.exec(prep, &first)).await {
-        Ok(Ok(exec)) => return Ok(exec),
+    let failure = match guarded(exec(first)).await {
+        Ok(Ok(output)) => return Ok(output),
         Ok(Err(source)) => Failure::Returned { source, attempts: 1 },
         Err(payload) => Failure::panicked(payload),
     };
-    retry_after_async(
-        failure,
-        retry,
-        first,
-        None,
-        |ctx| async move { node.exec(prep, &ctx).await },
-        |err, ctx| async move { node.exec_fallback(prep, err, &ctx).await },
-    )
-    .await
-    .map(|(exec, _)| exec)
-    .map_err(|h| h.failure)
+    retry_after_async(failure, retry, first, None, exec, fallback)
+        .await
+        .map(|(output, _)| output)
+        .map_err(|h| h.failure)
 }
 
-/// How a step ended: its `exec` result, the question it asked, or its failure.
-fn outcome<E: Send + 'static>(result: Result<E, Failure>, asks: &Mutex<Asks>) -> Outcome {
+/// Runs `work` (a sync `exec` and its retries) for a step: in place when it
+/// is quick (`blocks` false), in place too on a multi-thread runtime, which
+/// moves the thread's other tasks away meanwhile (a result that came back from
+/// the blocking pool waited for the engine's connection to wake up, about
+/// 40 ms on Restate), else on the blocking pool with a cancel flag.
+pub(crate) async fn exec_blocking<T: Send + 'static>(
+    blocks: bool,
+    work: impl FnOnce(Option<&Cancel<'_>>) -> T + Send + 'static,
+) -> Result<T, Failure> {
+    if !blocks {
+        return Ok(work(None));
+    }
+    if in_place() {
+        return Ok(tokio::task::block_in_place(|| work(None)));
+    }
+    offload(move |cancel| work(Some(cancel))).await
+}
+
+/// How a step ended: its `exec` result, the question it asked (when the node
+/// can pause: `asks`), or its failure.
+pub(crate) fn outcome<E: Send + 'static>(result: Result<E, Failure>, asks: Option<&Mutex<Asks>>) -> Outcome {
     match result {
         Ok(exec) => match encode_value(&exec) {
             Ok(bytes) => Outcome::Done(bytes),
@@ -171,9 +175,13 @@ fn outcome<E: Send + 'static>(result: Result<E, Failure>, asks: &Mutex<Asks>) ->
                 attempts: 1,
             }),
         },
-        Err(Failure::Returned { source, .. }) if is_interrupt(&*source) => {
-            Outcome::Asked(Visit::asked_in(asks).unwrap_or_else(|| b"null".to_vec()))
-        }
+        Err(Failure::Returned { source, attempts }) if is_interrupt(&*source) => match asks {
+            Some(asks) => Outcome::Asked(Visit::asked_in(asks).unwrap_or_else(|| b"null".to_vec())),
+            None => Outcome::Failed(Failure::Returned {
+                source: "interrupt() cannot pause inside the items of a batch node in a journaled run".into(),
+                attempts,
+            }),
+        },
         Err(failure) => Outcome::Failed(failure),
     }
 }
@@ -187,13 +195,7 @@ async fn exec_steps<E: Send + 'static>(
     cx: &NodeCx<'_>,
     make: impl Fn() -> BoxFuture<'static, Vec<u8>>,
 ) -> Result<E, Box<Error>> {
-    let journal_error = |reason: String| {
-        Box::new(Error::Checkpoint {
-            flow: cx.flow.to_string(),
-            run: visit.run().to_owned(),
-            source: CheckpointError::Backend(format!("the journal of node `{}`: {reason}", cx.node)),
-        })
-    };
+    let journal_error = |reason: String| journal_error(visit, cx, reason);
     let mut answered = 0usize;
     loop {
         let name = match answered {
@@ -220,9 +222,18 @@ async fn exec_steps<E: Send + 'static>(
 
 /// Whether blocking work may run in place here: on a multi-thread runtime
 /// (`block_in_place` moves the thread's other tasks away meanwhile).
-pub(crate) fn in_place() -> bool {
+fn in_place() -> bool {
     tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
+/// A failure of the journal itself (not of a step), for node `cx`.
+pub(crate) fn journal_error(visit: &Visit<'_>, cx: &NodeCx<'_>, reason: String) -> Box<Error> {
+    Box::new(Error::Checkpoint {
+        flow: cx.flow.to_string(),
+        run: visit.run().to_owned(),
+        source: CheckpointError::Backend(format!("the journal of node `{}`: {reason}", cx.node)),
+    })
 }
 
 fn ran_twice() -> Failure {
