@@ -67,6 +67,27 @@ impl<'a> FlowPath<'a> {
     }
 }
 
+impl FlowPath<'_> {
+    /// The key of node `node` of the flow at this path, within the outermost
+    /// flow: the names of the flows in between, then `node`, joined by ` > `
+    /// (no item numbers: every item's run holds the same node).
+    pub(crate) fn node_key(&self, node: &str) -> String {
+        let mut chain = vec![self];
+        while let Some(parent) = chain.last().and_then(|p| p.parent) {
+            chain.push(parent);
+        }
+        let mut names = Vec::new();
+        for path in chain.iter().rev() {
+            names.push(path.head.name);
+            names.extend(path.tail.iter().map(|seg| seg.name));
+        }
+        // The outermost flow is the run's own: keys start inside it.
+        names.remove(0);
+        names.push(node);
+        names.join(" > ")
+    }
+}
+
 impl fmt::Display for FlowPath<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Outermost first, without recursion: paths can be very long.

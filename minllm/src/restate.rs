@@ -16,10 +16,22 @@
 //!   paused run holds no worker and survives any of them; the answer resumes
 //!   it wherever Restate runs it, and `interrupt` returns the answer there.
 //!
+//! Batch nodes whose items run at the same time (`BatchMode::Parallel`,
+//! `AsyncBatchMode::Concurrent`) send their items out as invocations of the
+//! service `<flow>-items` (handler `item`), one per item, all at once: Restate
+//! spreads them over every worker behind the deployment's address, journals
+//! and retries each on its own, and the run gets the results back in the
+//! items' order. A worker runs as many items of a node at once as the node's
+//! threads (or concurrency limit) say; the others wait their turn there. The
+//! items (and outputs) travel as JSON: their types must be plain data (see
+//! [`durable::register`](crate::durable::register)). Sequential batch nodes
+//! keep their items on the run's worker, one after the other.
+//!
 //! `prep` and `post` run again on every replay: they must be deterministic
 //! (read and write the store, nothing else); anything that talks to the world
 //! belongs in `exec`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -29,10 +41,12 @@ use restate_sdk::discovery;
 use restate_sdk::endpoint::{ContextInternal, Endpoint};
 use restate_sdk::errors::{HandlerError, TerminalError};
 use restate_sdk::prelude::{ContextReadState, ContextSideEffects, ContextWriteState, HttpServer, Json, RunFuture};
-use restate_sdk::prelude::{SharedWorkflowContext, WorkflowContext};
+use restate_sdk::context::RequestTarget;
+use restate_sdk::prelude::{Context, ContextClient, SharedWorkflowContext, WorkflowContext};
 use restate_sdk::service::ServiceDefinition;
 use restate_sdk::service::macro_support::{ServiceBoxFuture, service_definition};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 use serde::de::DeserializeOwned;
 
 use crate::durable::StepJournal;
@@ -57,23 +71,36 @@ where
         self.flow.name()
     }
 
-    /// The definition to bind to a Restate endpoint; an error when the flow's
-    /// name is not a valid service name (letters, digits, `_`, `-`, `.`).
-    pub fn definition(self) -> Result<ServiceDefinition, String> {
+    /// The services to bind to a Restate endpoint: the workflow, and the
+    /// service `<flow>-items` when batch nodes send their items out. An error
+    /// when the flow's name is not a valid service name (letters, digits,
+    /// `_`, `-`, `.`).
+    pub fn definitions(self) -> Result<Vec<ServiceDefinition>, String> {
         let name = self.flow.name().to_owned();
-        let discovery = workflow_discovery(&name)?;
-        Ok(service_definition(Serve { flow: self.flow }, discovery))
+        let mut services = vec![service_definition(Serve { flow: Arc::clone(&self.flow) }, workflow_discovery(&name)?)];
+        let fanned = self.flow.fanned_out_nodes();
+        if !fanned.is_empty() {
+            let limits = fanned.into_iter().map(|(node, n)| (node, Arc::new(Semaphore::new(n)))).collect();
+            let items = Items { flow: self.flow, limits: Arc::new(limits) };
+            services.push(service_definition(items, items_discovery(&items_service(&name))?));
+        }
+        Ok(services)
     }
 }
 
-/// Serves `flows` on `addr` (HTTP/2, as Restate calls its deployments) until
-/// the future is dropped.
-pub async fn serve(addr: SocketAddr, flows: Vec<ServiceDefinition>) {
+/// Serves `services` (those of one or more [`RestateFlow`]s) on `addr`
+/// (HTTP/2, as Restate calls its deployments) until the future is dropped.
+pub async fn serve(addr: SocketAddr, services: impl IntoIterator<Item = ServiceDefinition>) {
     let mut endpoint = Endpoint::builder();
-    for flow in flows {
-        endpoint = endpoint.bind(flow);
+    for service in services {
+        endpoint = endpoint.bind(service);
     }
     HttpServer::new(endpoint.build()).listen_and_serve(addr).await;
+}
+
+/// The name of the service that runs the items of flow `flow`'s batch nodes.
+fn items_service(flow: &str) -> String {
+    format!("{flow}-items")
 }
 
 /// The handlers' dispatcher.
@@ -118,6 +145,71 @@ where
     }
 }
 
+/// The service `<flow>-items`: each invocation of its handler `item` runs one
+/// item of a batch node of the flow, under the node's limit on this worker.
+struct Items<S: 'static> {
+    flow: Arc<Flow<S>>,
+    limits: Arc<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl<S: Send + Sync + 'static> restate_sdk::service::Service for Items<S> {
+    type Future = ServiceBoxFuture;
+
+    fn handle(&self, ctx: ContextInternal) -> Self::Future {
+        let (flow, limits) = (Arc::clone(&self.flow), Arc::clone(&self.limits));
+        Box::pin(async move {
+            match ctx.handler_name() {
+                "item" => {
+                    let (input, metadata) = ctx.input::<Json<SentItem>>().await;
+                    let result = item(&flow, &limits, (&ctx, metadata).into(), input.into_inner()).await;
+                    ctx.handle_handler_result(result);
+                    ctx.end();
+                    Ok(())
+                }
+                other => Err(restate_sdk::endpoint::Error::unknown_handler(ctx.service_name(), other)),
+            }
+        })
+    }
+}
+
+/// One item as the run sends it to the items' service.
+#[derive(Serialize, Deserialize)]
+struct SentItem {
+    /// The batch node's key in the flow.
+    node: String,
+    /// The item's place in the batch.
+    index: usize,
+    /// The item, as JSON.
+    item: serde_json::Value,
+}
+
+/// The `item` handler: the item's `exec` (with its retries and fallback) as a
+/// journaled step, once a place under its node's limit is free here.
+async fn item<S: Send + Sync + 'static>(
+    flow: &Flow<S>,
+    limits: &HashMap<String, Arc<Semaphore>>,
+    ctx: Context<'_>,
+    sent: SentItem,
+) -> Result<Json<serde_json::Value>, HandlerError> {
+    let bytes = serde_json::to_vec(&sent.item).map_err(|e| TerminalError::new(e.to_string()))?;
+    let step = flow.run_batch_item(&sent.node, sent.index, &bytes).map_err(TerminalError::new)?;
+    let limit = limits.get(&sent.node).cloned();
+    let name = format!("{}[{}]", sent.node, sent.index);
+    let outcome = ctx
+        .run(move || async move {
+            // A closed semaphore never happens: the service holds it.
+            let _turn = match &limit {
+                Some(limit) => Some(limit.acquire().await),
+                None => None,
+            };
+            Ok(step.await)
+        })
+        .name(name)
+        .await?;
+    let outcome = serde_json::from_slice(&outcome).map_err(|e| TerminalError::new(e.to_string()))?;
+    Ok(Json(outcome))
+}
+
 /// The `run` handler: the flow on the input store, each `exec` a step.
 async fn run<S>(
     flow: &Flow<S>,
@@ -131,7 +223,7 @@ where
     let mut store: S = serde_json::from_value(input)
         .map_err(|e| TerminalError::new(format!("the input is not a store of flow `{}`: {e}", flow.name())))?;
     ctx.set("status", "running".to_owned());
-    let journal = Steps { ctx: &ctx };
+    let journal = Steps { ctx: &ctx, flow: flow.name() };
     if let Err(error) = flow.run_journaled(&mut store, &journal, &run_id).await {
         // A node's error ends the run: it was journaled and would come back.
         ctx.set("status", format!("failed: {error}"));
@@ -166,6 +258,8 @@ async fn answer(ctx: SharedWorkflowContext<'_>, answer: serde_json::Value) -> Re
 /// The run's journal: Restate's, through `ctx.run`.
 struct Steps<'a, 'ctx> {
     ctx: &'a WorkflowContext<'ctx>,
+    /// The flow's name (its items' service is named after it).
+    flow: &'a str,
 }
 
 impl StepJournal for Steps<'_, '_> {
@@ -191,48 +285,94 @@ impl StepJournal for Steps<'_, '_> {
             serde_json::to_vec(&answer.into_inner()).map_err(|e| e.to_string())
         })
     }
+
+    fn fans_out(&self) -> bool {
+        true
+    }
+
+    /// Each item an invocation of `<flow>-items/item`, all sent before the
+    /// first result is awaited.
+    fn fan_out<'b>(
+        &'b self,
+        node: String,
+        _name: String,
+        items: Vec<Vec<u8>>,
+    ) -> BoxFuture<'b, Result<Vec<Vec<u8>>, String>> {
+        Box::pin(async move {
+            let service = items_service(self.flow);
+            let mut calls = Vec::with_capacity(items.len());
+            for (index, bytes) in items.into_iter().enumerate() {
+                let item = serde_json::from_slice(&bytes).map_err(|e| format!("item {index}: {e}"))?;
+                let sent = Json(SentItem { node: node.clone(), index, item });
+                let target = RequestTarget::service(service.clone(), "item");
+                calls.push(self.ctx.request::<_, Json<serde_json::Value>>(target, sent).call());
+            }
+            let mut outcomes = Vec::with_capacity(calls.len());
+            for (index, call) in calls.into_iter().enumerate() {
+                let outcome = call.await.map_err(|e| format!("item {index}: {e}"))?;
+                outcomes.push(serde_json::to_vec(&outcome.into_inner()).map_err(|e| e.to_string())?);
+            }
+            Ok(outcomes)
+        })
+    }
 }
 
 /// What Restate learns of the workflow when it is registered.
 fn workflow_discovery(name: &str) -> Result<discovery::Service, String> {
-    let handler = |handler: &str, ty: discovery::HandlerType, input: discovery::InputPayload| {
-        Ok::<_, String>(discovery::Handler {
-            name: discovery::HandlerName::try_from(handler.to_owned()).map_err(|e| e.to_string())?,
-            input: Some(input),
-            output: Some(discovery::OutputPayload::from_metadata::<Json<serde_json::Value>>()),
-            ty: Some(ty),
-            documentation: None,
-            metadata: Default::default(),
-            abort_timeout: None,
-            inactivity_timeout: None,
-            journal_retention: None,
-            idempotency_retention: None,
-            workflow_completion_retention: None,
-            enable_lazy_state: None,
-            ingress_private: None,
-            retry_policy_initial_interval: None,
-            retry_policy_max_interval: None,
-            retry_policy_max_attempts: None,
-            retry_policy_exponentiation_factor: None,
-            retry_policy_on_max_attempts: None,
-        })
-    };
-    let run = handler(
-        "run",
-        discovery::HandlerType::Workflow,
-        discovery::InputPayload::from_metadata::<Json<serde_json::Value>>(),
-    )?;
-    let status = handler("status", discovery::HandlerType::Shared, discovery::InputPayload::empty())?;
-    let answer = handler(
-        "answer",
-        discovery::HandlerType::Shared,
-        discovery::InputPayload::from_metadata::<Json<serde_json::Value>>(),
-    )?;
+    let json = discovery::InputPayload::from_metadata::<Json<serde_json::Value>>;
+    let handlers = vec![
+        handler("run", Some(discovery::HandlerType::Workflow), json())?,
+        handler("status", Some(discovery::HandlerType::Shared), discovery::InputPayload::empty())?,
+        handler("answer", Some(discovery::HandlerType::Shared), json())?,
+    ];
+    service(name, discovery::ServiceType::Workflow, handlers)
+}
+
+/// What Restate learns of the items' service when it is registered.
+fn items_discovery(name: &str) -> Result<discovery::Service, String> {
+    let input = discovery::InputPayload::from_metadata::<Json<serde_json::Value>>();
+    service(name, discovery::ServiceType::Service, vec![handler("item", None, input)?])
+}
+
+/// A handler taking `input` and answering JSON.
+fn handler(
+    name: &str,
+    ty: Option<discovery::HandlerType>,
+    input: discovery::InputPayload,
+) -> Result<discovery::Handler, String> {
+    Ok(discovery::Handler {
+        name: discovery::HandlerName::try_from(name.to_owned()).map_err(|e| e.to_string())?,
+        input: Some(input),
+        output: Some(discovery::OutputPayload::from_metadata::<Json<serde_json::Value>>()),
+        ty,
+        documentation: None,
+        metadata: Default::default(),
+        abort_timeout: None,
+        inactivity_timeout: None,
+        journal_retention: None,
+        idempotency_retention: None,
+        workflow_completion_retention: None,
+        enable_lazy_state: None,
+        ingress_private: None,
+        retry_policy_initial_interval: None,
+        retry_policy_max_interval: None,
+        retry_policy_max_attempts: None,
+        retry_policy_exponentiation_factor: None,
+        retry_policy_on_max_attempts: None,
+    })
+}
+
+/// A service of type `ty` named `name` (the flow's name, checked here).
+fn service(
+    name: &str,
+    ty: discovery::ServiceType,
+    handlers: Vec<discovery::Handler>,
+) -> Result<discovery::Service, String> {
     Ok(discovery::Service {
-        ty: discovery::ServiceType::Workflow,
+        ty,
         name: discovery::ServiceName::try_from(name.to_owned())
             .map_err(|e| format!("flow `{name}` cannot be a Restate service name: {e}"))?,
-        handlers: vec![run, status, answer],
+        handlers,
         documentation: None,
         metadata: Default::default(),
         abort_timeout: None,

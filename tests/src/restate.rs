@@ -111,3 +111,105 @@ pub fn http(addr: &str, method: &str, path: &str, json: Option<&str>) -> Option<
     let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
     Some((status, body))
 }
+
+/// A worker process (`restate_worker`, or any binary serving flows), killed
+/// when dropped: a failing test leaves none behind.
+pub struct Worker {
+    /// The process.
+    pub child: Child,
+    /// Where it serves.
+    pub port: u16,
+}
+
+impl Worker {
+    /// Starts `command` (which serves on `port`) and waits until it listens.
+    pub fn start(mut command: Command, port: u16) -> Worker {
+        let child = command.spawn().unwrap_or_else(|e| panic!("cannot start the worker: {e}"));
+        let worker = Worker { child, port };
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "the worker did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        worker
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RestateServer {
+    /// Registers the deployment at `127.0.0.1:<port>` (a worker, or a proxy
+    /// in front of several).
+    pub fn register(&self, port: u16) {
+        let body = format!("{{\"uri\":\"http://127.0.0.1:{port}\"}}");
+        let registered = self.post(&self.admin, "/deployments", &body);
+        assert!(registered.as_ref().is_some_and(|(s, _)| *s == 200 || *s == 201), "registration: {registered:?}");
+    }
+}
+
+/// A small round-robin TCP proxy on loopback, standing in for the load
+/// balancer in front of a service's workers: each connection goes to the
+/// next backend that accepts it (a dead one is skipped). It runs until the
+/// test process ends.
+pub struct Proxy {
+    /// Where it listens.
+    pub port: u16,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl Proxy {
+    /// A proxy in front of the workers on `backends`.
+    pub fn start(backends: Vec<u16>) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("the proxy's port: {e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_else(|e| panic!("the proxy's port: {e}"));
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(vec![0; backends.len()]));
+        let counts = std::sync::Arc::clone(&connections);
+        std::thread::spawn(move || {
+            let mut next = 0;
+            for client in listener.incoming().flatten() {
+                // The next backend that accepts, in turn.
+                let backend = (0..backends.len()).find_map(|k| {
+                    let at = (next + k) % backends.len();
+                    TcpStream::connect(("127.0.0.1", backends[at])).ok().map(|stream| (at, stream))
+                });
+                let Some((at, backend)) = backend else { continue };
+                next = at + 1;
+                if let Ok(mut counts) = counts.lock() {
+                    counts[at] += 1;
+                }
+                pipe(client, backend);
+            }
+        });
+        Proxy { port, connections }
+    }
+
+    /// How many connections went to each backend so far.
+    pub fn connections(&self) -> Vec<usize> {
+        self.connections.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+/// Copies bytes both ways between `a` and `b` until either side closes.
+fn pipe(a: TcpStream, b: TcpStream) {
+    let copy = |mut from: TcpStream, mut to: TcpStream| {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(std::net::Shutdown::Both);
+            let _ = from.shutdown(std::net::Shutdown::Both);
+        });
+    };
+    if let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) {
+        copy(a, b2);
+        copy(b, a2);
+    }
+}

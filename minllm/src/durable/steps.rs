@@ -38,6 +38,35 @@ pub trait StepJournal: Send + Sync {
     /// given. `name` names the pause (the node's place and the question's
     /// number); on a replay past the answer, the journaled answer (JSON).
     fn ask<'a>(&'a self, name: String, question: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, String>>;
+
+    /// Whether this journal sends the items of batch nodes elsewhere
+    /// ([`fan_out`](StepJournal::fan_out)); `false` unless overridden, and
+    /// the items run as steps of the run, one after the other.
+    fn fans_out(&self) -> bool {
+        false
+    }
+
+    /// Runs the items of a batch node whose items run at the same time
+    /// (`BatchMode::Parallel`, `AsyncBatchMode::Concurrent`) each as a step of
+    /// its own, all at once, wherever the engine puts them (on the workers of
+    /// a cluster); their results in the items' order. Only asked of a journal
+    /// that [`fans_out`](StepJournal::fans_out).
+    ///
+    /// `node` is the node's key in the flow (the names of the flows around it
+    /// within the run's flow, then its own, joined by ` > `), `name` its
+    /// step's place in the run, `items` each item as JSON bytes. The worker
+    /// that gets item `i` runs it with
+    /// [`Flow::run_batch_item(node, i, item)`](crate::Flow::run_batch_item)
+    /// and sends back what that returns. On a replay, the journaled results.
+    fn fan_out<'a>(
+        &'a self,
+        node: String,
+        name: String,
+        items: Vec<Vec<u8>>,
+    ) -> BoxFuture<'a, Result<Vec<StepResult>, String>> {
+        let _ = (name, items);
+        Box::pin(async move { Err(format!("this journal does not send the items of batch node `{node}` elsewhere")) })
+    }
 }
 
 /// How a step ended, as the engine reads its bytes back.

@@ -3,11 +3,14 @@
 
 use std::future::Future;
 
-use super::Flow;
+use futures_util::future::BoxFuture;
+
+use super::{Flow, Slot};
 use super::drive::drive;
 use crate::action::Label;
 use crate::durable::{
-    Checkpoint, Checkpointer, Drive, DurableRun, Mode, Outcome, Plan, StepJournal, stream_flow, stream_flow_async,
+    Checkpoint, Checkpointer, Drive, DurableRun, Mode, Outcome, Plan, StepJournal, StepResult, stream_flow,
+    stream_flow_async,
 };
 use crate::error::Error;
 use crate::events::{AsyncEvents, Events};
@@ -101,12 +104,16 @@ impl<S: Send + Sync + 'static> Flow<S> {
     /// run again on every replay, so they must be deterministic. Nothing is
     /// checkpointed here: the engine keeps the journal. An async run.
     ///
-    /// Nodes and async nodes, nested flows, batch nodes and batch flows run
-    /// (a batch's items one after the other, so that every replay asks for
-    /// the same steps: one step per item of a batch node, one per node of a
-    /// batch flow's item); `flow!` flows as nodes are an error naming the
-    /// node, for now. An `interrupt` waits for its answer
-    /// through the journal ([`StepJournal::ask`]).
+    /// Nodes and async nodes, nested flows, batch nodes and batch flows run.
+    /// Each item of a batch node is a step of its own: the items of a batch
+    /// node that runs them at the same time go to the journal all at once
+    /// when it [fans out](StepJournal::fans_out) (to the workers of a
+    /// cluster, each running [`run_batch_item`](Flow::run_batch_item)); other
+    /// items run here one after the other, so that every replay asks for the
+    /// same steps. A batch flow's items run one after the other, node by
+    /// node. `flow!` flows as nodes are an error naming the node, for now. An
+    /// `interrupt` waits for its answer through the journal
+    /// ([`StepJournal::ask`]).
     pub async fn run_journaled(&self, store: &mut S, steps: &dyn StepJournal, run_id: &str) -> Result<Label, Error> {
         let plan = Plan { journal: None, steps: Some(steps), events: None, run: run_id, mode: Mode::Async };
         match drive(self, store, plan, None, Vec::new()).await? {
@@ -117,6 +124,58 @@ impl<S: Send + Sync + 'static> Flow<S> {
                 reason: "a journaled run cannot pause yet".to_owned(),
             }),
         }
+    }
+
+    /// The worker's side of [`StepJournal::fan_out`]: runs item `index` of
+    /// the batch node whose key is `node`, from the item's bytes, and returns
+    /// the step's result for the run that sent it (the item's output, or how
+    /// its `exec` failed after its retries and fallback).
+    ///
+    /// An error when the flow has no batch node whose items fan out under
+    /// that key (the worker runs another version of the flow).
+    pub fn run_batch_item(
+        &self,
+        node: &str,
+        index: usize,
+        item: &[u8],
+    ) -> Result<BoxFuture<'static, StepResult>, String> {
+        let slot = self.fanned_out(node).ok_or_else(|| {
+            format!("flow `{}` has no batch node `{node}` whose items run at the same time", self.name)
+        })?;
+        slot.node.run_item(slot.name.clone(), index, item).ok_or_else(|| format!("`{node}` is not a batch node"))
+    }
+
+    /// The batch nodes whose items fan out in journaled runs (see
+    /// [`run_journaled`](Flow::run_journaled)), in this flow and the flows
+    /// it holds: each one's key (as [`StepJournal::fan_out`] names it) and how
+    /// many of its items one worker runs at once (its threads or its
+    /// concurrency limit).
+    pub fn fanned_out_nodes(&self) -> Vec<(String, usize)> {
+        self.keyed_slots().into_iter().filter_map(|(key, slot)| slot.node.item_limit().map(|n| (key, n))).collect()
+    }
+
+    /// The slot of the batch node whose items fan out under `key`.
+    fn fanned_out(&self, key: &str) -> Option<&Slot<S>> {
+        let found = self.keyed_slots().into_iter().find(|(at, slot)| at == key && slot.node.item_limit().is_some());
+        found.map(|(_, slot)| slot)
+    }
+
+    /// Every slot of this flow and of the flows it holds, with its key: the
+    /// names of the slots of the flows in between, then its own, joined by
+    /// ` > ` (as a run's paths name them, without item numbers).
+    fn keyed_slots(&self) -> Vec<(String, &Slot<S>)> {
+        let mut found = Vec::new();
+        let mut todo: Vec<(String, &Flow<S>)> = vec![(String::new(), self)];
+        while let Some((prefix, flow)) = todo.pop() {
+            for slot in &flow.slots {
+                let key = if prefix.is_empty() { slot.name.clone() } else { format!("{prefix} > {}", slot.name) };
+                if let Some(inner) = slot.node.inner_flow() {
+                    todo.push((key.clone(), inner));
+                }
+                found.push((key, slot));
+            }
+        }
+        found
     }
 }
 

@@ -14,11 +14,11 @@ use super::Flow;
 use crate::access::{AsyncStoreRef, StoreRef, locked};
 use crate::action::{Action, Label};
 use crate::batch::{
-    AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode, run_async_batch, run_async_batch_steps, run_batch,
-    run_offloaded_batch, run_offloaded_batch_steps,
+    AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode, async_item_limit, run_async_batch, run_async_batch_steps, run_batch, run_offloaded_batch,
+    run_offloaded_batch_steps, run_remote_async_item, run_remote_item, sync_item_limit,
 };
 use crate::context::NodeCx;
-use crate::durable::{Ambient, Mode};
+use crate::durable::{Ambient, Mode, StepResult};
 use crate::error::Error;
 use crate::marker;
 use crate::node::{
@@ -99,6 +99,16 @@ pub trait ErasedNode<S>: Sealed + Send + Sync + 'static {
     /// The `post` of such a batch flow, after its items' runs.
     fn batch_post(&self, _store: &mut S, _list: Vec<Params>, _cx: &NodeCx<'_>) -> Result<Label, Error> {
         Ok(Label::DEFAULT)
+    }
+    /// A batch node whose items fan out in journaled runs: how many of its
+    /// items one worker runs at once. `None` for other nodes.
+    fn item_limit(&self) -> Option<usize> {
+        None
+    }
+    /// Item `index` of such a batch node (named `name`) from its bytes, run
+    /// as the step it is on the worker that got it.
+    fn run_item(&self, _name: String, _index: usize, _item: &[u8]) -> Option<BoxFuture<'static, StepResult>> {
+        None
     }
     /// Moves the nodes of the flows it holds into `into`, so that dropping a
     /// deeply nested flow needs no recursion.
@@ -249,6 +259,14 @@ impl<S: Send + Sync + 'static, N: BatchNode<S>> ErasedNode<S> for BatchAdapter<N
         Box::pin(run_offloaded_batch(&self.node, self.node.mode(), store, cx).map(|r| r.map(Action::into_label)))
     }
 
+    fn item_limit(&self) -> Option<usize> {
+        sync_item_limit(self.node.mode())
+    }
+
+    fn run_item(&self, name: String, index: usize, item: &[u8]) -> Option<BoxFuture<'static, StepResult>> {
+        Some(run_remote_item(&self.node, name, index, item))
+    }
+
     fn kind(&self) -> NodeKind {
         match self.node.mode() {
             BatchMode::Sequential => NodeKind::Batch,
@@ -287,6 +305,14 @@ impl<S: Send + Sync + 'static, N: AsyncBatchNode<S>> ErasedNode<S> for AsyncBatc
             return Box::pin(run_async_batch_steps(&self.node, store, cx, visit, steps, Action::into_label));
         }
         Box::pin(run_async_batch(&*self.node, self.node.mode(), store, cx).map(|r| r.map(Action::into_label)))
+    }
+
+    fn item_limit(&self) -> Option<usize> {
+        async_item_limit(self.node.mode())
+    }
+
+    fn run_item(&self, name: String, index: usize, item: &[u8]) -> Option<BoxFuture<'static, StepResult>> {
+        Some(run_remote_async_item(&self.node, name, index, item))
     }
 
     fn kind(&self) -> NodeKind {

@@ -1,18 +1,20 @@
 //! A worker for the Restate tests (`tests/restate_flow.rs`): serves the flow
 //! `research` (five paid calls in a loop, then a summary) as a Restate
-//! workflow on `127.0.0.1:<port>` (and the benchmark's flow `bench`), and
-//! kills itself with `kill -9` where told.
+//! workflow on `127.0.0.1:<port>`, the flow `spread` (a parallel batch node
+//! whose items fan out over the workers) and the benchmark's flow `bench`,
+//! and kills itself with `kill -9` where told.
 //!
 //! `restate_worker <port>`, with `LOG=<file>` (one line per `exec` start and
 //! end, with the process id), `KILL_AT=exec:<k>` (once: while the file
-//! `KILL_ONCE` does not exist), `SLOW_MS=<ms>` (each `exec` sleeps). The
+//! `KILL_ONCE` does not exist; `item:<i>` for an item of `spread`),
+//! `SLOW_MS=<ms>` (each `exec` sleeps). The
 //! flow ends by asking for approval (`interrupt`), which the test answers.
 
 use std::io::Write as _;
 use std::time::Duration;
 
 use minllm::restate::{RestateFlow, serve};
-use minllm::{ExecContext, Flow, Node, NodeResult, Params};
+use minllm::{BatchMode, BatchNode, ExecContext, Flow, Node, NodeResult, Params};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -27,7 +29,8 @@ struct Ledger {
 fn log(line: &str) {
     if let Ok(path) = std::env::var("LOG") {
         let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("log file");
-        writeln!(file, "{line} pid={}", std::process::id()).expect("log line");
+        // One write per line, so that lines from several threads never mix.
+        file.write_all(format!("{line} pid={}\n", std::process::id()).as_bytes()).expect("log line");
     }
 }
 
@@ -107,6 +110,53 @@ impl Node<Ledger> for Approve {
     }
 }
 
+/// The store of the flow `spread`: `n` documents in, one line per document out.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct Docs {
+    n: usize,
+    lines: Vec<String>,
+}
+
+/// Reads every document on whichever worker gets it: `ITEM_MS` each (20 by
+/// default), `ITEM_THREADS` at once on one worker (8 by default). Its output
+/// names the worker that made it.
+struct ReadAll;
+
+impl BatchNode<Docs> for ReadAll {
+    type Item = String;
+    type Output = String;
+    type Action = ();
+    fn prep(&self, docs: &Docs, _: &Params) -> NodeResult<Vec<String>> {
+        Ok((0..docs.n).map(|i| format!("doc-{i}")).collect())
+    }
+    fn exec(&self, doc: &String, ctx: &ExecContext) -> NodeResult<String> {
+        let i = ctx.item().unwrap_or_default();
+        log(&format!("item-start {i}"));
+        maybe_die(&format!("item:{i}"));
+        std::thread::sleep(Duration::from_millis(env_or("ITEM_MS", 20)));
+        log(&format!("item-end {i}"));
+        Ok(format!("{doc} read by {}", std::process::id()))
+    }
+    fn post(&self, docs: &mut Docs, _: Vec<String>, lines: Vec<String>) -> NodeResult<()> {
+        docs.lines = lines;
+        Ok(())
+    }
+    fn mode(&self) -> BatchMode {
+        BatchMode::Parallel { threads: Some(env_or("ITEM_THREADS", 8)) }
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn spread() -> Flow<Docs> {
+    let mut flow = Flow::new("spread");
+    flow.add("read", ReadAll);
+    flow
+}
+
 fn flow() -> Flow<Ledger> {
     let mut flow = Flow::new("research");
     let work = flow.add("work", Work);
@@ -119,8 +169,10 @@ fn flow() -> Flow<Ledger> {
 #[tokio::main]
 async fn main() {
     let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).expect("usage: restate_worker <port>");
-    let research = RestateFlow::new(flow()).definition().expect("a valid service name");
-    let bench =
-        RestateFlow::new(minllm_integration_tests::bench_flow::flow()).definition().expect("a valid service name");
-    serve(([127, 0, 0, 1], port).into(), vec![research, bench]).await;
+    let mut services = RestateFlow::new(flow()).definitions().expect("a valid service name");
+    services.extend(RestateFlow::new(spread()).definitions().expect("a valid service name"));
+    services.extend(
+        RestateFlow::new(minllm_integration_tests::bench_flow::flow()).definitions().expect("a valid service name"),
+    );
+    serve(([127, 0, 0, 1], port).into(), services).await;
 }

@@ -1,0 +1,100 @@
+//! A batch node's items fanned out over two workers behind a round-robin
+//! proxy, on a real Restate server: a thousand items land on both, one worker
+//! is killed with `kill -9` half-way, and the run finishes on the other with
+//! every output in its place and only the items in flight on the dead worker
+//! run again.
+
+#![allow(clippy::unwrap_used)] // tests unwrap what they expect to succeed
+
+use std::collections::HashMap;
+use std::os::unix::process::ExitStatusExt as _;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use minllm_integration_tests::restate::{Proxy, RestateServer, Worker, free_port, http};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_restate_worker");
+const ITEMS: usize = 1000;
+/// Items one worker runs at once (`ITEM_THREADS`).
+const AT_ONCE: usize = 8;
+
+#[test]
+fn a_thousand_items_land_on_both_workers_and_survive_one_killed_half_way() {
+    let server = RestateServer::start();
+    let dir = std::env::temp_dir().join(format!("minllm-restate-batch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let start = |port: u16| {
+        let mut command = Command::new(WORKER);
+        command
+            .arg(port.to_string())
+            .env("LOG", dir.join("calls.log"))
+            .env("KILL_ONCE", dir.join("killed"))
+            .env("KILL_AT", format!("item:{}", ITEMS / 2))
+            .env("ITEM_MS", "20")
+            .env("ITEM_THREADS", AT_ONCE.to_string());
+        Worker::start(command, port)
+    };
+    let mut workers = [start(free_port()), start(free_port())];
+    let proxy = Proxy::start(workers.iter().map(|w| w.port).collect());
+    server.register(proxy.port);
+    let (status, body) = server.post(&server.ingress, "/spread/batch-1/run/send", &format!("{{\"n\": {ITEMS}}}")).unwrap();
+    assert!(status == 200 || status == 202, "start: {status} {body}");
+
+    // Whichever worker gets the item half-way kills itself; the other stays.
+    let started = Instant::now();
+    let (killed, survivor) = loop {
+        if let Some(status) = workers[0].child.try_wait().unwrap() {
+            assert_eq!(status.signal(), Some(9), "{status:?}");
+            break (workers[0].pid(), workers[1].pid());
+        }
+        if let Some(status) = workers[1].child.try_wait().unwrap() {
+            assert_eq!(status.signal(), Some(9), "{status:?}");
+            break (workers[1].pid(), workers[0].pid());
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "no worker reached item {}\n{}", ITEMS / 2, server.log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    let (status, body) = http(&server.ingress, "GET", "/restate/workflow/spread/batch-1/attach", None).unwrap();
+    assert_eq!(status, 200, "{body}\n{}", server.log());
+    let store: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let lines: Vec<&str> = store["lines"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert_eq!(lines.len(), ITEMS);
+    let mut per_worker: HashMap<u32, usize> = HashMap::new();
+    for (i, line) in lines.iter().enumerate() {
+        let pid = line.strip_prefix(&format!("doc-{i} read by ")).unwrap_or_else(|| panic!("line {i}: {line}"));
+        *per_worker.entry(pid.parse().unwrap()).or_default() += 1;
+    }
+    // Both workers made outputs: the killed one before it died, the other the rest.
+    assert!(per_worker.get(&killed).is_some_and(|&n| n > 0), "{per_worker:?}");
+    assert!(per_worker.get(&survivor).is_some_and(|&n| n > 0), "{per_worker:?}");
+    assert_eq!(per_worker.values().sum::<usize>(), ITEMS);
+
+    // Every item ran to its end; only those in flight on the dead worker started
+    // twice: those running (AT_ONCE at most) and those whose result was on its
+    // way to Restate when the worker died.
+    let log = std::fs::read_to_string(dir.join("calls.log")).unwrap();
+    let mut starts: HashMap<usize, Vec<u32>> = HashMap::new();
+    let mut ends: HashMap<usize, usize> = HashMap::new();
+    for line in log.lines() {
+        let (call, pid) = line.rsplit_once(" pid=").unwrap();
+        let pid: u32 = pid.parse().unwrap();
+        if let Some(i) = call.strip_prefix("item-start ") {
+            starts.entry(i.parse().unwrap()).or_default().push(pid);
+        } else if let Some(i) = call.strip_prefix("item-end ") {
+            *ends.entry(i.parse().unwrap()).or_default() += 1;
+        }
+    }
+    for i in 0..ITEMS {
+        assert!(ends.get(&i).is_some_and(|&n| n >= 1), "item {i} never finished");
+    }
+    let again: Vec<(&usize, &Vec<u32>)> = starts.iter().filter(|(_, pids)| pids.len() > 1).collect();
+    assert!(again.len() <= 2 * AT_ONCE, "more items ran again than were in flight: {again:?}");
+    for (i, pids) in &again {
+        assert_eq!(pids[0], killed, "item {i} ran again though its first worker lived: {pids:?}");
+    }
+    let connections = proxy.connections();
+    assert!(connections.iter().all(|&n| n > 0), "the proxy sent connections to both: {connections:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
