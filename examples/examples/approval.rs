@@ -148,8 +148,8 @@ fn serve(port: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let definition = match minllm::restate::RestateFlow::new(flow(model)).definition() {
-        Ok(definition) => definition,
+    let services = match minllm::restate::RestateFlow::new(flow(model)).definitions() {
+        Ok(services) => services,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
@@ -160,7 +160,7 @@ fn serve(port: &str) -> ExitCode {
         return ExitCode::FAILURE;
     };
     eprintln!("serving the workflow `publish` on 127.0.0.1:{port}; register it with Restate");
-    runtime.block_on(minllm::restate::serve(([127, 0, 0, 1], port).into(), vec![definition]));
+    runtime.block_on(minllm::restate::serve(([127, 0, 0, 1], port).into(), services));
     ExitCode::SUCCESS
 }
 

@@ -37,17 +37,17 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use restate_sdk::context::ContextPromises;
+use restate_sdk::context::RequestTarget;
 use restate_sdk::discovery;
 use restate_sdk::endpoint::{ContextInternal, Endpoint};
 use restate_sdk::errors::{HandlerError, TerminalError};
-use restate_sdk::prelude::{ContextReadState, ContextSideEffects, ContextWriteState, HttpServer, Json, RunFuture};
-use restate_sdk::context::RequestTarget;
 use restate_sdk::prelude::{Context, ContextClient, SharedWorkflowContext, WorkflowContext};
+use restate_sdk::prelude::{ContextReadState, ContextSideEffects, ContextWriteState, HttpServer, Json, RunFuture};
 use restate_sdk::service::ServiceDefinition;
 use restate_sdk::service::macro_support::{ServiceBoxFuture, service_definition};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
-use serde::de::DeserializeOwned;
 
 use crate::durable::StepJournal;
 use crate::flow::Flow;

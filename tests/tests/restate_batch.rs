@@ -38,7 +38,8 @@ fn a_thousand_items_land_on_both_workers_and_survive_one_killed_half_way() {
     let mut workers = [start(free_port()), start(free_port())];
     let proxy = Proxy::start(workers.iter().map(|w| w.port).collect());
     server.register(proxy.port);
-    let (status, body) = server.post(&server.ingress, "/spread/batch-1/run/send", &format!("{{\"n\": {ITEMS}}}")).unwrap();
+    let (status, body) =
+        server.post(&server.ingress, "/spread/batch-1/run/send", &format!("{{\"n\": {ITEMS}}}")).unwrap();
     assert!(status == 200 || status == 202, "start: {status} {body}");
 
     // Whichever worker gets the item half-way kills itself; the other stays.

@@ -1,17 +1,18 @@
 //! A runtime flow served on a real Restate server (started on loopback by the
-//! test): a worker killed with `kill -9` in the middle of an `exec` is
-//! restarted, Restate replays the run, and it finishes with the right store
-//! and no finished `exec` run again.
+//! test) by two workers behind a round-robin proxy: a worker killed with
+//! `kill -9` in the middle of an `exec` is restarted, Restate replays the run,
+//! and it finishes with the right store and no finished `exec` run again; a
+//! paused run outlives both workers and is answered once they are back.
 
 #![allow(clippy::unwrap_used)] // tests unwrap what they expect to succeed
 
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use minllm_integration_tests::restate::{RestateServer, free_port, http};
+use minllm_integration_tests::restate::{Proxy, RestateServer, Worker, free_port, http};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_restate_worker");
 
@@ -41,32 +42,22 @@ impl Drop for Scratch {
     }
 }
 
-/// A worker process, killed when dropped (a failing test leaves none behind).
-struct Worker(Child);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// A worker on `port` (`restate_worker`), logging to the scratch directory.
 fn worker(port: u16, scratch: &Scratch, env: &[(&str, &str)]) -> Worker {
     let mut command = Command::new(WORKER);
     command.arg(port.to_string()).env("LOG", scratch.0.join("calls.log")).env("KILL_ONCE", scratch.0.join("killed"));
     for (k, v) in env {
         command.env(k, v);
     }
-    Worker(command.spawn().unwrap())
+    Worker::start(command, port)
 }
 
-/// Waits until something answers on `port`.
-fn listening(port: u16) {
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "the worker did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Two workers behind a round-robin proxy, registered as one deployment.
+fn two_workers(server: &RestateServer, scratch: &Scratch, env: &[(&str, &str)]) -> ([Worker; 2], Proxy) {
+    let workers = [worker(free_port(), scratch, env), worker(free_port(), scratch, env)];
+    let proxy = Proxy::start(workers.iter().map(|w| w.port).collect());
+    server.register(proxy.port);
+    (workers, proxy)
 }
 
 /// Waits until run `run` is paused on its question, then answers it.
@@ -91,31 +82,27 @@ fn answer_when_paused(server: &RestateServer, run: &str, answer: &str) -> serde_
 fn a_worker_killed_mid_exec_is_replaced_and_the_run_finishes_without_paying_twice() {
     let server = RestateServer::start();
     let scratch = Scratch::new("kill");
-    let port = free_port();
     let env = [("KILL_AT", "exec:2"), ("SLOW_MS", "100")];
-    let mut first = worker(port, &scratch, &env);
-    listening(port);
-    let (status, body) =
-        server.post(&server.admin, "/deployments", &format!("{{\"uri\":\"http://127.0.0.1:{port}\"}}")).unwrap();
-    assert!(status == 201 || status == 200, "registration: {status} {body}");
+    let (mut workers, _proxy) = two_workers(&server, &scratch, &env);
     let store = r#"{"count": 0, "log": [], "summary": ""}"#;
     let (status, body) = server.post(&server.ingress, "/research/run-1/run/send", store).unwrap();
     assert!(status == 200 || status == 202, "start: {status} {body}");
-    // The worker kills itself in the third paid call; a new one takes its place.
+    // The worker that runs the third paid call kills itself; it is restarted
+    // on its port while the other goes on.
     let started = Instant::now();
-    let died = loop {
-        if let Some(status) = first.0.try_wait().unwrap() {
-            break status;
+    let (died, status) = loop {
+        if let Some(k) = (0..2).find(|&k| workers[k].child.try_wait().unwrap().is_some()) {
+            break (k, workers[k].child.wait().unwrap());
         }
         if started.elapsed() > Duration::from_secs(60) {
             let status = http(&server.ingress, "POST", "/research/run-1/status", None);
-            panic!("the worker never reached the kill point: {status:?}\n{}", server.log());
+            panic!("no worker reached the kill point: {status:?}\n{}", server.log());
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(died.signal(), Some(9), "{died:?}");
-    let second = worker(port, &scratch, &env);
-    listening(port);
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+    let port = workers[died].port;
+    workers[died] = worker(port, &scratch, &env);
     answer_when_paused(&server, "run-1", "\"yes\"");
     let output = http(&server.ingress, "GET", "/restate/workflow/research/run-1/attach", None);
     let (status, body) = output.expect("the run's output");
@@ -137,18 +124,13 @@ fn a_worker_killed_mid_exec_is_replaced_and_the_run_finishes_without_paying_twic
     assert_eq!(counts.get("exec-start summary"), Some(&1), "{counts:?}");
     let (_, status) = http(&server.ingress, "POST", "/research/run-1/status", None).unwrap();
     assert_eq!(status, r#"{"status":"finished"}"#);
-    drop(second);
 }
 
 #[test]
 fn a_paused_run_survives_its_worker_and_the_answer_resumes_it_on_another() {
     let server = RestateServer::start();
     let scratch = Scratch::new("pause");
-    let port = free_port();
-    let first = worker(port, &scratch, &[]);
-    listening(port);
-    let registered = server.post(&server.admin, "/deployments", &format!("{{\"uri\":\"http://127.0.0.1:{port}\"}}"));
-    assert!(registered.as_ref().is_some_and(|(s, _)| *s == 201 || *s == 200), "{registered:?}");
+    let (mut workers, _proxy) = two_workers(&server, &scratch, &[]);
     let (status, body) = server.post(&server.ingress, "/research/run-2/run/send", "{}").unwrap();
     assert!(status == 200 || status == 202, "start: {status} {body}");
     // Paused: nothing waits in memory, so the worker may go away.
@@ -164,9 +146,13 @@ fn a_paused_run_survives_its_worker_and_the_answer_resumes_it_on_another() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(paused["question"], "publish 5 calls?");
-    drop(first);
-    let second = worker(port, &scratch, &[]);
-    listening(port);
+    // Both workers go away and come back: the answer finds the run anyway.
+    for slot in &mut workers {
+        let port = slot.port;
+        slot.child.kill().unwrap();
+        slot.child.wait().unwrap();
+        *slot = worker(port, &scratch, &[]);
+    }
     let (code, body) = server.post(&server.ingress, "/research/run-2/answer", "\"ship it\"").unwrap();
     assert_eq!(code, 200, "{body}");
     let (status, body) = http(&server.ingress, "GET", "/restate/workflow/research/run-2/attach", None).unwrap();
@@ -178,5 +164,4 @@ fn a_paused_run_survives_its_worker_and_the_answer_resumes_it_on_another() {
         assert_eq!(counts.get(&format!("exec-start {k}")), Some(&1), "nothing before the pause ran again: {counts:?}");
     }
     assert_eq!(counts.get("exec-start approve"), Some(&2), "asked once, answered once: {counts:?}");
-    drop(second);
 }

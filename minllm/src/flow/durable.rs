@@ -5,8 +5,8 @@ use std::future::Future;
 
 use futures_util::future::BoxFuture;
 
-use super::{Flow, Slot};
 use super::drive::drive;
+use super::{Flow, Slot};
 use crate::action::Label;
 use crate::durable::{
     Checkpoint, Checkpointer, Drive, DurableRun, Mode, Outcome, Plan, StepJournal, StepResult, stream_flow,

@@ -14,8 +14,8 @@ use super::Flow;
 use crate::access::{AsyncStoreRef, StoreRef, locked};
 use crate::action::{Action, Label};
 use crate::batch::{
-    AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode, async_item_limit, run_async_batch, run_async_batch_steps, run_batch, run_offloaded_batch,
-    run_offloaded_batch_steps, run_remote_async_item, run_remote_item, sync_item_limit,
+    AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode, async_item_limit, run_async_batch, run_async_batch_steps,
+    run_batch, run_offloaded_batch, run_offloaded_batch_steps, run_remote_async_item, run_remote_item, sync_item_limit,
 };
 use crate::context::NodeCx;
 use crate::durable::{Ambient, Mode, StepResult};
