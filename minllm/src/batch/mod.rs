@@ -11,8 +11,8 @@ pub(crate) use run::{run_async_batch, run_batch, run_offloaded_batch};
 pub use spread::{DEFAULT_CONCURRENCY, DEFAULT_THREADS, Spread, default_threads};
 pub(crate) use spread::{branches_on_threads, concurrent_map};
 pub(crate) use steps::{
-    async_item_limit, run_async_batch_steps, run_offloaded_batch_steps, run_remote_async_item, run_remote_item,
-    sync_item_limit,
+    async_item_limit, run_async_batch_steps, run_batch_steps_sync, run_offloaded_batch_steps, run_remote_async_item,
+    run_remote_item, sync_item_limit,
 };
 #[allow(deprecated)]
 pub use wrappers::{AsyncBatch, Batch};

@@ -21,7 +21,8 @@ use crate::durable::steps::{Outcome, StepResult, outcome_bytes, read_outcome};
 use crate::durable::{Ambient, StepJournal, Visit, decode_value, encode_value};
 use crate::error::{Error, Failure, HookError, Stage};
 use crate::node::{
-    ExecContext, attempts_async, call_stage, caught, exec_blocking, exec_with_retry, guarded, journal_error, outcome,
+    Bridge, ExecContext, attempts_async, call_stage, caught, drive_here, exec_blocking, exec_with_retry, guarded,
+    journal_error, not_multi_thread, outcome,
 };
 
 /// A sync batch node in a journaled (async) run: each item's `exec` in a step
@@ -45,7 +46,7 @@ where
     .map_err(|h| cx.error(h))?;
     let items = Arc::new(items);
     let make = |i: usize| sync_item(Arc::clone(node), Arc::clone(&items), i, i, cx.node.to_owned());
-    let remote = sync_fans_out(node.mode()) && steps.fans_out();
+    let remote = sync_fans_out(node.mode()) && visit.may_fan_out() && steps.fans_out();
     let outputs = item_steps::<N::Item, N::Output>(steps, visit, cx, &items, remote, make).await?;
     // Every step was run and dropped, or replayed: the items are the node's again.
     let items = Arc::try_unwrap(items).map_err(|_| journal_error(visit, cx, "a step kept its items".to_owned()))?;
@@ -74,7 +75,7 @@ where
     .map_err(|h| cx.error(h))?;
     let items = Arc::new(items);
     let make = |i: usize| async_item(Arc::clone(node), Arc::clone(&items), i, i, cx.node.to_owned());
-    let remote = async_fans_out(node.mode()) && steps.fans_out();
+    let remote = async_fans_out(node.mode()) && visit.may_fan_out() && steps.fans_out();
     let outputs = item_steps::<N::Item, N::Output>(steps, visit, cx, &items, remote, make).await?;
     let items = Arc::try_unwrap(items).map_err(|_| journal_error(visit, cx, "a step kept its items".to_owned()))?;
     let mut guard = locked!(store);
@@ -82,6 +83,44 @@ where
         Ok(action) => Ok(finish(action)),
         Err(h) => Err(cx.fail(h)),
     }
+}
+
+/// A batch node of a sync `flow!` machine in a journaled run: each item's
+/// `exec` a step, run on a scoped thread while this one drives the journal
+/// (see `node/bridge.rs`); the items stay in the run, one after the other.
+pub(crate) fn run_batch_steps_sync<S, N: BatchNode<S>>(
+    node: &N,
+    store: &mut S,
+    cx: NodeCx<'_>,
+    visit: &Visit<'_>,
+    steps: &dyn StepJournal,
+) -> Result<N::Action, Error> {
+    let items = call_stage(Stage::Prep, || node.prep(store, cx.params)).map_err(|h| cx.error(h))?;
+    let ran = std::thread::scope(|scope| {
+        let bridge = Bridge::new(scope);
+        let (list, name) = (&items, cx.node);
+        let make = |i: usize| {
+            let ambient = Ambient::current().with_item(i);
+            bridge.step(move || {
+                let _inside = ambient.enter();
+                let result = exec_with_retry(
+                    node.retry(),
+                    name,
+                    Some(i),
+                    None,
+                    &list[i],
+                    |it, c| node.exec(it, c),
+                    |it, e, c| node.exec_fallback(it, e, c),
+                );
+                outcome_bytes(outcome(result.map(|(output, _)| output).map_err(|h| h.failure), None))
+            })
+        };
+        let ran = drive_here(item_steps::<N::Item, N::Output>(steps, visit, &cx, &items, false, make));
+        bridge.quit();
+        ran
+    });
+    let outputs = ran.ok_or_else(|| not_multi_thread(visit, &cx))?.map_err(|e| *e)?;
+    call_stage(Stage::Post, || node.post(store, items, outputs)).map_err(|h| cx.error(h))
 }
 
 /// Whether a sync batch node's items fan out: when they run at the same time.

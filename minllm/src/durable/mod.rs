@@ -63,7 +63,7 @@ pub use run::DurableRun;
 pub(crate) use run::{Drive, Mode, Plan, SaveFields, ready, stream_flow, stream_flow_async};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteCheckpointer;
-pub use steps::{StepJournal, StepResult};
+pub use steps::{StepJournal, StepResult, run_journaled};
 pub(crate) use visit::NodeVisit;
 pub(crate) use visit::{Ambient, Journal, Visit, is_interrupt};
 pub use visit::{Outcome, Pause, interrupt};

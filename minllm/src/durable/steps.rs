@@ -7,8 +7,11 @@
 
 use futures_util::future::BoxFuture;
 
-use super::{Checkpoint, CheckpointError, CheckpointInfo, Checkpointer, RunLock};
-use crate::error::Failure;
+use super::{
+    Checkpoint, CheckpointError, CheckpointInfo, Checkpointer, Drive, Mode, Outcome as RunOutcome, Plan, RunLock,
+};
+use crate::action::Label;
+use crate::error::{Error, Failure};
 
 /// What a step returns, as the journal keeps it: bytes the engine made (the
 /// `exec` result as plain data, or the error it failed with after its retries
@@ -66,6 +69,28 @@ pub trait StepJournal: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<StepResult>, String>> {
         let _ = (name, items);
         Box::pin(async move { Err(format!("this journal does not send the items of batch node `{node}` elsewhere")) })
+    }
+}
+
+/// Runs `flow` (a runtime flow or a `flow!` flow) on `store` as run `run_id`
+/// journaled by `steps`: what [`Flow::run_journaled`](crate::Flow::run_journaled)
+/// and a `flow!` flow's `run_journaled` call.
+#[doc(hidden)]
+pub async fn run_journaled<S: Send, F: Drive<S>>(
+    flow: &F,
+    store: &mut S,
+    steps: &dyn StepJournal,
+    run_id: &str,
+) -> Result<Label, Error> {
+    let plan = Plan { journal: None, steps: Some(steps), events: None, run: run_id, mode: Mode::Async };
+    match flow.drive(store, plan, None, Vec::new()).await? {
+        RunOutcome::Finished(label) => Ok(label),
+        // An interrupt waits on the journal; a pause never comes back here.
+        RunOutcome::Paused(pause) => Err(Error::Resume {
+            flow: flow.flow_name().to_owned(),
+            run: pause.run,
+            reason: "a journaled run paused outside its journal".to_owned(),
+        }),
     }
 }
 

@@ -204,6 +204,10 @@ pub(crate) struct Visit<'a> {
     fresh: bool,
     /// In a journaled run, the journal each `exec` runs through as a step.
     steps: Option<&'a dyn StepJournal>,
+    /// Whether the items of a batch node may go to the journal's workers
+    /// ([`StepJournal::fan_out`]): only where a worker finds the node by its
+    /// key (a runtime flow's nodes).
+    fan_out: bool,
 }
 
 /// A checkpoint waiting to be written with the next `exec` record.
@@ -278,12 +282,14 @@ impl<'a> Visit<'a> {
             staged: Arc::clone(&self.staged),
             fresh: self.fresh,
             steps: self.steps,
+            fan_out: self.fan_out,
         }
     }
 
     /// The visit of node `node` (its place in the run: `outer > node#3`) in a
-    /// run journaled by `steps`: no checkpoints; its `exec` is a step.
-    pub(crate) fn stepped(steps: &'a dyn StepJournal, run: &'a str, node: String) -> Visit<'a> {
+    /// run journaled by `steps`: no checkpoints; its `exec` is a step. A batch
+    /// node's items may go to the journal's workers when `fan_out` says so.
+    pub(crate) fn stepped(steps: &'a dyn StepJournal, run: &'a str, node: String, fan_out: bool) -> Visit<'a> {
         Visit {
             checkpointer: &NoCheckpoints,
             run,
@@ -293,7 +299,13 @@ impl<'a> Visit<'a> {
             staged: Staged::default(),
             fresh: true,
             steps: Some(steps),
+            fan_out,
         }
+    }
+
+    /// Whether a batch node's items may go to the journal's workers.
+    pub(crate) fn may_fan_out(&self) -> bool {
+        self.fan_out
     }
 
     /// The journal the node's `exec` runs through, in a journaled run.
@@ -455,6 +467,7 @@ impl<'a> Journal<'a> {
             staged: Arc::clone(&self.staged),
             fresh,
             steps: None,
+            fan_out: false,
         }
     }
 

@@ -97,7 +97,7 @@ pub(super) async fn drive<S: Send + Sync + 'static>(
                 };
                 Some((journal.visit(seq, &slot.name, answers, fresh), seq))
             }
-            None => plan.steps.map(|steps| (Visit::stepped(steps, plan.run, step_name(&path, &steps_taken)), 0)),
+            None => plan.steps.map(|steps| (Visit::stepped(steps, plan.run, step_name(&path, &steps_taken), true), 0)),
         };
         let flow_name = plan.events.map(|_| at.to_string()).unwrap_or_default();
         let started = Instant::now();

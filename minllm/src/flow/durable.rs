@@ -9,8 +9,7 @@ use super::drive::drive;
 use super::{Flow, Slot};
 use crate::action::Label;
 use crate::durable::{
-    Checkpoint, Checkpointer, Drive, DurableRun, Mode, Outcome, Plan, StepJournal, StepResult, stream_flow,
-    stream_flow_async,
+    Checkpoint, Checkpointer, Drive, DurableRun, Outcome, Plan, StepJournal, StepResult, stream_flow, stream_flow_async,
 };
 use crate::error::Error;
 use crate::events::{AsyncEvents, Events};
@@ -115,15 +114,7 @@ impl<S: Send + Sync + 'static> Flow<S> {
     /// `interrupt` waits for its answer through the journal
     /// ([`StepJournal::ask`]).
     pub async fn run_journaled(&self, store: &mut S, steps: &dyn StepJournal, run_id: &str) -> Result<Label, Error> {
-        let plan = Plan { journal: None, steps: Some(steps), events: None, run: run_id, mode: Mode::Async };
-        match drive(self, store, plan, None, Vec::new()).await? {
-            Outcome::Finished(label) => Ok(label),
-            Outcome::Paused(pause) => Err(Error::Resume {
-                flow: self.name.clone(),
-                run: pause.run,
-                reason: "a journaled run cannot pause yet".to_owned(),
-            }),
-        }
+        crate::durable::run_journaled(&self, store, steps, run_id).await
     }
 
     /// The worker's side of [`StepJournal::fan_out`]: runs item `index` of

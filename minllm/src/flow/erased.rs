@@ -131,18 +131,6 @@ impl<S, T: ErasedNode<S>> IntoNode<S, marker::Erased> for T {
     }
 }
 
-/// The error of a node of a kind that a run journaled by a durable-execution
-/// engine (`durable::StepJournal`) cannot run yet, when it is one.
-pub(crate) fn not_journaled(cx: &NodeCx<'_>, what: &str) -> Option<Box<Error>> {
-    cx.visit.and_then(|v| v.steps()).map(|_| {
-        Box::new(Error::Resume {
-            flow: cx.flow.to_string(),
-            run: cx.visit.map_or("", |v| v.run()).to_owned(),
-            reason: format!("node `{}` is {what}, which a journaled run does not run yet", cx.node),
-        })
-    })
-}
-
 /// The error of an async node reached by a sync run.
 fn async_in_sync(cx: &NodeCx<'_>) -> Error {
     Error::AsyncInSyncRun { flow: cx.flow.to_string(), node: cx.node.to_owned() }
@@ -360,9 +348,6 @@ impl<S: Send + Sync + 'static, F: SyncMachine<S>> ErasedNode<S> for TypedFlowAda
         Box::pin(async move {
             // In place on the task's thread, as in a `flow!` async flow (see
             // `typed.rs`): make the flow `async struct` to offload its execs.
-            if let Some(refused) = not_journaled(cx, "a `flow!` flow") {
-                return Err(refused);
-            }
             let path = cx.flow.child(cx.node, None);
             let ambient = Ambient::current();
             let mut guard = locked!(store);
@@ -409,9 +394,6 @@ where
 
     fn run_async<'a>(&'a self, mut store: AsyncStoreRef<'a, S>, cx: &'a NodeCx<'a>) -> AsyncRun<'a> {
         Box::pin(async move {
-            if let Some(refused) = not_journaled(cx, "a `flow!` flow") {
-                return Err(refused);
-            }
             let path = cx.flow.child(cx.node, None);
             let ambient = Ambient::current();
             let mut guard = locked!(store);

@@ -2,12 +2,14 @@
 //! `exec` ([`Retry`], [`ExecContext`]), the rules hooks are called by, and the
 //! one runner of each kind of node that every engine uses.
 
+mod bridge;
 mod hooks;
 mod retry;
 mod run;
 mod step;
 mod steps;
 
+pub(crate) use bridge::{Bridge, drive_here};
 pub(crate) use hooks::{call_stage, caught, guarded, offload};
 #[doc(hidden)]
 pub use retry::wait_between_attempts;
@@ -17,7 +19,10 @@ pub(crate) use run::{
     run_async_node, run_async_visit, run_node, run_node_visit, run_offloaded_node, run_offloaded_visit,
 };
 pub use step::{Step, step};
-pub(crate) use steps::{attempts_async, exec_blocking, journal_error, outcome, run_async_step, run_offloaded_step};
+pub(crate) use steps::{
+    attempts_async, exec_blocking, journal_error, not_multi_thread, outcome, run_async_step, run_node_steps_sync,
+    run_offloaded_step,
+};
 
 use std::future::Future;
 

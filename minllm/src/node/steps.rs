@@ -19,6 +19,7 @@ use crate::durable::steps::{Outcome, outcome_bytes, read_outcome};
 use crate::durable::visit::Asks;
 use crate::durable::{Ambient, StepJournal, Visit, decode_value, encode_value, is_interrupt};
 use crate::error::{BoxError, CheckpointError, Error, Failure, HookError, NodeResult, Stage};
+use crate::node::bridge::{Bridge, drive_here};
 use crate::node::{call_stage, caught};
 
 /// A sync node in a journaled (async) run: `exec` on tokio's blocking pool,
@@ -120,6 +121,60 @@ where
     match caught(Stage::Post, guarded(node.post(&mut guard, prep, exec)).await) {
         Ok(action) => Ok(finish(action)),
         Err(h) => Err(cx.fail(h)),
+    }
+}
+
+/// A node of a sync `flow!` machine in a journaled run: its `exec` a step,
+/// run on a scoped thread while this one drives the journal (`bridge.rs`).
+pub(crate) fn run_node_steps_sync<S, N: Node<S>>(
+    node: &N,
+    store: &mut S,
+    cx: NodeCx<'_>,
+    visit: &Visit<'_>,
+    steps: &dyn StepJournal,
+) -> Result<N::Action, Error> {
+    let prep = call_stage(Stage::Prep, || node.prep(store, cx.params)).map_err(|h| cx.error(h))?;
+    // `prep` goes into each step's thread and comes back.
+    let slot = Mutex::new(Some(prep));
+    let ran = std::thread::scope(|scope| {
+        let bridge = Bridge::new(scope);
+        let make = || {
+            let (asks, ambient, slot, name) = (visit.asks_handle(), Ambient::current(), &slot, cx.node);
+            bridge.step(move || {
+                let Some(prep) = slot.lock().take() else { return outcome_bytes(Outcome::Failed(ran_twice())) };
+                let _inside = ambient.enter();
+                let result = exec_with_retry(
+                    node.retry(),
+                    name,
+                    None,
+                    None,
+                    &prep,
+                    |p, c| node.exec(p, c),
+                    |p, e, c| node.exec_fallback(p, e, c),
+                );
+                *slot.lock() = Some(prep);
+                outcome_bytes(outcome(result.map(|(exec, _)| exec).map_err(|h| h.failure), Some(&asks)))
+            })
+        };
+        let ran = drive_here(exec_steps::<N::Exec>(steps, visit, &cx, make));
+        bridge.quit();
+        ran
+    });
+    let exec = ran.ok_or_else(|| not_multi_thread(visit, &cx))?.map_err(|e| *e)?;
+    let prep = slot.lock().take().ok_or_else(|| cx.error(lost_prep()))?;
+    call_stage(Stage::Post, || node.post(store, prep, exec)).map_err(|h| cx.error(h))
+}
+
+/// The error of a sync `flow!` machine journaled outside a multi-thread runtime.
+pub(crate) fn not_multi_thread(visit: &Visit<'_>, cx: &NodeCx<'_>) -> Error {
+    Error::Resume {
+        flow: cx.flow.to_string(),
+        run: visit.run().to_owned(),
+        reason: format!(
+            "node `{}` of a sync `flow!` flow runs in a journaled run only on a multi-thread tokio runtime \
+             (`#[tokio::main]`, or make the flow an `async struct`)",
+            cx.node
+        ),
     }
 }
 

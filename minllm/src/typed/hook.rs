@@ -225,7 +225,19 @@ impl<'a, S> Hook<S> for DriveHook<'a, S> {
                 };
                 Some(journal.visit(seq, node, answers, fresh))
             }
-            None => self.within.map(|within| within.within_flow(&self.place(node))),
+            // A journaled run: each node's `exec` a step, named by its place
+            // (under the runtime flow's node the machine runs as, if any).
+            None => match (self.plan.steps, self.within) {
+                (Some(steps), _) => Some(Visit::stepped(steps, self.plan.run, self.place(node), false)),
+                (None, Some(within)) => Some(match within.steps() {
+                    Some(steps) => {
+                        let place = format!("{} > {}", within.step_name(), self.place(node));
+                        Visit::stepped(steps, within.run(), place, false)
+                    }
+                    None => within.within_flow(&self.place(node)),
+                }),
+                (None, None) => None,
+            },
         };
         let flow = self.flow_path();
         if let Some(sink) = self.plan.events {

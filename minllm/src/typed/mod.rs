@@ -21,12 +21,16 @@ use futures_util::future::BoxFuture;
 use tracing::Instrument as _;
 
 use crate::action::Action;
-use crate::batch::{AsyncBatchNode, BatchNode, run_async_batch, run_batch, run_offloaded_batch};
+use crate::batch::{
+    AsyncBatchNode, BatchNode, run_async_batch, run_async_batch_steps, run_batch, run_batch_steps_sync,
+    run_offloaded_batch, run_offloaded_batch_steps,
+};
 use crate::context::{FlowPath, NodeCx, finish_span, node_span};
 use crate::error::Error;
 use crate::marker;
 use crate::node::{
-    AsyncNode, Node, run_async_node, run_async_visit, run_node, run_node_visit, run_offloaded_node, run_offloaded_visit,
+    AsyncNode, Node, run_async_node, run_async_step, run_async_visit, run_node, run_node_steps_sync, run_node_visit,
+    run_offloaded_node, run_offloaded_step, run_offloaded_visit,
 };
 use crate::params::Params;
 
@@ -138,7 +142,10 @@ impl<S, N: Node<S>> TypedNode<S, marker::Node> for N {
 
     fn run_typed_visiting(&self, store: &mut S, cx: NodeCx<'_>) -> Result<N::Action, Error> {
         match cx.visit {
-            Some(visit) => run_node_visit(self, store, cx, visit),
+            Some(visit) => match visit.steps() {
+                Some(steps) => run_node_steps_sync(self, store, cx, visit, steps),
+                None => run_node_visit(self, store, cx, visit),
+            },
             None => run_node(self, store, cx),
         }
     }
@@ -186,6 +193,13 @@ impl<S, N: BatchNode<S>> TypedNode<S, marker::Batch> for N {
     fn run_typed(&self, store: &mut S, cx: NodeCx<'_>) -> Result<N::Action, Error> {
         run_batch(self, self.mode(), store, cx)
     }
+
+    fn run_typed_visiting(&self, store: &mut S, cx: NodeCx<'_>) -> Result<N::Action, Error> {
+        match cx.visit.and_then(|visit| Some((visit, visit.steps()?))) {
+            Some((visit, steps)) => run_batch_steps_sync(self, store, cx, visit, steps),
+            None => run_batch(self, self.mode(), store, cx),
+        }
+    }
 }
 
 impl<S, F: SyncMachine<S>> TypedNode<S, marker::Flow> for F {
@@ -223,7 +237,10 @@ impl<S: Send + Sync + 'static, N: Node<S>> AsyncTypedNode<S, marker::Node> for N
         cx: &'a NodeCx<'a>,
     ) -> Result<N::Action, Box<Error>> {
         match cx.visit {
-            Some(visit) => run_offloaded_visit(this, store, cx, visit, |action| action).await,
+            Some(visit) => match visit.steps() {
+                Some(steps) => run_offloaded_step(this, store, cx, visit, steps, |action| action).await,
+                None => run_offloaded_visit(this, store, cx, visit, |action| action).await,
+            },
             None => run_offloaded_node(this, store, cx, |action| action).await,
         }
     }
@@ -245,7 +262,10 @@ impl<S: Send + Sync + 'static, N: AsyncNode<S>> AsyncTypedNode<S, marker::AsyncN
         cx: &'a NodeCx<'a>,
     ) -> Result<N::Action, Box<Error>> {
         match cx.visit {
-            Some(visit) => run_async_visit(&**this, store, cx, visit, |action| action).await,
+            Some(visit) => match visit.steps() {
+                Some(steps) => run_async_step(this, store, cx, visit, steps, |action| action).await,
+                None => run_async_visit(&**this, store, cx, visit, |action| action).await,
+            },
             None => run_async_node(&**this, store, cx, |action| action).await,
         }
     }
@@ -260,6 +280,17 @@ impl<S: Send + Sync + 'static, N: BatchNode<S>> AsyncTypedNode<S, marker::Batch>
     ) -> impl Future<Output = Result<N::Action, Box<Error>>> + Send + 'a {
         run_offloaded_batch(this, this.mode(), store, cx)
     }
+
+    async fn run_typed_visiting<'a>(
+        this: &'a Arc<Self>,
+        store: &'a mut S,
+        cx: &'a NodeCx<'a>,
+    ) -> Result<N::Action, Box<Error>> {
+        match cx.visit.and_then(|visit| Some((visit, visit.steps()?))) {
+            Some((visit, steps)) => run_offloaded_batch_steps(this, store, cx, visit, steps, |action| action).await,
+            None => run_offloaded_batch(this, this.mode(), store, cx).await,
+        }
+    }
 }
 
 impl<S: Send + Sync + 'static, N: AsyncBatchNode<S>> AsyncTypedNode<S, marker::AsyncBatch> for N {
@@ -270,6 +301,17 @@ impl<S: Send + Sync + 'static, N: AsyncBatchNode<S>> AsyncTypedNode<S, marker::A
         cx: &'a NodeCx<'a>,
     ) -> impl Future<Output = Result<N::Action, Box<Error>>> + Send + 'a {
         run_async_batch(&**this, this.mode(), store, cx)
+    }
+
+    async fn run_typed_visiting<'a>(
+        this: &'a Arc<Self>,
+        store: &'a mut S,
+        cx: &'a NodeCx<'a>,
+    ) -> Result<N::Action, Box<Error>> {
+        match cx.visit.and_then(|visit| Some((visit, visit.steps()?))) {
+            Some((visit, steps)) => run_async_batch_steps(this, store, cx, visit, steps, |action| action).await,
+            None => run_async_batch(&**this, this.mode(), store, cx).await,
+        }
     }
 }
 
