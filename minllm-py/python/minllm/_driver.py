@@ -1,17 +1,20 @@
 """The walk of a durable or streamed run: node by node as ``Flow._orch`` does
 (node copies, params, ``get_next_node``), checkpointing before each node and
-recording each ``exec`` result (each batch item's) before its ``post``."""
+recording each ``exec`` result (each batch item's) before its ``post``; or, in
+a run journaled by a durable-execution engine (``_journal.py``), each ``exec``
+a step of the engine's journal."""
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import sys
 import threading
 import time
 from typing import Any, Callable
 
-from . import _minllm
+from . import _journal, _minllm
 from ._checkpoints import _Checkpointer
 from ._plain import _JSON, CheckpointError
 from ._signals import _MISSING, Event, Interrupted, _item, _Pause, _sink, _visit, _Visit
@@ -49,6 +52,8 @@ class _Run:
         self.root = self
         # The items an item's run is one of (it stops between nodes when another fails).
         self.spread: _Spread | None = None
+        # The engine's journal, in a journaled run (no checkpointer then).
+        self.journal: _journal.Journal | None = None
 
     # -- checkpoints --
 
@@ -97,11 +102,18 @@ class _Run:
         name: str = self.stack[-1][0]
         return name + (f"[{item}]" if item else "")
 
+    def step_name(self, item: str) -> str:
+        """Where the node running (its batch item `item`) is: ``flow#step > node#step[item]``."""
+        return " > ".join(f"{name}#{steps}" for name, steps in self.stack) + (f"[{item}]" if item else "")
+
     # -- nodes --
 
     def enter(self, shared: Any) -> _Visit | None:
         """The visit of the node about to run: the one to continue, or a new one
-        with its checkpoint; ``None`` without a checkpointer."""
+        with its checkpoint (a journaled run's has none); ``None`` without a
+        checkpointer."""
+        if self.journal is not None:
+            return _Visit(0, [], True)
         if self.cp is None:
             return None
         if self.again is not None:
@@ -139,6 +151,11 @@ class _Run:
                 e = await self.exec(curr, p, visit, is_async)
                 action = await curr.post_async(shared, p, e) if is_async else curr.post(shared, p, e)
         except _Pause:
+            if self.journal is not None:
+                raise RuntimeError(
+                    f"interrupt() in node {name!r} outside its exec: a journaled run pauses only in exec"
+                    " (prep and post run again on every replay)"
+                ) from None
             assert visit is not None and self.codec is not None
             detail = self.codec.encode(visit.asked, "the interrupt's value")
             self.write("paused", dict(self.fields), detail, visit.seq, visit.answers)
@@ -180,6 +197,10 @@ class _Run:
         default), or as tasks of the loop; ``cur_retry`` is each item's own. The
         first error stops items that have not started."""
         AsyncNode, Node = _pkg().AsyncNode, _pkg().Node
+        if self.journal is not None and visit is not None:
+            execute = AsyncNode._exec if kind == "async" else Node._exec
+            calls: list[Callable[[], Any]] = [functools.partial(execute, curr, item) for item in items]
+            return await _journal.journaled_items(self, curr, visit, calls, kind == "async")
         spread = _Spread()
         if kind == "async":
 
@@ -207,7 +228,11 @@ class _Run:
         def one(i: int) -> Any:
             return _ItemRun(self, visit, i, spread).flow(curr, shared, {**curr.params, **items[i]}, [])
 
-        if is_async:
+        if self.journal is not None:
+            # One after the other: a journal's steps come in the same order on every replay.
+            for i in range(len(items)):
+                await one(i)
+        elif is_async:
             await spread.gather([one(i) for i in range(len(items))])
         else:
             spread.on_threads(curr, len(items), lambda i: _sync(one(i)))
@@ -229,6 +254,8 @@ class _Run:
     async def _recorded(
         self, curr: Any, visit: _Visit | None, item: str, call: Callable[[], Any], is_async: bool
     ) -> Any:
+        if visit is not None and self.journal is not None:
+            return await _journal.journaled(self, curr, visit, item, call, is_async)
         if visit is None or self.cp is None or self.codec is None:
             value = call()
             return await value if is_async else value
@@ -339,6 +366,7 @@ class _ItemRun(_Run):
     def __init__(self, outer: _Run, batch: _Visit | None, i: int, spread: _Spread) -> None:
         super().__init__(outer.cp, outer.run_id, outer.events, outer.flow_name)
         self.root, self.batch, self.spread = outer.root, batch, spread
+        self.codec, self.journal = outer.codec, outer.journal
         self.stack = [list(frame) for frame in outer.stack] + [[f"[{i}]", 0]]
         name = outer.stack[-1][0] if outer.stack else outer.flow_name
         self.refused = (batch.refused if batch is not None else None) or (
@@ -347,7 +375,7 @@ class _ItemRun(_Run):
         )
 
     def key(self, item: str) -> str:
-        return " > ".join(f"{name}#{steps}" for name, steps in self.stack) + (f"[{item}]" if item else "")
+        return self.step_name(item)
 
     def enter(self, shared: Any) -> _Visit | None:
         if self.batch is None:

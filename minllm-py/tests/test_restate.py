@@ -1,0 +1,286 @@
+"""Python flows served on a real Restate server (``minllm.restate``).
+
+The pinned ``restate-server`` (installed by ``scripts/restate-server`` from the
+npm registry, cached under ``target/``) starts on loopback with ports of its
+own and a scratch directory; workers (``restate_worker.py``) are processes of
+their own. A worker killed with SIGKILL in the middle of an ``exec`` is
+restarted, Restate replays the run, and it finishes with the right store and
+no finished ``exec`` run again; a paused run outlives its worker and is
+answered once it is back; an ``exec`` that fails after its retries fails the
+run. A server that cannot be installed or started fails the tests.
+"""
+
+from __future__ import annotations
+
+import collections
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+# The wheel's own venv (scripts/test) has no Restate SDK: these tests run in .venv.
+pytest.importorskip("restate", reason="restate-sdk is not installed (scripts/test installs it in .venv)")
+pytest.importorskip("hypercorn", reason="hypercorn is not installed (scripts/test installs it in .venv)")
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).resolve().parent / "restate_worker.py"
+START = 60.0  # seconds a server or a run may take to get somewhere
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def request(port: int, method: str, path: str, body: Any = None, timeout: float = START) -> tuple[int, str] | None:
+    """``method path`` on loopback ``port`` (a JSON ``body`` when given): the
+    status and body, or ``None`` when nothing answers."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        data = None if body is None else json.dumps(body)
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        connection.request(method, path, body=data, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    except OSError:
+        return None
+    finally:
+        connection.close()
+
+
+def until(what: str, check: Callable[[], Any], timeout: float = START) -> Any:
+    """Polls ``check()`` until it gives something true; fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class Server:
+    """A running restate-server on loopback."""
+
+    def __init__(self, base: Path) -> None:
+        installed = subprocess.run([str(ROOT / "scripts" / "restate-server")], capture_output=True, text=True)
+        if installed.returncode != 0:
+            pytest.fail(f"scripts/restate-server failed ({installed.returncode}): {installed.stderr}")
+        binary = installed.stdout.strip()
+        self.ingress, self.admin, node = free_port(), free_port(), free_port()
+        self.log_path = base / "server.log"
+        env = {
+            **os.environ,
+            "RESTATE_INGRESS__BIND_ADDRESS": f"127.0.0.1:{self.ingress}",
+            "RESTATE_ADMIN__BIND_ADDRESS": f"127.0.0.1:{self.admin}",
+            "RESTATE_BIND_ADDRESS": f"127.0.0.1:{node}",
+            "RESTATE_ADVERTISED_ADDRESS": f"http://127.0.0.1:{node}/",
+        }
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen(
+                [binary, "--listen-mode", "tcp", "--no-logo", "--base-dir", str(base / "restate")],
+                env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + START
+        while (request(self.admin, "GET", "/health", timeout=2) or (0, ""))[0] != 200:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"restate-server did not come up: {self.log()}")
+            time.sleep(0.1)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def register(self, port: int) -> None:
+        """Registers the deployment (a worker) at ``127.0.0.1:port``."""
+        answer = request(self.admin, "POST", "/deployments", {"uri": f"http://127.0.0.1:{port}"})
+        assert answer is not None and answer[0] in (200, 201), f"registration: {answer}\n{self.log()}"
+
+    def call(self, path: str, body: Any = None) -> tuple[int, Any]:
+        """``POST path`` on the ingress (with a JSON ``body`` when given): the
+        status and the JSON body."""
+        answer = request(self.ingress, "POST", path, body)
+        assert answer is not None, f"the ingress did not answer {path}"
+        return answer[0], json.loads(answer[1]) if answer[1] else None
+
+    def status(self, flow: str, run: str) -> dict[str, Any]:
+        code, status = self.call(f"/{flow}/{run}/status")
+        assert code == 200, status
+        assert isinstance(status, dict)
+        return status
+
+    def attach(self, flow: str, run: str) -> tuple[int, str]:
+        """Waits for run ``run`` to end: the status and body of its output."""
+        answer = request(self.ingress, "GET", f"/restate/workflow/{flow}/{run}/attach")
+        assert answer is not None, "attach got no answer"
+        return answer
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+class Workers:
+    """Worker processes (``restate_worker.py <port>``), each logging its execs
+    to one file; all killed at the end of the test."""
+
+    def __init__(self, base: Path) -> None:
+        self.log_path = base / "calls.log"
+        self.log_path.touch()
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, port: int, hold: str = "") -> subprocess.Popen[bytes]:
+        env = {**os.environ, "LOG": str(self.log_path), "HOLD": hold}
+        process = subprocess.Popen([sys.executable, str(WORKER), str(port)], env=env)
+        self.processes.append(process)
+
+        def listening() -> bool:
+            assert process.poll() is None, f"the worker exited with {process.returncode}"
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        until(f"the worker to listen on {port}", listening)
+        return process
+
+    def lines(self) -> list[str]:
+        return self.log_path.read_text().splitlines()
+
+    def counts(self) -> collections.Counter[str]:
+        """How many times each ``exec-start what`` / ``exec-end what`` was logged."""
+        return collections.Counter(line.rsplit(" pid=", 1)[0] for line in self.lines())
+
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        os.kill(process.pid, signal.SIGKILL)
+        assert process.wait() == -signal.SIGKILL
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    running = Server(tmp_path)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    started = Workers(tmp_path)
+    yield started
+    started.stop()
+
+
+def test_a_worker_killed_mid_exec_is_replaced_and_the_run_finishes_without_paying_twice(
+    server: Server, workers: Workers
+) -> None:
+    port = free_port()
+    first = workers.start(port, hold="work 2")
+    server.register(port)
+    code, body = server.call("/research/run-1/run/send", {"count": 0, "log": []})
+    assert code in (200, 202), body
+    # The third paid call starts on the first worker, which is killed there.
+    until("exec work 2 to start", lambda: f"exec-start work 2 pid={first.pid}" in workers.lines())
+    assert server.status("research", "run-1") == {"status": "running"}
+    workers.kill(first)
+    second = workers.start(port)
+
+    code, output = server.attach("research", "run-1")
+    assert code == 200, f"{output}\n{server.log()}"
+    calls = [f"paid call {k}" for k in range(5)]
+    assert json.loads(output) == {
+        "count": 5,
+        "log": calls,
+        "tags": [f"{call}:11" for call in calls],
+        "loud": [call.upper() for call in calls],
+        "summary": "5 calls",
+    }
+    counts = workers.counts()
+    # Only the exec in flight ran again, on the new worker; every exec ended once.
+    assert counts["exec-start work 2"] == 2, counts
+    assert f"exec-end work 2 pid={second.pid}" in workers.lines()
+    ends = [f"work {k}" for k in range(5)] + [f"tag {k}" for k in range(5)] + [f"shout {k}" for k in range(5)]
+    for what in ends + ["summary"]:
+        assert counts[f"exec-end {what}"] == 1, (what, counts)
+        if what != "work 2":
+            assert counts[f"exec-start {what}"] == 1, (what, counts)
+    assert server.status("research", "run-1") == {"status": "finished"}
+
+
+def test_a_paused_run_survives_its_worker_and_the_answer_resumes_it_on_a_new_one(
+    server: Server, workers: Workers
+) -> None:
+    port = free_port()
+    first = workers.start(port)
+    server.register(port)
+    code, body = server.call("/approval/run-2/run/send", {"topic": "bees"})
+    assert code in (200, 202), body
+    paused = until("the run to pause", lambda: (s := server.status("approval", "run-2"))["status"] == "paused" and s)
+    assert paused == {"status": "paused", "question": "publish draft about bees?"}
+    # Paused, the run holds no worker: its worker goes away and a new one comes.
+    workers.kill(first)
+    second = workers.start(port)
+    code, pending = server.call("/approval/run-2/answer", "ship it")
+    assert code == 200, pending
+    assert pending == "Review#2 question 1"
+
+    code, output = server.attach("approval", "run-2")
+    assert code == 200, f"{output}\n{server.log()}"
+    assert json.loads(output) == {
+        "topic": "bees",
+        "draft": "draft about bees",
+        "answer": "ship it",
+        "published": "published (ship it)",
+    }
+    counts = workers.counts()
+    assert counts["exec-end draft"] == counts["exec-start draft"] == 1, counts
+    # Asked once (no end), run again with the answer as a new step, on the new worker.
+    assert counts["exec-start review"] == 2 and counts["exec-end review"] == 1, counts
+    assert f"exec-end review pid={second.pid}" in workers.lines()
+    assert counts["exec-start publish"] == 1, counts
+    assert server.status("approval", "run-2") == {"status": "finished"}
+    # A finished run waits for nothing.
+    code, refused = server.call("/approval/run-2/answer", "again")
+    assert code >= 400 and "not waiting for an answer" in json.dumps(refused), (code, refused)
+
+
+def test_an_exec_that_fails_after_its_retries_fails_the_run_naming_the_node(server: Server, workers: Workers) -> None:
+    port = free_port()
+    workers.start(port)
+    server.register(port)
+    code, body = server.call("/Checkout/run-3/run/send", {})
+    assert code in (200, 202), body
+
+    code, output = server.attach("Checkout", "run-3")
+    error = "exec of node `Charge` in flow `Checkout` failed after 3 attempts: ValueError: card declined"
+    assert code >= 400 and error in output, (code, output)
+    assert server.status("Checkout", "run-3") == {"status": f"failed: {error}"}
+    # The node's 3 attempts ran in one step, which Restate did not run again;
+    # the run went no further.
+    counts = workers.counts()
+    assert counts["exec-start charge"] == 3, counts
+    assert counts["exec-start ship"] == 0, counts
+
+
+def test_minllm_runs_without_the_sdk_and_minllm_restate_says_what_to_install() -> None:
+    blocked = "import sys; sys.modules['restate'] = None\n"
+    plain = subprocess.run([sys.executable, "-c", blocked + "import minllm; print(minllm.Flow)"], capture_output=True, text=True)
+    assert plain.returncode == 0, plain.stderr
+    served = subprocess.run([sys.executable, "-c", blocked + "import minllm.restate"], capture_output=True, text=True)
+    assert served.returncode != 0
+    assert "ImportError: minllm.restate needs" in served.stderr and "pip install restate-sdk hypercorn" in served.stderr
