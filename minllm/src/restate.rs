@@ -48,22 +48,29 @@ use restate_sdk::service::macro_support::{ServiceBoxFuture, service_definition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
-use crate::durable::StepJournal;
+use crate::durable::{StepJournal, StepResult, run_journaled};
+use crate::error::Error;
 use crate::flow::Flow;
+use crate::marker;
+use crate::node::block_on_parked;
+use crate::typed::{AsyncMachine, AsyncTyped, SyncMachine, SyncTyped};
 
-/// A runtime flow served as a Restate workflow (see the module docs).
+/// A flow served as a Restate workflow (see the module docs).
 pub struct RestateFlow<S: 'static> {
-    flow: Arc<Flow<S>>,
+    flow: Arc<dyn Served<S>>,
 }
 
 impl<S> RestateFlow<S>
 where
     S: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    /// The workflow of `flow`, named after it.
-    pub fn new(flow: Flow<S>) -> Self {
-        RestateFlow { flow: Arc::new(flow) }
+    /// The workflow of `flow`, named after it: a runtime [`Flow`] or a flow
+    /// made by `flow!` (sync or `async struct`; a sync one needs the
+    /// multi-thread tokio runtime that `#[tokio::main]` starts).
+    pub fn new<M>(flow: impl Servable<S, M>) -> Self {
+        RestateFlow { flow: flow.into_served() }
     }
 
     /// The workflow's name: the flow's.
@@ -98,6 +105,196 @@ pub async fn serve(addr: SocketAddr, services: impl IntoIterator<Item = ServiceD
     HttpServer::new(endpoint.build()).listen_and_serve(addr).await;
 }
 
+/// A flow that [`RestateFlow::new`] serves: a runtime [`Flow`], or a flow
+/// made by `flow!`. `M` only tells the kinds apart; type inference picks it.
+pub trait Servable<S, M> {
+    #[doc(hidden)]
+    fn into_served(self) -> Arc<dyn Served<S>>;
+}
+
+/// What the handlers ask of a flow, whatever its kind.
+#[doc(hidden)]
+pub trait Served<S>: Send + Sync {
+    fn name(&self) -> &str;
+    /// Runs the flow on `store` journaled by `steps`; the store after it.
+    fn run<'a>(
+        self: Arc<Self>,
+        store: S,
+        steps: &'a dyn StepJournal,
+        run_id: String,
+    ) -> BoxFuture<'a, Result<S, Error>>;
+    /// The batch nodes whose items fan out, with their limits per worker.
+    fn fanned_out_nodes(&self) -> Vec<(String, usize)> {
+        Vec::new()
+    }
+    fn run_batch_item(
+        &self,
+        node: &str,
+        _index: usize,
+        _item: &[u8],
+    ) -> Result<BoxFuture<'static, StepResult>, String> {
+        Err(format!("flow `{}` sends no items of `{node}` out", self.name()))
+    }
+}
+
+impl<S: Send + Sync + 'static> Servable<S, marker::Erased> for Flow<S> {
+    fn into_served(self) -> Arc<dyn Served<S>> {
+        Arc::new(self)
+    }
+}
+
+impl<S: Send + Sync + 'static> Served<S> for Flow<S> {
+    fn name(&self) -> &str {
+        Flow::name(self)
+    }
+    fn run<'a>(
+        self: Arc<Self>,
+        mut store: S,
+        steps: &'a dyn StepJournal,
+        run_id: String,
+    ) -> BoxFuture<'a, Result<S, Error>> {
+        Box::pin(async move { self.run_journaled(&mut store, steps, &run_id).await.map(|_| store) })
+    }
+    fn fanned_out_nodes(&self) -> Vec<(String, usize)> {
+        Flow::fanned_out_nodes(self)
+    }
+    fn run_batch_item(&self, node: &str, index: usize, item: &[u8]) -> Result<BoxFuture<'static, StepResult>, String> {
+        Flow::run_batch_item(self, node, index, item)
+    }
+}
+
+/// A `flow!` flow, served: its batch nodes' items stay in its runs.
+struct Typed<F>(F);
+
+impl<S: Send + Sync + 'static, F: SyncMachine<S> + Send + 'static> Servable<S, marker::Flow> for F {
+    fn into_served(self) -> Arc<dyn Served<S>> {
+        Arc::new(Typed(self))
+    }
+}
+
+impl<S: Send + Sync + 'static, F: SyncMachine<S> + Send + 'static> Served<S> for Typed<F> {
+    fn name(&self) -> &str {
+        F::NAME
+    }
+    /// On a thread of its own, whose steps this task journals: the steps'
+    /// futures are the handler's to poll (see [`Relay`]).
+    fn run<'a>(
+        self: Arc<Self>,
+        mut store: S,
+        steps: &'a dyn StepJournal,
+        run_id: String,
+    ) -> BoxFuture<'a, Result<S, Error>> {
+        Box::pin(async move {
+            let (relay, mut asked) = tokio::sync::mpsc::unbounded_channel();
+            let (done, result) = tokio::sync::oneshot::channel();
+            let flow = Arc::clone(&self);
+            let run = run_id.clone();
+            let spawned = std::thread::Builder::new().name(format!("minllm {}", F::NAME)).spawn(move || {
+                let relay = Relay(relay);
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    block_on_parked(run_journaled(&SyncTyped(&flow.0), &mut store, &relay, &run))
+                }));
+                let _ = done.send(match ran {
+                    Ok(ran) => ran.map(|_| store),
+                    Err(panic) => Err(thread_error(F::NAME, &run, &panic_message(&*panic))),
+                });
+            });
+            if let Err(e) = spawned {
+                return Err(thread_error(F::NAME, &run_id, &format!("no thread for it: {e}")));
+            }
+            // The thread's steps and questions, until it ends (and drops its relay).
+            while let Some(ask) = asked.recv().await {
+                match ask {
+                    Relayed::Step(name, step, reply) => {
+                        let _ = reply.send(steps.step(name, step).await);
+                    }
+                    Relayed::Ask(name, question, reply) => {
+                        let _ = reply.send(steps.ask(name, question).await);
+                    }
+                }
+            }
+            result.await.unwrap_or_else(|_| Err(thread_error(F::NAME, &run_id, "its thread ended with no result")))
+        })
+    }
+}
+
+/// A step or a question of a sync `flow!` flow's thread, with where its
+/// answer goes.
+enum Relayed {
+    Step(String, BoxFuture<'static, StepResult>, oneshot::Sender<Result<StepResult, String>>),
+    Ask(String, Vec<u8>, oneshot::Sender<Result<Vec<u8>, String>>),
+}
+
+/// The journal of a sync `flow!` flow run on a thread of its own: it hands
+/// each step to the handler's task, the one that may poll Restate's futures,
+/// and waits for its result.
+struct Relay(tokio::sync::mpsc::UnboundedSender<Relayed>);
+
+impl StepJournal for Relay {
+    fn step<'a>(
+        &'a self,
+        name: String,
+        step: BoxFuture<'static, StepResult>,
+    ) -> BoxFuture<'a, Result<StepResult, String>> {
+        let (reply, result) = oneshot::channel();
+        let sent = self.0.send(Relayed::Step(name, step, reply));
+        Box::pin(async move {
+            sent.map_err(|_| RELAY_GONE.to_owned())?;
+            result.await.map_err(|_| RELAY_GONE.to_owned())?
+        })
+    }
+
+    fn ask<'a>(&'a self, name: String, question: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, String>> {
+        let (reply, result) = oneshot::channel();
+        let sent = self.0.send(Relayed::Ask(name, question, reply));
+        Box::pin(async move {
+            sent.map_err(|_| RELAY_GONE.to_owned())?;
+            result.await.map_err(|_| RELAY_GONE.to_owned())?
+        })
+    }
+}
+
+/// Why a relayed step got no result: the handler stopped (Restate suspended
+/// or ended the invocation), and the run ends here to be replayed there.
+const RELAY_GONE: &str = "the invocation that journals this run stopped";
+
+/// The error of a sync `flow!` flow's thread.
+fn thread_error(flow: &str, run: &str, why: &str) -> Error {
+    Error::Resume { flow: flow.to_owned(), run: run.to_owned(), reason: format!("the flow's thread failed: {why}") }
+}
+
+/// What a panic said.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => (*text).to_owned(),
+        (_, Some(text)) => text.clone(),
+        _ => "a panic".to_owned(),
+    }
+}
+
+/// An `async struct` flow of `flow!`, served.
+struct AsyncTypedFlow<F>(F);
+
+impl<S: Send + Sync + 'static, F: AsyncMachine<S> + Send + 'static> Servable<S, marker::AsyncFlow> for F {
+    fn into_served(self) -> Arc<dyn Served<S>> {
+        Arc::new(AsyncTypedFlow(self))
+    }
+}
+
+impl<S: Send + Sync + 'static, F: AsyncMachine<S> + Send + 'static> Served<S> for AsyncTypedFlow<F> {
+    fn name(&self) -> &str {
+        F::NAME
+    }
+    fn run<'a>(
+        self: Arc<Self>,
+        mut store: S,
+        steps: &'a dyn StepJournal,
+        run_id: String,
+    ) -> BoxFuture<'a, Result<S, Error>> {
+        Box::pin(async move { run_journaled(&AsyncTyped(&self.0), &mut store, steps, &run_id).await.map(|_| store) })
+    }
+}
+
 /// The name of the service that runs the items of flow `flow`'s batch nodes.
 fn items_service(flow: &str) -> String {
     format!("{flow}-items")
@@ -105,7 +302,7 @@ fn items_service(flow: &str) -> String {
 
 /// The handlers' dispatcher.
 struct Serve<S: 'static> {
-    flow: Arc<Flow<S>>,
+    flow: Arc<dyn Served<S>>,
 }
 
 impl<S> restate_sdk::service::Service for Serve<S>
@@ -120,7 +317,7 @@ where
             match ctx.handler_name() {
                 "run" => {
                     let (input, metadata) = ctx.input::<Json<serde_json::Value>>().await;
-                    let result = run(&flow, (&ctx, metadata).into(), input.into_inner()).await;
+                    let result = run(Arc::clone(&flow), (&ctx, metadata).into(), input.into_inner()).await;
                     ctx.handle_handler_result(result);
                     ctx.end();
                     Ok(())
@@ -148,7 +345,7 @@ where
 /// The service `<flow>-items`: each invocation of its handler `item` runs one
 /// item of a batch node of the flow, under the node's limit on this worker.
 struct Items<S: 'static> {
-    flow: Arc<Flow<S>>,
+    flow: Arc<dyn Served<S>>,
     limits: Arc<HashMap<String, Arc<Semaphore>>>,
 }
 
@@ -161,7 +358,7 @@ impl<S: Send + Sync + 'static> restate_sdk::service::Service for Items<S> {
             match ctx.handler_name() {
                 "item" => {
                     let (input, metadata) = ctx.input::<Json<SentItem>>().await;
-                    let result = item(&flow, &limits, (&ctx, metadata).into(), input.into_inner()).await;
+                    let result = item(&*flow, &limits, (&ctx, metadata).into(), input.into_inner()).await;
                     ctx.handle_handler_result(result);
                     ctx.end();
                     Ok(())
@@ -186,7 +383,7 @@ struct SentItem {
 /// The `item` handler: the item's `exec` (with its retries and fallback) as a
 /// journaled step, once a place under its node's limit is free here.
 async fn item<S: Send + Sync + 'static>(
-    flow: &Flow<S>,
+    flow: &dyn Served<S>,
     limits: &HashMap<String, Arc<Semaphore>>,
     ctx: Context<'_>,
     sent: SentItem,
@@ -212,7 +409,7 @@ async fn item<S: Send + Sync + 'static>(
 
 /// The `run` handler: the flow on the input store, each `exec` a step.
 async fn run<S>(
-    flow: &Flow<S>,
+    flow: Arc<dyn Served<S>>,
     ctx: WorkflowContext<'_>,
     input: serde_json::Value,
 ) -> Result<Json<serde_json::Value>, HandlerError>
@@ -220,15 +417,18 @@ where
     S: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     let run_id = ctx.key().to_owned();
-    let mut store: S = serde_json::from_value(input)
+    let store: S = serde_json::from_value(input)
         .map_err(|e| TerminalError::new(format!("the input is not a store of flow `{}`: {e}", flow.name())))?;
     ctx.set("status", "running".to_owned());
     let journal = Steps { ctx: &ctx, flow: flow.name() };
-    if let Err(error) = flow.run_journaled(&mut store, &journal, &run_id).await {
-        // A node's error ends the run: it was journaled and would come back.
-        ctx.set("status", format!("failed: {error}"));
-        return Err(TerminalError::new(error.to_string()).into());
-    }
+    let store = match Arc::clone(&flow).run(store, &journal, run_id).await {
+        Ok(store) => store,
+        Err(error) => {
+            // A node's error ends the run: it was journaled and would come back.
+            ctx.set("status", format!("failed: {error}"));
+            return Err(TerminalError::new(error.to_string()).into());
+        }
+    };
     ctx.set("status", "finished".to_owned());
     let output =
         serde_json::to_value(&store).map_err(|e| TerminalError::new(format!("the store cannot be sent: {e}")))?;
@@ -288,6 +488,11 @@ impl StepJournal for Steps<'_, '_> {
 
     fn fans_out(&self) -> bool {
         true
+    }
+
+    /// Restate's futures move only when the invocation's task polls them.
+    fn blocks_anywhere(&self) -> bool {
+        false
     }
 
     /// Each item an invocation of `<flow>-items/item`, all sent before the

@@ -165,3 +165,46 @@ fn a_paused_run_survives_its_worker_and_the_answer_resumes_it_on_another() {
     }
     assert_eq!(counts.get("exec-start approve"), Some(&2), "asked once, answered once: {counts:?}");
 }
+
+#[test]
+fn a_flow_macro_flow_is_served_the_same_way_and_survives_a_kill_mid_exec() {
+    let server = RestateServer::start();
+    let scratch = Scratch::new("typed");
+    let env = [("KILL_AT", "typed:2"), ("SLOW_MS", "100")];
+    let (mut workers, _proxy) = two_workers(&server, &scratch, &env);
+    let (status, body) = server.post(&server.ingress, "/Tally/t-1/run/send", r#"{"count": 0}"#).unwrap();
+    assert!(status == 200 || status == 202, "start: {status} {body}");
+    let started = Instant::now();
+    let died = loop {
+        if let Some(k) = (0..2).find(|&k| workers[k].child.try_wait().unwrap().is_some()) {
+            break k;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no worker reached the kill point\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let port = workers[died].port;
+    workers[died] = worker(port, &scratch, &env);
+    let (status, body) = http(&server.ingress, "GET", "/restate/workflow/Tally/t-1/attach", None).unwrap();
+    assert_eq!(status, 200, "{body}\n{}", server.log());
+    let store: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(store["count"], 5);
+    assert_eq!(store["log"][4], "paid call 4");
+    let counts = scratch.counts();
+    for k in 0..5 {
+        assert_eq!(counts.get(&format!("typed-end {k}")), Some(&1), "call {k}: {counts:?}");
+    }
+    assert_eq!(counts.get("typed-start 2"), Some(&2), "only the call in flight ran again: {counts:?}");
+}
+
+#[test]
+fn a_sync_flow_macro_flow_inside_a_runtime_flow_is_refused_with_how_to_fix_it() {
+    let server = RestateServer::start();
+    let scratch = Scratch::new("around");
+    let (_workers, _proxy) = two_workers(&server, &scratch, &[]);
+    let (status, body) = http(&server.ingress, "POST", "/around/a-1/run", Some(r#"{"count": 0}"#)).unwrap();
+    assert_ne!(status, 200, "{body}");
+    assert!(body.contains("node `work`") && body.contains("an `async struct`"), "{body}");
+    let (_, status) = http(&server.ingress, "POST", "/around/a-1/status", None).unwrap();
+    assert!(status.contains("failed: ") && status.contains("sync `flow!` flow"), "{status}");
+    assert!(scratch.counts().is_empty(), "nothing was paid for");
+}

@@ -21,8 +21,8 @@ use crate::durable::steps::{Outcome, StepResult, outcome_bytes, read_outcome};
 use crate::durable::{Ambient, StepJournal, Visit, decode_value, encode_value};
 use crate::error::{Error, Failure, HookError, Stage};
 use crate::node::{
-    Bridge, ExecContext, attempts_async, call_stage, caught, drive_here, exec_blocking, exec_with_retry, guarded,
-    journal_error, not_multi_thread, outcome,
+    Bridge, ExecContext, attempts_async, call_stage, cannot_block, caught, drive_here, exec_blocking, exec_with_retry,
+    guarded, journal_error, not_multi_thread, outcome,
 };
 
 /// A sync batch node in a journaled (async) run: each item's `exec` in a step
@@ -95,6 +95,9 @@ pub(crate) fn run_batch_steps_sync<S, N: BatchNode<S>>(
     visit: &Visit<'_>,
     steps: &dyn StepJournal,
 ) -> Result<N::Action, Error> {
+    if !steps.blocks_anywhere() {
+        return Err(cannot_block(visit, &cx));
+    }
     let items = call_stage(Stage::Prep, || node.prep(store, cx.params)).map_err(|h| cx.error(h))?;
     let ran = std::thread::scope(|scope| {
         let bridge = Bridge::new(scope);

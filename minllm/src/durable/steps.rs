@@ -42,6 +42,15 @@ pub trait StepJournal: Send + Sync {
     /// number); on a replay past the answer, the journaled answer (JSON).
     fn ask<'a>(&'a self, name: String, question: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, String>>;
 
+    /// Whether the futures of this journal may be awaited on a thread of
+    /// their own, blocked on, rather than by the task that runs the flow: a
+    /// sync `flow!` flow inside a runtime flow does so. `true` unless
+    /// overridden; Restate's may not (its futures move only when the
+    /// invocation's own task polls them).
+    fn blocks_anywhere(&self) -> bool {
+        true
+    }
+
     /// Whether this journal sends the items of batch nodes elsewhere
     /// ([`fan_out`](StepJournal::fan_out)); `false` unless overridden, and
     /// the items run as steps of the run, one after the other.

@@ -2,11 +2,11 @@
 //! shared: a journal takes a step as a `'static` future, so the step's work
 //! runs on a scoped thread that waits for the journal to poll the future (a
 //! replayed step is never polled, and its thread quits unrun). The machine's
-//! thread meanwhile drives the journal in place (`block_in_place`, then the
-//! runtime's `block_on`), so only multi-thread runtimes run them.
+//! thread meanwhile drives the journal ([`drive_here`]).
 
 use std::future::Future;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
+use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Scope;
 
 use futures_util::future::BoxFuture;
@@ -66,11 +66,37 @@ fn gone(why: &str) -> Vec<u8> {
 }
 
 /// Drives `future` (a node's journaled steps) on this thread, which a sync
-/// machine holds: `None` outside a multi-thread tokio runtime.
+/// machine holds: in place on a multi-thread tokio runtime, parked between
+/// polls on a thread of no runtime (a machine run on a thread of its own);
+/// `None` on a current-thread runtime, which has no thread to spare.
 pub(crate) fn drive_here<F: Future>(future: F) -> Option<F::Output> {
-    let handle = tokio::runtime::Handle::try_current().ok()?;
-    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-        return None;
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            Some(tokio::task::block_in_place(|| handle.block_on(future)))
+        }
+        Ok(_) => None,
+        Err(_) => Some(block_on_parked(future)),
     }
-    Some(tokio::task::block_in_place(|| handle.block_on(future)))
+}
+
+/// Wakes a parked thread.
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Polls `future` to its end on this thread, parked while it waits.
+pub(crate) fn block_on_parked<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
+    }
 }

@@ -9,7 +9,7 @@ mod run;
 mod step;
 mod steps;
 
-pub(crate) use bridge::{Bridge, drive_here};
+pub(crate) use bridge::{Bridge, block_on_parked, drive_here};
 pub(crate) use hooks::{call_stage, caught, guarded, offload};
 #[doc(hidden)]
 pub use retry::wait_between_attempts;
@@ -20,8 +20,8 @@ pub(crate) use run::{
 };
 pub use step::{Step, step};
 pub(crate) use steps::{
-    attempts_async, exec_blocking, journal_error, not_multi_thread, outcome, run_async_step, run_node_steps_sync,
-    run_offloaded_step,
+    attempts_async, cannot_block, exec_blocking, journal_error, not_multi_thread, outcome, run_async_step,
+    run_node_steps_sync, run_offloaded_step,
 };
 
 use std::future::Future;

@@ -133,6 +133,9 @@ pub(crate) fn run_node_steps_sync<S, N: Node<S>>(
     visit: &Visit<'_>,
     steps: &dyn StepJournal,
 ) -> Result<N::Action, Error> {
+    if !steps.blocks_anywhere() {
+        return Err(cannot_block(visit, &cx));
+    }
     let prep = call_stage(Stage::Prep, || node.prep(store, cx.params)).map_err(|h| cx.error(h))?;
     // `prep` goes into each step's thread and comes back.
     let slot = Mutex::new(Some(prep));
@@ -163,6 +166,20 @@ pub(crate) fn run_node_steps_sync<S, N: Node<S>>(
     let exec = ran.ok_or_else(|| not_multi_thread(visit, &cx))?.map_err(|e| *e)?;
     let prep = slot.lock().take().ok_or_else(|| cx.error(lost_prep()))?;
     call_stage(Stage::Post, || node.post(store, prep, exec)).map_err(|h| cx.error(h))
+}
+
+/// The error of a sync `flow!` machine whose journal's futures cannot be
+/// driven from its thread.
+pub(crate) fn cannot_block(visit: &Visit<'_>, cx: &NodeCx<'_>) -> Error {
+    Error::Resume {
+        flow: cx.flow.to_string(),
+        run: visit.run().to_owned(),
+        reason: format!(
+            "node `{}` is in a sync `flow!` flow, which this journal cannot run inside a runtime flow: \
+             make the `flow!` flow an `async struct`, or serve it as a flow of its own",
+            cx.node
+        ),
+    }
 }
 
 /// The error of a sync `flow!` machine journaled outside a multi-thread runtime.

@@ -1,12 +1,14 @@
 //! A worker for the Restate tests (`tests/restate_flow.rs`): serves the flow
 //! `research` (five paid calls in a loop, then a summary) as a Restate
 //! workflow on `127.0.0.1:<port>`, the flow `spread` (a parallel batch node
-//! whose items fan out over the workers) and the benchmark's flow `bench`,
+//! whose items fan out over the workers), the `flow!` flow `Tally` (the paid
+//! calls of `research`) and the benchmark's flow `bench`,
 //! and kills itself with `kill -9` where told.
 //!
 //! `restate_worker <port>`, with `LOG=<file>` (one line per `exec` start and
 //! end, with the process id), `KILL_AT=exec:<k>` (once: while the file
-//! `KILL_ONCE` does not exist; `item:<i>` for an item of `spread`),
+//! `KILL_ONCE` does not exist; `item:<i>` for an item of `spread`, `typed:<k>`
+//! for a call of `Tally`),
 //! `SLOW_MS=<ms>` (each `exec` sleeps). The
 //! flow ends by asking for approval (`interrupt`), which the test answers.
 
@@ -14,7 +16,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use minllm::restate::{RestateFlow, serve};
-use minllm::{BatchMode, BatchNode, ExecContext, Flow, Node, NodeResult, Params};
+use minllm::{Action, BatchMode, BatchNode, ExecContext, Flow, Node, NodeResult, Params, flow, node};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -157,6 +159,47 @@ fn spread() -> Flow<Docs> {
     flow
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Action)]
+enum Step {
+    Again,
+    Done,
+}
+
+/// The paid calls of `research` in a `flow!` flow.
+struct TypedWork;
+
+#[node]
+impl TypedWork {
+    fn prep(&self, ledger: &Ledger) -> u64 {
+        ledger.count
+    }
+    fn exec(&self, k: &u64) -> String {
+        log(&format!("typed-start {k}"));
+        if let Some(ms) = std::env::var("SLOW_MS").ok().and_then(|v| v.parse().ok()) {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        maybe_die(&format!("typed:{k}"));
+        log(&format!("typed-end {k}"));
+        format!("paid call {k}")
+    }
+    fn post(&self, ledger: &mut Ledger, _: u64, line: String) -> Step {
+        ledger.log.push(line);
+        ledger.count += 1;
+        if ledger.count < 5 { Step::Again } else { Step::Done }
+    }
+}
+
+flow! {
+    /// Five paid calls, as a `flow!` flow: served on Restate as `Tally`.
+    struct Tally: Ledger {
+        node work: TypedWork = TypedWork;
+        start work;
+        max_steps 20;
+        work - Step::Again >> work;
+        work - Step::Done >> end;
+    }
+}
+
 fn flow() -> Flow<Ledger> {
     let mut flow = Flow::new("research");
     let work = flow.add("work", Work);
@@ -171,6 +214,11 @@ async fn main() {
     let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).expect("usage: restate_worker <port>");
     let mut services = RestateFlow::new(flow()).definitions().expect("a valid service name");
     services.extend(RestateFlow::new(spread()).definitions().expect("a valid service name"));
+    services.extend(RestateFlow::new(Tally::new()).definitions().expect("a valid service name"));
+    // A sync `flow!` flow inside a runtime flow, which Restate refuses.
+    let mut around = Flow::new("around");
+    around.add("tally", Tally::new());
+    services.extend(RestateFlow::new(around).definitions().expect("a valid service name"));
     services.extend(
         RestateFlow::new(minllm_integration_tests::bench_flow::flow()).definitions().expect("a valid service name"),
     );
