@@ -9,7 +9,9 @@ mod run;
 mod step;
 mod steps;
 
-pub(crate) use bridge::{Bridge, block_on_parked, drive_here};
+#[cfg(feature = "restate")]
+pub(crate) use bridge::block_on_parked;
+pub(crate) use bridge::{Bridge, drive_here};
 pub(crate) use hooks::{call_stage, caught, guarded, offload};
 #[doc(hidden)]
 pub use retry::wait_between_attempts;
