@@ -172,6 +172,14 @@ def checkout() -> Checkout:
     return Checkout(start=charge)
 
 
+# ---- broken: a prep that fails (not an exec: nothing journaled) ----
+
+
+class Read(Node):
+    def prep(self, shared: dict[str, Any]) -> Any:
+        return shared["missing"]
+
+
 def main() -> None:
     # A replaced worker is tried again soon (the default backoff grows to a minute).
     retry = restate.InvocationRetryPolicy(initial_interval=timedelta(milliseconds=100), max_interval=timedelta(seconds=1))
@@ -180,6 +188,7 @@ def main() -> None:
         workflow(research(), "research", invocation_retry_policy=retry),
         workflow(approval(), "approval", invocation_retry_policy=retry),
         workflow(checkout(), invocation_retry_policy=retry),
+        workflow(Flow(start=Read()), "broken", invocation_retry_policy=retry),
     )
 
 

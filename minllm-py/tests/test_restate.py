@@ -275,6 +275,13 @@ def test_an_exec_that_fails_after_its_retries_fails_the_run_naming_the_node(serv
     counts = workers.counts()
     assert counts["exec-start charge"] == 3, counts
     assert counts["exec-start ship"] == 0, counts
+    # A prep that fails fails the run too, naming its node.
+    code, body = server.call("/broken/run-4/run/send", {})
+    assert code in (200, 202), body
+    code, output = server.attach("broken", "run-4")
+    error = "KeyError: 'missing' (in node `Read` of flow `broken`)"
+    assert code >= 400 and error in output, (code, output)
+    assert server.status("broken", "run-4") == {"status": f"failed: {error}"}
 
 
 def test_minllm_runs_without_the_sdk_and_minllm_restate_says_what_to_install() -> None:
@@ -284,3 +291,12 @@ def test_minllm_runs_without_the_sdk_and_minllm_restate_says_what_to_install() -
     served = subprocess.run([sys.executable, "-c", blocked + "import minllm.restate"], capture_output=True, text=True)
     assert served.returncode != 0
     assert "ImportError: minllm.restate needs" in served.stderr and "pip install restate-sdk hypercorn" in served.stderr
+
+
+def test_two_flows_of_one_name_are_refused_with_what_to_do() -> None:
+    from minllm import Flow, Node
+    from minllm.restate import app, workflow
+
+    with pytest.raises(ValueError, match="two workflows are named 'Flow': name them with workflow"):
+        app(Flow(start=Node()), Flow(start=Node()))
+    assert callable(app(Flow(start=Node()), workflow(Flow(start=Node()), "other")))

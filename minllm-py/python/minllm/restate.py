@@ -114,15 +114,16 @@ def workflow(flow: Any, name: str | None = None, *, allow_pickle: bool = False, 
         try:
             # A copy per run, as a flow inside a flow is copied: runs of one worker share the flow.
             await _drive(copy.copy(flow), store, walk, [])
+            output = _json_store(store, flow_name)
         except Exception as error:
             if restate.is_internal_exception(error):
                 raise
-            # A node's error ends the run: it was journaled and would come back.
+            # An error ends the run: a failed exec is journaled and would come
+            # back, and prep and post (deterministic) would fail again.
             named = isinstance(error, (ExecFailed, restate.TerminalError))
             message = str(error) if named else _describe(error, walk, flow_name)
             ctx.set("status", f"failed: {message}")
             raise restate.TerminalError(message) from None
-        output = _json_store(store, flow_name)
         ctx.set("status", "finished")
         return output
 
@@ -160,6 +161,10 @@ def app(*flows: Any) -> Any:
     """The ASGI app that serves ``flows`` (flows, or workflows made with
     :func:`workflow`) to Restate."""
     services = [item if isinstance(item, restate.Workflow) else workflow(item) for item in flows]
+    names = [service.name for service in services]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(f"two workflows are named {name!r}: name them with workflow(flow, name)")
     return restate.app(services)
 
 
