@@ -57,6 +57,8 @@ impl EventKind {
 pub(crate) enum Sink {
     Thread(mpsc::Sender<Event>),
     Task(tokio::sync::mpsc::UnboundedSender<Event>),
+    /// Kept for a journaled step's result, which a replay sends on.
+    Kept(std::sync::Arc<parking_lot::Mutex<Vec<Event>>>),
 }
 
 impl Sink {
@@ -81,6 +83,10 @@ impl Sink {
         let _ = match self {
             Sink::Thread(tx) => tx.send(event).map_err(drop),
             Sink::Task(tx) => tx.send(event).map_err(drop),
+            Sink::Kept(kept) => {
+                kept.lock().push(event);
+                Ok(())
+            }
         };
     }
 

@@ -36,6 +36,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
 use restate_sdk::context::ContextPromises;
 use restate_sdk::context::RequestTarget;
 use restate_sdk::discovery;
@@ -50,8 +51,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::sync::oneshot;
 
-use crate::durable::{StepJournal, StepResult, run_journaled};
+use crate::durable::{StepJournal, StepResult, run_journaled_with};
 use crate::error::Error;
+use crate::events::{Event, EventKind, Sink};
 use crate::flow::Flow;
 use crate::marker;
 use crate::node::block_on_parked;
@@ -70,7 +72,7 @@ where
     /// made by `flow!` (sync or `async struct`; a sync one needs the
     /// multi-thread tokio runtime that `#[tokio::main]` starts).
     pub fn new<M>(flow: impl Servable<S, M>) -> Self {
-        RestateFlow { flow: flow.into_served() }
+        RestateFlow { flow: flow.into_served().0 }
     }
 
     /// The workflow's name: the flow's.
@@ -109,19 +111,24 @@ pub async fn serve(addr: SocketAddr, services: impl IntoIterator<Item = ServiceD
 /// made by `flow!`. `M` only tells the kinds apart; type inference picks it.
 pub trait Servable<S, M> {
     #[doc(hidden)]
-    fn into_served(self) -> Arc<dyn Served<S>>;
+    fn into_served(self) -> ServedFlow<S>;
 }
 
-/// What the handlers ask of a flow, whatever its kind.
+/// A flow as [`RestateFlow`] holds it, whatever its kind.
 #[doc(hidden)]
-pub trait Served<S>: Send + Sync {
+pub struct ServedFlow<S>(Arc<dyn Served<S>>);
+
+/// What the handlers ask of a flow, whatever its kind.
+trait Served<S>: Send + Sync {
     fn name(&self) -> &str;
-    /// Runs the flow on `store` journaled by `steps`; the store after it.
+    /// Runs the flow on `store` journaled by `steps`, its events sent to
+    /// `events`; the store after it.
     fn run<'a>(
         self: Arc<Self>,
         store: S,
         steps: &'a dyn StepJournal,
         run_id: String,
+        events: &'a Sink,
     ) -> BoxFuture<'a, Result<S, Error>>;
     /// The batch nodes whose items fan out, with their limits per worker.
     fn fanned_out_nodes(&self) -> Vec<(String, usize)> {
@@ -138,8 +145,8 @@ pub trait Served<S>: Send + Sync {
 }
 
 impl<S: Send + Sync + 'static> Servable<S, marker::Erased> for Flow<S> {
-    fn into_served(self) -> Arc<dyn Served<S>> {
-        Arc::new(self)
+    fn into_served(self) -> ServedFlow<S> {
+        ServedFlow(Arc::new(self))
     }
 }
 
@@ -152,8 +159,11 @@ impl<S: Send + Sync + 'static> Served<S> for Flow<S> {
         mut store: S,
         steps: &'a dyn StepJournal,
         run_id: String,
+        events: &'a Sink,
     ) -> BoxFuture<'a, Result<S, Error>> {
-        Box::pin(async move { self.run_journaled(&mut store, steps, &run_id).await.map(|_| store) })
+        Box::pin(
+            async move { run_journaled_with(&&*self, &mut store, steps, &run_id, Some(events)).await.map(|_| store) },
+        )
     }
     fn fanned_out_nodes(&self) -> Vec<(String, usize)> {
         Flow::fanned_out_nodes(self)
@@ -167,8 +177,8 @@ impl<S: Send + Sync + 'static> Served<S> for Flow<S> {
 struct Typed<F>(F);
 
 impl<S: Send + Sync + 'static, F: SyncMachine<S> + Send + 'static> Servable<S, marker::Flow> for F {
-    fn into_served(self) -> Arc<dyn Served<S>> {
-        Arc::new(Typed(self))
+    fn into_served(self) -> ServedFlow<S> {
+        ServedFlow(Arc::new(Typed(self)))
     }
 }
 
@@ -183,7 +193,9 @@ impl<S: Send + Sync + 'static, F: SyncMachine<S> + Send + 'static> Served<S> for
         mut store: S,
         steps: &'a dyn StepJournal,
         run_id: String,
+        events: &'a Sink,
     ) -> BoxFuture<'a, Result<S, Error>> {
+        let events = events.clone();
         Box::pin(async move {
             let (relay, mut asked) = tokio::sync::mpsc::unbounded_channel();
             let (done, result) = tokio::sync::oneshot::channel();
@@ -192,7 +204,7 @@ impl<S: Send + Sync + 'static, F: SyncMachine<S> + Send + 'static> Served<S> for
             let spawned = std::thread::Builder::new().name(format!("minllm {}", F::NAME)).spawn(move || {
                 let relay = Relay(relay);
                 let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    block_on_parked(run_journaled(&SyncTyped(&flow.0), &mut store, &relay, &run))
+                    block_on_parked(run_journaled_with(&SyncTyped(&flow.0), &mut store, &relay, &run, Some(&events)))
                 }));
                 let _ = done.send(match ran {
                     Ok(ran) => ran.map(|_| store),
@@ -276,8 +288,8 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 struct AsyncTypedFlow<F>(F);
 
 impl<S: Send + Sync + 'static, F: AsyncMachine<S> + Send + 'static> Servable<S, marker::AsyncFlow> for F {
-    fn into_served(self) -> Arc<dyn Served<S>> {
-        Arc::new(AsyncTypedFlow(self))
+    fn into_served(self) -> ServedFlow<S> {
+        ServedFlow(Arc::new(AsyncTypedFlow(self)))
     }
 }
 
@@ -290,8 +302,11 @@ impl<S: Send + Sync + 'static, F: AsyncMachine<S> + Send + 'static> Served<S> fo
         mut store: S,
         steps: &'a dyn StepJournal,
         run_id: String,
+        events: &'a Sink,
     ) -> BoxFuture<'a, Result<S, Error>> {
-        Box::pin(async move { run_journaled(&AsyncTyped(&self.0), &mut store, steps, &run_id).await.map(|_| store) })
+        Box::pin(async move {
+            run_journaled_with(&AsyncTyped(&self.0), &mut store, steps, &run_id, Some(events)).await.map(|_| store)
+        })
     }
 }
 
@@ -325,6 +340,14 @@ where
                 "status" => {
                     let (_, metadata) = ctx.input::<()>().await;
                     let result = status((&ctx, metadata).into()).await;
+                    ctx.handle_handler_result(result);
+                    ctx.end();
+                    Ok(())
+                }
+                "events" => {
+                    let (input, metadata) = ctx.input::<Option<Json<serde_json::Value>>>().await;
+                    let input = input.map_or(serde_json::Value::Null, Json::into_inner);
+                    let result = events_from((&ctx, metadata).into(), input).await;
                     ctx.handle_handler_result(result);
                     ctx.end();
                     Ok(())
@@ -420,8 +443,11 @@ where
     let store: S = serde_json::from_value(input)
         .map_err(|e| TerminalError::new(format!("the input is not a store of flow `{}`: {e}", flow.name())))?;
     ctx.set("status", "running".to_owned());
-    let journal = Steps { ctx: &ctx, flow: flow.name() };
-    let store = match Arc::clone(&flow).run(store, &journal, run_id).await {
+    let (sink, events) = Sink::new_async();
+    let journal = Steps { ctx: &ctx, flow: flow.name(), events: Mutex::new((events, 0)) };
+    let ran = Arc::clone(&flow).run(store, &journal, run_id, &sink).await;
+    journal.keep_events();
+    let store = match ran {
         Ok(store) => store,
         Err(error) => {
             // A node's error ends the run: it was journaled and would come back.
@@ -446,6 +472,42 @@ async fn status(ctx: SharedWorkflowContext<'_>) -> Result<Json<serde_json::Value
     }))
 }
 
+/// The `events` handler: the run's events from number `from` (0 when the
+/// input has none) as far as they go, with the number to ask from next time
+/// and the run's status: `{"events": [..], "next": n, "status": ".."}`.
+async fn events_from(
+    ctx: SharedWorkflowContext<'_>,
+    input: serde_json::Value,
+) -> Result<Json<serde_json::Value>, HandlerError> {
+    let from = input.get("from").and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let count = ctx.get::<u64>("events").await?.unwrap_or(0);
+    let mut list = Vec::new();
+    for n in from..count {
+        if let Some(event) = ctx.get::<Json<serde_json::Value>>(&format!("event/{n}")).await? {
+            list.push(event.into_inner());
+        }
+    }
+    let status = ctx.get::<String>("status").await?.unwrap_or_else(|| "unknown".to_owned());
+    Ok(Json(serde_json::json!({ "events": list, "next": count.max(from), "status": status })))
+}
+
+/// An event as the run's state keeps it: plain JSON, the same on every
+/// replay (no durations).
+fn event_json(event: &Event) -> serde_json::Value {
+    let mut json = serde_json::json!({ "kind": event.kind.name(), "flow": event.flow, "node": event.node });
+    match &event.kind {
+        EventKind::NodeFinished { action, .. } => json["action"] = serde_json::Value::String(action.clone()),
+        EventKind::Custom(value) => {
+            json["value"] = value.clone();
+            if let Some(item) = event.item {
+                json["item"] = serde_json::Value::from(item);
+            }
+        }
+        _ => {}
+    }
+    json
+}
+
 /// The `answer` handler: resolves the question the run waits on.
 async fn answer(ctx: SharedWorkflowContext<'_>, answer: serde_json::Value) -> Result<Json<String>, HandlerError> {
     let Some(pending) = ctx.get::<String>("pending").await? else {
@@ -460,10 +522,32 @@ struct Steps<'a, 'ctx> {
     ctx: &'a WorkflowContext<'ctx>,
     /// The flow's name (its items' service is named after it).
     flow: &'a str,
+    /// The run's events not kept in its state yet, and how many are.
+    events: Mutex<(tokio::sync::mpsc::UnboundedReceiver<Event>, u64)>,
+}
+
+impl Steps<'_, '_> {
+    /// Keeps the events sent so far in the run's state (`event/<n>`, and
+    /// their count in `events`), for the `events` handler. Called before
+    /// each step and at the end: the engine sends the same events at the
+    /// same places on every replay, so the state writes are the same too.
+    fn keep_events(&self) {
+        let mut events = self.events.lock();
+        let (received, count) = &mut *events;
+        let before = *count;
+        while let Ok(event) = received.try_recv() {
+            self.ctx.set(&format!("event/{count}"), Json(event_json(&event)));
+            *count += 1;
+        }
+        if *count != before {
+            self.ctx.set("events", *count);
+        }
+    }
 }
 
 impl StepJournal for Steps<'_, '_> {
     fn step<'b>(&'b self, name: String, step: BoxFuture<'static, Vec<u8>>) -> BoxFuture<'b, Result<Vec<u8>, String>> {
+        self.keep_events();
         Box::pin(async move {
             let journaled = self.ctx.run(move || async move { Ok(step.await) }).name(name);
             journaled.await.map_err(|e| e.to_string())
@@ -473,6 +557,7 @@ impl StepJournal for Steps<'_, '_> {
     /// A durable promise named `name`, which the `answer` handler resolves;
     /// the run is `paused` meanwhile, its question in the run's state.
     fn ask<'b>(&'b self, name: String, question: Vec<u8>) -> BoxFuture<'b, Result<Vec<u8>, String>> {
+        self.keep_events();
         Box::pin(async move {
             let question: serde_json::Value = serde_json::from_slice(&question).unwrap_or(serde_json::Value::Null);
             self.ctx.set("question", Json(question));
@@ -503,6 +588,7 @@ impl StepJournal for Steps<'_, '_> {
         _name: String,
         items: Vec<Vec<u8>>,
     ) -> BoxFuture<'b, Result<Vec<Vec<u8>>, String>> {
+        self.keep_events();
         Box::pin(async move {
             let service = items_service(self.flow);
             let mut calls = Vec::with_capacity(items.len());
@@ -529,8 +615,17 @@ fn workflow_discovery(name: &str) -> Result<discovery::Service, String> {
         handler("run", Some(discovery::HandlerType::Workflow), json())?,
         handler("status", Some(discovery::HandlerType::Shared), discovery::InputPayload::empty())?,
         handler("answer", Some(discovery::HandlerType::Shared), json())?,
+        handler("events", Some(discovery::HandlerType::Shared), optional_json())?,
     ];
     service(name, discovery::ServiceType::Workflow, handlers)
+}
+
+/// A JSON input that may be left out.
+fn optional_json() -> discovery::InputPayload {
+    discovery::InputPayload {
+        required: Some(false),
+        ..discovery::InputPayload::from_metadata::<Json<serde_json::Value>>()
+    }
 }
 
 /// What Restate learns of the items' service when it is registered.

@@ -124,6 +124,50 @@ fn a_worker_killed_mid_exec_is_replaced_and_the_run_finishes_without_paying_twic
     assert_eq!(counts.get("exec-start summary"), Some(&1), "{counts:?}");
     let (_, status) = http(&server.ingress, "POST", "/research/run-1/status", None).unwrap();
     assert_eq!(status, r#"{"status":"finished"}"#);
+    // The run's events, the same as one run without a crash would have.
+    let events = events(&server, "run-1", 0);
+    assert_eq!(events["status"], "finished");
+    let list = events["events"].as_array().unwrap();
+    let described: Vec<String> = list.iter().map(describe).collect();
+    let mut expected = Vec::new();
+    for k in 0..5 {
+        let action = if k < 4 { "again" } else { "done" };
+        expected.extend([
+            "node_started research work".to_owned(),
+            format!("custom research work \"paying {k}\""),
+            format!("node_finished research work {action}"),
+        ]);
+    }
+    assert_eq!(described[..15], expected[..], "{described:#?}");
+    assert_eq!(events["next"], list.len());
+    // Asked from a later place, only the rest.
+    let rest = self::events(&server, "run-1", 14);
+    assert_eq!(rest["events"].as_array().unwrap().len(), list.len() - 14);
+}
+
+/// The events of run `run` of `research` from number `from`.
+fn events(server: &RestateServer, run: &str, from: usize) -> serde_json::Value {
+    let body = format!("{{\"from\": {from}}}");
+    let (status, body) = server.post(&server.ingress, &format!("/research/{run}/events"), &body).unwrap();
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// An event in one line: its kind, flow, node, then its action or value.
+fn describe(event: &serde_json::Value) -> String {
+    let mut line = format!(
+        "{} {} {}",
+        event["kind"].as_str().unwrap(),
+        event["flow"].as_str().unwrap(),
+        event["node"].as_str().unwrap()
+    );
+    if let Some(action) = event.get("action") {
+        line.push_str(&format!(" {}", action.as_str().unwrap()));
+    }
+    if let Some(value) = event.get("value") {
+        line.push_str(&format!(" {value}"));
+    }
+    line
 }
 
 #[test]
@@ -146,6 +190,11 @@ fn a_paused_run_survives_its_worker_and_the_answer_resumes_it_on_another() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(paused["question"], "publish 5 calls?");
+    // The caller sees the events so far while the run waits.
+    let so_far = events(&server, "run-2", 0);
+    assert_eq!(so_far["status"], "paused");
+    let last = so_far["events"].as_array().unwrap().last().map(describe);
+    assert_eq!(last.as_deref(), Some("node_started research approve"), "{so_far}");
     // Both workers go away and come back: the answer finds the run anyway.
     for slot in &mut workers {
         let port = slot.port;

@@ -18,7 +18,7 @@ use super::{AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode, DEFAULT_CONCUR
 use crate::access::{AsyncAccess, locked};
 use crate::context::NodeCx;
 use crate::durable::steps::{Outcome, StepResult, outcome_bytes, read_outcome};
-use crate::durable::{Ambient, StepJournal, Visit, decode_value, encode_value};
+use crate::durable::{Ambient, StepJournal, Visit, decode_value, encode_value, send_kept, with_kept};
 use crate::error::{Error, Failure, HookError, Stage};
 use crate::node::{
     Bridge, ExecContext, attempts_async, call_stage, cannot_block, caught, drive_here, exec_blocking, exec_with_retry,
@@ -103,7 +103,7 @@ pub(crate) fn run_batch_steps_sync<S, N: BatchNode<S>>(
         let bridge = Bridge::new(scope);
         let (list, name) = (&items, cx.node);
         let make = |i: usize| {
-            let ambient = Ambient::current().with_item(i);
+            let (ambient, emitted) = Ambient::current().with_item(i).keeping();
             bridge.step(move || {
                 let _inside = ambient.enter();
                 let result = exec_with_retry(
@@ -115,7 +115,10 @@ pub(crate) fn run_batch_steps_sync<S, N: BatchNode<S>>(
                     |it, c| node.exec(it, c),
                     |it, e, c| node.exec_fallback(it, e, c),
                 );
-                outcome_bytes(outcome(result.map(|(output, _)| output).map_err(|h| h.failure), None))
+                with_kept(
+                    emitted,
+                    outcome_bytes(outcome(result.map(|(output, _)| output).map_err(|h| h.failure), None)),
+                )
             })
         };
         let ran = drive_here(item_steps::<N::Item, N::Output>(steps, visit, &cx, &items, false, make));
@@ -162,7 +165,7 @@ fn sync_item<S, N: BatchNode<S>>(
     index: usize,
     name: String,
 ) -> BoxFuture<'static, StepResult> {
-    let ambient = Ambient::current().with_item(index);
+    let (ambient, emitted) = Ambient::current().with_item(index).keeping();
     Box::pin(async move {
         let ran = exec_blocking(true, move |cancel| {
             let _inside = ambient.enter();
@@ -177,10 +180,11 @@ fn sync_item<S, N: BatchNode<S>>(
             )
         })
         .await;
-        outcome_bytes(match ran {
+        let bytes = outcome_bytes(match ran {
             Ok(result) => outcome(result.map(|(output, _)| output).map_err(|h| h.failure), None),
             Err(failure) => Outcome::Failed(failure),
-        })
+        });
+        with_kept(emitted, bytes)
     })
 }
 
@@ -192,7 +196,8 @@ fn async_item<S: Send + Sync, N: AsyncBatchNode<S>>(
     index: usize,
     name: String,
 ) -> BoxFuture<'static, StepResult> {
-    Box::pin(Ambient::current().with_item(index).scope(async move {
+    let (ambient, emitted) = Ambient::current().with_item(index).keeping();
+    Box::pin(ambient.scope(async move {
         let (node, item) = (&*node, &list[at]);
         let first = ExecContext::new(&name, 1, node.retry().max_attempts(), Some(index));
         let result = attempts_async(
@@ -202,7 +207,7 @@ fn async_item<S: Send + Sync, N: AsyncBatchNode<S>>(
             |err, ctx| async move { node.exec_fallback(item, err, &ctx).await },
         )
         .await;
-        outcome_bytes(outcome(result, None))
+        with_kept(emitted, outcome_bytes(outcome(result, None)))
     }))
 }
 
@@ -283,6 +288,7 @@ async fn item_steps<I: Send + 'static, O: Send + 'static>(
     };
     let mut outputs = Vec::with_capacity(outcomes.len());
     for (i, bytes) in outcomes.iter().enumerate() {
+        send_kept(bytes);
         match read_outcome(bytes) {
             Some(Outcome::Done(output)) => outputs.push(
                 decode_value(&output)

@@ -63,9 +63,11 @@ pub use run::DurableRun;
 pub(crate) use run::{Drive, Mode, Plan, SaveFields, ready, stream_flow, stream_flow_async};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteCheckpointer;
+#[cfg(feature = "restate")]
+pub(crate) use steps::run_journaled_with;
 pub use steps::{StepJournal, StepResult, run_journaled};
 pub(crate) use visit::NodeVisit;
-pub(crate) use visit::{Ambient, Journal, Visit, is_interrupt};
+pub(crate) use visit::{Ambient, Journal, Visit, is_interrupt, send_kept, with_kept};
 pub use visit::{Outcome, Pause, interrupt};
 
 /// How a run stood at one checkpoint.

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::action::Label;
 use crate::error::{Error, Failure};
+use crate::events::Sink;
 
 /// What a step returns, as the journal keeps it: bytes the engine made (the
 /// `exec` result as plain data, or the error it failed with after its retries
@@ -91,7 +92,20 @@ pub async fn run_journaled<S: Send, F: Drive<S>>(
     steps: &dyn StepJournal,
     run_id: &str,
 ) -> Result<Label, Error> {
-    let plan = Plan { journal: None, steps: Some(steps), events: None, run: run_id, mode: Mode::Async };
+    run_journaled_with(flow, store, steps, run_id, None).await
+}
+
+/// [`run_journaled`], its events sent to `events`: the nodes' starts and
+/// ends, and the values their steps emitted (kept in the steps' results, so
+/// that a replay sends the same ones).
+pub(crate) async fn run_journaled_with<S: Send, F: Drive<S>>(
+    flow: &F,
+    store: &mut S,
+    steps: &dyn StepJournal,
+    run_id: &str,
+    events: Option<&Sink>,
+) -> Result<Label, Error> {
+    let plan = Plan { journal: None, steps: Some(steps), events, run: run_id, mode: Mode::Async };
     match flow.drive(store, plan, None, Vec::new()).await? {
         RunOutcome::Finished(label) => Ok(label),
         // An interrupt waits on the journal; a pause never comes back here.

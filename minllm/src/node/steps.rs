@@ -17,7 +17,7 @@ use crate::access::{AsyncAccess, locked};
 use crate::context::{Cancel, NodeCx};
 use crate::durable::steps::{Outcome, outcome_bytes, read_outcome};
 use crate::durable::visit::Asks;
-use crate::durable::{Ambient, StepJournal, Visit, decode_value, encode_value, is_interrupt};
+use crate::durable::{Ambient, StepJournal, Visit, decode_value, encode_value, is_interrupt, send_kept, with_kept};
 use crate::error::{BoxError, CheckpointError, Error, Failure, HookError, NodeResult, Stage};
 use crate::node::bridge::{Bridge, drive_here};
 use crate::node::{call_stage, caught};
@@ -44,8 +44,8 @@ where
     // `prep` goes into each step and comes back; a replayed step never takes it.
     let slot = Arc::new(Mutex::new(Some(prep)));
     let make = || -> BoxFuture<'static, Vec<u8>> {
-        let (shared, name, kept, ambient) =
-            (Arc::clone(node), cx.node.to_owned(), Arc::clone(&slot), Ambient::current());
+        let (shared, name, kept) = (Arc::clone(node), cx.node.to_owned(), Arc::clone(&slot));
+        let (ambient, emitted) = Ambient::current().keeping();
         let asks = visit.asks_handle();
         let blocks = shared.exec_blocks();
         Box::pin(async move {
@@ -64,13 +64,14 @@ where
                 (prep, result)
             })
             .await;
-            outcome_bytes(match ran {
+            let bytes = outcome_bytes(match ran {
                 Ok((prep, result)) => {
                     *kept.lock() = Some(prep);
                     outcome(result.map(|(exec, _)| exec).map_err(|h| h.failure), Some(&asks))
                 }
                 Err(failure) => Outcome::Failed(failure),
-            })
+            });
+            with_kept(emitted, bytes)
         })
     };
     let exec = exec_steps::<N::Exec>(steps, visit, cx, make).await?;
@@ -100,7 +101,8 @@ where
     let slot = Arc::new(Mutex::new(Some(prep)));
     let make = || -> BoxFuture<'static, Vec<u8>> {
         let (shared, name, kept, asks) = (Arc::clone(node), cx.node.to_owned(), Arc::clone(&slot), visit.asks_handle());
-        Box::pin(Ambient::current().scope(async move {
+        let (ambient, emitted) = Ambient::current().keeping();
+        Box::pin(ambient.scope(async move {
             let Some(prep) = kept.lock().take() else { return outcome_bytes(Outcome::Failed(ran_twice())) };
             let (node, held) = (&*shared, &prep);
             let first = ExecContext::new(&name, 1, node.retry().max_attempts(), None);
@@ -112,7 +114,7 @@ where
             )
             .await;
             *kept.lock() = Some(prep);
-            outcome_bytes(outcome(result, Some(&asks)))
+            with_kept(emitted, outcome_bytes(outcome(result, Some(&asks))))
         }))
     };
     let exec = exec_steps::<N::Exec>(steps, visit, cx, make).await?;
@@ -142,7 +144,8 @@ pub(crate) fn run_node_steps_sync<S, N: Node<S>>(
     let ran = std::thread::scope(|scope| {
         let bridge = Bridge::new(scope);
         let make = || {
-            let (asks, ambient, slot, name) = (visit.asks_handle(), Ambient::current(), &slot, cx.node);
+            let (asks, slot, name) = (visit.asks_handle(), &slot, cx.node);
+            let (ambient, emitted) = Ambient::current().keeping();
             bridge.step(move || {
                 let Some(prep) = slot.lock().take() else { return outcome_bytes(Outcome::Failed(ran_twice())) };
                 let _inside = ambient.enter();
@@ -156,7 +159,8 @@ pub(crate) fn run_node_steps_sync<S, N: Node<S>>(
                     |p, e, c| node.exec_fallback(p, e, c),
                 );
                 *slot.lock() = Some(prep);
-                outcome_bytes(outcome(result.map(|(exec, _)| exec).map_err(|h| h.failure), Some(&asks)))
+                let bytes = outcome_bytes(outcome(result.map(|(exec, _)| exec).map_err(|h| h.failure), Some(&asks)));
+                with_kept(emitted, bytes)
             })
         };
         let ran = drive_here(exec_steps::<N::Exec>(steps, visit, &cx, make));
@@ -275,6 +279,7 @@ async fn exec_steps<E: Send + 'static>(
             n => format!("{} (answered {n})", visit.step_name()),
         };
         let bytes = steps.step(name, make()).await.map_err(journal_error)?;
+        send_kept(&bytes);
         match read_outcome(&bytes) {
             Some(Outcome::Done(exec)) => {
                 return decode_value(&exec)

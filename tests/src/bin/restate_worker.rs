@@ -59,6 +59,7 @@ impl Node<Ledger> for Work {
     }
     fn exec(&self, k: &u64, _: &ExecContext) -> NodeResult<String> {
         log(&format!("exec-start {k}"));
+        minllm::events::emit(format!("paying {k}"));
         if let Some(ms) = std::env::var("SLOW_MS").ok().and_then(|v| v.parse().ok()) {
             std::thread::sleep(Duration::from_millis(ms));
         }
