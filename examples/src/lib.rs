@@ -6,4 +6,5 @@
 pub mod client;
 pub mod embed;
 pub mod llm;
+pub mod local_restate;
 pub mod model;
