@@ -124,8 +124,12 @@ fn worker(port: &str) -> ExitCode {
         return ExitCode::from(2);
     };
     let services = match Model::from_env(script).map_err(|e| e.to_string()).and_then(|model| {
-        // The items' exec results and the items themselves travel as JSON.
-        RestateFlow::new(summaries(model)).definitions()
+        // A worker that comes back is tried again within two seconds (the
+        // server's default waits up to a minute); finished runs are kept a day.
+        RestateFlow::new(summaries(model))
+            .retry_backoff(Duration::from_millis(50), Duration::from_secs(2))
+            .retention(Duration::from_secs(24 * 3600))
+            .definitions()
     }) {
         Ok(services) => services,
         Err(e) => {

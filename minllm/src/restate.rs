@@ -34,6 +34,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
@@ -62,6 +63,21 @@ use crate::typed::{AsyncMachine, AsyncTyped, SyncMachine, SyncTyped};
 /// A flow served as a Restate workflow (see the module docs).
 pub struct RestateFlow<S: 'static> {
     flow: Arc<dyn Served<S>>,
+    tuning: Tuning,
+}
+
+/// What [`RestateFlow`]'s settings tell Restate when it is registered; unset
+/// ones keep the server's defaults.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tuning {
+    retention: Option<Duration>,
+    backoff: Option<(Duration, Duration)>,
+    inactivity: Option<Duration>,
+}
+
+/// Milliseconds, as Restate's manifest counts them.
+fn millis(d: Duration) -> Option<u64> {
+    Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl<S> RestateFlow<S>
@@ -72,12 +88,38 @@ where
     /// made by `flow!` (sync or `async struct`; a sync one needs the
     /// multi-thread tokio runtime that `#[tokio::main]` starts).
     pub fn new<M>(flow: impl Servable<S, M>) -> Self {
-        RestateFlow { flow: flow.into_served().0 }
+        RestateFlow { flow: flow.into_served().0, tuning: Tuning::default() }
     }
 
     /// The workflow's name: the flow's.
     pub fn name(&self) -> &str {
         self.flow.name()
+    }
+
+    /// How long Restate keeps a run's state, journal and result after it
+    /// ends (24 hours unless set): the `status`, `events` and `attach` of a
+    /// finished run answer until then, and its id cannot start a new run.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.tuning.retention = Some(retention);
+        self
+    }
+
+    /// How soon Restate tries a run (or an item) again after its worker went
+    /// away: first after `first`, then twice as long each time up to `most`.
+    /// The server's defaults wait up to a minute between tries, which a run
+    /// whose worker is back pays in full.
+    pub fn retry_backoff(mut self, first: Duration, most: Duration) -> Self {
+        self.tuning.backoff = Some((first, most));
+        self
+    }
+
+    /// How long an invocation may go without journaling anything before
+    /// Restate suspends or retries it (a minute unless set): raise it above
+    /// the longest `exec` that makes no other step, and above the time a
+    /// batch item may wait for its turn on a busy worker.
+    pub fn inactivity_timeout(mut self, timeout: Duration) -> Self {
+        self.tuning.inactivity = Some(timeout);
+        self
     }
 
     /// The services to bind to a Restate endpoint: the workflow, and the
@@ -86,12 +128,13 @@ where
     /// `_`, `-`, `.`).
     pub fn definitions(self) -> Result<Vec<ServiceDefinition>, String> {
         let name = self.flow.name().to_owned();
-        let mut services = vec![service_definition(Serve { flow: Arc::clone(&self.flow) }, workflow_discovery(&name)?)];
+        let workflow = workflow_discovery(&name, self.tuning)?;
+        let mut services = vec![service_definition(Serve { flow: Arc::clone(&self.flow) }, workflow)];
         let fanned = self.flow.fanned_out_nodes();
         if !fanned.is_empty() {
             let limits = fanned.into_iter().map(|(node, n)| (node, Arc::new(Semaphore::new(n)))).collect();
             let items = Items { flow: self.flow, limits: Arc::new(limits) };
-            services.push(service_definition(items, items_discovery(&items_service(&name))?));
+            services.push(service_definition(items, items_discovery(&items_service(&name), self.tuning)?));
         }
         Ok(services)
     }
@@ -609,7 +652,7 @@ impl StepJournal for Steps<'_, '_> {
 }
 
 /// What Restate learns of the workflow when it is registered.
-fn workflow_discovery(name: &str) -> Result<discovery::Service, String> {
+fn workflow_discovery(name: &str, tuning: Tuning) -> Result<discovery::Service, String> {
     let json = discovery::InputPayload::from_metadata::<Json<serde_json::Value>>;
     let handlers = vec![
         handler("run", Some(discovery::HandlerType::Workflow), json())?,
@@ -617,7 +660,11 @@ fn workflow_discovery(name: &str) -> Result<discovery::Service, String> {
         handler("answer", Some(discovery::HandlerType::Shared), json())?,
         handler("events", Some(discovery::HandlerType::Shared), optional_json())?,
     ];
-    service(name, discovery::ServiceType::Workflow, handlers)
+    let mut workflow = service(name, discovery::ServiceType::Workflow, handlers, tuning)?;
+    if let Some(run) = workflow.handlers.first_mut() {
+        run.workflow_completion_retention = tuning.retention.and_then(millis);
+    }
+    Ok(workflow)
 }
 
 /// A JSON input that may be left out.
@@ -629,9 +676,9 @@ fn optional_json() -> discovery::InputPayload {
 }
 
 /// What Restate learns of the items' service when it is registered.
-fn items_discovery(name: &str) -> Result<discovery::Service, String> {
+fn items_discovery(name: &str, tuning: Tuning) -> Result<discovery::Service, String> {
     let input = discovery::InputPayload::from_metadata::<Json<serde_json::Value>>();
-    service(name, discovery::ServiceType::Service, vec![handler("item", None, input)?])
+    service(name, discovery::ServiceType::Service, vec![handler("item", None, input)?], tuning)
 }
 
 /// A handler taking `input` and answering JSON.
@@ -662,11 +709,13 @@ fn handler(
     })
 }
 
-/// A service of type `ty` named `name` (the flow's name, checked here).
+/// A service of type `ty` named `name` (the flow's name, checked here),
+/// tuned as `tuning` says.
 fn service(
     name: &str,
     ty: discovery::ServiceType,
     handlers: Vec<discovery::Handler>,
+    tuning: Tuning,
 ) -> Result<discovery::Service, String> {
     Ok(discovery::Service {
         ty,
@@ -676,13 +725,13 @@ fn service(
         documentation: None,
         metadata: Default::default(),
         abort_timeout: None,
-        inactivity_timeout: None,
-        journal_retention: None,
+        inactivity_timeout: tuning.inactivity.and_then(millis),
+        journal_retention: tuning.retention.and_then(millis),
         idempotency_retention: None,
         enable_lazy_state: None,
         ingress_private: None,
-        retry_policy_initial_interval: None,
-        retry_policy_max_interval: None,
+        retry_policy_initial_interval: tuning.backoff.and_then(|(first, _)| millis(first)),
+        retry_policy_max_interval: tuning.backoff.and_then(|(_, most)| millis(most)),
         retry_policy_max_attempts: None,
         retry_policy_exponentiation_factor: None,
         retry_policy_on_max_attempts: None,

@@ -99,3 +99,29 @@ fn a_thousand_items_land_on_both_workers_and_survive_one_killed_half_way() {
     assert!(connections.iter().all(|&n| n > 0), "the proxy sent connections to both: {connections:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn retention_backoff_and_inactivity_reach_restate_when_the_flow_is_registered() {
+    let server = RestateServer::start();
+    let port = free_port();
+    let mut command = Command::new(WORKER);
+    command.arg(port.to_string());
+    let _worker = Worker::start(command, port);
+    server.register(port);
+    for service in ["spread", "spread-items"] {
+        let (status, body) = server.get(&server.admin, &format!("/services/{service}")).unwrap();
+        assert_eq!(status, 200, "{body}");
+        let config: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(config["journal_retention"], "1h", "{service}: {body}");
+        assert_eq!(config["inactivity_timeout"], "5m", "{service}: {body}");
+        assert_eq!(config["retry_policy"]["initial_interval"], "50ms", "{service}: {body}");
+        assert_eq!(config["retry_policy"]["max_interval"], "1s", "{service}: {body}");
+    }
+    let (_, body) = server.get(&server.admin, "/services/spread").unwrap();
+    let config: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(config["workflow_completion_retention"], "1h", "{body}");
+    // An untuned flow keeps the server's defaults.
+    let (_, body) = server.get(&server.admin, "/services/research").unwrap();
+    let config: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(config["workflow_completion_retention"], "1d", "{body}");
+}

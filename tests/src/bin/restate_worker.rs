@@ -214,7 +214,12 @@ fn flow() -> Flow<Ledger> {
 async fn main() {
     let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).expect("usage: restate_worker <port>");
     let mut services = RestateFlow::new(flow()).definitions().expect("a valid service name");
-    services.extend(RestateFlow::new(spread()).definitions().expect("a valid service name"));
+    // Tuned: a worker that comes back is tried again within a second.
+    let spread = RestateFlow::new(spread())
+        .retry_backoff(Duration::from_millis(50), Duration::from_secs(1))
+        .retention(Duration::from_secs(3600))
+        .inactivity_timeout(Duration::from_secs(300));
+    services.extend(spread.definitions().expect("a valid service name"));
     services.extend(RestateFlow::new(Tally::new()).definitions().expect("a valid service name"));
     // A sync `flow!` flow inside a runtime flow, which Restate refuses.
     let mut around = Flow::new("around");
