@@ -176,10 +176,8 @@ pub(crate) fn shell(def: &FlowDef, outcome: &TokenStream, mermaid: &str) -> Toke
 
             #stream
 
-            /// Runs the flow on `store` as run `run_id` of a durable-execution
-            /// engine whose journal is `steps`: each node's `exec` one
-            /// journaled step (see `minllm::Flow::run_journaled`). A sync
-            /// flow needs a multi-thread tokio runtime.
+            /// Runs the flow as run `run_id` journaled by `steps` (see
+            /// `minllm::Flow::run_journaled`; a sync flow needs a multi-thread runtime).
             pub async fn run_journaled(
                 &self,
                 store: &mut #store,
@@ -187,7 +185,6 @@ pub(crate) fn shell(def: &FlowDef, outcome: &TokenStream, mermaid: &str) -> Toke
                 run_id: &str,
             ) -> ::core::result::Result<::minllm::Label, ::minllm::Error>
             where
-                // Checked where the method is used, not where the flow is declared.
                 for<'__s> #store: ::core::marker::Send + ::core::marker::Sync,
             {
                 ::minllm::durable::run_journaled(&::minllm::__private::#wrapper(self), store, steps, run_id).await

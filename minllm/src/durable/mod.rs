@@ -44,6 +44,7 @@
 //! ```
 
 mod codec;
+mod kept;
 mod memory;
 mod outcome;
 pub(crate) mod run;
@@ -58,6 +59,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use crate::error::CheckpointError;
 pub use codec::{DurableStore, register};
 pub(crate) use codec::{ExecRecord, decode_value, encode_value};
+pub(crate) use kept::{send_kept, with_kept};
 pub use memory::MemoryCheckpointer;
 pub use run::DurableRun;
 pub(crate) use run::{Drive, Mode, Plan, SaveFields, ready, stream_flow, stream_flow_async};
@@ -67,7 +69,7 @@ pub use sqlite::SqliteCheckpointer;
 pub(crate) use steps::run_journaled_with;
 pub use steps::{StepJournal, StepResult, run_journaled};
 pub(crate) use visit::NodeVisit;
-pub(crate) use visit::{Ambient, Journal, Visit, is_interrupt, send_kept, with_kept};
+pub(crate) use visit::{Ambient, Journal, Visit, is_interrupt};
 pub use visit::{Outcome, Pause, interrupt};
 
 /// How a run stood at one checkpoint.

@@ -1,0 +1,154 @@
+//! Flows served on [Restate](https://restate.dev), the durable-execution
+//! engine (feature `restate`): a runtime [`Flow`] becomes a Restate workflow
+//! named after the flow, whose runs are keyed by their run id. Each node's
+//! `exec` (with its retries and fallback) is one journaled step
+//! ([`Flow::run_journaled`]): a worker that dies mid-run is replaced, Restate
+//! replays the run on another (or the same, restarted) worker, finished steps
+//! are read back from the journal, and only the step in flight runs again.
+//!
+//! Handlers of the workflow `<flow>`:
+//!
+//! - `run`: the store as JSON in, the store after the run out; the run's id is
+//!   the workflow key (`POST /<flow>/<run id>/run`);
+//! - `status`: `{"status": "running"}`, `"paused"` (with the `question` a
+//!   node's `interrupt` asked), `"finished"` or `"failed: <error>"`;
+//! - `answer`: the answer to the question the run waits on (any JSON): a
+//!   paused run holds no worker and survives any of them; the answer resumes
+//!   it wherever Restate runs it, and `interrupt` returns the answer there;
+//! - `events`: the run's events (`{"from": n}`: from number `n`), kept in its
+//!   state as the run goes on (see `handlers.rs`).
+//!
+//! A runtime [`Flow`] and a flow made by `flow!` (sync or `async struct`) are
+//! served alike ([`Servable`], `served.rs`).
+//!
+//! Batch nodes whose items run at the same time (`BatchMode::Parallel`,
+//! `AsyncBatchMode::Concurrent`) send their items out as invocations of the
+//! service `<flow>-items` (handler `item`), one per item, all at once: Restate
+//! spreads them over every worker behind the deployment's address, journals
+//! and retries each on its own, and the run gets the results back in the
+//! items' order. A worker runs as many items of a node at once as the node's
+//! threads (or concurrency limit) say; the others wait their turn there. The
+//! items (and outputs) travel as JSON: their types must be plain data (see
+//! [`durable::register`](crate::durable::register)). Sequential batch nodes
+//! keep their items on the run's worker, one after the other.
+//!
+//! `prep` and `post` run again on every replay: they must be deterministic
+//! (read and write the store, nothing else); anything that talks to the world
+//! belongs in `exec`.
+
+mod discovery;
+mod handlers;
+mod journal;
+mod served;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use restate_sdk::endpoint::Endpoint;
+use restate_sdk::prelude::HttpServer;
+use restate_sdk::service::ServiceDefinition;
+use restate_sdk::service::macro_support::service_definition;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+
+use discovery::{items_discovery, workflow_discovery};
+use handlers::{Items, Serve};
+use served::Served;
+pub use served::{Servable, ServedFlow};
+
+/// A flow served as a Restate workflow (see the module docs).
+pub struct RestateFlow<S: 'static> {
+    flow: Arc<dyn Served<S>>,
+    tuning: Tuning,
+}
+
+/// What [`RestateFlow`]'s settings tell Restate when it is registered; unset
+/// ones keep the server's defaults.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tuning {
+    retention: Option<Duration>,
+    backoff: Option<(Duration, Duration)>,
+    inactivity: Option<Duration>,
+}
+
+/// Milliseconds, as Restate's manifest counts them.
+fn millis(d: Duration) -> Option<u64> {
+    Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl<S> RestateFlow<S>
+where
+    S: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// The workflow of `flow`, named after it: a runtime [`Flow`] or a flow
+    /// made by `flow!` (sync or `async struct`; a sync one needs the
+    /// multi-thread tokio runtime that `#[tokio::main]` starts).
+    pub fn new<M>(flow: impl Servable<S, M>) -> Self {
+        RestateFlow { flow: flow.into_served().0, tuning: Tuning::default() }
+    }
+
+    /// The workflow's name: the flow's.
+    pub fn name(&self) -> &str {
+        self.flow.name()
+    }
+
+    /// How long Restate keeps a run's state, journal and result after it
+    /// ends (24 hours unless set): the `status`, `events` and `attach` of a
+    /// finished run answer until then, and its id cannot start a new run.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.tuning.retention = Some(retention);
+        self
+    }
+
+    /// How soon Restate tries a run (or an item) again after its worker went
+    /// away: first after `first`, then twice as long each time up to `most`.
+    /// The server's defaults wait up to a minute between tries, which a run
+    /// whose worker is back pays in full.
+    pub fn retry_backoff(mut self, first: Duration, most: Duration) -> Self {
+        self.tuning.backoff = Some((first, most));
+        self
+    }
+
+    /// How long an invocation may go without journaling anything before
+    /// Restate suspends or retries it (a minute unless set): raise it above
+    /// the longest `exec` that makes no other step, and above the time a
+    /// batch item may wait for its turn on a busy worker.
+    pub fn inactivity_timeout(mut self, timeout: Duration) -> Self {
+        self.tuning.inactivity = Some(timeout);
+        self
+    }
+
+    /// The services to bind to a Restate endpoint: the workflow, and the
+    /// service `<flow>-items` when batch nodes send their items out. An error
+    /// when the flow's name is not a valid service name (letters, digits,
+    /// `_`, `-`, `.`).
+    pub fn definitions(self) -> Result<Vec<ServiceDefinition>, String> {
+        let name = self.flow.name().to_owned();
+        let workflow = workflow_discovery(&name, self.tuning)?;
+        let mut services = vec![service_definition(Serve { flow: Arc::clone(&self.flow) }, workflow)];
+        let fanned = self.flow.fanned_out_nodes();
+        if !fanned.is_empty() {
+            let limits = fanned.into_iter().map(|(node, n)| (node, Arc::new(Semaphore::new(n)))).collect();
+            let items = Items { flow: self.flow, limits: Arc::new(limits) };
+            services.push(service_definition(items, items_discovery(&items_service(&name), self.tuning)?));
+        }
+        Ok(services)
+    }
+}
+
+/// Serves `services` (those of one or more [`RestateFlow`]s) on `addr`
+/// (HTTP/2, as Restate calls its deployments) until the future is dropped.
+pub async fn serve(addr: SocketAddr, services: impl IntoIterator<Item = ServiceDefinition>) {
+    let mut endpoint = Endpoint::builder();
+    for service in services {
+        endpoint = endpoint.bind(service);
+    }
+    HttpServer::new(endpoint.build()).listen_and_serve(addr).await;
+}
+
+/// The name of the service that runs the items of flow `flow`'s batch nodes.
+fn items_service(flow: &str) -> String {
+    format!("{flow}-items")
+}
