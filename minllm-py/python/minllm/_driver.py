@@ -200,7 +200,7 @@ class _Run:
         if self.journal is not None and visit is not None:
             execute = AsyncNode._exec if kind == "async" else Node._exec
             calls: list[Callable[[], Any]] = [functools.partial(execute, curr, item) for item in items]
-            return await _journal.journaled_items(self, curr, visit, calls, kind == "async")
+            return await _journal.journaled_items(self, curr, visit, items, calls, kind == "async")
         spread = _Spread()
         if kind == "async":
 

@@ -40,11 +40,24 @@ def _type_name(value: Any) -> str:
 
 _JSON = json.JSONEncoder(separators=(",", ":"))
 _SCALARS = frozenset({int, str, bool, float, type(None)})
-class _Codec:
-    """Plain data to JSON and back, for one checkpointer (which may allow pickle)."""
 
-    def __init__(self, allow_pickle: bool) -> None:
-        self.allow_pickle = allow_pickle
+
+class NotPlain(TypeError):
+    """A value that is not plain data (nor registered, nor allowed to be
+    pickled): ``type_name`` names the type found."""
+
+    def __init__(self, message: str, type_name: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+
+
+class _Codec:
+    """Plain data to JSON and back, for one checkpointer (which may allow pickle).
+    ``pickle_hint`` says how its owner allows pickle, for the error that refuses
+    a value."""
+
+    def __init__(self, allow_pickle: bool, pickle_hint: str = "SqliteCheckpointer(path, allow_pickle=True)") -> None:
+        self.allow_pickle, self.pickle_hint = allow_pickle, pickle_hint
 
     def dump(self, value: Any, where: str) -> Any:
         t = type(value)
@@ -66,10 +79,11 @@ class _Codec:
             return {"__r": name, "v": self.dump(dump(value), where)}
         if self.allow_pickle:
             return {"__p": base64.b64encode(pickle.dumps(value)).decode("ascii")}
-        raise TypeError(
+        raise NotPlain(
             f"{where} holds a {_type_name(value)}, which cannot be checkpointed: use plain data (None, bool, "
             f"int, float, str, bytes, list, tuple, dict), register the type with minllm.register(cls, dump, load), "
-            f"or allow pickle with SqliteCheckpointer(path, allow_pickle=True)"
+            f"or allow pickle with {self.pickle_hint}",
+            _type_name(value),
         )
 
     def load(self, data: Any) -> Any:
