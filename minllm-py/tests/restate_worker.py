@@ -5,6 +5,10 @@ Each ``exec`` writes ``exec-start <what> pid=<pid>`` and ``exec-end <what>
 pid=<pid>`` lines to the file ``$LOG``, so that a test counts what ran where.
 ``$HOLD`` names an exec (``work 2``) that, in this worker, starts and never
 ends: the test kills the worker there.
+
+``talk`` emits events from its hooks (its ``exec``s, batch items and
+fanned-out items); ``spread`` is a parallel batch of ``n`` items that fan out
+to the workers, each sleeping 20 ms and answering with its worker's pid.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any, TypeVar
 
 import restate
 
-from minllm import AsyncFlow, AsyncNode, BatchNode, Flow, Node, ParallelBatchNode, interrupt
+from minllm import AsyncFlow, AsyncNode, BatchNode, Flow, Node, ParallelBatchNode, emit, interrupt
 from minllm.restate import serve, workflow
 
 LOG = os.environ.get("LOG", os.devnull)
@@ -110,6 +114,7 @@ class Draft(AsyncNode):
         return topic
 
     async def exec_async(self, topic: str) -> str:
+        emit(f"drafting {topic}")
         return paid("draft", f"draft about {topic}")
 
     async def post_async(self, shared: dict[str, Any], topic: str, draft: str) -> None:
@@ -180,6 +185,87 @@ class Read(Node):
         return shared["missing"]
 
 
+# ---- talk: events from every kind of exec ----
+
+
+class Greet(Node):
+    def prep(self, shared: dict[str, Any]) -> str:
+        emit("prep")  # prep runs again on a replay, and sends the same
+        name: str = shared["name"]
+        return name
+
+    def exec(self, name: str) -> str:
+        emit("hello")
+        emit({"to": name, "n": 1})
+        return paid("greet", f"hello {name}")
+
+    def post(self, shared: dict[str, Any], name: str, greeting: str) -> str:
+        shared["greeting"] = greeting
+        return "go"
+
+
+class Speak(Node):
+    def exec(self, _: Any) -> str:
+        emit("speak 1")
+        said = paid("speak", "spoken")  # held here, in the first worker, and killed
+        emit("speak 2")
+        return said
+
+    def post(self, shared: dict[str, Any], _: Any, said: str) -> None:
+        shared["said"] = said
+
+
+class Count(BatchNode):
+    def prep(self, shared: dict[str, Any]) -> list[int]:
+        return [0, 1]
+
+    def exec(self, k: int) -> int:
+        emit(f"count {k}")
+        return paid(f"count {k}", k * 10)
+
+    def post(self, shared: dict[str, Any], _: Any, counts: list[int]) -> None:
+        shared["counts"] = counts
+
+
+class Loud(ParallelBatchNode):
+    def prep(self, shared: dict[str, Any]) -> list[str]:
+        return ["x", "y", "z"]
+
+    def exec(self, word: str) -> str:
+        emit(f"loud {word}")
+        return paid(f"loud {word}", word.upper())
+
+    def post(self, shared: dict[str, Any], _: Any, loud: list[str]) -> None:
+        shared["loud"] = loud
+
+
+class Voice(Flow):
+    """A flow inside ``talk``: its node's events name it as their flow."""
+
+
+def talk() -> Flow:
+    greet, count = Greet(), Count()
+    greet - "go" >> Voice(start=Speak()) >> count >> Loud(max_workers=2)
+    return Flow(start=greet)
+
+
+# ---- spread: a parallel batch that fans out over the workers ----
+
+
+class Pid(ParallelBatchNode):
+    def prep(self, shared: dict[str, Any]) -> list[int]:
+        return list(range(int(shared["n"])))
+
+    def exec(self, i: int) -> tuple[int, int]:
+        log("exec-start", f"item {i}")
+        time.sleep(0.02)
+        log("exec-end", f"item {i}")
+        return i, os.getpid()
+
+    def post(self, shared: dict[str, Any], _: Any, out: list[tuple[int, int]]) -> None:
+        shared["out"] = out
+
+
 def main() -> None:
     # A replaced worker is tried again soon (the default backoff grows to a minute).
     retry = restate.InvocationRetryPolicy(initial_interval=timedelta(milliseconds=100), max_interval=timedelta(seconds=1))
@@ -189,6 +275,8 @@ def main() -> None:
         workflow(approval(), "approval", invocation_retry_policy=retry),
         workflow(checkout(), invocation_retry_policy=retry),
         workflow(Flow(start=Read()), "broken", invocation_retry_policy=retry),
+        workflow(talk(), "talk", invocation_retry_policy=retry),
+        workflow(Flow(start=Pid(max_workers=4)), "spread", invocation_retry_policy=retry),
     )
 
 

@@ -7,11 +7,16 @@ their own. A worker killed with SIGKILL in the middle of an ``exec`` is
 restarted, Restate replays the run, and it finishes with the right store and
 no finished ``exec`` run again; a paused run outlives its worker and is
 answered once it is back; an ``exec`` that fails after its retries fails the
-run. A server that cannot be installed or started fails the tests.
+run. The run's events (``events``) are those of one uninterrupted run, kill or
+not, and show while it waits. The items of a parallel batch node fan out over
+two workers behind a round-robin proxy (one registered deployment), one of
+them killed half-way. A server that cannot be installed or started fails the
+tests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import http.client
 import json
@@ -20,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -115,6 +121,13 @@ class Server:
         assert answer is not None, f"the ingress did not answer {path}"
         return answer[0], json.loads(answer[1]) if answer[1] else None
 
+    def events(self, flow: str, run: str, since: int | None = None) -> dict[str, Any]:
+        """The run's ``events`` handler (from ``since``, when given)."""
+        code, events = self.call(f"/{flow}/{run}/events", None if since is None else {"from": since})
+        assert code == 200, events
+        assert isinstance(events, dict)
+        return events
+
     def status(self, flow: str, run: str) -> dict[str, Any]:
         code, status = self.call(f"/{flow}/{run}/status")
         assert code == 200, status
@@ -171,6 +184,58 @@ class Workers:
             if process.poll() is None:
                 process.kill()
             process.wait()
+
+
+class Proxy:
+    """A round-robin TCP proxy on loopback ``port``, on a thread of its own:
+    each connection goes to the next of ``backends`` (ports) that accepts it,
+    bytes both ways, until either side closes. ``connections`` counts them by
+    backend."""
+
+    def __init__(self, port: int, backends: list[int]) -> None:
+        self.port, self.backends, self.turn = port, backends, 0
+        self.connections: collections.Counter[int] = collections.Counter()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        listening = asyncio.start_server(self.serve, "127.0.0.1", port)
+        self.server = asyncio.run_coroutine_threadsafe(listening, self.loop).result(timeout=10)
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in self.backends:
+            backend = self.backends[self.turn % len(self.backends)]
+            self.turn += 1
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", backend)
+            except OSError:
+                continue  # down: the next one
+            self.connections[backend] += 1
+            await asyncio.gather(self.pipe(reader, up_writer), self.pipe(up_reader, writer))
+            return
+        writer.close()
+
+    @staticmethod
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(1 << 16):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    def stop(self) -> None:
+        async def close() -> None:
+            self.server.close()
+            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
 
 
 @pytest.fixture
@@ -233,6 +298,14 @@ def test_a_paused_run_survives_its_worker_and_the_answer_resumes_it_on_a_new_one
     assert code in (200, 202), body
     paused = until("the run to pause", lambda: (s := server.status("approval", "run-2"))["status"] == "paused" and s)
     assert paused == {"status": "paused", "question": "publish draft about bees?"}
+    # Its events so far show while it waits.
+    asked = [
+        started("approval", "Draft"),
+        custom("approval", "Draft", "drafting bees"),
+        finished("approval", "Draft"),
+        started("approval", "Review"),
+    ]
+    assert server.events("approval", "run-2") == {"events": asked, "next": 4, "status": "paused"}
     # Paused, the run holds no worker: its worker goes away and a new one comes.
     workers.kill(first)
     second = workers.start(port)
@@ -255,9 +328,138 @@ def test_a_paused_run_survives_its_worker_and_the_answer_resumes_it_on_a_new_one
     assert f"exec-end review pid={second.pid}" in workers.lines()
     assert counts["exec-start publish"] == 1, counts
     assert server.status("approval", "run-2") == {"status": "finished"}
+    rest = [finished("approval", "Review"), started("approval", "Publish"), finished("approval", "Publish")]
+    assert server.events("approval", "run-2") == {"events": asked + rest, "next": 7, "status": "finished"}
     # A finished run waits for nothing.
     code, refused = server.call("/approval/run-2/answer", "again")
     assert code >= 400 and "not waiting for an answer" in json.dumps(refused), (code, refused)
+
+
+def started(flow: str, node: str) -> dict[str, Any]:
+    return {"kind": "node_started", "flow": flow, "node": node}
+
+
+def finished(flow: str, node: str, action: str = "default") -> dict[str, Any]:
+    return {"kind": "node_finished", "flow": flow, "node": node, "action": action}
+
+
+def custom(flow: str, node: str, value: Any, item: int | None = None) -> dict[str, Any]:
+    event = {"kind": "custom", "flow": flow, "node": node, "value": value}
+    return event if item is None else {**event, "item": item}
+
+
+TALK = [
+    started("talk", "Greet"),
+    custom("talk", "Greet", "prep"),
+    custom("talk", "Greet", "hello"),
+    custom("talk", "Greet", {"to": "ann", "n": 1}),
+    finished("talk", "Greet", "go"),
+    started("Voice", "Speak"),
+    custom("Voice", "Speak", "speak 1"),
+    custom("Voice", "Speak", "speak 2"),
+    finished("Voice", "Speak"),
+    started("talk", "Count"),
+    custom("talk", "Count", "count 0", 0),
+    custom("talk", "Count", "count 1", 1),
+    finished("talk", "Count"),
+    started("talk", "Loud"),
+    # Fanned out to the items' service; their values come back in the items' order.
+    custom("talk", "Loud", "loud x", 0),
+    custom("talk", "Loud", "loud y", 1),
+    custom("talk", "Loud", "loud z", 2),
+    finished("talk", "Loud"),
+]
+
+
+def test_events_of_a_run_killed_mid_exec_are_those_of_one_uninterrupted_run(server: Server, workers: Workers) -> None:
+    port = free_port()
+    first = workers.start(port, hold="speak")
+    server.register(port)
+    code, body = server.call("/talk/run-5/run/send", {"name": "ann"})
+    assert code in (200, 202), body
+    until("exec speak to start", lambda: f"exec-start speak pid={first.pid}" in workers.lines())
+    # While Speak's exec runs, what came before it shows (what it emitted does not yet).
+    so_far = until("the events before Speak", lambda: (e := server.events("talk", "run-5"))["next"] == 6 and e)
+    assert so_far == {"events": TALK[:6], "next": 6, "status": "running"}
+    workers.kill(first)  # "speak 1" was emitted there, and is lost with the step
+    workers.start(port)
+
+    code, output = server.attach("talk", "run-5")
+    assert code == 200, f"{output}\n{server.log()}"
+    assert json.loads(output) == {
+        "name": "ann", "greeting": "hello ann", "said": "spoken", "counts": [0, 10], "loud": ["X", "Y", "Z"],
+    }
+    counts = workers.counts()
+    assert counts["exec-start speak"] == 2 and counts["exec-start greet"] == 1, counts
+    assert server.events("talk", "run-5") == {"events": TALK, "next": len(TALK), "status": "finished"}
+    assert server.events("talk", "run-5", 7) == {"events": TALK[7:], "next": len(TALK), "status": "finished"}
+    assert server.events("talk", "run-5", 99) == {"events": [], "next": 99, "status": "finished"}
+
+    # The same flow streamed (checkpointed) in this process names flows and nodes
+    # the same way (its root is named after its class; its parallel items emit in
+    # any order).
+    from restate_worker import talk
+
+    from minllm import MemoryCheckpointer
+
+    def shown(event: dict[str, Any]) -> tuple[Any, ...]:
+        return (event["kind"], event["flow"], event["node"], event.get("action"), event.get("value"), event.get("item"))
+
+    local = [
+        shown({
+            "kind": e.kind, "flow": "talk" if e.flow == "Flow" else e.flow, "node": e.node,
+            "action": (e.action or "default") if e.kind == "node_finished" else None,
+            "value": e.value if e.kind == "custom" else None, "item": e.item,
+        })
+        for e in talk().stream({"name": "ann"}, checkpointer=MemoryCheckpointer(), run_id="local")
+    ]
+    expected = [shown(event) for event in TALK]
+    loud = slice(14, 17)
+    assert local[:14] + local[17:] == expected[:14] + expected[17:]
+    assert sorted(local[loud], key=repr) == expected[loud]
+
+
+def test_parallel_batch_items_fan_out_over_two_workers_behind_a_proxy_and_survive_one_killed(
+    server: Server, workers: Workers
+) -> None:
+    ports = [free_port(), free_port()]
+    first, second = workers.start(ports[0]), workers.start(ports[1])
+    proxy = Proxy(free_port(), ports)
+    try:
+        # One deployment: the proxy in front of both workers.
+        server.register(proxy.port)
+        code, body = server.call("/spread/run-6/run/send", {"n": 300})
+        assert code in (200, 202), body
+
+        def ended() -> int:
+            return sum(line.startswith("exec-end item ") for line in workers.lines())
+
+        until("150 items to end", lambda: ended() >= 150, timeout=30)
+        workers.kill(first)
+        code, output = server.attach("spread", "run-6")
+        assert code == 200, f"{output}\n{server.log()}"
+        assert server.status("spread", "run-6") == {"status": "finished"}
+    finally:
+        proxy.stop()
+    assert proxy.connections[ports[0]] >= 1 and proxy.connections[ports[1]] >= 1, proxy.connections
+    out = json.loads(output)["out"]
+    # Every item, in order, each from one of the two workers: both took some.
+    assert [i for i, _ in out] == list(range(300))
+    by = collections.Counter(pid for _, pid in out)
+    assert set(by) == {first.pid, second.pid}, by
+    assert by[first.pid] >= 10 and by[second.pid] >= 10, by
+    # Items ran once, but those in flight on the killed worker: started there
+    # first, again on the other one, which wrote their result.
+    starts: dict[int, list[int]] = collections.defaultdict(list)
+    for line in workers.lines():
+        what, pid = line.rsplit(" pid=", 1)
+        if what.startswith("exec-start item "):
+            starts[int(what.split()[-1])].append(int(pid))
+    assert sorted(starts) == list(range(300))
+    twice = {i: pids for i, pids in starts.items() if len(pids) > 1}
+    assert all(pids == [first.pid, second.pid] for pids in twice.values()), twice
+    assert all(out[i][1] == second.pid for i in twice), twice
+    assert len(twice) < 50, twice  # in flight: at most a few rounds of 4 at once
 
 
 def test_an_exec_that_fails_after_its_retries_fails_the_run_naming_the_node(server: Server, workers: Workers) -> None:
