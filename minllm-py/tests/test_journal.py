@@ -9,7 +9,9 @@ test_restate.py runs the same on Restate.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
+import json
 from typing import Any, TypeVar
 
 import pytest
@@ -24,10 +26,11 @@ from minllm import (
     Node,
     ParallelBatchFlow,
     ParallelBatchNode,
+    emit,
     interrupt,
 )
 from minllm._driver import _drive, _Run
-from minllm._journal import ExecFailed, Journal
+from minllm._journal import ExecFailed, Journal, fanned_out_nodes, item_step
 from minllm._plain import _Codec
 
 
@@ -348,3 +351,154 @@ def test_an_async_flow_journals_async_and_concurrent_items() -> None:
     CALLS.clear()
     assert run(flow(), {}, Memory(records)) == expected
     assert CALLS == []
+
+
+# ---- fan-out: items sent to other workers (test_restate.py runs it on Restate) ----
+
+
+class FanOut(Memory):
+    """A journal that sends the items of parallel batch nodes to "another
+    worker": ``item_step`` on a flow of its own (``build()``, as another process
+    builds it), as a JSON round trip. ``sent`` keeps what went out."""
+
+    def __init__(self, records: dict[int, tuple[str, Any]], build: Any) -> None:
+        super().__init__(records)
+        self.elsewhere = fanned_out_nodes(build())
+        self.sent: list[tuple[str, list[Any], Any]] = []
+
+    def fans_out(self, node: str) -> bool:
+        return node in self.elsewhere
+
+    async def fan_out(self, node: str, items: list[Any], params: Any) -> list[bytes]:
+        at, found = self.take(f"fan-out {node}")
+        if found is not None:
+            records: list[bytes] = found[1]
+            return records
+        items, params = json.loads(json.dumps(items)), json.loads(json.dumps(params))  # they travel
+        self.sent.append((node, items, params))
+
+        async def one(index: int, item: Any) -> bytes:
+            step, is_async = item_step(self.elsewhere[node], node, self.codec, index, item, params)
+            if is_async:
+                data: bytes = await step()
+                return data
+            return await asyncio.get_running_loop().run_in_executor(None, contextvars.copy_context().run, step)
+
+        records = list(await asyncio.gather(*(one(i, item) for i, item in enumerate(items))))
+        self.records[at] = (f"fan-out {node}", records)
+        return records
+
+
+class Loud(ParallelBatchNode):
+    def prep(self, shared: dict[str, Any]) -> list[Any]:
+        return [("a", 1), ("b", 2)]
+
+    def exec(self, item: tuple[str, int]) -> str:
+        assert isinstance(item, tuple)  # items travel as plain data, types kept
+        emit(f"{self.params['lang']} {item[0]}")
+        if item[0] == "b" and self.cur_retry == 0:
+            raise ValueError("first try of b")
+        return paid(f"loud {self.params['lang']} {item[0]}", f"{self.params['lang']}:{item[0].upper()}{self.cur_retry}")
+
+    def post(self, shared: dict[str, Any], _: Any, loud: list[str]) -> None:
+        shared.setdefault("loud", []).extend(loud)
+
+
+class LoudAsync(AsyncParallelBatchNode):
+    async def prep_async(self, shared: dict[str, Any]) -> list[int]:
+        return [1, 2, 3]
+
+    async def exec_async(self, n: int) -> int:
+        await asyncio.sleep(0.01 * (3 - n))  # they finish out of order
+        if n == 2 and self.cur_retry == 0:
+            raise ValueError("first try of 2")
+        return paid(f"double {n}", n * 2 + self.cur_retry * 100)
+
+    async def post_async(self, shared: dict[str, Any], _: Any, doubled: list[int]) -> None:
+        shared["doubled"] = doubled
+
+
+class Langs(BatchFlow):
+    def prep(self, shared: dict[str, Any]) -> list[dict[str, str]]:
+        return [{"lang": "en"}, {"lang": "fr"}]
+
+
+def fanned() -> AsyncFlow:
+    inner = Flow(start=Langs(start=Loud(max_retries=2)))
+    inner >> LoudAsync(max_retries=2)
+    return AsyncFlow(start=inner)
+
+
+def test_parallel_items_fan_out_by_node_key_and_run_elsewhere_as_a_local_run_runs_them() -> None:
+    local: dict[str, Any] = {}
+    asyncio.run(fanned().run_async(local))
+    CALLS.clear()
+    records: dict[int, tuple[str, Any]] = {}
+    journal = FanOut(records, fanned)
+    sent: list[Any] = []
+    walk = _Run(None, "run-1", sent.append, "fanned")
+    walk.journal, walk.codec = journal, journal.codec
+    store: dict[str, Any] = {}
+    asyncio.run(_drive(fanned(), store, walk, []))
+    # The same store as a run without a journal: params, cur_retry per item, order.
+    assert store == local == {"loud": ["en:A0", "en:B1", "fr:A0", "fr:B1"], "doubled": [2, 104, 6]}
+    assert set(journal.elsewhere) == {"Flow > Langs > Loud", "LoudAsync"}
+    assert journal.sent == [
+        ("Flow > Langs > Loud", [{"__t": ["a", 1]}, {"__t": ["b", 2]}], {"__d": [["lang", "en"]]}),
+        ("Flow > Langs > Loud", [{"__t": ["a", 1]}, {"__t": ["b", 2]}], {"__d": [["lang", "fr"]]}),
+        ("LoudAsync", [1, 2, 3], None),
+    ]
+    # What the items emitted came back in their records, to the node's events, in item order.
+    customs = [(e.flow, e.node, e.value, e.item) for e in sent if e.kind == "custom"]
+    assert customs == [
+        ("Flow > Langs > [0]", "Loud", "en a", 0), ("Flow > Langs > [0]", "Loud", "en b", 1),
+        ("Flow > Langs > [0]", "Loud", "en b", 1),  # its second try emitted again
+        ("Flow > Langs > [1]", "Loud", "fr a", 0), ("Flow > Langs > [1]", "Loud", "fr b", 1),
+        ("Flow > Langs > [1]", "Loud", "fr b", 1),
+    ]
+    # A replay reads the fanned-out records back: nothing runs, the same events come.
+    CALLS.clear()
+    again: list[Any] = []
+    walk = _Run(None, "run-1", again.append, "fanned")
+    walk.journal, walk.codec = FanOut(records, fanned), journal.codec
+    store = {}
+    asyncio.run(_drive(fanned(), store, walk, []))
+    assert store == local and CALLS == []
+    assert [(e.kind, e.flow, e.node, e.value, e.item) for e in again] == [
+        (e.kind, e.flow, e.node, e.value, e.item) for e in sent
+    ]
+
+
+def test_items_that_cannot_travel_are_refused_naming_the_node_and_what_to_do() -> None:
+    class Ticket:
+        pass
+
+    class Send(ParallelBatchNode):
+        def prep(self, shared: dict[str, Any]) -> list[Any]:
+            return [1, Ticket()]
+
+    def build() -> Flow:
+        return Flow(start=Send())
+
+    with pytest.raises(TypeError, match=(
+        "item 1 of parallel batch node `Send` cannot go to the flow's workers: it holds a "
+        ".*Ticket, which is not plain data .*minllm.register.*BatchNode, whose items stay on the run's worker"
+    )):
+        run(build(), {}, FanOut({}, build))
+    # An item that fails on its worker fails the run as a local item does.
+    class Fail(ParallelBatchNode):
+        def prep(self, shared: dict[str, Any]) -> list[int]:
+            return [1, 2]
+
+        def exec(self, n: int) -> int:
+            if n == 2:
+                raise ValueError("bad 2")
+            return n
+
+    def failing() -> Flow:
+        return Flow(start=Fail())
+
+    message = "exec of node `Fail` in flow `Flow` failed (item 1): ValueError: bad 2"
+    with pytest.raises(ExecFailed) as failed:
+        run(failing(), {}, FanOut({}, failing))
+    assert str(failed.value) == message

@@ -460,6 +460,14 @@ def test_parallel_batch_items_fan_out_over_two_workers_behind_a_proxy_and_surviv
     assert all(pids == [first.pid, second.pid] for pids in twice.values()), twice
     assert all(out[i][1] == second.pid for i in twice), twice
     assert len(twice) < 50, twice  # in flight: at most a few rounds of 4 at once
+    # Each worker ran at most 4 items at once (the node's max_workers), and got there.
+    running: collections.Counter[int] = collections.Counter()
+    most: collections.Counter[int] = collections.Counter()
+    for line in workers.lines():
+        what, pid = line.rsplit(" pid=", 1)
+        running[int(pid)] += 1 if what.startswith("exec-start") else -1
+        most[int(pid)] = max(most[int(pid)], running[int(pid)])
+    assert most == {first.pid: 4, second.pid: 4}, most
 
 
 def test_an_exec_that_fails_after_its_retries_fails_the_run_naming_the_node(server: Server, workers: Workers) -> None:
@@ -478,6 +486,9 @@ def test_an_exec_that_fails_after_its_retries_fails_the_run_naming_the_node(serv
     counts = workers.counts()
     assert counts["exec-start charge"] == 3, counts
     assert counts["exec-start ship"] == 0, counts
+    # Its events go as far as the failed node's start.
+    events = {"events": [started("Checkout", "Charge")], "next": 1, "status": f"failed: {error}"}
+    assert server.events("Checkout", "run-3") == events
     # A prep that fails fails the run too, naming its node.
     code, body = server.call("/broken/run-4/run/send", {})
     assert code in (200, 202), body
