@@ -29,7 +29,9 @@ Handlers of the workflow ``<flow>`` (the contract of the Rust engine's
 The items of a parallel batch node (``ParallelBatchNode``,
 ``AsyncParallelBatchNode``) go out as invocations of the service
 ``<flow>-items`` (handler ``item``: ``{"node": <key>, "index": i, "item":
-<item>}`` in, the item's step record out), all sent before any is awaited:
+<item>}`` in, with ``"params"`` when the node has some, the item's step
+record out; :func:`app` and :func:`serve` register it with the workflow, so
+serve workflows through them), all sent before any is awaited:
 Restate spreads them over every worker behind the deployment's address,
 journals and retries each on its own, and the run gets the results back in
 the items' order. A worker runs at most ``max_workers`` items of a node at
