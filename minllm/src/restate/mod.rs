@@ -1,8 +1,8 @@
 //! Flows served on [Restate](https://restate.dev), the durable-execution
-//! engine (feature `restate`): a runtime [`Flow`] becomes a Restate workflow
+//! engine (feature `restate`): a runtime [`Flow`](crate::Flow) becomes a Restate workflow
 //! named after the flow, whose runs are keyed by their run id. Each node's
 //! `exec` (with its retries and fallback) is one journaled step
-//! ([`Flow::run_journaled`]): a worker that dies mid-run is replaced, Restate
+//! ([`Flow::run_journaled`](crate::Flow::run_journaled)): a worker that dies mid-run is replaced, Restate
 //! replays the run on another (or the same, restarted) worker, finished steps
 //! are read back from the journal, and only the step in flight runs again.
 //!
@@ -18,7 +18,7 @@
 //! - `events`: the run's events (`{"from": n}`: from number `n`), kept in its
 //!   state as the run goes on (see `handlers.rs`).
 //!
-//! A runtime [`Flow`] and a flow made by `flow!` (sync or `async struct`) are
+//! A runtime [`Flow`](crate::Flow) and a flow made by `flow!` (sync or `async struct`) are
 //! served alike ([`Servable`], `served.rs`).
 //!
 //! Batch nodes whose items run at the same time (`BatchMode::Parallel`,
@@ -82,7 +82,7 @@ impl<S> RestateFlow<S>
 where
     S: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    /// The workflow of `flow`, named after it: a runtime [`Flow`] or a flow
+    /// The workflow of `flow`, named after it: a runtime [`Flow`](crate::Flow) or a flow
     /// made by `flow!` (sync or `async struct`; a sync one needs the
     /// multi-thread tokio runtime that `#[tokio::main]` starts).
     pub fn new<M>(flow: impl Servable<S, M>) -> Self {

@@ -16,7 +16,7 @@ use crate::marker;
 use crate::node::block_on_parked;
 use crate::typed::{AsyncMachine, AsyncTyped, SyncMachine, SyncTyped};
 
-/// A flow that [`RestateFlow::new`] serves: a runtime [`Flow`], or a flow
+/// A flow that [`RestateFlow::new`](super::RestateFlow::new) serves: a runtime [`Flow`], or a flow
 /// made by `flow!`. `M` only tells the kinds apart; type inference picks it.
 pub trait Servable<S, M> {
     #[doc(hidden)]
