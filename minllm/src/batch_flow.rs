@@ -4,12 +4,13 @@ use std::fmt;
 
 use crate::access::{AsyncStoreRef, StoreRef, locked};
 use crate::action::{Action, Label};
-use crate::batch::{branches_on_threads, concurrent_map, default_threads};
+use crate::batch::{DEFAULT_THREADS, branches_on_threads, concurrent_map, default_threads};
 use crate::context::{Cancel, NodeCx, Root, is_cancelled};
-use crate::durable::{Ambient, ready};
-use crate::error::{Error, NodeResult, Stage};
+use crate::durable::steps::{Outcome, read_outcome};
+use crate::durable::{Ambient, StepJournal, StoreCodec, Visit, ready};
+use crate::error::{Error, HookError, NodeResult, Stage};
 use crate::flow::{AsyncRun, Driven, ErasedNode, Flow, NodeKind, Place, Sealed};
-use crate::node::call_stage;
+use crate::node::{call_stage, journal_error};
 use crate::params::Params;
 use crate::store::SharedStore;
 
@@ -147,6 +148,11 @@ impl<S: Send + Sync + 'static> ErasedNode<S> for BatchFlow<S> {
         })
     }
 
+    /// A parallel batch flow's items fan out in journaled runs (see `fan_out`).
+    fn item_limit(&self) -> Option<usize> {
+        self.parallel.then(|| self.limit.unwrap_or(DEFAULT_THREADS).max(1))
+    }
+
     fn batch_items(&self, store: &S, cx: &NodeCx<'_>) -> Option<Result<Vec<Params>, Error>> {
         (!self.parallel)
             .then(|| call_stage(Stage::BatchParams, || (self.params)(store, cx.params)).map_err(|h| cx.error(h)))
@@ -224,6 +230,15 @@ impl<S: Send + Sync + 'static> BatchFlow<S> {
             call_stage(Stage::BatchParams, || (self.params)(&guard, cx.params))
         }
         .map_err(|h| cx.error(h))?;
+        if self.parallel
+            && let Some(visit) = cx.visit
+            && let Some(steps) = visit.steps()
+            && let Some(codec) = visit.store_codec::<S>()
+            && visit.may_fan_out()
+            && steps.fans_out()
+        {
+            return self.fan_out(store, cx, (visit, steps, codec), list).await;
+        }
         // A run journaled by a durable-execution engine asks for its steps in
         // the same order on every replay: the items run one after the other there.
         let parallel = self.parallel && cx.visit.and_then(|v| v.steps()).is_none();
@@ -257,9 +272,94 @@ impl<S: Send + Sync + 'static> BatchFlow<S> {
         call_stage(Stage::Post, || self.finish(&mut guard, list)).map_err(|h| cx.fail(h))
     }
 
+    /// The items of a parallel batch flow in a journaled run whose journal
+    /// fans out: each item's run goes to a worker with the item's params and
+    /// the store as it is now, all at once; what each run changed in the
+    /// store comes back and is applied in the items' order
+    /// ([`merge_changes`]), then `post` runs.
+    async fn fan_out(
+        &self,
+        mut store: AsyncStoreRef<'_, S>,
+        cx: &NodeCx<'_>,
+        (visit, steps, codec): (&Visit<'_>, &dyn StepJournal, &StoreCodec<S>),
+        list: Vec<Params>,
+    ) -> Result<Label, Box<Error>> {
+        let journal_error = |why: String| journal_error(visit, cx, why);
+        let before = {
+            let guard = locked!(store);
+            (codec.save)(&guard)
+        }
+        .map_err(|why| journal_error(format!("the store cannot go to the workers: {why}")))?;
+        let base = self.flow_params(cx.params);
+        let mut items = Vec::with_capacity(list.len());
+        for item in &list {
+            let sent = serde_json::json!({ "params": base.merged(item).to_json(), "store": before });
+            items.push(serde_json::to_vec(&sent).map_err(|e| journal_error(e.to_string()))?);
+        }
+        let outcomes = steps.fan_out(cx.flow.node_key(cx.node), visit.step_name().to_owned(), items).await;
+        let outcomes = outcomes.map_err(journal_error)?;
+        if outcomes.len() != list.len() {
+            return Err(journal_error(format!("{} items went out and {} came back", list.len(), outcomes.len())));
+        }
+        let mut merged = before.clone();
+        for (i, bytes) in outcomes.iter().enumerate() {
+            match read_outcome(bytes) {
+                Some(Outcome::Done(after)) => {
+                    let after = serde_json::from_slice(&after).map_err(|e| journal_error(e.to_string()))?;
+                    merge_changes(&mut merged, &before, after);
+                }
+                Some(Outcome::Failed(failure)) => return Err(cx.fail(HookError::new(Stage::Exec, Some(i), failure))),
+                Some(Outcome::Asked(_)) | None => {
+                    return Err(journal_error("a journaled step this engine did not write".to_owned()));
+                }
+            }
+        }
+        let after = (codec.load)(merged)
+            .map_err(|why| journal_error(format!("the items' stores do not make a store together: {why}")))?;
+        let mut guard = locked!(store);
+        *guard = after;
+        call_stage(Stage::Post, || self.finish(&mut guard, list)).map_err(|h| cx.fail(h))
+    }
+
     /// The params every inner run starts from: the inner flow's own, under the parent's.
     fn flow_params(&self, parent: &Params) -> Params {
         self.flow.own_params().merged(parent)
+    }
+}
+
+/// Applies to `merged` what one item's run changed in the store, from
+/// `before` (the store it started from) to `after`: a field of an object
+/// (at any depth) is merged field by field, a list that only grew gets the
+/// new entries appended, anything else that changed replaces what `merged`
+/// has; a field the run removed is removed. Applied in the items' order,
+/// the changes of later items win where two items changed the same value.
+fn merge_changes(merged: &mut serde_json::Value, before: &serde_json::Value, after: serde_json::Value) {
+    use serde_json::Value;
+    match (merged, before, after) {
+        (Value::Object(merged), Value::Object(before), Value::Object(after)) => {
+            for key in before.keys().filter(|k| !after.contains_key(*k)) {
+                merged.remove(key);
+            }
+            for (key, value) in after {
+                match (merged.get_mut(&key), before.get(&key)) {
+                    (Some(into), Some(was)) => merge_changes(into, was, value),
+                    (_, Some(was)) if *was == value => {}
+                    _ => {
+                        merged.insert(key, value);
+                    }
+                }
+            }
+        }
+        (Value::Array(merged), Value::Array(before), Value::Array(after))
+            if after.len() > before.len() && after.starts_with(before) =>
+        {
+            merged.extend(after.into_iter().skip(before.len()));
+        }
+        (merged, before, after) => {
+            if *before != after {
+                *merged = after;
+            }
+        }
     }
 }
 
@@ -270,5 +370,41 @@ impl<S: 'static> fmt::Debug for BatchFlow<S> {
             .field("parallel", &self.parallel)
             .field("limit", &self.limit)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_changes;
+    use serde_json::json;
+
+    fn merged(before: serde_json::Value, afters: Vec<serde_json::Value>) -> serde_json::Value {
+        let mut merged = before.clone();
+        for after in afters {
+            merge_changes(&mut merged, &before, after);
+        }
+        merged
+    }
+
+    #[test]
+    fn what_items_added_to_lists_and_maps_all_stays_in_the_items_order() {
+        let before = json!({ "lines": ["intro"], "by_topic": {}, "total": 0, "title": "t" });
+        let afters = vec![
+            json!({ "lines": ["intro", "one"], "by_topic": { "a": 1 }, "total": 1, "title": "t" }),
+            json!({ "lines": ["intro", "two", "three"], "by_topic": { "b": 2 }, "total": 2, "title": "t" }),
+        ];
+        let expected = json!({ "lines": ["intro", "one", "two", "three"], "by_topic": { "a": 1, "b": 2 }, "total": 2, "title": "t" });
+        assert_eq!(merged(before, afters), expected);
+    }
+
+    #[test]
+    fn a_replaced_list_or_value_wins_in_order_and_removed_fields_go() {
+        let before = json!({ "list": [1, 2], "gone": true, "kept": "x", "nested": { "deep": [1] } });
+        let afters = vec![
+            json!({ "list": [9], "kept": "x", "nested": { "deep": [1, 2] } }),
+            json!({ "list": [1, 2], "gone": true, "kept": "y", "nested": { "deep": [1, 3] } }),
+        ];
+        let expected = json!({ "list": [9], "kept": "y", "nested": { "deep": [1, 2, 3] } });
+        assert_eq!(merged(before, afters), expected);
     }
 }

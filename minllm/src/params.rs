@@ -70,6 +70,20 @@ impl Params {
         Arc::make_mut(&mut self.0).insert(key.into(), value.into());
     }
 
+    /// The params as one JSON object (what travels to a worker).
+    pub(crate) fn to_json(&self) -> Value {
+        Value::Object(self.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
+    /// Params from a JSON object; `None` for any other value.
+    #[cfg_attr(not(feature = "restate"), allow(dead_code))]
+    pub(crate) fn from_json(value: Value) -> Option<Params> {
+        match value {
+            Value::Object(map) => Some(Params(Arc::new(map.into_iter().collect()))),
+            _ => None,
+        }
+    }
+
     /// The raw value of `key`.
     pub fn value(&self, key: &str) -> Option<&Value> {
         self.0.get(key)

@@ -125,3 +125,51 @@ fn retention_backoff_and_inactivity_reach_restate_when_the_flow_is_registered() 
     let config: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(config["workflow_completion_retention"], "1d", "{body}");
 }
+
+#[test]
+fn a_parallel_batch_flow_runs_its_items_on_both_workers_and_merges_what_they_wrote() {
+    const CHAPTERS: usize = 60;
+    let server = RestateServer::start();
+    let dir = std::env::temp_dir().join(format!("minllm-restate-chapters-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let start = |port: u16| {
+        let mut command = Command::new(WORKER);
+        command
+            .arg(port.to_string())
+            .env("LOG", dir.join("calls.log"))
+            .env("KILL_ONCE", dir.join("killed"))
+            .env("KILL_AT", format!("chapter:{}", CHAPTERS / 2))
+            .env("ITEM_MS", "20");
+        Worker::start(command, port)
+    };
+    let mut workers = [start(free_port()), start(free_port())];
+    let proxy = Proxy::start(workers.iter().map(|w| w.port).collect());
+    server.register(proxy.port);
+    let body = format!("{{\"n\": {CHAPTERS}}}");
+    let (status, body) = server.post(&server.ingress, "/chapters/book-1/run/send", &body).unwrap();
+    assert!(status == 200 || status == 202, "start: {status} {body}");
+    let started = Instant::now();
+    let killed = loop {
+        if let Some(k) = (0..2).find(|&k| workers[k].child.try_wait().unwrap().is_some()) {
+            break workers[k].pid();
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "no worker reached the kill point\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (status, body) = http(&server.ingress, "GET", "/restate/workflow/chapters/book-1/attach", None).unwrap();
+    assert_eq!(status, 200, "{body}\n{}", server.log());
+    let book: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // Every item's run appended its chapter and added its length: merged in the items' order.
+    let chapters: Vec<&str> = book["chapters"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert_eq!(chapters.len(), CHAPTERS, "{chapters:?}");
+    let mut per_worker: HashMap<String, usize> = HashMap::new();
+    for (i, chapter) in chapters.iter().enumerate() {
+        let pid = chapter.strip_prefix(&format!("chapter {i} by ")).unwrap_or_else(|| panic!("chapter {i}: {chapter}"));
+        *per_worker.entry(pid.to_owned()).or_default() += 1;
+    }
+    assert_eq!(per_worker.len(), 2, "both workers wrote chapters: {per_worker:?}");
+    assert!(per_worker.contains_key(&killed.to_string()), "{per_worker:?}");
+    assert_eq!(book["lengths"].as_object().unwrap().len(), CHAPTERS);
+    let _ = std::fs::remove_dir_all(&dir);
+}

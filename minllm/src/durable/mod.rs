@@ -65,8 +65,9 @@ pub use run::DurableRun;
 pub(crate) use run::{Drive, Mode, Plan, SaveFields, ready, stream_flow, stream_flow_async};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteCheckpointer;
+pub(crate) use steps::StoreCodec;
 #[cfg(feature = "restate")]
-pub(crate) use steps::run_journaled_with;
+pub(crate) use steps::{Journaled, run_journaled_with};
 pub use steps::{StepJournal, StepResult, run_journaled};
 pub(crate) use visit::NodeVisit;
 pub(crate) use visit::{Ambient, Journal, Visit, is_interrupt};

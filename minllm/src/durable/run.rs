@@ -7,10 +7,12 @@ use std::future::Future;
 use futures_util::FutureExt as _;
 use serde::Serialize;
 
+use super::steps::StoreCodec;
 use super::{Checkpoint, CheckpointInfo, Checkpointer, DurableStore, Journal, Outcome, Status, StepJournal};
 use crate::action::Label;
 use crate::error::{CheckpointError, Error};
 use crate::events::{AsyncEvents, Events, Sink};
+use crate::params::Params;
 
 /// A store's fields for a checkpoint: [`DurableStore::save_fields`] of its type.
 #[doc(hidden)]
@@ -35,6 +37,11 @@ pub struct Plan<'a, S> {
     /// The run id, for errors.
     pub(crate) run: &'a str,
     pub(crate) mode: Mode,
+    /// How the store travels to the workers of a journal that fans out (for
+    /// a parallel batch flow's items).
+    pub(crate) codec: Option<&'a StoreCodec<S>>,
+    /// The params of the flow's run, when not its own (an item's run on a worker).
+    pub(crate) params: Option<&'a Params>,
 }
 
 impl<S> Plan<'_, S> {
@@ -83,7 +90,8 @@ pub async fn stream_flow_async<S: Send, F: Drive<S>>(
 }
 
 async fn drive_events<S, F: Drive<S>>(flow: &F, store: &mut S, sink: Sink, mode: Mode) -> Result<Outcome, Error> {
-    flow.drive(store, Plan { journal: None, steps: None, events: Some(&sink), run: "", mode }, None, Vec::new()).await
+    let plan = Plan { journal: None, steps: None, events: Some(&sink), run: "", mode, codec: None, params: None };
+    flow.drive(store, plan, None, Vec::new()).await
 }
 
 /// The label a run without checkpoints ended with (it cannot pause).
@@ -338,7 +346,8 @@ impl<S: DurableStore + Send + Sync + 'static, F: Drive<S>> DurableRun<'_, F, S> 
         mode: Mode,
     ) -> Result<Outcome, Error> {
         let journal = Journal::new(self.checkpointer, &self.id, self.flow.flow_name(), next);
-        let plan = Plan { journal: Some((journal, S::save_fields)), steps: None, events, run: &self.id, mode };
+        let journal = Some((journal, S::save_fields as SaveFields<S>));
+        let plan = Plan { journal, steps: None, events, run: &self.id, mode, codec: None, params: None };
         self.flow.drive(store, plan, from, answers).await
     }
 

@@ -13,6 +13,7 @@ use super::{
 use crate::action::Label;
 use crate::error::{Error, Failure};
 use crate::events::Sink;
+use crate::params::Params;
 
 /// What a step returns, as the journal keeps it: bytes the engine made (the
 /// `exec` result as plain data, or the error it failed with after its retries
@@ -92,20 +93,33 @@ pub async fn run_journaled<S: Send, F: Drive<S>>(
     steps: &dyn StepJournal,
     run_id: &str,
 ) -> Result<Label, Error> {
-    run_journaled_with(flow, store, steps, run_id, None).await
+    let how = Journaled { steps, run_id, events: None, codec: None, params: None };
+    run_journaled_with(flow, store, how).await
 }
 
-/// [`run_journaled`], its events sent to `events`: the nodes' starts and
-/// ends, and the values their steps emitted (kept in the steps' results, so
-/// that a replay sends the same ones).
+/// What a journaled run takes besides its flow and store.
+pub(crate) struct Journaled<'a, S> {
+    pub(crate) steps: &'a dyn StepJournal,
+    pub(crate) run_id: &'a str,
+    /// Where its events go: the nodes' starts and ends, and the values their
+    /// steps emitted (kept in the steps' results, so that a replay sends the
+    /// same ones).
+    pub(crate) events: Option<&'a Sink>,
+    /// How its store travels to the workers that run the items of its
+    /// parallel batch flows (only where the journal fans out).
+    pub(crate) codec: Option<&'a StoreCodec<S>>,
+    /// Its params, when not the flow's own (an item's run on a worker).
+    pub(crate) params: Option<&'a Params>,
+}
+
+/// [`run_journaled`], as `how` says.
 pub(crate) async fn run_journaled_with<S: Send, F: Drive<S>>(
     flow: &F,
     store: &mut S,
-    steps: &dyn StepJournal,
-    run_id: &str,
-    events: Option<&Sink>,
+    how: Journaled<'_, S>,
 ) -> Result<Label, Error> {
-    let plan = Plan { journal: None, steps: Some(steps), events, run: run_id, mode: Mode::Async };
+    let Journaled { steps, run_id, events, codec, params } = how;
+    let plan = Plan { journal: None, steps: Some(steps), events, run: run_id, mode: Mode::Async, codec, params };
     match flow.drive(store, plan, None, Vec::new()).await? {
         RunOutcome::Finished(label) => Ok(label),
         // An interrupt waits on the journal; a pause never comes back here.
@@ -115,6 +129,14 @@ pub(crate) async fn run_journaled_with<S: Send, F: Drive<S>>(
             reason: "a journaled run paused outside its journal".to_owned(),
         }),
     }
+}
+
+/// A store as JSON and back: how a journaled run's store goes to the workers
+/// that run a parallel batch flow's items, and how what they made comes back
+/// (the Restate backend makes it from the store's serde impls).
+pub(crate) struct StoreCodec<S> {
+    pub(crate) save: fn(&S) -> Result<serde_json::Value, String>,
+    pub(crate) load: fn(serde_json::Value) -> Result<S, String>,
 }
 
 /// How a step ended, as the engine reads its bytes back.

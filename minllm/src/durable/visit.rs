@@ -2,6 +2,7 @@
 //! checkpoints, and the visit of one node (its recorded `exec` results and
 //! the answers to its interrupts).
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +16,7 @@ use serde::de::DeserializeOwned;
 pub use super::outcome::{Outcome, Pause};
 
 use super::kept::Kept;
-use super::steps::{NoCheckpoints, StepJournal};
+use super::steps::{NoCheckpoints, StepJournal, StoreCodec};
 use super::{Checkpoint, Checkpointer, Field, Status, now_ms};
 use crate::error::{BoxError, CheckpointError, Error, NodeResult};
 use crate::events::{Emitting, Sink, current_emit};
@@ -219,6 +220,9 @@ pub(crate) struct Visit<'a> {
     /// ([`StepJournal::fan_out`]): only where a worker finds the node by its
     /// key (a runtime flow's nodes).
     fan_out: bool,
+    /// The run's `StoreCodec<S>`, its type erased: how the store goes to the
+    /// workers that run a parallel batch flow's items.
+    codec: Option<&'a (dyn Any + Send + Sync)>,
 }
 
 /// A checkpoint waiting to be written with the next `exec` record.
@@ -294,6 +298,7 @@ impl<'a> Visit<'a> {
             fresh: self.fresh,
             steps: self.steps,
             fan_out: self.fan_out,
+            codec: self.codec,
         }
     }
 
@@ -311,7 +316,19 @@ impl<'a> Visit<'a> {
             fresh: true,
             steps: Some(steps),
             fan_out,
+            codec: None,
         }
+    }
+
+    /// This visit, with the run's store codec (see [`StoreCodec`]).
+    pub(crate) fn with_codec(mut self, codec: Option<&'a (dyn Any + Send + Sync)>) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// The run's store codec, when the run has one for stores of type `S`.
+    pub(crate) fn store_codec<S: 'static>(&self) -> Option<&'a StoreCodec<S>> {
+        self.codec.and_then(|codec| codec.downcast_ref())
     }
 
     /// Whether a batch node's items may go to the journal's workers.
@@ -479,6 +496,7 @@ impl<'a> Journal<'a> {
             fresh,
             steps: None,
             fan_out: false,
+            codec: None,
         }
     }
 

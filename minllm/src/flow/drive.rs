@@ -4,6 +4,7 @@
 //! its future is ready at the first poll. (Plain runs use the frames' own
 //! loops, which run a flow's nodes without stopping between them.)
 
+use std::any::Any;
 use std::time::Instant;
 
 use tracing::Instrument as _;
@@ -33,7 +34,9 @@ pub(super) async fn drive<S: Send + Sync + 'static>(
     flow.check(&root)?;
     // Node spans as in plain runs, made only when a subscriber listens.
     let traced = tracing_on();
-    let mut frames = Frames::new(flow, &root, &flow.params, false);
+    let mut frames = Frames::new(flow, &root, plan.params.unwrap_or(&flow.params), false);
+    // The store codec of a journaled run, for the visits of its nodes.
+    let codec = plan.codec.map(|codec| codec as &(dyn Any + Send + Sync));
     let mut segs: Vec<Seg<'_>> = Vec::new();
     // The batch flows whose items run: each with its params and the next item.
     let mut batches: Vec<Batch<'_, S>> = Vec::new();
@@ -97,7 +100,10 @@ pub(super) async fn drive<S: Send + Sync + 'static>(
                 };
                 Some((journal.visit(seq, &slot.name, answers, fresh), seq))
             }
-            None => plan.steps.map(|steps| (Visit::stepped(steps, plan.run, step_name(&path, &steps_taken), true), 0)),
+            None => plan.steps.map(|steps| {
+                let name = step_name(&path, &steps_taken);
+                (Visit::stepped(steps, plan.run, name, true).with_codec(codec), 0)
+            }),
         };
         let flow_name = plan.events.map(|_| at.to_string()).unwrap_or_default();
         let started = Instant::now();

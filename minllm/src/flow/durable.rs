@@ -6,7 +6,7 @@ use std::future::Future;
 use futures_util::future::BoxFuture;
 
 use super::drive::drive;
-use super::{Flow, Slot};
+use super::{Flow, NodeKind, Slot};
 use crate::action::Label;
 use crate::durable::{
     Checkpoint, Checkpointer, Drive, DurableRun, Outcome, Plan, StepJournal, StepResult, stream_flow, stream_flow_async,
@@ -138,11 +138,22 @@ impl<S: Send + Sync + 'static> Flow<S> {
 
     /// The batch nodes whose items fan out in journaled runs (see
     /// [`run_journaled`](Flow::run_journaled)), in this flow and the flows
-    /// it holds: each one's key (as [`StepJournal::fan_out`] names it) and how
-    /// many of its items one worker runs at once (its threads or its
-    /// concurrency limit).
+    /// it holds, and its parallel batch flows (whose items fan out on
+    /// Restate, which ships the store to the workers): each one's key (as
+    /// [`StepJournal::fan_out`] names it) and how many of its items one
+    /// worker runs at once (its threads or its concurrency limit).
     pub fn fanned_out_nodes(&self) -> Vec<(String, usize)> {
         self.keyed_slots().into_iter().filter_map(|(key, slot)| slot.node.item_limit().map(|n| (key, n))).collect()
+    }
+
+    /// The inner flow of the parallel batch flow whose items fan out under
+    /// `key`: what a worker runs for each of its items.
+    #[cfg_attr(not(feature = "restate"), allow(dead_code))]
+    pub(crate) fn fanned_out_flow(&self, key: &str) -> Option<&Flow<S>> {
+        let found = self.keyed_slots().into_iter().find(|(at, slot)| {
+            at == key && slot.node.kind() == NodeKind::BatchFlow && slot.node.item_limit().is_some()
+        });
+        found.and_then(|(_, slot)| slot.node.inner_flow())
     }
 
     /// The slot of the batch node whose items fan out under `key`.

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use super::journal::Steps;
+use super::journal::{ItemSteps, Steps};
 use super::served::Served;
 use crate::events::{Event, EventKind, Sink};
 
@@ -107,17 +107,28 @@ pub(super) struct SentItem {
     pub(super) item: serde_json::Value,
 }
 
-/// The `item` handler: the item's `exec` (with its retries and fallback) as a
-/// journaled step, once a place under its node's limit is free here.
+/// The `item` handler: a batch node's item's `exec` (with its retries and
+/// fallback) as a journaled step, or a parallel batch flow's item's run (each
+/// of its `exec`s a step of this invocation), once a place under its node's
+/// limit is free here.
 async fn item<S: Send + Sync + 'static>(
     flow: &dyn Served<S>,
     limits: &HashMap<String, Arc<Semaphore>>,
     ctx: Context<'_>,
     sent: SentItem,
 ) -> Result<Json<serde_json::Value>, HandlerError> {
+    let limit = limits.get(&sent.node).cloned();
+    let steps = ItemSteps { ctx: &ctx };
+    if let Some(run) = flow.run_flow_item(&sent.node, sent.item.clone(), &steps) {
+        let _turn = match &limit {
+            Some(limit) => Some(limit.acquire().await),
+            None => None,
+        };
+        let outcome = serde_json::from_slice(&run.await).map_err(|e| TerminalError::new(e.to_string()))?;
+        return Ok(Json(outcome));
+    }
     let bytes = serde_json::to_vec(&sent.item).map_err(|e| TerminalError::new(e.to_string()))?;
     let step = flow.run_batch_item(&sent.node, sent.index, &bytes).map_err(TerminalError::new)?;
-    let limit = limits.get(&sent.node).cloned();
     let name = format!("{}[{}]", sent.node, sent.index);
     let outcome = ctx
         .run(move || async move {

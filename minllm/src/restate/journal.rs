@@ -5,7 +5,9 @@
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use restate_sdk::context::{ContextPromises, RequestTarget};
-use restate_sdk::prelude::{ContextClient, ContextSideEffects, ContextWriteState, Json, RunFuture, WorkflowContext};
+use restate_sdk::prelude::{
+    Context, ContextClient, ContextSideEffects, ContextWriteState, Json, RunFuture, WorkflowContext,
+};
 
 use super::handlers::{SentItem, event_json};
 use super::items_service;
@@ -100,5 +102,32 @@ impl StepJournal for Steps<'_, '_> {
             }
             Ok(outcomes)
         })
+    }
+}
+
+/// The journal of a parallel batch flow's item run on a worker: each step a
+/// `ctx.run` of the item's invocation, which Restate retries on its own.
+pub(super) struct ItemSteps<'a, 'ctx> {
+    pub(super) ctx: &'a Context<'ctx>,
+}
+
+impl StepJournal for ItemSteps<'_, '_> {
+    fn step<'b>(&'b self, name: String, step: BoxFuture<'static, Vec<u8>>) -> BoxFuture<'b, Result<Vec<u8>, String>> {
+        Box::pin(async move {
+            let journaled = self.ctx.run(move || async move { Ok(step.await) }).name(name);
+            journaled.await.map_err(|e| e.to_string())
+        })
+    }
+
+    fn ask<'b>(&'b self, _: String, _: Vec<u8>) -> BoxFuture<'b, Result<Vec<u8>, String>> {
+        Box::pin(async {
+            Err("interrupt() cannot pause inside the items of a parallel batch flow, which run on workers of \
+                 their own: make the batch flow sequential, or ask before or after it"
+                .to_owned())
+        })
+    }
+
+    fn blocks_anywhere(&self) -> bool {
+        false
     }
 }

@@ -6,14 +6,19 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
-use crate::durable::{StepJournal, StepResult, run_journaled_with};
+use crate::durable::steps::{Outcome, outcome_bytes};
+use crate::durable::{Journaled, StepJournal, StepResult, StoreCodec, run_journaled_with};
 use crate::error::Error;
+use crate::error::Failure;
 use crate::events::Sink;
 use crate::flow::Flow;
 use crate::marker;
 use crate::node::block_on_parked;
+use crate::params::Params;
 use crate::typed::{AsyncMachine, AsyncTyped, SyncMachine, SyncTyped};
 
 /// A flow that [`RestateFlow::new`](super::RestateFlow::new) serves: a runtime [`Flow`], or a flow
@@ -51,15 +56,27 @@ pub(super) trait Served<S>: Send + Sync {
     ) -> Result<BoxFuture<'static, StepResult>, String> {
         Err(format!("flow `{}` sends no items of `{node}` out", self.name()))
     }
+    /// Runs an item of the parallel batch flow `node` on this worker: its
+    /// inner flow on the store and params `item` carries, journaled by
+    /// `steps`; the step's result is the store after it. `None` when `node`
+    /// is no such batch flow.
+    fn run_flow_item<'a>(
+        &'a self,
+        _node: &str,
+        _item: serde_json::Value,
+        _steps: &'a dyn StepJournal,
+    ) -> Option<BoxFuture<'a, StepResult>> {
+        None
+    }
 }
 
-impl<S: Send + Sync + 'static> Servable<S, marker::Erased> for Flow<S> {
+impl<S: Serialize + DeserializeOwned + Send + Sync + 'static> Servable<S, marker::Erased> for Flow<S> {
     fn into_served(self) -> ServedFlow<S> {
         ServedFlow(Arc::new(self))
     }
 }
 
-impl<S: Send + Sync + 'static> Served<S> for Flow<S> {
+impl<S: Serialize + DeserializeOwned + Send + Sync + 'static> Served<S> for Flow<S> {
     fn name(&self) -> &str {
         Flow::name(self)
     }
@@ -70,9 +87,11 @@ impl<S: Send + Sync + 'static> Served<S> for Flow<S> {
         run_id: String,
         events: &'a Sink,
     ) -> BoxFuture<'a, Result<S, Error>> {
-        Box::pin(
-            async move { run_journaled_with(&&*self, &mut store, steps, &run_id, Some(events)).await.map(|_| store) },
-        )
+        Box::pin(async move {
+            let codec = store_codec::<S>();
+            let how = Journaled { steps, run_id: &run_id, events: Some(events), codec: Some(&codec), params: None };
+            run_journaled_with(&&*self, &mut store, how).await.map(|_| store)
+        })
     }
     fn fanned_out_nodes(&self) -> Vec<(String, usize)> {
         Flow::fanned_out_nodes(self)
@@ -80,6 +99,50 @@ impl<S: Send + Sync + 'static> Served<S> for Flow<S> {
     fn run_batch_item(&self, node: &str, index: usize, item: &[u8]) -> Result<BoxFuture<'static, StepResult>, String> {
         Flow::run_batch_item(self, node, index, item)
     }
+    fn run_flow_item<'a>(
+        &'a self,
+        node: &str,
+        item: serde_json::Value,
+        steps: &'a dyn StepJournal,
+    ) -> Option<BoxFuture<'a, StepResult>> {
+        let inner = self.fanned_out_flow(node)?;
+        let node = node.to_owned();
+        Some(Box::pin(async move {
+            let (params, store) = match sent_flow_item::<S>(item) {
+                Ok(sent) => sent,
+                Err(why) => return failed(format!("an item of batch flow `{node}` arrived unreadable: {why}")),
+            };
+            let (mut store, run_id) = (store, format!("{node} item"));
+            let how = Journaled { steps, run_id: &run_id, events: None, codec: None, params: Some(&params) };
+            match run_journaled_with(&inner, &mut store, how).await {
+                Ok(_) => match serde_json::to_vec(&store) {
+                    Ok(bytes) => outcome_bytes(Outcome::Done(bytes)),
+                    Err(e) => failed(format!("the store after an item of `{node}` cannot be sent back: {e}")),
+                },
+                Err(error) => failed(error.to_string()),
+            }
+        }))
+    }
+}
+
+/// The store as JSON and back, through its serde impls.
+fn store_codec<S: Serialize + DeserializeOwned>() -> StoreCodec<S> {
+    StoreCodec {
+        save: |store| serde_json::to_value(store).map_err(|e| e.to_string()),
+        load: |value| serde_json::from_value(value).map_err(|e| e.to_string()),
+    }
+}
+
+/// The params and the store an item of a parallel batch flow travels with.
+fn sent_flow_item<S: DeserializeOwned>(mut item: serde_json::Value) -> Result<(Params, S), String> {
+    let params = Params::from_json(item["params"].take()).ok_or("its params are not a JSON object")?;
+    let store = serde_json::from_value(item["store"].take()).map_err(|e| format!("its store: {e}"))?;
+    Ok((params, store))
+}
+
+/// The result of an item's step that failed (not in a node of its own).
+fn failed(message: String) -> StepResult {
+    outcome_bytes(Outcome::Failed(Failure::Returned { source: message.into(), attempts: 1 }))
 }
 
 /// A `flow!` flow, served: its batch nodes' items stay in its runs.
@@ -113,7 +176,9 @@ impl<S: Send + Sync + 'static, F: SyncMachine<S> + Send + 'static> Served<S> for
             let spawned = std::thread::Builder::new().name(format!("minllm {}", F::NAME)).spawn(move || {
                 let relay = Relay(relay);
                 let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    block_on_parked(run_journaled_with(&SyncTyped(&flow.0), &mut store, &relay, &run, Some(&events)))
+                    let how =
+                        Journaled { steps: &relay, run_id: &run, events: Some(&events), codec: None, params: None };
+                    block_on_parked(run_journaled_with(&SyncTyped(&flow.0), &mut store, how))
                 }));
                 let _ = done.send(match ran {
                     Ok(ran) => ran.map(|_| store),
@@ -214,7 +279,8 @@ impl<S: Send + Sync + 'static, F: AsyncMachine<S> + Send + 'static> Served<S> fo
         events: &'a Sink,
     ) -> BoxFuture<'a, Result<S, Error>> {
         Box::pin(async move {
-            run_journaled_with(&AsyncTyped(&self.0), &mut store, steps, &run_id, Some(events)).await.map(|_| store)
+            let how = Journaled { steps, run_id: &run_id, events: Some(events), codec: None, params: None };
+            run_journaled_with(&AsyncTyped(&self.0), &mut store, how).await.map(|_| store)
         })
     }
 }

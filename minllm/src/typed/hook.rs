@@ -88,7 +88,8 @@ impl<'a, S> DriveHook<'a, S> {
         events: Option<&'a Sink>,
         mode: Mode,
     ) -> Self {
-        let plan = Plan { journal: None, steps: None, events, run: visit.map_or("", |v| v.run()), mode };
+        let run = visit.map_or("", |v| v.run());
+        let plan = Plan { journal: None, steps: None, events, run, mode, codec: None, params: None };
         let (resume, levels) = (Vec::new(), Vec::new());
         let (current, at) = (None, None);
         DriveHook {

@@ -1,13 +1,15 @@
 //! A worker for the Restate tests (`tests/restate_flow.rs`): serves the flow
 //! `research` (five paid calls in a loop, then a summary) as a Restate
 //! workflow on `127.0.0.1:<port>`, the flow `spread` (a parallel batch node
-//! whose items fan out over the workers), the `flow!` flow `Tally` (the paid
+//! whose items fan out over the workers), `chapters` (a parallel batch flow
+//! whose items' runs fan out), the `flow!` flow `Tally` (the paid
 //! calls of `research`) and the benchmark's flow `bench`,
 //! and kills itself with `kill -9` where told.
 //!
 //! `restate_worker <port>`, with `LOG=<file>` (one line per `exec` start and
 //! end, with the process id), `KILL_AT=exec:<k>` (once: while the file
-//! `KILL_ONCE` does not exist; `item:<i>` for an item of `spread`, `typed:<k>`
+//! `KILL_ONCE` does not exist; `item:<i>` for an item of `spread`, `chapter:<i>`
+//! for one of `chapters`, `typed:<k>`
 //! for a call of `Tally`),
 //! `SLOW_MS=<ms>` (each `exec` sleeps). The
 //! flow ends by asking for approval (`interrupt`), which the test answers.
@@ -154,6 +156,49 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// The store of the flow `chapters`: a parallel batch flow writes `n`
+/// chapters, each item's run on whichever worker gets it.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct Book {
+    n: usize,
+    chapters: Vec<String>,
+    lengths: std::collections::BTreeMap<String, usize>,
+}
+
+/// Writes chapter `i` (a param of its item's run).
+struct Write;
+
+impl Node<Book> for Write {
+    type Prep = u64;
+    type Exec = String;
+    type Action = ();
+    fn prep(&self, _: &Book, params: &Params) -> NodeResult<u64> {
+        Ok(params.get("i")?)
+    }
+    fn exec(&self, i: &u64, _: &ExecContext) -> NodeResult<String> {
+        log(&format!("chapter-start {i}"));
+        maybe_die(&format!("chapter:{i}"));
+        std::thread::sleep(Duration::from_millis(env_or("ITEM_MS", 20)));
+        log(&format!("chapter-end {i}"));
+        Ok(format!("chapter {i} by {}", std::process::id()))
+    }
+    fn post(&self, book: &mut Book, i: u64, chapter: String) -> NodeResult<()> {
+        book.lengths.insert(format!("ch-{i:03}"), chapter.len());
+        book.chapters.push(chapter);
+        Ok(())
+    }
+}
+
+fn chapters() -> Flow<Book> {
+    let mut inner = Flow::new("chapter");
+    inner.add("write", Write);
+    let mut flow = Flow::new("chapters");
+    let items = |book: &Book, _: &Params| Ok((0..book.n).map(|i| Params::new().with("i", i)).collect());
+    flow.add("write_all", minllm::BatchFlow::new(inner, items).parallel().limit(4));
+    flow
+}
+
 fn spread() -> Flow<Docs> {
     let mut flow = Flow::new("spread");
     flow.add("read", ReadAll);
@@ -221,6 +266,8 @@ async fn main() {
         .inactivity_timeout(Duration::from_secs(300));
     services.extend(spread.definitions().expect("a valid service name"));
     services.extend(RestateFlow::new(Tally::new()).definitions().expect("a valid service name"));
+    let chapters = RestateFlow::new(chapters()).retry_backoff(Duration::from_millis(50), Duration::from_secs(1));
+    services.extend(chapters.definitions().expect("a valid service name"));
     // A sync `flow!` flow inside a runtime flow, which Restate refuses.
     let mut around = Flow::new("around");
     around.add("tally", Tally::new());
