@@ -44,6 +44,7 @@
 //! ```
 
 mod codec;
+mod interrupted;
 mod kept;
 mod memory;
 mod outcome;
@@ -59,6 +60,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use crate::error::CheckpointError;
 pub use codec::{DurableStore, register};
 pub(crate) use codec::{ExecRecord, decode_value, encode_value};
+pub(crate) use interrupted::is_interrupt;
 pub(crate) use kept::{send_kept, with_kept};
 pub use memory::MemoryCheckpointer;
 pub use run::DurableRun;
@@ -70,7 +72,7 @@ pub(crate) use steps::StoreCodec;
 pub(crate) use steps::{Journaled, run_journaled_with};
 pub use steps::{StepJournal, StepResult, run_journaled};
 pub(crate) use visit::NodeVisit;
-pub(crate) use visit::{Ambient, Journal, Visit, is_interrupt};
+pub(crate) use visit::{Ambient, Journal, Visit};
 pub use visit::{Outcome, Pause, interrupt};
 
 /// How a run stood at one checkpoint.

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 pub use super::outcome::{Outcome, Pause};
 
+use super::interrupted::Interrupted;
 use super::kept::Kept;
 use super::steps::{NoCheckpoints, StepJournal, StoreCodec};
 use super::{Checkpoint, Checkpointer, Field, Status, now_ms};
@@ -35,30 +36,6 @@ pub(crate) struct Asks {
 thread_local! {
     /// The asks of the node whose hook runs on this thread, in a checkpointed run.
     static ASKING: RefCell<Option<Arc<Mutex<Asks>>>> = const { RefCell::new(None) };
-}
-
-/// The marker error of [`interrupt`]: not retried, not given to a fallback.
-#[derive(Debug)]
-struct Interrupted;
-
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the node called interrupt(): the run pauses for an answer")
-    }
-}
-
-impl std::error::Error for Interrupted {}
-
-/// Whether `error` (or what caused it) is an [`interrupt`].
-pub(crate) fn is_interrupt(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut at = Some(error);
-    while let Some(e) = at {
-        if e.is::<Interrupted>() {
-            return true;
-        }
-        at = e.source();
-    }
-    false
 }
 
 /// Pauses a checkpointed run to ask `question` (a draft to approve, a choice
