@@ -160,8 +160,13 @@ fn serve(port: &str) -> ExitCode {
         return ExitCode::FAILURE;
     };
     eprintln!("serving the workflow `publish` on 127.0.0.1:{port}; register it with Restate");
-    runtime.block_on(minllm::restate::serve(([127, 0, 0, 1], port).into(), services));
-    ExitCode::SUCCESS
+    match runtime.block_on(minllm::restate::serve(([127, 0, 0, 1], port).into(), services)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cannot serve on 127.0.0.1:{port}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {

@@ -142,8 +142,13 @@ fn worker(port: &str) -> ExitCode {
         return ExitCode::FAILURE;
     };
     eprintln!("worker {} serves the workflow `summaries` on 127.0.0.1:{port}", std::process::id());
-    runtime.block_on(serve(([127, 0, 0, 1], port).into(), services));
-    ExitCode::SUCCESS
+    match runtime.block_on(serve(([127, 0, 0, 1], port).into(), services)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cannot serve on 127.0.0.1:{port}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `proxy <port> <worker port>...`: a round-robin proxy until killed.

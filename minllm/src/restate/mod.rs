@@ -45,8 +45,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use restate_sdk::endpoint::Endpoint;
-use restate_sdk::prelude::HttpServer;
+use restate_sdk::hyper::HyperEndpoint;
 use restate_sdk::service::ServiceDefinition;
 use restate_sdk::service::macro_support::service_definition;
 use serde::Serialize;
@@ -139,14 +141,38 @@ where
 }
 
 /// Serves `services` (those of one or more [`RestateFlow`]s) on `addr`
-/// (HTTP/2, as Restate calls its deployments) until the future is dropped.
-pub async fn serve(addr: SocketAddr, services: impl IntoIterator<Item = ServiceDefinition>) {
+/// (HTTP/2, as Restate calls its deployments) until the future is dropped;
+/// an error when `addr` cannot be listened on.
+///
+/// Each connection takes at most [`STREAMS_PER_CONNECTION`] invocations at
+/// once, so that Restate spreads many (a batch's items) over many
+/// connections: a load balancer in front of several workers, which balances
+/// connections, then spreads them over every worker.
+pub async fn serve(addr: SocketAddr, services: impl IntoIterator<Item = ServiceDefinition>) -> std::io::Result<()> {
     let mut endpoint = Endpoint::builder();
     for service in services {
         endpoint = endpoint.bind(service);
     }
-    HttpServer::new(endpoint.build()).listen_and_serve(addr).await;
+    let endpoint = HyperEndpoint::new(endpoint.build());
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors, say: wait for connections to close.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let connection = http2::Builder::new(TokioExecutor::new())
+            .max_concurrent_streams(STREAMS_PER_CONNECTION)
+            .serve_connection(TokioIo::new(stream), endpoint.clone());
+        tokio::spawn(async move {
+            // A connection that breaks (Restate went away) ends on its own.
+            let _ = connection.await;
+        });
+    }
 }
+
+/// How many invocations one connection to a worker carries at once.
+pub const STREAMS_PER_CONNECTION: u32 = 32;
 
 /// The name of the service that runs the items of flow `flow`'s batch nodes.
 fn items_service(flow: &str) -> String {

@@ -275,5 +275,5 @@ async fn main() {
     services.extend(
         RestateFlow::new(minllm_integration_tests::bench_flow::flow()).definitions().expect("a valid service name"),
     );
-    serve(([127, 0, 0, 1], port).into(), services).await;
+    serve(([127, 0, 0, 1], port).into(), services).await.expect("a port to serve on");
 }
