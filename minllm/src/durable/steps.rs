@@ -72,6 +72,10 @@ pub trait StepJournal: Send + Sync {
     /// that gets item `i` runs it with
     /// [`Flow::run_batch_item(node, i, item)`](crate::Flow::run_batch_item)
     /// and sends back what that returns. On a replay, the journaled results.
+    ///
+    /// (The Restate backend, which ships stores, also sends the item runs of
+    /// parallel batch flows this way: `{"params": .., "store": ..}` each, the
+    /// store after the item's run back. [`Flow::run_journaled`](crate::Flow::run_journaled) never does.)
     fn fan_out<'a>(
         &'a self,
         node: String,
