@@ -137,36 +137,10 @@ fn report(outcome: Outcome, post: &Post) -> ExitCode {
 
 /// Serves the flow as a Restate workflow `publish` on `127.0.0.1:<port>`.
 fn serve(port: &str) -> ExitCode {
-    let Ok(port) = port.parse::<u16>() else {
-        eprintln!("not a port: {port}");
-        return ExitCode::from(2);
-    };
-    let model = match Model::from_env(script) {
-        Ok(model) => model,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let services = match minllm::restate::RestateFlow::new(flow(model)).definitions() {
-        Ok(services) => services,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let Ok(runtime) = tokio::runtime::Runtime::new() else {
-        eprintln!("cannot start a tokio runtime");
-        return ExitCode::FAILURE;
-    };
-    eprintln!("serving the workflow `publish` on 127.0.0.1:{port}; register it with Restate");
-    match runtime.block_on(minllm::restate::serve(([127, 0, 0, 1], port).into(), services)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("cannot serve on 127.0.0.1:{port}: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    minllm_examples::local_restate::serve_worker(port, || {
+        let model = Model::from_env(script).map_err(|e| e.to_string())?;
+        minllm::restate::RestateFlow::new(flow(model)).definitions()
+    })
 }
 
 fn main() -> ExitCode {

@@ -20,11 +20,11 @@
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use minllm::restate::{RestateFlow, serve};
+use minllm::restate::RestateFlow;
 use minllm::{BatchMode, BatchNode, ExecContext, Flow, Node, NodeResult, Params};
 use minllm_examples::client::{Reply, Request};
 use minllm_examples::llm;
-use minllm_examples::local_restate::{Proxy, RestateServer, Worker, free_port, http};
+use minllm_examples::local_restate::{Proxy, RestateServer, Worker, free_port, http, serve_worker};
 use minllm_examples::model::Model;
 use serde::{Deserialize, Serialize};
 
@@ -119,36 +119,15 @@ fn summaries(model: Model) -> Flow<Library> {
 
 /// `worker <port>`: serves the flow on 127.0.0.1:<port> until killed.
 fn worker(port: &str) -> ExitCode {
-    let Ok(port) = port.parse::<u16>() else {
-        eprintln!("not a port: {port}");
-        return ExitCode::from(2);
-    };
-    let services = match Model::from_env(script).map_err(|e| e.to_string()).and_then(|model| {
+    serve_worker(port, || {
+        let model = Model::from_env(script).map_err(|e| e.to_string())?;
         // A worker that comes back is tried again within two seconds (the
         // server's default waits up to a minute); finished runs are kept a day.
         RestateFlow::new(summaries(model))
             .retry_backoff(Duration::from_millis(50), Duration::from_secs(2))
             .retention(Duration::from_secs(24 * 3600))
             .definitions()
-    }) {
-        Ok(services) => services,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let Ok(runtime) = tokio::runtime::Runtime::new() else {
-        eprintln!("cannot start a tokio runtime");
-        return ExitCode::FAILURE;
-    };
-    eprintln!("worker {} serves the workflow `summaries` on 127.0.0.1:{port}", std::process::id());
-    match runtime.block_on(serve(([127, 0, 0, 1], port).into(), services)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("cannot serve on 127.0.0.1:{port}: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 /// `proxy <port> <worker port>...`: a round-robin proxy until killed.

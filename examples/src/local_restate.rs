@@ -220,3 +220,37 @@ fn pipe(a: TcpStream, b: TcpStream) {
         copy(b, a2);
     }
 }
+
+/// Serves, until killed, the services `make` builds (a flow's
+/// [`definitions`](minllm::restate::RestateFlow::definitions)) on
+/// `127.0.0.1:<port>`, as an example's `serve <port>` command does: the exit
+/// code says how it ended (2 for a port that is not one).
+pub fn serve_worker(
+    port: &str,
+    make: impl FnOnce() -> Result<Vec<minllm::restate::ServiceDefinition>, String>,
+) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let Ok(port) = port.parse::<u16>() else {
+        eprintln!("not a port: {port}");
+        return ExitCode::from(2);
+    };
+    let services = match make() {
+        Ok(services) => services,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Ok(runtime) = tokio::runtime::Runtime::new() else {
+        eprintln!("cannot start a tokio runtime");
+        return ExitCode::FAILURE;
+    };
+    eprintln!("worker {} serves on 127.0.0.1:{port}; register it with Restate", std::process::id());
+    match runtime.block_on(minllm::restate::serve(([127, 0, 0, 1], port).into(), services)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cannot serve on 127.0.0.1:{port}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

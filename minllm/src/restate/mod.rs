@@ -49,7 +49,9 @@ use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use restate_sdk::endpoint::Endpoint;
 use restate_sdk::hyper::HyperEndpoint;
-use restate_sdk::service::ServiceDefinition;
+/// A service to bind to a Restate endpoint (restate-sdk's), as
+/// [`RestateFlow::definitions`] makes them.
+pub use restate_sdk::service::ServiceDefinition;
 use restate_sdk::service::macro_support::service_definition;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
