@@ -21,6 +21,7 @@ import collections
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -81,6 +82,7 @@ class Server:
     """A running restate-server on loopback."""
 
     def __init__(self, base: Path) -> None:
+        self.base = base
         installed = subprocess.run([str(ROOT / "scripts" / "restate-server")], capture_output=True, text=True)
         if installed.returncode != 0:
             pytest.fail(f"scripts/restate-server failed ({installed.returncode}): {installed.stderr}")
@@ -144,6 +146,9 @@ class Server:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
+        # The server's data (a few hundred MB of preallocated logs) goes with
+        # it; its log stays for a failing test's report.
+        shutil.rmtree(self.base / "restate", ignore_errors=True)
 
 
 class Workers:
