@@ -82,14 +82,25 @@ fn millis(d: Duration) -> Option<u64> {
     Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-impl<S> RestateFlow<S>
-where
-    S: Serialize + DeserializeOwned + Send + Sync + 'static,
-{
+/// A store a run on Restate takes in and gives back as JSON: any type with
+/// serde's `Serialize` and `Deserialize` (a struct of your own, or a map).
+#[diagnostic::on_unimplemented(
+    message = "the store `{Self}` cannot be served on Restate",
+    label = "a run on Restate takes its store in and gives it back as JSON",
+    note = "serve a store type of your own that derives serde's `Serialize` and `Deserialize` (`#[derive(serde::Serialize, serde::Deserialize)]`): a `SharedStore` cannot be one, as the types of its values are not in its JSON"
+)]
+pub trait RestateStore: Serialize + DeserializeOwned + Send + Sync + 'static {}
+
+impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> RestateStore for T {}
+
+impl<S: 'static> RestateFlow<S> {
     /// The workflow of `flow`, named after it: a runtime [`Flow`](crate::Flow) or a flow
     /// made by `flow!` (sync or `async struct`; a sync one needs the
     /// multi-thread tokio runtime that `#[tokio::main]` starts).
-    pub fn new<M>(flow: impl Servable<S, M>) -> Self {
+    pub fn new<M>(flow: impl Servable<S, M>) -> Self
+    where
+        S: RestateStore,
+    {
         RestateFlow { flow: flow.into_served().0, tuning: Tuning::default() }
     }
 
@@ -128,7 +139,10 @@ where
     /// service `<flow>-items` when batch nodes send their items out. An error
     /// when the flow's name is not a valid service name (letters, digits,
     /// `_`, `-`, `.`).
-    pub fn definitions(self) -> Result<Vec<ServiceDefinition>, String> {
+    pub fn definitions(self) -> Result<Vec<ServiceDefinition>, String>
+    where
+        S: RestateStore,
+    {
         let name = self.flow.name().to_owned();
         let workflow = workflow_discovery(&name, self.tuning)?;
         let mut services = vec![service_definition(Serve { flow: Arc::clone(&self.flow) }, workflow)];

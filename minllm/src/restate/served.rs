@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
+use super::RestateStore;
 use crate::durable::steps::{Outcome, outcome_bytes};
 use crate::durable::{Journaled, StepJournal, StepResult, StoreCodec, run_journaled_with};
 use crate::error::Error;
@@ -25,7 +26,9 @@ use crate::typed::{AsyncMachine, AsyncTyped, SyncMachine, SyncTyped};
 /// made by `flow!`. `M` only tells the kinds apart; type inference picks it.
 pub trait Servable<S, M> {
     #[doc(hidden)]
-    fn into_served(self) -> ServedFlow<S>;
+    fn into_served(self) -> ServedFlow<S>
+    where
+        S: RestateStore;
 }
 
 /// A flow as [`RestateFlow`] holds it, whatever its kind.
@@ -70,8 +73,11 @@ pub(super) trait Served<S>: Send + Sync {
     }
 }
 
-impl<S: Serialize + DeserializeOwned + Send + Sync + 'static> Servable<S, marker::Erased> for Flow<S> {
-    fn into_served(self) -> ServedFlow<S> {
+impl<S: Send + Sync + 'static> Servable<S, marker::Erased> for Flow<S> {
+    fn into_served(self) -> ServedFlow<S>
+    where
+        S: RestateStore,
+    {
         ServedFlow(Arc::new(self))
     }
 }
@@ -149,7 +155,10 @@ fn failed(message: String) -> StepResult {
 struct Typed<F>(F);
 
 impl<S: Send + Sync + 'static, F: SyncMachine<S> + Send + 'static> Servable<S, marker::Flow> for F {
-    fn into_served(self) -> ServedFlow<S> {
+    fn into_served(self) -> ServedFlow<S>
+    where
+        S: RestateStore,
+    {
         ServedFlow(Arc::new(Typed(self)))
     }
 }
@@ -262,7 +271,10 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 struct AsyncTypedFlow<F>(F);
 
 impl<S: Send + Sync + 'static, F: AsyncMachine<S> + Send + 'static> Servable<S, marker::AsyncFlow> for F {
-    fn into_served(self) -> ServedFlow<S> {
+    fn into_served(self) -> ServedFlow<S>
+    where
+        S: RestateStore,
+    {
         ServedFlow(Arc::new(AsyncTypedFlow(self)))
     }
 }
