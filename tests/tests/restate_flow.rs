@@ -243,6 +243,11 @@ fn a_flow_macro_flow_is_served_the_same_way_and_survives_a_kill_mid_exec() {
         assert_eq!(counts.get(&format!("typed-end {k}")), Some(&1), "call {k}: {counts:?}");
     }
     assert_eq!(counts.get("typed-start 2"), Some(&2), "only the call in flight ran again: {counts:?}");
+    // The same flow as an `async struct`, served alike.
+    let (status, body) = http(&server.ingress, "POST", "/AsyncTally/a-1/run", Some(r#"{"count": 0}"#)).unwrap();
+    assert_eq!(status, 200, "{body}\n{}", server.log());
+    let store: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((store["count"].as_u64(), store["log"][4].as_str()), (Some(5), Some("paid call 4")));
 }
 
 #[test]

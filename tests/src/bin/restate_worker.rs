@@ -2,8 +2,8 @@
 //! `research` (five paid calls in a loop, then a summary) as a Restate
 //! workflow on `127.0.0.1:<port>`, the flow `spread` (a parallel batch node
 //! whose items fan out over the workers), `chapters` (a parallel batch flow
-//! whose items' runs fan out), the `flow!` flow `Tally` (the paid
-//! calls of `research`) and the benchmark's flow `bench`,
+//! whose items' runs fan out), the `flow!` flows `Tally` and
+//! `AsyncTally` (the paid calls of `research`) and the benchmark's flow `bench`,
 //! and kills itself with `kill -9` where told.
 //!
 //! `restate_worker <port>`, with `LOG=<file>` (one line per `exec` start and
@@ -246,6 +246,17 @@ flow! {
     }
 }
 
+flow! {
+    /// `Tally` as an `async struct`.
+    async struct AsyncTally: Ledger {
+        node work: TypedWork = TypedWork;
+        start work;
+        max_steps 20;
+        work - Step::Again >> work;
+        work - Step::Done >> end;
+    }
+}
+
 fn flow() -> Flow<Ledger> {
     let mut flow = Flow::new("research");
     let work = flow.add("work", Work);
@@ -266,6 +277,7 @@ async fn main() {
         .inactivity_timeout(Duration::from_secs(300));
     services.extend(spread.definitions().expect("a valid service name"));
     services.extend(RestateFlow::new(Tally::new()).definitions().expect("a valid service name"));
+    services.extend(RestateFlow::new(AsyncTally::new()).definitions().expect("a valid service name"));
     let chapters = RestateFlow::new(chapters()).retry_backoff(Duration::from_millis(50), Duration::from_secs(1));
     services.extend(chapters.definitions().expect("a valid service name"));
     // A sync `flow!` flow inside a runtime flow, which Restate refuses.
