@@ -40,6 +40,12 @@ type PostFn<S> = dyn Fn(&mut S, Vec<Params>) -> NodeResult<Label> + Send + Sync;
 /// calls in flight at a crash are made again. Its items cannot
 /// [`interrupt`](crate::durable::interrupt): they run at the same time.
 ///
+/// Served on Restate (feature `restate`), a parallel batch flow sends each
+/// item's run to a worker with the item's params and a copy of the store;
+/// what the runs changed in the store comes back and is merged in the items'
+/// order (objects field by field, lists that grew appended, other changes
+/// replacing the value, a later item winning over an earlier one).
+///
 /// ```
 /// use minllm::{BatchFlow, ExecContext, Flow, Node, NodeResult, Params, SharedStore};
 ///
