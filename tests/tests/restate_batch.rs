@@ -8,7 +8,8 @@
 
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt as _;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use minllm_integration_tests::restate::{Proxy, RestateServer, Worker, free_port, http};
@@ -18,44 +19,61 @@ const ITEMS: usize = 1000;
 /// Items one worker runs at once (`ITEM_THREADS`).
 const AT_ONCE: usize = 8;
 
+/// A scratch directory of this test process for `name`, empty.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("minllm-restate-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Two workers logging to `dir` (killing themselves once, as `env` says),
+/// behind a round-robin proxy registered with `server`.
+fn two_workers(server: &RestateServer, dir: &Path, env: &[(&str, String)]) -> ([Worker; 2], Proxy) {
+    let start = |port: u16| {
+        let mut command = Command::new(WORKER);
+        command.arg(port.to_string()).env("LOG", dir.join("calls.log")).env("KILL_ONCE", dir.join("killed"));
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Worker::start(command, port)
+    };
+    let workers = [start(free_port()), start(free_port())];
+    let proxy = Proxy::start(workers.iter().map(|w| w.port).collect());
+    server.register(proxy.port);
+    (workers, proxy)
+}
+
+/// Waits until one of `workers` ends (at `point`, where it kills itself): its
+/// index and how it ended.
+fn first_to_end(workers: &mut [Worker; 2], server: &RestateServer, point: &str) -> (usize, ExitStatus) {
+    let started = Instant::now();
+    loop {
+        for (k, worker) in workers.iter_mut().enumerate() {
+            if let Some(status) = worker.child.try_wait().unwrap() {
+                return (k, status);
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "no worker reached {point}\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_thousand_items_land_on_both_workers_and_survive_one_killed_half_way() {
     let server = RestateServer::start();
-    let dir = std::env::temp_dir().join(format!("minllm-restate-batch-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let start = |port: u16| {
-        let mut command = Command::new(WORKER);
-        command
-            .arg(port.to_string())
-            .env("LOG", dir.join("calls.log"))
-            .env("KILL_ONCE", dir.join("killed"))
-            .env("KILL_AT", format!("item:{}", ITEMS / 2))
-            .env("ITEM_MS", "20")
-            .env("ITEM_THREADS", AT_ONCE.to_string());
-        Worker::start(command, port)
-    };
-    let mut workers = [start(free_port()), start(free_port())];
-    let proxy = Proxy::start(workers.iter().map(|w| w.port).collect());
-    server.register(proxy.port);
+    let dir = scratch("batch");
+    let env =
+        [("KILL_AT", format!("item:{}", ITEMS / 2)), ("ITEM_MS", "20".into()), ("ITEM_THREADS", AT_ONCE.to_string())];
+    let (mut workers, proxy) = two_workers(&server, &dir, &env);
     let (status, body) =
         server.post(&server.ingress, "/spread/batch-1/run/send", &format!("{{\"n\": {ITEMS}}}")).unwrap();
     assert!(status == 200 || status == 202, "start: {status} {body}");
 
     // Whichever worker gets the item half-way kills itself; the other stays.
-    let started = Instant::now();
-    let (killed, survivor) = loop {
-        if let Some(status) = workers[0].child.try_wait().unwrap() {
-            assert_eq!(status.signal(), Some(9), "{status:?}");
-            break (workers[0].pid(), workers[1].pid());
-        }
-        if let Some(status) = workers[1].child.try_wait().unwrap() {
-            assert_eq!(status.signal(), Some(9), "{status:?}");
-            break (workers[1].pid(), workers[0].pid());
-        }
-        assert!(started.elapsed() < Duration::from_secs(120), "no worker reached item {}\n{}", ITEMS / 2, server.log());
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (died, status) = first_to_end(&mut workers, &server, &format!("item {}", ITEMS / 2));
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+    let (killed, survivor) = (workers[died].pid(), workers[1 - died].pid());
 
     let (status, body) = http(&server.ingress, "GET", "/restate/workflow/spread/batch-1/attach", None).unwrap();
     assert_eq!(status, 200, "{body}\n{}", server.log());
@@ -130,33 +148,14 @@ fn retention_backoff_and_inactivity_reach_restate_when_the_flow_is_registered() 
 fn a_parallel_batch_flow_runs_its_items_on_both_workers_and_merges_what_they_wrote() {
     const CHAPTERS: usize = 60;
     let server = RestateServer::start();
-    let dir = std::env::temp_dir().join(format!("minllm-restate-chapters-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let start = |port: u16| {
-        let mut command = Command::new(WORKER);
-        command
-            .arg(port.to_string())
-            .env("LOG", dir.join("calls.log"))
-            .env("KILL_ONCE", dir.join("killed"))
-            .env("KILL_AT", format!("chapter:{}", CHAPTERS / 2))
-            .env("ITEM_MS", "20");
-        Worker::start(command, port)
-    };
-    let mut workers = [start(free_port()), start(free_port())];
-    let proxy = Proxy::start(workers.iter().map(|w| w.port).collect());
-    server.register(proxy.port);
+    let dir = scratch("chapters");
+    let env = [("KILL_AT", format!("chapter:{}", CHAPTERS / 2)), ("ITEM_MS", "20".into())];
+    let (mut workers, _proxy) = two_workers(&server, &dir, &env);
     let body = format!("{{\"n\": {CHAPTERS}}}");
     let (status, body) = server.post(&server.ingress, "/chapters/book-1/run/send", &body).unwrap();
     assert!(status == 200 || status == 202, "start: {status} {body}");
-    let started = Instant::now();
-    let killed = loop {
-        if let Some(k) = (0..2).find(|&k| workers[k].child.try_wait().unwrap().is_some()) {
-            break workers[k].pid();
-        }
-        assert!(started.elapsed() < Duration::from_secs(120), "no worker reached the kill point\n{}", server.log());
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (died, _) = first_to_end(&mut workers, &server, "the kill point");
+    let killed = workers[died].pid();
     let (status, body) = http(&server.ingress, "GET", "/restate/workflow/chapters/book-1/attach", None).unwrap();
     assert_eq!(status, 200, "{body}\n{}", server.log());
     let book: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -17,7 +17,7 @@ use futures_util::future::BoxFuture;
 use super::{AsyncBatchMode, AsyncBatchNode, BatchMode, BatchNode, DEFAULT_CONCURRENCY, DEFAULT_THREADS};
 use crate::access::{AsyncAccess, locked};
 use crate::context::NodeCx;
-use crate::durable::steps::{Outcome, StepResult, outcome_bytes, read_outcome};
+use crate::durable::steps::{Outcome, StepResult, failed_step, outcome_bytes, read_outcome};
 use crate::durable::{Ambient, StepJournal, Visit, decode_value, encode_value, send_kept, with_kept};
 use crate::error::{Error, Failure, HookError, Stage};
 use crate::node::{
@@ -46,7 +46,7 @@ where
     .map_err(|h| cx.error(h))?;
     let items = Arc::new(items);
     let make = |i: usize| sync_item(Arc::clone(node), Arc::clone(&items), i, i, cx.node.to_owned());
-    let remote = sync_fans_out(node.mode()) && visit.may_fan_out() && steps.fans_out();
+    let remote = sync_item_limit(node.mode()).is_some() && visit.may_fan_out() && steps.fans_out();
     let outputs = item_steps::<N::Item, N::Output>(steps, visit, cx, &items, remote, make).await?;
     // Every step was run and dropped, or replayed: the items are the node's again.
     let items = Arc::try_unwrap(items).map_err(|_| journal_error(visit, cx, "a step kept its items".to_owned()))?;
@@ -75,7 +75,7 @@ where
     .map_err(|h| cx.error(h))?;
     let items = Arc::new(items);
     let make = |i: usize| async_item(Arc::clone(node), Arc::clone(&items), i, i, cx.node.to_owned());
-    let remote = async_fans_out(node.mode()) && visit.may_fan_out() && steps.fans_out();
+    let remote = async_item_limit(node.mode()).is_some() && visit.may_fan_out() && steps.fans_out();
     let outputs = item_steps::<N::Item, N::Output>(steps, visit, cx, &items, remote, make).await?;
     let items = Arc::try_unwrap(items).map_err(|_| journal_error(visit, cx, "a step kept its items".to_owned()))?;
     let mut guard = locked!(store);
@@ -127,16 +127,6 @@ pub(crate) fn run_batch_steps_sync<S, N: BatchNode<S>>(
     });
     let outputs = ran.ok_or_else(|| not_multi_thread(visit, &cx))?.map_err(|e| *e)?;
     call_stage(Stage::Post, || node.post(store, items, outputs)).map_err(|h| cx.error(h))
-}
-
-/// Whether a sync batch node's items fan out: when they run at the same time.
-fn sync_fans_out(mode: BatchMode) -> bool {
-    matches!(mode, BatchMode::Parallel { .. })
-}
-
-/// Whether an async batch node's items fan out: when they run concurrently.
-fn async_fans_out(mode: AsyncBatchMode) -> bool {
-    matches!(mode, AsyncBatchMode::Concurrent { .. })
 }
 
 /// How many items of a sync batch node one worker runs at once when they fan
@@ -240,12 +230,8 @@ pub(crate) fn run_remote_async_item<S: Send + Sync, N: AsyncBatchNode<S>>(
 
 /// The outcome of an item whose bytes do not make an item of its node.
 fn undecodable(name: &str, index: usize, why: &str) -> BoxFuture<'static, StepResult> {
-    let failure = Failure::Returned {
-        source: format!("item {index} of batch node `{name}` arrived as bytes that are not one of its items: {why}")
-            .into(),
-        attempts: 0,
-    };
-    let bytes = outcome_bytes(Outcome::Failed(failure));
+    let why = format!("item {index} of batch node `{name}` arrived as bytes that are not one of its items: {why}");
+    let bytes = failed_step(why, 0);
     Box::pin(async move { bytes })
 }
 

@@ -199,6 +199,13 @@ pub(crate) fn outcome_bytes(outcome: Outcome) -> Vec<u8> {
     serde_json::to_vec(&value).unwrap_or_default()
 }
 
+/// The bytes of a step that failed with `message` outside its node's own
+/// hooks (the step could not run, or its input did not arrive whole),
+/// counted as `attempts` attempts.
+pub(crate) fn failed_step(message: String, attempts: u32) -> StepResult {
+    outcome_bytes(Outcome::Failed(Failure::Returned { source: message.into(), attempts }))
+}
+
 /// A step's outcome from the bytes [`outcome_bytes`] made; `None` for bytes
 /// it did not make.
 pub(crate) fn read_outcome(bytes: &[u8]) -> Option<Outcome> {

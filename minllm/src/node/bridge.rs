@@ -13,8 +13,7 @@ use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::durable::steps::{Outcome, outcome_bytes};
-use crate::error::Failure;
+use crate::durable::steps::failed_step;
 
 /// What a step's thread hears first: run the work and reply, or quit.
 type Go = Option<oneshot::Sender<Vec<u8>>>;
@@ -59,10 +58,7 @@ impl<'scope, 'env> Bridge<'scope, 'env> {
 }
 
 fn gone(why: &str) -> Vec<u8> {
-    outcome_bytes(Outcome::Failed(Failure::Returned {
-        source: format!("the step did not run: {why}").into(),
-        attempts: 1,
-    }))
+    failed_step(format!("the step did not run: {why}"), 1)
 }
 
 /// Drives `future` (a node's journaled steps) on this thread, which a sync

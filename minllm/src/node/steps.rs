@@ -15,7 +15,7 @@ use std::future::Future;
 use super::{AsyncNode, ExecContext, Node, Retry, exec_with_retry, guarded, offload, retry_after_async};
 use crate::access::{AsyncAccess, locked};
 use crate::context::{Cancel, NodeCx};
-use crate::durable::steps::{Outcome, outcome_bytes, read_outcome};
+use crate::durable::steps::{Outcome, failed_step, outcome_bytes, read_outcome};
 use crate::durable::visit::Asks;
 use crate::durable::{Ambient, StepJournal, Visit, decode_value, encode_value, is_interrupt, send_kept, with_kept};
 use crate::error::{BoxError, CheckpointError, Error, Failure, HookError, NodeResult, Stage};
@@ -49,7 +49,7 @@ where
         let asks = visit.asks_handle();
         let blocks = shared.exec_blocks();
         Box::pin(async move {
-            let Some(prep) = kept.lock().take() else { return outcome_bytes(Outcome::Failed(ran_twice())) };
+            let Some(prep) = kept.lock().take() else { return ran_twice() };
             let ran = exec_blocking(blocks, move |cancel| {
                 let _inside = ambient.enter();
                 let result = exec_with_retry(
@@ -103,7 +103,7 @@ where
         let (shared, name, kept, asks) = (Arc::clone(node), cx.node.to_owned(), Arc::clone(&slot), visit.asks_handle());
         let (ambient, emitted) = Ambient::current().keeping();
         Box::pin(ambient.scope(async move {
-            let Some(prep) = kept.lock().take() else { return outcome_bytes(Outcome::Failed(ran_twice())) };
+            let Some(prep) = kept.lock().take() else { return ran_twice() };
             let (node, held) = (&*shared, &prep);
             let first = ExecContext::new(&name, 1, node.retry().max_attempts(), None);
             let result = attempts_async(
@@ -147,7 +147,7 @@ pub(crate) fn run_node_steps_sync<S, N: Node<S>>(
             let (asks, slot, name) = (visit.asks_handle(), &slot, cx.node);
             let (ambient, emitted) = Ambient::current().keeping();
             bridge.step(move || {
-                let Some(prep) = slot.lock().take() else { return outcome_bytes(Outcome::Failed(ran_twice())) };
+                let Some(prep) = slot.lock().take() else { return ran_twice() };
                 let _inside = ambient.enter();
                 let result = exec_with_retry(
                     node.retry(),
@@ -313,8 +313,8 @@ pub(crate) fn journal_error(visit: &Visit<'_>, cx: &NodeCx<'_>, reason: String) 
     })
 }
 
-fn ran_twice() -> Failure {
-    Failure::Returned { source: "the step ran twice".into(), attempts: 1 }
+fn ran_twice() -> Vec<u8> {
+    failed_step("the step ran twice".to_owned(), 1)
 }
 
 /// A `prep` that neither came back from its step nor stayed.

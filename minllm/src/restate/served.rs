@@ -11,10 +11,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use super::RestateStore;
-use crate::durable::steps::{Outcome, outcome_bytes};
+use crate::durable::steps::{Outcome, failed_step, outcome_bytes};
 use crate::durable::{Journaled, StepJournal, StepResult, StoreCodec, run_journaled_with};
 use crate::error::Error;
-use crate::error::Failure;
 use crate::events::Sink;
 use crate::flow::Flow;
 use crate::marker;
@@ -116,16 +115,16 @@ impl<S: Serialize + DeserializeOwned + Send + Sync + 'static> Served<S> for Flow
         Some(Box::pin(async move {
             let (params, store) = match sent_flow_item::<S>(item) {
                 Ok(sent) => sent,
-                Err(why) => return failed(format!("an item of batch flow `{node}` arrived unreadable: {why}")),
+                Err(why) => return failed_step(format!("an item of batch flow `{node}` arrived unreadable: {why}"), 1),
             };
             let (mut store, run_id) = (store, format!("{node} item"));
             let how = Journaled { steps, run_id: &run_id, events: None, codec: None, params: Some(&params) };
             match run_journaled_with(&inner, &mut store, how).await {
                 Ok(_) => match serde_json::to_vec(&store) {
                     Ok(bytes) => outcome_bytes(Outcome::Done(bytes)),
-                    Err(e) => failed(format!("the store after an item of `{node}` cannot be sent back: {e}")),
+                    Err(e) => failed_step(format!("the store after an item of `{node}` cannot be sent back: {e}"), 1),
                 },
-                Err(error) => failed(error.to_string()),
+                Err(error) => failed_step(error.to_string(), 1),
             }
         }))
     }
@@ -144,11 +143,6 @@ fn sent_flow_item<S: DeserializeOwned>(mut item: serde_json::Value) -> Result<(P
     let params = Params::from_json(item["params"].take()).ok_or("its params are not a JSON object")?;
     let store = serde_json::from_value(item["store"].take()).map_err(|e| format!("its store: {e}"))?;
     Ok((params, store))
-}
-
-/// The result of an item's step that failed (not in a node of its own).
-fn failed(message: String) -> StepResult {
-    outcome_bytes(Outcome::Failed(Failure::Returned { source: message.into(), attempts: 1 }))
 }
 
 /// A `flow!` flow, served: its batch nodes' items stay in its runs.
